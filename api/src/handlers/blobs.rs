@@ -1,0 +1,191 @@
+//! Blob GET/HEAD (with single `Range` requests) and DELETE.
+
+use http::{Request, Response, StatusCode};
+use keelson_raft::CatalogCommand;
+use keelson_storage::Digest;
+
+use super::{authorize_repo, commit, header, Reply};
+use crate::access::Action;
+use crate::body::{self, Body};
+use crate::error::{ApiError, ErrorCode};
+use crate::registry::Registry;
+
+/// Blobs up to this size are read in one call instead of streamed.
+const SMALL_BLOB: u64 = 256 << 10;
+
+fn unknown() -> ApiError {
+    ApiError::new(ErrorCode::BlobUnknown, "blob unknown to registry")
+}
+
+/// A parsed `Range: bytes=…` header against a blob of `size` bytes.
+#[derive(Debug, PartialEq, Eq)]
+enum RangeRequest {
+    Whole,
+    Part { start: u64, end: u64 },
+    Unsatisfiable,
+}
+
+fn parse_range(header: Option<&str>, size: u64) -> RangeRequest {
+    let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else {
+        return RangeRequest::Whole;
+    };
+    if spec.contains(',') {
+        return RangeRequest::Whole; // multiple ranges: serving the whole blob is allowed
+    }
+    let Some((a, b)) = spec.trim().split_once('-') else {
+        return RangeRequest::Whole;
+    };
+    let (a, b) = (a.trim(), b.trim());
+    let parsed = match (a.is_empty(), b.is_empty()) {
+        (false, _) => {
+            let Ok(start) = a.parse::<u64>() else {
+                return RangeRequest::Whole;
+            };
+            let end = if b.is_empty() {
+                size.saturating_sub(1)
+            } else {
+                match b.parse::<u64>() {
+                    Ok(e) if e >= start => e.min(size.saturating_sub(1)),
+                    _ => return RangeRequest::Whole,
+                }
+            };
+            (start, end)
+        }
+        (true, false) => {
+            let Ok(suffix) = b.parse::<u64>() else {
+                return RangeRequest::Whole;
+            };
+            if suffix == 0 {
+                return RangeRequest::Unsatisfiable;
+            }
+            (size.saturating_sub(suffix), size.saturating_sub(1))
+        }
+        (true, true) => return RangeRequest::Whole,
+    };
+    if parsed.0 >= size {
+        return RangeRequest::Unsatisfiable;
+    }
+    RangeRequest::Part {
+        start: parsed.0,
+        end: parsed.1,
+    }
+}
+
+pub async fn get<B>(
+    reg: &Registry,
+    name: &str,
+    digest: &str,
+    req: &Request<B>,
+    head: bool,
+) -> Result<Response<Body>, ApiError> {
+    authorize_repo(reg, name, Action::Read)?;
+    let digest = Digest::parse(digest)?;
+    let record = reg
+        .catalog
+        .reader()
+        .blob_in_repo(name, &digest.to_string())?
+        .ok_or_else(unknown)?;
+    let size = record.size;
+    let (status, start, len) = match parse_range(header(req, "range"), size) {
+        RangeRequest::Whole => (StatusCode::OK, 0, size),
+        RangeRequest::Part { start, end } => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
+        RangeRequest::Unsatisfiable => {
+            return Err(
+                ApiError::new(ErrorCode::RangeInvalid, "requested range not satisfiable")
+                    .with_header("Content-Range", format!("bytes */{size}")),
+            );
+        }
+    };
+    let mut reply = Reply::new(status)
+        .header("Content-Type", "application/octet-stream")
+        .header("Content-Length", len)
+        .header("Docker-Content-Digest", &digest)
+        .header("ETag", format!("\"{digest}\""))
+        .header("Accept-Ranges", "bytes")
+        .header("Cache-Control", "max-age=31536000");
+    if status == StatusCode::PARTIAL_CONTENT {
+        reply = reply.header(
+            "Content-Range",
+            format!("bytes {}-{}/{}", start, start + len - 1, size),
+        );
+    }
+    if head || len == 0 {
+        return Ok(reply.body(body::empty()));
+    }
+    if !reg.store.contains(&digest) {
+        // Recorded in the catalog but not on this node: fetching from a holder arrives with
+        // the placement work; until then this node cannot serve it.
+        return Err(
+            ApiError::new(ErrorCode::Unavailable, "blob is not available on this node")
+                .with_header("Retry-After", "1".into()),
+        );
+    }
+    let body = if len <= SMALL_BLOB {
+        let store = reg.store.clone();
+        let d = digest.clone();
+        let bytes = tokio::task::spawn_blocking(move || store.read_range(&d, start, len))
+            .await
+            .map_err(|e| keelson_storage::StorageError::Io(std::io::Error::other(e)))?
+            .map_err(keelson_storage::StorageError::Io)?;
+        body::full(bytes)
+    } else {
+        body::channel(
+            reg.store
+                .stream_range(&digest, start, len)
+                .map_err(keelson_storage::StorageError::Io)?,
+        )
+    };
+    Ok(reply.body(body))
+}
+
+pub async fn delete(reg: &Registry, name: &str, digest: &str) -> Result<Response<Body>, ApiError> {
+    authorize_repo(reg, name, Action::Manage)?;
+    let digest = Digest::parse(digest)?;
+    commit(
+        reg,
+        CatalogCommand::UnlinkBlob {
+            repo: name.to_string(),
+            digest: digest.to_string(),
+        },
+    )
+    .await
+    .map_err(|e| {
+        if e.code == ErrorCode::ManifestBlobUnknown {
+            unknown()
+        } else {
+            e
+        }
+    })?;
+    Ok(Reply::new(StatusCode::ACCEPTED).empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        use RangeRequest::*;
+        assert_eq!(parse_range(None, 10), Whole);
+        assert_eq!(
+            parse_range(Some("bytes=0-9"), 10),
+            Part { start: 0, end: 9 }
+        );
+        assert_eq!(parse_range(Some("bytes=5-"), 10), Part { start: 5, end: 9 });
+        assert_eq!(parse_range(Some("bytes=-4"), 10), Part { start: 6, end: 9 });
+        assert_eq!(
+            parse_range(Some("bytes=-40"), 10),
+            Part { start: 0, end: 9 }
+        );
+        assert_eq!(
+            parse_range(Some("bytes=2-100"), 10),
+            Part { start: 2, end: 9 }
+        );
+        assert_eq!(parse_range(Some("bytes=10-"), 10), Unsatisfiable);
+        assert_eq!(parse_range(Some("bytes=-0"), 10), Unsatisfiable);
+        assert_eq!(parse_range(Some("bytes=5-2"), 10), Whole);
+        assert_eq!(parse_range(Some("bytes=x-"), 10), Whole);
+        assert_eq!(parse_range(Some("items=0-1"), 10), Whole);
+        assert_eq!(parse_range(Some("bytes=0-1,3-4"), 10), Whole);
+    }
+}

@@ -1,0 +1,86 @@
+//! Route handlers, one module per resource, and the small helpers they share.
+
+pub mod blobs;
+pub mod listing;
+pub mod manifests;
+pub mod uploads;
+
+use http::{Request, Response, StatusCode};
+use keelson_raft::{CatalogCommand, CatalogResponse};
+
+use crate::access::{self, Action, Principal};
+use crate::body::{self, Body};
+use crate::error::ApiError;
+use crate::names;
+use crate::registry::Registry;
+use crate::server::plain;
+
+/// A response under construction; header values that cannot be encoded turn into a bare 500
+/// instead of a panic (they are all built from validated names and digests).
+pub(crate) struct Reply {
+    status: StatusCode,
+    headers: Vec<(&'static str, String)>,
+}
+
+impl Reply {
+    pub fn new(status: StatusCode) -> Reply {
+        Reply {
+            status,
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn header(mut self, name: &'static str, value: impl ToString) -> Reply {
+        self.headers.push((name, value.to_string()));
+        self
+    }
+
+    pub fn body(self, body: Body) -> Response<Body> {
+        let mut builder = Response::builder().status(self.status);
+        for (name, value) in self.headers {
+            builder = builder.header(name, value);
+        }
+        builder
+            .body(body)
+            .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR))
+    }
+
+    /// No body; `Content-Length: 0` unless a length was set.
+    pub fn empty(self) -> Response<Body> {
+        let has_length = self
+            .headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("content-length"));
+        let reply = if has_length {
+            self
+        } else {
+            self.header("Content-Length", 0)
+        };
+        reply.body(body::empty())
+    }
+}
+
+/// A request header as text (absent when missing or not visible ASCII).
+pub(crate) fn header<'a, B>(req: &'a Request<B>, name: &str) -> Option<&'a str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Validates the repository name and authorises `action` on it. Pushing into a repository that
+/// does not exist yet needs `Manage` (it creates the repository).
+pub(crate) fn authorize_repo(reg: &Registry, name: &str, action: Action) -> Result<(), ApiError> {
+    names::validate_repo(name)?;
+    let action = if action == Action::Write && reg.catalog.reader().repo(name)?.is_none() {
+        Action::Manage
+    } else {
+        action
+    };
+    access::authorize(&Principal, action, Some(name))
+}
+
+/// Commits a command; a rejection becomes the matching OCI error.
+pub(crate) async fn commit(reg: &Registry, cmd: CatalogCommand) -> Result<(), ApiError> {
+    match reg.catalog.propose(cmd).await? {
+        CatalogResponse::Applied => Ok(()),
+        CatalogResponse::Rejected(r) => Err(r.into()),
+    }
+}

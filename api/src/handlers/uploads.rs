@@ -1,0 +1,237 @@
+//! Blob uploads: start (plain, monolithic, cross-repository mount), PATCH chunks, status, finish
+//! and cancel. Bodies stream straight into the session writer; a blob is linked into the
+//! repository through Raft only after its bytes are verified and durable.
+
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use keelson_raft::CatalogCommand;
+use keelson_storage::{Digest, StorageError};
+
+use super::{authorize_repo, commit, header, Reply};
+use crate::access::Action;
+use crate::body::Body;
+use crate::error::{upload_range, ApiError, ErrorCode};
+use crate::names;
+use crate::registry::Registry;
+use crate::routes::{query_get, query_pairs};
+
+fn upload_location(name: &str, id: &str) -> String {
+    format!("/v2/{name}/blobs/uploads/{id}")
+}
+
+/// 202 for an open session at `offset`.
+fn accepted(name: &str, id: &str, offset: u64) -> Response<Body> {
+    Reply::new(StatusCode::ACCEPTED)
+        .header("Location", upload_location(name, id))
+        .header("Range", upload_range(offset))
+        .header("Docker-Upload-UUID", id)
+        .empty()
+}
+
+/// 201 for a blob now in the repository.
+fn created(name: &str, digest: &Digest) -> Response<Body> {
+    Reply::new(StatusCode::CREATED)
+        .header("Location", format!("/v2/{name}/blobs/{digest}"))
+        .header("Docker-Content-Digest", digest)
+        .empty()
+}
+
+/// `Content-Range: <start>-<end>` of a chunk (also accepts a `bytes ` prefix).
+fn chunk_start(req: &Request<Incoming>) -> Result<Option<u64>, ApiError> {
+    let Some(text) = header(req, "content-range") else {
+        return Ok(None);
+    };
+    let text = text
+        .trim()
+        .trim_start_matches("bytes ")
+        .trim_start_matches("bytes=");
+    let bad = || {
+        ApiError::new(
+            ErrorCode::BlobUploadInvalid,
+            "Content-Range must be <start>-<end>",
+        )
+        .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
+    };
+    let (start, end) = text.split_once('-').ok_or_else(bad)?;
+    let start: u64 = start.trim().parse().map_err(|_| bad())?;
+    let end: u64 = end
+        .split('/')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .parse()
+        .map_err(|_| bad())?;
+    if end < start {
+        return Err(bad());
+    }
+    Ok(Some(start))
+}
+
+/// Streams the request body into the session; returns the new offset.
+async fn append(
+    reg: &Registry,
+    name: &str,
+    id: &str,
+    req: Request<Incoming>,
+) -> Result<u64, ApiError> {
+    let start = chunk_start(&req)?;
+    let mut writer = reg
+        .uploads
+        .writer(id, name, start)
+        .await
+        .map_err(|e| with_location(e.into(), name, id))?;
+    let mut body = req.into_body();
+    let mut failure = None;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data() {
+                    if let Err(e) = writer.write(data).await {
+                        failure = Some(ApiError::from(e));
+                        break;
+                    }
+                }
+            }
+            Err(e) => {
+                failure = Some(ApiError::from(StorageError::Body(e.to_string())));
+                break;
+            }
+        }
+    }
+    let offset = writer.close().await?;
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(offset),
+    }
+}
+
+fn with_location(e: ApiError, name: &str, id: &str) -> ApiError {
+    if e.status == StatusCode::RANGE_NOT_SATISFIABLE {
+        e.with_header("Location", upload_location(name, id))
+            .with_header("Docker-Upload-UUID", id.to_string())
+    } else {
+        e
+    }
+}
+
+fn required_digest(req: &Request<Incoming>) -> Result<Digest, ApiError> {
+    let pairs = query_pairs(req.uri().query());
+    let text = query_get(&pairs, "digest")
+        .ok_or_else(|| ApiError::new(ErrorCode::DigestInvalid, "digest parameter missing"))?;
+    Ok(Digest::parse(text)?)
+}
+
+/// Verifies, stores and links the session's blob.
+async fn complete(
+    reg: &Registry,
+    name: &str,
+    id: &str,
+    digest: &Digest,
+) -> Result<Response<Body>, ApiError> {
+    let size = reg.uploads.finish(id, name, digest).await?;
+    commit(
+        reg,
+        CatalogCommand::LinkBlob {
+            repo: name.to_string(),
+            digest: digest.to_string(),
+            size,
+            holders: vec![reg.catalog.node_id()],
+            now_ms: reg.clock.now_ms(),
+        },
+    )
+    .await?;
+    Ok(created(name, digest))
+}
+
+/// POST `/v2/<name>/blobs/uploads/` (`?digest=` monolithic, `?mount=&from=` cross-mount).
+pub async fn start(
+    reg: &Registry,
+    name: &str,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    authorize_repo(reg, name, Action::Write)?;
+    let pairs = query_pairs(req.uri().query());
+    if let (Some(mount), Some(from)) = (query_get(&pairs, "mount"), query_get(&pairs, "from")) {
+        let digest = Digest::parse(mount)?;
+        if names::validate_repo(from).is_ok() && authorize_repo(reg, from, Action::Read).is_ok() {
+            if let Some(record) = reg
+                .catalog
+                .reader()
+                .blob_in_repo(from, &digest.to_string())?
+            {
+                commit(
+                    reg,
+                    CatalogCommand::LinkBlob {
+                        repo: name.to_string(),
+                        digest: digest.to_string(),
+                        size: record.size,
+                        holders: record.holders,
+                        now_ms: reg.clock.now_ms(),
+                    },
+                )
+                .await?;
+                return Ok(created(name, &digest));
+            }
+        }
+        // Not mountable: fall back to a fresh upload session.
+    }
+    let monolithic = match query_get(&pairs, "digest") {
+        Some(text) => Some(Digest::parse(text)?),
+        None => None,
+    };
+    let id = reg.uploads.create(name)?;
+    match monolithic {
+        None => Ok(accepted(name, &id, 0)),
+        Some(digest) => {
+            let result = async {
+                append(reg, name, &id, req).await?;
+                complete(reg, name, &id, &digest).await
+            }
+            .await;
+            if result.is_err() {
+                let _ = reg.uploads.cancel(&id, name).await;
+            }
+            result
+        }
+    }
+}
+
+pub async fn status(reg: &Registry, name: &str, id: &str) -> Result<Response<Body>, ApiError> {
+    authorize_repo(reg, name, Action::Write)?;
+    let offset = reg.uploads.offset(id, name).await?;
+    Ok(Reply::new(StatusCode::NO_CONTENT)
+        .header("Location", upload_location(name, id))
+        .header("Range", upload_range(offset))
+        .header("Docker-Upload-UUID", id)
+        .empty())
+}
+
+pub async fn patch(
+    reg: &Registry,
+    name: &str,
+    id: &str,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    authorize_repo(reg, name, Action::Write)?;
+    let offset = append(reg, name, id, req).await?;
+    Ok(accepted(name, id, offset))
+}
+
+pub async fn finish(
+    reg: &Registry,
+    name: &str,
+    id: &str,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    authorize_repo(reg, name, Action::Write)?;
+    let digest = required_digest(&req)?;
+    append(reg, name, id, req).await?;
+    complete(reg, name, id, &digest).await
+}
+
+pub async fn cancel(reg: &Registry, name: &str, id: &str) -> Result<Response<Body>, ApiError> {
+    authorize_repo(reg, name, Action::Write)?;
+    reg.uploads.cancel(id, name).await?;
+    Ok(Reply::new(StatusCode::NO_CONTENT).empty())
+}

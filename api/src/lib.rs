@@ -1,0 +1,18 @@
+//! Keelson's HTTP front: the OCI Distribution API (and Docker's dialect of it), its errors and the
+//! single place where access is checked.
+//!
+//! The crate serves connections it is handed (a stream of accepted sockets), so the binary and
+//! the simulation can give it real or simulated networks.
+
+pub mod access;
+pub mod body;
+pub mod error;
+mod handlers;
+pub mod manifest;
+pub mod names;
+pub mod registry;
+pub mod routes;
+pub mod server;
+
+pub use registry::{Clock, Limits, Registry, SystemClock};
+pub use server::serve;

@@ -1,0 +1,50 @@
+//! The state every handler shares: the catalog, the local blob store, upload sessions, the clock
+//! and the configured limits.
+
+use std::sync::Arc;
+
+use keelson_raft::Catalog;
+use keelson_storage::{BlobStore, Uploads};
+
+/// Wall-clock milliseconds, injectable so the simulation can drive time.
+pub trait Clock: Send + Sync {
+    fn now_ms(&self) -> u64;
+}
+
+/// The real clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    }
+}
+
+/// Request limits.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest manifest body accepted.
+    pub max_manifest_bytes: usize,
+    /// Largest page a listing returns, whatever `n` asks for.
+    pub max_page: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_manifest_bytes: crate::manifest::MAX_MANIFEST_BYTES,
+            max_page: 10_000,
+        }
+    }
+}
+
+/// One node's registry.
+pub struct Registry {
+    pub catalog: Catalog,
+    pub store: BlobStore,
+    pub uploads: Uploads,
+    pub clock: Arc<dyn Clock>,
+    pub limits: Limits,
+}

@@ -1,0 +1,139 @@
+//! Serves HTTP/1.1 and HTTP/2 (h2c) connections handed in by the node, routes each request and
+//! turns every failure into the OCI error JSON. Nothing here panics on input.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::body::{self, Body};
+use crate::error::{ApiError, ErrorCode};
+use crate::handlers;
+use crate::registry::Registry;
+use crate::routes::{self, Route};
+
+/// Serves one accepted connection until the peer closes it.
+pub async fn serve<IO>(io: IO, registry: Arc<Registry>)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let registry = registry.clone();
+        async move { Ok::<_, Infallible>(handle(registry, req).await) }
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().keep_alive(true).max_buf_size(1 << 20);
+    builder
+        .http2()
+        .max_concurrent_streams(256)
+        .initial_stream_window_size(4 << 20)
+        .initial_connection_window_size(8 << 20);
+    if let Err(e) = builder.serve_connection(TokioIo::new(io), service).await {
+        tracing::debug!(error = %e, "connection ended");
+    }
+}
+
+async fn handle(registry: Arc<Registry>, req: Request<Incoming>) -> Response<Body> {
+    let head = req.method() == Method::HEAD;
+    let mut response = match route(&registry, req).await {
+        Ok(r) => r,
+        Err(e) => error_response(&e, head),
+    };
+    response.headers_mut().insert(
+        "Docker-Distribution-API-Version",
+        HeaderValue::from_static("registry/2.0"),
+    );
+    response
+}
+
+/// Renders an error; HEAD answers carry no body.
+pub fn error_response(e: &ApiError, head: bool) -> Response<Body> {
+    if e.status.is_server_error() {
+        tracing::warn!(code = e.code.as_str(), message = %e.message, "request failed");
+    }
+    let bytes = e.body();
+    let len = bytes.len();
+    let mut builder = Response::builder()
+        .status(e.status)
+        .header("Content-Type", "application/json")
+        .header("Content-Length", len);
+    for (name, value) in &e.headers {
+        builder = builder.header(*name, value);
+    }
+    let body = if head {
+        body::empty()
+    } else {
+        body::full(bytes)
+    };
+    builder
+        .body(body)
+        .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR))
+}
+
+/// A bodiless response with only a status (the fallback when a builder is given a bad header).
+pub fn plain(status: StatusCode) -> Response<Body> {
+    let mut r = Response::new(body::empty());
+    *r.status_mut() = status;
+    r
+}
+
+fn unsupported(method: &Method) -> ApiError {
+    ApiError::new(
+        ErrorCode::Unsupported,
+        format!("method {method} is not supported on this route"),
+    )
+}
+
+async fn route(reg: &Registry, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    match routes::parse(&path) {
+        Route::Base => match method {
+            Method::GET | Method::HEAD => Ok(handlers::listing::base()),
+            _ => Err(unsupported(&method)),
+        },
+        Route::Catalog => match method {
+            Method::GET => handlers::listing::catalog(reg, &req).await,
+            _ => Err(unsupported(&method)),
+        },
+        Route::Tags { name } => match method {
+            Method::GET => handlers::listing::tags(reg, name, &req).await,
+            _ => Err(unsupported(&method)),
+        },
+        Route::Referrers { name, digest } => match method {
+            Method::GET => handlers::listing::referrers(reg, name, digest, &req).await,
+            _ => Err(unsupported(&method)),
+        },
+        Route::Manifest { name, reference } => match method {
+            Method::GET => handlers::manifests::get(reg, name, reference, &req, false).await,
+            Method::HEAD => handlers::manifests::get(reg, name, reference, &req, true).await,
+            Method::PUT => handlers::manifests::put(reg, name, reference, req).await,
+            Method::DELETE => handlers::manifests::delete(reg, name, reference).await,
+            _ => Err(unsupported(&method)),
+        },
+        Route::Blob { name, digest } => match method {
+            Method::GET => handlers::blobs::get(reg, name, digest, &req, false).await,
+            Method::HEAD => handlers::blobs::get(reg, name, digest, &req, true).await,
+            Method::DELETE => handlers::blobs::delete(reg, name, digest).await,
+            _ => Err(unsupported(&method)),
+        },
+        Route::Uploads { name } => match method {
+            Method::POST => handlers::uploads::start(reg, name, req).await,
+            _ => Err(unsupported(&method)),
+        },
+        Route::Upload { name, id } => match method {
+            Method::GET => handlers::uploads::status(reg, name, id).await,
+            Method::PATCH => handlers::uploads::patch(reg, name, id, req).await,
+            Method::PUT => handlers::uploads::finish(reg, name, id, req).await,
+            Method::DELETE => handlers::uploads::cancel(reg, name, id).await,
+            _ => Err(unsupported(&method)),
+        },
+        Route::NotFound => Err(ApiError::new(ErrorCode::Unsupported, "no such route")
+            .with_status(StatusCode::NOT_FOUND)),
+    }
+}

@@ -1,0 +1,148 @@
+//! Read access to the applied catalog, for the API and the storage layer.
+//!
+//! Reads see the local state machine. Callers that need linearizable answers (a tag read right
+//! after a push acknowledged elsewhere) first call [`crate::Catalog::linearizable`], which waits
+//! until this node has applied everything committed at the time of the call.
+
+use rocksdb::{Direction, IteratorMode};
+
+use crate::command::*;
+use crate::db::Db;
+use crate::keys::*;
+
+#[derive(Clone)]
+pub struct CatalogReader {
+    db: Db,
+}
+
+/// A failure to read the local catalog (disk or decoding trouble; never "not found").
+#[derive(Debug, thiserror::Error)]
+#[error("catalog read failed: {0}")]
+pub struct ReadError(String);
+
+type Result<T> = std::result::Result<T, ReadError>;
+
+fn err<E: std::fmt::Display>(e: E) -> ReadError {
+    ReadError(e.to_string())
+}
+
+/// One page of a sorted listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub items: Vec<String>,
+    /// True when entries follow the last one returned.
+    pub more: bool,
+}
+
+impl CatalogReader {
+    pub(crate) fn new(db: Db) -> Self {
+        CatalogReader { db }
+    }
+
+    fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily> {
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| ReadError(format!("column family {name} missing")))
+    }
+
+    fn get<T: serde::de::DeserializeOwned>(&self, cf: &str, key: &[u8]) -> Result<Option<T>> {
+        match self.db.get_pinned_cf(self.cf(cf)?, key).map_err(err)? {
+            None => Ok(None),
+            Some(bytes) => Ok(Some(bincode::deserialize(&bytes).map_err(err)?)),
+        }
+    }
+
+    pub fn repo(&self, repo: &str) -> Result<Option<RepoRecord>> {
+        self.get(CF_REPOS, repo.as_bytes())
+    }
+
+    /// The blob's record, only when it is linked into `repo`.
+    pub fn blob_in_repo(&self, repo: &str, digest: &str) -> Result<Option<BlobRecord>> {
+        if self
+            .db
+            .get_pinned_cf(self.cf(CF_REPO_BLOBS)?, join(&[repo, digest]))
+            .map_err(err)?
+            .is_none()
+        {
+            return Ok(None);
+        }
+        self.blob(digest)
+    }
+
+    /// The blob's record, in whatever repo.
+    pub fn blob(&self, digest: &str) -> Result<Option<BlobRecord>> {
+        self.get(CF_BLOBS, digest.as_bytes())
+    }
+
+    /// The digest a tag points at.
+    pub fn tag(&self, repo: &str, tag: &str) -> Result<Option<String>> {
+        match self
+            .db
+            .get_pinned_cf(self.cf(CF_TAGS)?, join(&[repo, tag]))
+            .map_err(err)?
+        {
+            None => Ok(None),
+            Some(bytes) => Ok(Some(String::from_utf8(bytes.to_vec()).map_err(err)?)),
+        }
+    }
+
+    pub fn manifest(&self, repo: &str, digest: &str) -> Result<Option<ManifestRecord>> {
+        self.get(CF_MANIFESTS, &join(&[repo, digest]))
+    }
+
+    /// Tags of `repo` in lexical order, after `last`, at most `limit`.
+    pub fn tags(&self, repo: &str, last: Option<&str>, limit: usize) -> Result<Page> {
+        self.list_with_prefix(CF_TAGS, &repo_prefix(repo), last, limit)
+    }
+
+    /// Repository names in lexical order, after `last`, at most `limit`.
+    pub fn repos(&self, last: Option<&str>, limit: usize) -> Result<Page> {
+        self.list_with_prefix(CF_REPOS, b"", last, limit)
+    }
+
+    fn list_with_prefix(
+        &self,
+        cf: &str,
+        prefix: &[u8],
+        last: Option<&str>,
+        limit: usize,
+    ) -> Result<Page> {
+        let mut start = prefix.to_vec();
+        if let Some(last) = last {
+            start.extend_from_slice(last.as_bytes());
+            start.push(0); // the smallest key strictly after `last`
+        }
+        let mut items = Vec::new();
+        let mut more = false;
+        for item in self
+            .db
+            .iterator_cf(self.cf(cf)?, IteratorMode::From(&start, Direction::Forward))
+        {
+            let (key, _) = item.map_err(err)?;
+            if !key.starts_with(prefix) {
+                break;
+            }
+            if items.len() == limit {
+                more = true;
+                break;
+            }
+            items.push(String::from_utf8(key[prefix.len()..].to_vec()).map_err(err)?);
+        }
+        Ok(Page { items, more })
+    }
+
+    /// Manifests in `repo` whose `subject` is `subject`.
+    pub fn referrers(&self, repo: &str, subject: &str) -> Result<Vec<ReferrerRecord>> {
+        let mut prefix = join(&[repo, subject]);
+        prefix.push(0);
+        let mut out = Vec::new();
+        for item in self.db.prefix_iterator_cf(self.cf(CF_REFERRERS)?, &prefix) {
+            let (key, value) = item.map_err(err)?;
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            out.push(bincode::deserialize(&value).map_err(err)?);
+        }
+        Ok(out)
+    }
+}

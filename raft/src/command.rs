@@ -1,0 +1,100 @@
+//! The commands the catalog log carries, the records they leave in the state machine, and the
+//! deterministic answers applying them gives.
+//!
+//! Commands carry everything apply needs (including the proposer's clock reading), so that every
+//! replica computes the same state from the same log.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::NodeId;
+
+/// A change to the catalog. Digests are `algorithm:hex` strings validated by the proposer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub enum CatalogCommand {
+    /// A blob's bytes are durable on `holders`; link it into `repo` (creating the repo).
+    LinkBlob {
+        repo: String,
+        digest: String,
+        size: u64,
+        holders: Vec<NodeId>,
+        now_ms: u64,
+    },
+    /// Store a manifest in `repo` and optionally point `tag` at it. Rejected when a blob or child
+    /// manifest it references is not in the repo at apply time.
+    PutManifest {
+        repo: String,
+        digest: String,
+        manifest: ManifestRecord,
+        tag: Option<String>,
+        now_ms: u64,
+    },
+    /// Remove a tag (the manifest stays).
+    DeleteTag { repo: String, tag: String },
+    /// Remove a manifest, every tag that points at it and its referrer entry.
+    DeleteManifest { repo: String, digest: String },
+    /// Remove a blob's link from a repo (bytes are reclaimed by garbage collection).
+    UnlinkBlob { repo: String, digest: String },
+}
+
+/// The answer to one applied command.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub enum CatalogResponse {
+    Applied,
+    Rejected(Rejection),
+}
+
+/// Why a command changed nothing.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("blob {0} is not in the repository")]
+    BlobUnknown(String),
+    #[error("manifest {0} is not in the repository")]
+    ManifestUnknown(String),
+    #[error("tag {0} is not in the repository")]
+    TagUnknown(String),
+    #[error("repository is not known")]
+    RepoUnknown,
+}
+
+/// A repository.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct RepoRecord {
+    pub created_ms: u64,
+    pub public: bool,
+}
+
+/// A blob's size and the nodes holding its bytes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BlobRecord {
+    pub size: u64,
+    pub holders: Vec<NodeId>,
+    pub created_ms: u64,
+}
+
+/// A manifest as pushed: its exact bytes plus what the registry needs to know about it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ManifestRecord {
+    pub media_type: String,
+    pub body: Vec<u8>,
+    /// Blobs (config, layers) that must be in the repo.
+    pub blobs: Vec<String>,
+    /// Child manifests (of an index) that must be in the repo.
+    pub manifests: Vec<String>,
+    /// The `subject` digest, when this manifest refers to another one.
+    pub subject: Option<String>,
+    pub artifact_type: Option<String>,
+    pub annotations: Option<BTreeMap<String, String>>,
+    pub created_ms: u64,
+}
+
+/// One entry of a subject's referrers list (an OCI descriptor).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReferrerRecord {
+    pub media_type: String,
+    pub digest: String,
+    pub size: u64,
+    pub artifact_type: Option<String>,
+    pub annotations: Option<BTreeMap<String, String>>,
+}

@@ -1,0 +1,41 @@
+//! Opens the node's rocksdb with the catalog's column families and options tuned for its access
+//! pattern: small point reads (tags, manifests, blob records) and short prefix scans.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rocksdb::{BlockBasedOptions, Cache, ColumnFamilyDescriptor, Options, DB};
+
+use crate::keys::*;
+
+pub type Db = Arc<DB>;
+
+pub fn open(path: &Path) -> Result<Db, rocksdb::Error> {
+    let mut opts = Options::default();
+    opts.create_if_missing(true);
+    opts.create_missing_column_families(true);
+    opts.set_max_background_jobs(2);
+    opts.set_bytes_per_sync(1 << 20);
+    let cache = Cache::new_lru_cache(64 << 20)?;
+    let cf = |name: &str| {
+        let mut cf_opts = Options::default();
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(&cache);
+        table.set_bloom_filter(10.0, false);
+        table.set_cache_index_and_filter_blocks(true);
+        cf_opts.set_block_based_table_factory(&table);
+        ColumnFamilyDescriptor::new(name, cf_opts)
+    };
+    let descriptors = vec![
+        cf(CF_LOGS),
+        cf(CF_RAFT),
+        cf(CF_SM_META),
+        cf(CF_REPOS),
+        cf(CF_TAGS),
+        cf(CF_MANIFESTS),
+        cf(CF_BLOBS),
+        cf(CF_REPO_BLOBS),
+        cf(CF_REFERRERS),
+    ];
+    Ok(Arc::new(DB::open_cf_descriptors(&opts, path, descriptors)?))
+}

@@ -1,0 +1,58 @@
+//! Key layout of the catalog's column families.
+//!
+//! Composite keys join their parts with a NUL byte, which no repository name, tag or digest may
+//! contain, so a prefix scan over `repo\0` sees exactly one repository's entries in sorted order.
+
+pub const CF_LOGS: &str = "logs";
+pub const CF_RAFT: &str = "raft";
+pub const CF_SM_META: &str = "sm_meta";
+pub const CF_REPOS: &str = "repos";
+pub const CF_TAGS: &str = "tags";
+pub const CF_MANIFESTS: &str = "manifests";
+pub const CF_BLOBS: &str = "blobs";
+pub const CF_REPO_BLOBS: &str = "repo_blobs";
+pub const CF_REFERRERS: &str = "referrers";
+
+/// The column families holding replicated catalog state (what a snapshot contains).
+pub const CATALOG_CFS: [&str; 6] = [
+    CF_REPOS,
+    CF_TAGS,
+    CF_MANIFESTS,
+    CF_BLOBS,
+    CF_REPO_BLOBS,
+    CF_REFERRERS,
+];
+
+pub const KEY_VOTE: &[u8] = b"vote";
+pub const KEY_COMMITTED: &[u8] = b"committed";
+pub const KEY_LAST_PURGED: &[u8] = b"last_purged";
+pub const KEY_LAST_APPLIED: &[u8] = b"last_applied";
+pub const KEY_MEMBERSHIP: &[u8] = b"membership";
+
+/// Joins key parts with NUL separators.
+pub fn join(parts: &[&str]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            key.push(0);
+        }
+        key.extend_from_slice(part.as_bytes());
+    }
+    key
+}
+
+/// `repo\0`: the prefix of every entry of one repository.
+pub fn repo_prefix(repo: &str) -> Vec<u8> {
+    let mut key = join(&[repo]);
+    key.push(0);
+    key
+}
+
+/// Log index as a big-endian key, so the log sorts by index.
+pub fn log_key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+pub fn log_index(key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(key.try_into().ok()?))
+}

@@ -1,0 +1,24 @@
+//! Keelson's replicated catalog.
+//!
+//! Every piece of registry metadata — repositories, manifests, tags, blob records and where the
+//! blob bytes live — is a command in one openraft log, applied to a state machine kept in rocksdb.
+//! This crate owns that log and that state machine and nothing else: it knows no HTTP and opens no
+//! sockets of its own (the network is a trait the node wires in).
+
+pub mod catalog;
+pub mod command;
+mod db;
+mod keys;
+mod log_store;
+pub mod network;
+pub mod node;
+mod state_machine;
+pub mod types;
+
+pub use catalog::CatalogReader;
+pub use command::{
+    BlobRecord, CatalogCommand, CatalogResponse, ManifestRecord, ReferrerRecord, Rejection,
+    RepoRecord,
+};
+pub use node::{Catalog, CatalogConfig, CatalogError};
+pub use types::{NodeId, NodeInfo, TypeConfig};

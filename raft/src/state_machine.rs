@@ -1,0 +1,401 @@
+//! The catalog state machine: applies committed commands to rocksdb, builds and installs
+//! snapshots.
+//!
+//! Each entry is applied in one write batch together with the new `last_applied` log id, so the
+//! catalog and its applied position never disagree after a crash. Writes are not fsynced here:
+//! every entry applied is already durable in the log (same rocksdb WAL), and openraft re-applies
+//! from `last_applied` on restart.
+
+use std::io::Cursor;
+use std::path::PathBuf;
+
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageIOError,
+    StoredMembership,
+};
+use rocksdb::{IteratorMode, WriteBatch};
+use serde::{Deserialize, Serialize};
+
+use crate::command::*;
+use crate::db::Db;
+use crate::keys::*;
+use crate::types::{Entry, NodeId, NodeInfo, StorageError, TypeConfig};
+
+pub struct StateMachineStore {
+    db: Db,
+    snapshot_dir: PathBuf,
+    snapshot_seq: u64,
+}
+
+/// A snapshot as written to disk: its metadata and every catalog key/value pair.
+#[derive(Serialize, Deserialize)]
+struct SnapshotFile {
+    meta: SnapshotMeta<NodeId, NodeInfo>,
+    /// (column family, key, value)
+    entries: Vec<(String, Vec<u8>, Vec<u8>)>,
+}
+
+fn io_err<E: std::error::Error + 'static>(e: E) -> StorageError {
+    StorageIOError::write_state_machine(&e).into()
+}
+
+impl StateMachineStore {
+    pub fn new(db: Db, snapshot_dir: PathBuf) -> Result<Self, std::io::Error> {
+        std::fs::create_dir_all(&snapshot_dir)?;
+        Ok(StateMachineStore {
+            db,
+            snapshot_dir,
+            snapshot_seq: 0,
+        })
+    }
+
+    fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, StorageError> {
+        self.db.cf_handle(name).ok_or_else(|| {
+            io_err(std::io::Error::other(format!(
+                "column family {name} missing"
+            )))
+        })
+    }
+
+    fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        cf: &str,
+        key: &[u8],
+    ) -> Result<Option<T>, StorageError> {
+        match self.db.get_pinned_cf(self.cf(cf)?, key).map_err(io_err)? {
+            None => Ok(None),
+            Some(bytes) => Ok(Some(bincode::deserialize(&bytes).map_err(io_err)?)),
+        }
+    }
+
+    fn exists(&self, cf: &str, key: &[u8]) -> Result<bool, StorageError> {
+        Ok(self
+            .db
+            .get_pinned_cf(self.cf(cf)?, key)
+            .map_err(io_err)?
+            .is_some())
+    }
+
+    fn put<T: Serialize>(
+        &self,
+        batch: &mut WriteBatch,
+        cf: &str,
+        key: &[u8],
+        value: &T,
+    ) -> Result<(), StorageError> {
+        batch.put_cf(
+            self.cf(cf)?,
+            key,
+            bincode::serialize(value).map_err(io_err)?,
+        );
+        Ok(())
+    }
+
+    fn ensure_repo(
+        &self,
+        batch: &mut WriteBatch,
+        repo: &str,
+        now_ms: u64,
+    ) -> Result<(), StorageError> {
+        let key = keys_repo(repo);
+        if !self.exists(CF_REPOS, &key)? {
+            self.put(
+                batch,
+                CF_REPOS,
+                &key,
+                &RepoRecord {
+                    created_ms: now_ms,
+                    public: false,
+                },
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Applies one command into `batch`; returns the answer for the proposer.
+    fn apply_command(
+        &self,
+        batch: &mut WriteBatch,
+        cmd: CatalogCommand,
+    ) -> Result<CatalogResponse, StorageError> {
+        use CatalogResponse::{Applied, Rejected};
+        Ok(match cmd {
+            CatalogCommand::LinkBlob {
+                repo,
+                digest,
+                size,
+                holders,
+                now_ms,
+            } => {
+                self.ensure_repo(batch, &repo, now_ms)?;
+                let record = match self.get::<BlobRecord>(CF_BLOBS, digest.as_bytes())? {
+                    Some(mut existing) => {
+                        for h in holders {
+                            if !existing.holders.contains(&h) {
+                                existing.holders.push(h);
+                            }
+                        }
+                        existing
+                    }
+                    None => BlobRecord {
+                        size,
+                        holders,
+                        created_ms: now_ms,
+                    },
+                };
+                self.put(batch, CF_BLOBS, digest.as_bytes(), &record)?;
+                batch.put_cf(self.cf(CF_REPO_BLOBS)?, join(&[&repo, &digest]), []);
+                Applied
+            }
+            CatalogCommand::PutManifest {
+                repo,
+                digest,
+                manifest,
+                tag,
+                now_ms,
+            } => {
+                for blob in &manifest.blobs {
+                    if !self.exists(CF_REPO_BLOBS, &join(&[&repo, blob]))? {
+                        return Ok(Rejected(Rejection::BlobUnknown(blob.clone())));
+                    }
+                }
+                for child in &manifest.manifests {
+                    if !self.exists(CF_MANIFESTS, &join(&[&repo, child]))? {
+                        return Ok(Rejected(Rejection::ManifestUnknown(child.clone())));
+                    }
+                }
+                self.ensure_repo(batch, &repo, now_ms)?;
+                if let Some(subject) = &manifest.subject {
+                    let referrer = ReferrerRecord {
+                        media_type: manifest.media_type.clone(),
+                        digest: digest.clone(),
+                        size: manifest.body.len() as u64,
+                        artifact_type: manifest.artifact_type.clone(),
+                        annotations: manifest.annotations.clone(),
+                    };
+                    self.put(
+                        batch,
+                        CF_REFERRERS,
+                        &join(&[&repo, subject, &digest]),
+                        &referrer,
+                    )?;
+                }
+                if let Some(tag) = &tag {
+                    batch.put_cf(self.cf(CF_TAGS)?, join(&[&repo, tag]), digest.as_bytes());
+                }
+                self.put(batch, CF_MANIFESTS, &join(&[&repo, &digest]), &manifest)?;
+                Applied
+            }
+            CatalogCommand::DeleteTag { repo, tag } => {
+                let key = join(&[&repo, &tag]);
+                if !self.exists(CF_TAGS, &key)? {
+                    return Ok(Rejected(Rejection::TagUnknown(tag)));
+                }
+                batch.delete_cf(self.cf(CF_TAGS)?, key);
+                Applied
+            }
+            CatalogCommand::DeleteManifest { repo, digest } => {
+                let key = join(&[&repo, &digest]);
+                let Some(manifest) = self.get::<ManifestRecord>(CF_MANIFESTS, &key)? else {
+                    return Ok(Rejected(Rejection::ManifestUnknown(digest)));
+                };
+                batch.delete_cf(self.cf(CF_MANIFESTS)?, &key);
+                if let Some(subject) = &manifest.subject {
+                    batch.delete_cf(self.cf(CF_REFERRERS)?, join(&[&repo, subject, &digest]));
+                }
+                let tags = self.cf(CF_TAGS)?;
+                let prefix = repo_prefix(&repo);
+                for item in self.db.prefix_iterator_cf(tags, &prefix) {
+                    let (tag_key, target) = item.map_err(io_err)?;
+                    if !tag_key.starts_with(&prefix) {
+                        break;
+                    }
+                    if *target == *digest.as_bytes() {
+                        batch.delete_cf(tags, &tag_key);
+                    }
+                }
+                Applied
+            }
+            CatalogCommand::UnlinkBlob { repo, digest } => {
+                let key = join(&[&repo, &digest]);
+                if !self.exists(CF_REPO_BLOBS, &key)? {
+                    return Ok(Rejected(Rejection::BlobUnknown(digest)));
+                }
+                batch.delete_cf(self.cf(CF_REPO_BLOBS)?, key);
+                Applied
+            }
+        })
+    }
+
+    fn snapshot_path(&self) -> PathBuf {
+        self.snapshot_dir.join("current.snapshot")
+    }
+
+    fn read_snapshot_file(&self) -> Result<Option<Vec<u8>>, StorageError> {
+        match std::fs::read(self.snapshot_path()) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StorageIOError::read_snapshot(None, &e).into()),
+        }
+    }
+
+    fn write_snapshot_file(&self, bytes: &[u8]) -> Result<(), StorageError> {
+        let tmp = self.snapshot_dir.join("current.snapshot.tmp");
+        let write = || -> std::io::Result<()> {
+            use std::io::Write;
+            let mut file = std::fs::File::create(&tmp)?;
+            file.write_all(bytes)?;
+            file.sync_all()?;
+            std::fs::rename(&tmp, self.snapshot_path())?;
+            std::fs::File::open(&self.snapshot_dir)?.sync_all()
+        };
+        write().map_err(|e| StorageIOError::write_snapshot(None, &e).into())
+    }
+}
+
+fn keys_repo(repo: &str) -> Vec<u8> {
+    repo.as_bytes().to_vec()
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let view = self.db.snapshot();
+        let read_meta = |key: &[u8]| -> Result<Option<Vec<u8>>, StorageError> {
+            view.get_cf(self.cf(CF_SM_META)?, key).map_err(io_err)
+        };
+        let last_applied: Option<LogId<NodeId>> = match read_meta(KEY_LAST_APPLIED)? {
+            Some(b) => bincode::deserialize(&b).map_err(io_err)?,
+            None => None,
+        };
+        let membership: StoredMembership<NodeId, NodeInfo> = match read_meta(KEY_MEMBERSHIP)? {
+            Some(b) => bincode::deserialize(&b).map_err(io_err)?,
+            None => StoredMembership::default(),
+        };
+        let mut entries = Vec::new();
+        for name in CATALOG_CFS {
+            for item in view.iterator_cf(self.cf(name)?, IteratorMode::Start) {
+                let (k, v) = item.map_err(io_err)?;
+                entries.push((name.to_string(), k.to_vec(), v.to_vec()));
+            }
+        }
+        drop(view);
+        self.snapshot_seq += 1;
+        let snapshot_id = match last_applied {
+            Some(id) => format!("{}-{}-{}", id.leader_id, id.index, self.snapshot_seq),
+            None => format!("none-{}", self.snapshot_seq),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: last_applied,
+            last_membership: membership,
+            snapshot_id,
+        };
+        let bytes = bincode::serialize(&SnapshotFile {
+            meta: meta.clone(),
+            entries,
+        })
+        .map_err(io_err)?;
+        self.write_snapshot_file(&bytes)?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(bytes)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, NodeInfo>), StorageError> {
+        let applied = self
+            .get::<Option<LogId<NodeId>>>(CF_SM_META, KEY_LAST_APPLIED)?
+            .flatten();
+        let membership = self.get(CF_SM_META, KEY_MEMBERSHIP)?.unwrap_or_default();
+        Ok((applied, membership))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CatalogResponse>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut answers = Vec::new();
+        for entry in entries {
+            let mut batch = WriteBatch::default();
+            let answer = match entry.payload {
+                EntryPayload::Blank => CatalogResponse::Applied,
+                EntryPayload::Normal(cmd) => self.apply_command(&mut batch, cmd)?,
+                EntryPayload::Membership(m) => {
+                    let stored = StoredMembership::new(Some(entry.log_id), m);
+                    self.put(&mut batch, CF_SM_META, KEY_MEMBERSHIP, &stored)?;
+                    CatalogResponse::Applied
+                }
+            };
+            self.put(
+                &mut batch,
+                CF_SM_META,
+                KEY_LAST_APPLIED,
+                &Some(entry.log_id),
+            )?;
+            self.db.write(batch).map_err(io_err)?;
+            answers.push(answer);
+        }
+        Ok(answers)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        StateMachineStore {
+            db: self.db.clone(),
+            snapshot_dir: self.snapshot_dir.clone(),
+            snapshot_seq: self.snapshot_seq + 1,
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, NodeInfo>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let bytes = snapshot.into_inner();
+        let file: SnapshotFile = bincode::deserialize(&bytes)
+            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
+        let mut batch = WriteBatch::default();
+        for name in CATALOG_CFS {
+            let cf = self.cf(name)?;
+            // Every catalog key is shorter than 64 KiB of 0xff.
+            batch.delete_range_cf(cf, Vec::<u8>::new(), vec![0xffu8; 65536]);
+        }
+        for (name, k, v) in &file.entries {
+            batch.put_cf(self.cf(name)?, k, v);
+        }
+        self.put(&mut batch, CF_SM_META, KEY_LAST_APPLIED, &meta.last_log_id)?;
+        self.put(
+            &mut batch,
+            CF_SM_META,
+            KEY_MEMBERSHIP,
+            &meta.last_membership,
+        )?;
+        let mut opts = rocksdb::WriteOptions::default();
+        opts.set_sync(true);
+        self.db.write_opt(batch, &opts).map_err(io_err)?;
+        self.write_snapshot_file(&bytes)
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let Some(bytes) = self.read_snapshot_file()? else {
+            return Ok(None);
+        };
+        let file: SnapshotFile =
+            bincode::deserialize(&bytes).map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+        Ok(Some(Snapshot {
+            meta: file.meta,
+            snapshot: Box::new(Cursor::new(bytes)),
+        }))
+    }
+}

@@ -1,0 +1,15 @@
+//! Keelson's blob storage on one node.
+//!
+//! Blob bytes never pass through Raft: they are streamed into upload sessions, hashed as they
+//! arrive, fsynced and renamed into a content-addressed store. Only the blob record (digest, size,
+//! holders) is then committed to the catalog by the caller.
+
+pub mod blob_store;
+pub mod digest;
+pub mod error;
+pub mod upload;
+
+pub use blob_store::BlobStore;
+pub use digest::{Digest, DigestError};
+pub use error::StorageError;
+pub use upload::{UploadWriter, Uploads};

@@ -1,0 +1,311 @@
+//! Resumable upload sessions.
+//!
+//! A session is a directory `uploads/<id>/` holding the bytes received so far (`data`) and the
+//! repository it belongs to (`repo`). While the node runs, the running SHA-256 state is kept in
+//! memory so each chunk is hashed exactly once as it streams through; after a restart the state
+//! is rebuilt by hashing the bytes on disk the first time the session is touched, so an upload
+//! survives a crash and resumes at the offset the disk holds.
+//!
+//! Chunks are written and hashed on a blocking thread fed by a bounded queue, so the network
+//! side never waits on the disk for more than a few chunks and memory stays flat.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use rand::RngCore;
+use sha2::{Digest as _, Sha256};
+use tokio::sync::{mpsc, Mutex as AsyncMutex, OwnedMutexGuard};
+use tokio::task::JoinHandle;
+
+use crate::blob_store::{sync_dir, BlobStore};
+use crate::digest::Digest;
+use crate::error::StorageError;
+
+const QUEUE_CHUNKS: usize = 16;
+const WRITE_BUFFER: usize = 1 << 20;
+
+/// Session state while it is open in this process.
+struct Session {
+    repo: String,
+    /// Open file and hash state; `None` until first touched after a restart.
+    live: Option<Live>,
+}
+
+struct Live {
+    file: File,
+    hasher: Sha256,
+    offset: u64,
+}
+
+impl Live {
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        self.file.write_all(bytes)?;
+        self.hasher.update(bytes);
+        self.offset += bytes.len() as u64;
+        Ok(())
+    }
+}
+
+/// All upload sessions of this node.
+pub struct Uploads {
+    dir: PathBuf,
+    store: BlobStore,
+    owner_tag: String,
+    open: Mutex<HashMap<String, Arc<AsyncMutex<Session>>>>,
+}
+
+impl Uploads {
+    /// `owner_tag` names this node inside every session id, so peers can route to the owner.
+    pub fn open(dir: PathBuf, store: BlobStore, owner_tag: String) -> io::Result<Uploads> {
+        std::fs::create_dir_all(&dir)?;
+        Ok(Uploads {
+            dir,
+            store,
+            owner_tag,
+            open: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The owner tag embedded in an upload id (`<owner>-<random>`).
+    pub fn owner_of(id: &str) -> Option<&str> {
+        id.split_once('-').map(|(owner, _)| owner)
+    }
+
+    fn valid_id(id: &str) -> bool {
+        !id.is_empty()
+            && id.len() <= 80
+            && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    }
+
+    /// Starts a session for `repo`; returns its id.
+    pub fn create(&self, repo: &str) -> Result<String, StorageError> {
+        let mut random = [0u8; 16];
+        rand::thread_rng().fill_bytes(&mut random);
+        let id = format!("{}-{}", self.owner_tag, hex::encode(random));
+        let dir = self.dir.join(&id);
+        std::fs::create_dir(&dir)?;
+        std::fs::write(dir.join("repo"), repo)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("data"))?;
+        let session = Session {
+            repo: repo.to_string(),
+            live: Some(Live {
+                file,
+                hasher: Sha256::new(),
+                offset: 0,
+            }),
+        };
+        self.lock_map()
+            .insert(id.clone(), Arc::new(AsyncMutex::new(session)));
+        Ok(id)
+    }
+
+    fn lock_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<AsyncMutex<Session>>>> {
+        self.open
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Finds a session, in memory or (after a restart) on disk, and checks it belongs to `repo`.
+    async fn session(
+        &self,
+        id: &str,
+        repo: &str,
+    ) -> Result<OwnedMutexGuard<Session>, StorageError> {
+        if !Self::valid_id(id) {
+            return Err(StorageError::UploadUnknown);
+        }
+        let found = self.lock_map().get(id).cloned();
+        let handle = match found {
+            Some(h) => h,
+            None => {
+                let stored_repo = match std::fs::read_to_string(self.dir.join(id).join("repo")) {
+                    Ok(r) => r,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        return Err(StorageError::UploadUnknown)
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                let handle = Arc::new(AsyncMutex::new(Session {
+                    repo: stored_repo,
+                    live: None,
+                }));
+                self.lock_map()
+                    .entry(id.to_string())
+                    .or_insert(handle)
+                    .clone()
+            }
+        };
+        let mut guard = handle.lock_owned().await;
+        if guard.repo != repo {
+            return Err(StorageError::UploadOtherRepo(guard.repo.clone()));
+        }
+        if guard.live.is_none() {
+            let path = self.dir.join(id).join("data");
+            let live = tokio::task::spawn_blocking(move || rehash(path))
+                .await
+                .map_err(|e| StorageError::Io(io::Error::other(e)))??;
+            guard.live = Some(live);
+        }
+        Ok(guard)
+    }
+
+    /// Bytes received so far.
+    pub async fn offset(&self, id: &str, repo: &str) -> Result<u64, StorageError> {
+        let guard = self.session(id, repo).await?;
+        Ok(guard.live.as_ref().map_or(0, |l| l.offset))
+    }
+
+    /// Opens the session for appending. `start`, when given, must equal the current offset.
+    pub async fn writer(
+        &self,
+        id: &str,
+        repo: &str,
+        start: Option<u64>,
+    ) -> Result<UploadWriter, StorageError> {
+        let mut guard = self.session(id, repo).await?;
+        let live = guard.live.take().ok_or(StorageError::UploadUnknown)?;
+        if let Some(start) = start {
+            if start != live.offset {
+                let offset = live.offset;
+                guard.live = Some(live);
+                return Err(StorageError::OutOfOrder { start, offset });
+            }
+        }
+        let (tx, mut rx) = mpsc::channel::<Bytes>(QUEUE_CHUNKS);
+        // The worker owns the session lock until every queued chunk is on disk, so even a
+        // request cancelled halfway leaves the session consistent for the next one.
+        let worker = tokio::task::spawn_blocking(move || {
+            let mut live = live;
+            let mut pending: Vec<u8> = Vec::with_capacity(WRITE_BUFFER);
+            let mut result = Ok(());
+            while let Some(chunk) = rx.blocking_recv() {
+                if pending.len() + chunk.len() > WRITE_BUFFER {
+                    result = live.append(&pending).and_then(|_| live.append(&chunk));
+                    pending.clear();
+                } else {
+                    pending.extend_from_slice(&chunk);
+                }
+                if result.is_err() {
+                    break;
+                }
+            }
+            if result.is_ok() {
+                result = live.append(&pending);
+            }
+            let offset = live.offset;
+            // After a failed write the file and the hash state may disagree: drop the live
+            // state so the next access rebuilds it from the disk.
+            guard.live = if result.is_ok() { Some(live) } else { None };
+            result.map(|_| offset)
+        });
+        Ok(UploadWriter {
+            tx: Some(tx),
+            worker,
+        })
+    }
+
+    /// Verifies the session's digest, makes the bytes durable and moves them into the blob store.
+    /// Returns the blob size. On a digest mismatch the session is discarded.
+    pub async fn finish(
+        &self,
+        id: &str,
+        repo: &str,
+        expected: &Digest,
+    ) -> Result<u64, StorageError> {
+        let mut guard = self.session(id, repo).await?;
+        let live = guard.live.take().ok_or(StorageError::UploadUnknown)?;
+        let actual = Digest::from_hasher(live.hasher.clone());
+        if actual != *expected {
+            drop(guard);
+            self.cancel(id, repo).await?;
+            return Err(StorageError::DigestMismatch {
+                expected: expected.clone(),
+                actual,
+            });
+        }
+        let size = live.offset;
+        let dir = self.dir.join(id);
+        let store = self.store.clone();
+        let digest = expected.clone();
+        tokio::task::spawn_blocking(move || -> io::Result<()> {
+            live.file.sync_all()?;
+            drop(live);
+            store.ingest(&dir.join("data"), &digest)?;
+            std::fs::remove_dir_all(&dir)
+        })
+        .await
+        .map_err(|e| StorageError::Io(io::Error::other(e)))??;
+        self.lock_map().remove(id);
+        drop(guard);
+        Ok(size)
+    }
+
+    /// Drops a session and its bytes.
+    pub async fn cancel(&self, id: &str, repo: &str) -> Result<(), StorageError> {
+        let guard = self.session(id, repo).await?;
+        let dir = self.dir.join(id);
+        tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir))
+            .await
+            .map_err(|e| StorageError::Io(io::Error::other(e)))??;
+        self.lock_map().remove(id);
+        drop(guard);
+        let _ = sync_dir(&self.dir);
+        Ok(())
+    }
+}
+
+/// Rebuilds a session's live state from its bytes on disk.
+fn rehash(path: PathBuf) -> io::Result<Live> {
+    let mut file = OpenOptions::new().read(true).append(true).open(&path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut offset = 0u64;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        offset += n as u64;
+    }
+    Ok(Live {
+        file,
+        hasher,
+        offset,
+    })
+}
+
+/// An open append to one session (the session stays locked until its worker is done).
+pub struct UploadWriter {
+    tx: Option<mpsc::Sender<Bytes>>,
+    worker: JoinHandle<io::Result<u64>>,
+}
+
+impl UploadWriter {
+    /// Queues a chunk for writing and hashing.
+    pub async fn write(&mut self, chunk: Bytes) -> Result<(), StorageError> {
+        let tx = self.tx.as_ref().ok_or(StorageError::UploadUnknown)?;
+        tx.send(chunk)
+            .await
+            .map_err(|_| StorageError::Io(io::Error::other("upload writer stopped")))
+    }
+
+    /// Waits for every queued chunk to be written; returns the new offset.
+    pub async fn close(mut self) -> Result<u64, StorageError> {
+        self.tx.take();
+        let offset = (&mut self.worker)
+            .await
+            .map_err(|e| StorageError::Io(io::Error::other(e)))??;
+        Ok(offset)
+    }
+}
