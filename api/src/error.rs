@@ -121,8 +121,7 @@ impl From<DigestError> for ApiError {
     fn from(e: DigestError) -> ApiError {
         match e {
             DigestError::UnsupportedAlgorithm(_) => {
-                ApiError::new(ErrorCode::Unsupported, e.to_string())
-                    .with_status(StatusCode::BAD_REQUEST)
+                ApiError::new(ErrorCode::Unsupported, e.to_string()).with_status(StatusCode::BAD_REQUEST)
             }
             DigestError::Malformed => ApiError::new(ErrorCode::DigestInvalid, e.to_string()),
         }
@@ -132,20 +131,15 @@ impl From<DigestError> for ApiError {
 impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> ApiError {
         match &e {
-            StorageError::UploadUnknown | StorageError::UploadOtherRepo(_) => ApiError::new(
-                ErrorCode::BlobUploadUnknown,
-                "blob upload unknown to registry",
-            ),
-            StorageError::OutOfOrder { offset, .. } => {
-                ApiError::new(ErrorCode::BlobUploadInvalid, e.to_string())
-                    .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
-                    .with_header("Range", upload_range(*offset))
+            StorageError::UploadUnknown | StorageError::UploadOtherRepo(_) => {
+                ApiError::new(ErrorCode::BlobUploadUnknown, "blob upload unknown to registry")
             }
-            StorageError::DigestMismatch { .. } => {
-                ApiError::new(ErrorCode::DigestInvalid, e.to_string())
-            }
+            StorageError::OutOfOrder { offset, .. } => ApiError::new(ErrorCode::BlobUploadInvalid, e.to_string())
+                .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
+                .with_header("Range", upload_range(*offset)),
+            StorageError::DigestMismatch { .. } => ApiError::new(ErrorCode::DigestInvalid, e.to_string()),
             StorageError::Body(_) => ApiError::new(ErrorCode::BlobUploadInvalid, e.to_string()),
-            StorageError::BlobMissing(_) | StorageError::Io(_) => {
+            StorageError::BlobMissing(_) | StorageError::Io(_) | StorageError::Peer(_) => {
                 tracing::error!(error = %e, "storage failure");
                 ApiError::new(ErrorCode::Unavailable, "storage temporarily unavailable")
             }
@@ -156,11 +150,8 @@ impl From<StorageError> for ApiError {
 impl From<CatalogError> for ApiError {
     fn from(e: CatalogError) -> ApiError {
         tracing::warn!(error = %e, "catalog unavailable");
-        ApiError::new(
-            ErrorCode::Unavailable,
-            "catalog temporarily unavailable; retry",
-        )
-        .with_header("Retry-After", "1".into())
+        ApiError::new(ErrorCode::Unavailable, "catalog temporarily unavailable; retry")
+            .with_header("Retry-After", "1".into())
     }
 }
 
@@ -174,12 +165,10 @@ impl From<Rejection> for ApiError {
     fn from(r: Rejection) -> ApiError {
         match &r {
             Rejection::BlobUnknown(d) => {
-                ApiError::new(ErrorCode::ManifestBlobUnknown, r.to_string())
-                    .with_detail(json!({ "digest": d }))
+                ApiError::new(ErrorCode::ManifestBlobUnknown, r.to_string()).with_detail(json!({ "digest": d }))
             }
             Rejection::ManifestUnknown(d) => {
-                ApiError::new(ErrorCode::ManifestUnknown, r.to_string())
-                    .with_detail(json!({ "digest": d }))
+                ApiError::new(ErrorCode::ManifestUnknown, r.to_string()).with_detail(json!({ "digest": d }))
             }
             Rejection::TagUnknown(_) => ApiError::new(ErrorCode::ManifestUnknown, r.to_string()),
             Rejection::RepoUnknown => ApiError::new(ErrorCode::NameUnknown, r.to_string()),

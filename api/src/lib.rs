@@ -10,9 +10,11 @@ pub mod error;
 mod handlers;
 pub mod manifest;
 pub mod names;
+pub mod placement;
+pub mod proxy;
 pub mod registry;
 pub mod routes;
 pub mod server;
 
-pub use registry::{Clock, Limits, Registry, SystemClock};
+pub use registry::{Clock, Limits, Redundancy, Registry, SystemClock};
 pub use server::serve;

@@ -29,44 +29,29 @@ pub struct ValidManifest {
 }
 
 /// Validates `body` sent with `content_type`; `now_ms` stamps the record.
-pub fn validate(
-    body: &[u8],
-    content_type: Option<&str>,
-    now_ms: u64,
-) -> Result<ValidManifest, ApiError> {
-    let generic: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| invalid(format!("manifest is not valid JSON: {e}")))?;
+pub fn validate(body: &[u8], content_type: Option<&str>, now_ms: u64) -> Result<ValidManifest, ApiError> {
+    let generic: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| invalid(format!("manifest is not valid JSON: {e}")))?;
     let object = generic
         .as_object()
         .ok_or_else(|| invalid("manifest must be a JSON object"))?;
     if object.get("schemaVersion").and_then(|v| v.as_u64()) != Some(2) {
-        return Err(invalid(
-            "schemaVersion must be 2 (Docker schema 1 is not supported)",
-        ));
+        return Err(invalid("schemaVersion must be 2 (Docker schema 1 is not supported)"));
     }
     let declared = match object.get("mediaType") {
         None => None,
-        Some(v) => Some(
-            v.as_str()
-                .ok_or_else(|| invalid("mediaType must be a string"))?,
-        ),
+        Some(v) => Some(v.as_str().ok_or_else(|| invalid("mediaType must be a string"))?),
     };
     let header = content_type
         .map(|c| c.split(';').next().unwrap_or("").trim())
         .filter(|c| !c.is_empty());
     let is_index = object.contains_key("manifests");
     let media_type = match (declared, header) {
-        (Some(d), Some(h))
-            if d != h && h != "application/json" && h != "application/octet-stream" =>
-        {
-            return Err(invalid(format!(
-                "mediaType {d} does not match Content-Type {h}"
-            )));
+        (Some(d), Some(h)) if d != h && h != "application/json" && h != "application/octet-stream" => {
+            return Err(invalid(format!("mediaType {d} does not match Content-Type {h}")));
         }
         (Some(d), _) => d.to_string(),
-        (None, Some(h)) if [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST].contains(&h) => {
-            h.to_string()
-        }
+        (None, Some(h)) if [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST].contains(&h) => h.to_string(),
         (None, _) if is_index => OCI_INDEX.to_string(),
         (None, _) => OCI_MANIFEST.to_string(),
     };
@@ -82,11 +67,9 @@ pub fn validate(
     };
     match media_type.as_str() {
         OCI_MANIFEST | DOCKER_MANIFEST => {
-            let m: ImageManifest = serde_json::from_value(generic)
-                .map_err(|e| invalid(format!("invalid image manifest: {e}")))?;
-            record
-                .blobs
-                .push(descriptor_digest(m.config())?.to_string());
+            let m: ImageManifest =
+                serde_json::from_value(generic).map_err(|e| invalid(format!("invalid image manifest: {e}")))?;
+            record.blobs.push(descriptor_digest(m.config())?.to_string());
             for layer in m.layers() {
                 let digest = descriptor_digest(layer)?;
                 // Foreign layers (with URLs) are fetched from elsewhere, not pushed here.
@@ -106,8 +89,8 @@ pub fn validate(
             if !is_index {
                 return Err(invalid("an index must list manifests"));
             }
-            let index: ImageIndex = serde_json::from_value(generic)
-                .map_err(|e| invalid(format!("invalid image index: {e}")))?;
+            let index: ImageIndex =
+                serde_json::from_value(generic).map_err(|e| invalid(format!("invalid image index: {e}")))?;
             for child in index.manifests() {
                 record.manifests.push(descriptor_digest(child)?.to_string());
             }
@@ -132,13 +115,10 @@ fn descriptor_digest(d: &Descriptor) -> Result<Digest, ApiError> {
 }
 
 fn subject(d: Option<&Descriptor>) -> Result<Option<String>, ApiError> {
-    d.map(|d| descriptor_digest(d).map(|x| x.to_string()))
-        .transpose()
+    d.map(|d| descriptor_digest(d).map(|x| x.to_string())).transpose()
 }
 
-fn sorted(
-    map: &Option<std::collections::HashMap<String, String>>,
-) -> Option<BTreeMap<String, String>> {
+fn sorted(map: &Option<std::collections::HashMap<String, String>>) -> Option<BTreeMap<String, String>> {
     map.as_ref()
         .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
 }
@@ -154,11 +134,7 @@ pub fn accepts(accept: &[&str], media_type: &str) -> bool {
                 continue;
             }
             saw_any = true;
-            if item == "*/*"
-                || item == media_type
-                || item == "application/*"
-                || item == "application/json"
-            {
+            if item == "*/*" || item == media_type || item == "application/*" || item == "application/json" {
                 return true;
             }
         }

@@ -10,12 +10,7 @@ pub const MAX_NAME_LEN: usize = 255;
 
 /// Checks a repository name; returns it unchanged when valid.
 pub fn validate_repo(name: &str) -> Result<&str, ApiError> {
-    let invalid = |why: &str| {
-        ApiError::new(
-            ErrorCode::NameInvalid,
-            format!("invalid repository name: {why}"),
-        )
-    };
+    let invalid = |why: &str| ApiError::new(ErrorCode::NameInvalid, format!("invalid repository name: {why}"));
     if name.len() > MAX_NAME_LEN {
         return Err(invalid("longer than 255 characters"));
     }
@@ -77,9 +72,7 @@ pub fn valid_tag(tag: &str) -> bool {
     !bytes.is_empty()
         && bytes.len() <= 128
         && (bytes[0].is_ascii_alphanumeric() || bytes[0] == b'_')
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(b))
+        && bytes.iter().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(b))
 }
 
 /// A manifest reference: a tag or a digest.
@@ -108,14 +101,7 @@ mod tests {
 
     #[test]
     fn repo_names() {
-        for ok in [
-            "acme/app",
-            "acme/team/web",
-            "a-b/c.d",
-            "a__b/c_d",
-            "a---b/x",
-            "0/1",
-        ] {
+        for ok in ["acme/app", "acme/team/web", "a-b/c.d", "a__b/c_d", "a---b/x", "0/1"] {
             assert!(validate_repo(ok).is_ok(), "{ok}");
         }
         let long = format!("acme/{}", "a".repeat(251));
@@ -139,18 +125,9 @@ mod tests {
 
     #[test]
     fn tags() {
+        assert!(valid_tag("latest") && valid_tag("_x") && valid_tag("v1.2-rc_3") && valid_tag(&"a".repeat(128)));
         assert!(
-            valid_tag("latest")
-                && valid_tag("_x")
-                && valid_tag("v1.2-rc_3")
-                && valid_tag(&"a".repeat(128))
-        );
-        assert!(
-            !valid_tag("")
-                && !valid_tag(".x")
-                && !valid_tag("-x")
-                && !valid_tag("a/b")
-                && !valid_tag(&"a".repeat(129))
+            !valid_tag("") && !valid_tag(".x") && !valid_tag("-x") && !valid_tag("a/b") && !valid_tag(&"a".repeat(129))
         );
     }
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use keelson_raft::Catalog;
-use keelson_storage::{BlobStore, Uploads};
+use keelson_storage::{BlobPeers, BlobStore, Uploads};
 
 /// Wall-clock milliseconds, injectable so the simulation can drive time.
 pub trait Clock: Send + Sync {
@@ -31,6 +31,24 @@ pub struct Limits {
     pub max_page: usize,
 }
 
+/// How many copies of each blob the cluster keeps.
+#[derive(Debug, Clone)]
+pub struct Redundancy {
+    /// Copies placed for every blob (capped by the number of members).
+    pub replicas: usize,
+    /// Copies that must be durable before a push is acknowledged (capped likewise).
+    pub write_quorum: usize,
+}
+
+impl Default for Redundancy {
+    fn default() -> Self {
+        Redundancy {
+            replicas: 3,
+            write_quorum: 2,
+        }
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
@@ -42,9 +60,14 @@ impl Default for Limits {
 
 /// One node's registry.
 pub struct Registry {
+    /// This node as the cluster knows it.
+    pub self_node: keelson_raft::NodeInfo,
     pub catalog: Catalog,
     pub store: BlobStore,
-    pub uploads: Uploads,
+    pub uploads: Arc<Uploads>,
+    pub peers: BlobPeers,
+    pub proxy: crate::proxy::Proxy,
     pub clock: Arc<dyn Clock>,
     pub limits: Limits,
+    pub redundancy: Redundancy,
 }

@@ -7,18 +7,41 @@
 pub enum Route<'a> {
     Base,
     Catalog,
-    Tags { name: &'a str },
-    Manifest { name: &'a str, reference: &'a str },
-    Blob { name: &'a str, digest: &'a str },
-    Uploads { name: &'a str },
-    Upload { name: &'a str, id: &'a str },
-    Referrers { name: &'a str, digest: &'a str },
+    Tags {
+        name: &'a str,
+    },
+    Manifest {
+        name: &'a str,
+        reference: &'a str,
+    },
+    Blob {
+        name: &'a str,
+        digest: &'a str,
+    },
+    Uploads {
+        name: &'a str,
+    },
+    Upload {
+        name: &'a str,
+        id: &'a str,
+    },
+    Referrers {
+        name: &'a str,
+        digest: &'a str,
+    },
+    /// `/api/v1/cluster/<rest>`
+    Cluster {
+        rest: &'a str,
+    },
     NotFound,
 }
 
 pub fn parse(path: &str) -> Route<'_> {
     if path == "/v2/" || path == "/v2" {
         return Route::Base;
+    }
+    if let Some(rest) = path.strip_prefix("/api/v1/cluster/") {
+        return Route::Cluster { rest };
     }
     let Some(rest) = path.strip_prefix("/v2/") else {
         return Route::NotFound;
@@ -72,10 +95,7 @@ pub fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
 
 /// The first value of `key`.
 pub fn query_get<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    pairs
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
+    pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 
 fn percent_decode(s: &str) -> String {
@@ -84,8 +104,7 @@ fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
-            b'%' if i + 2 < bytes.len() => match (hex_value(bytes[i + 1]), hex_value(bytes[i + 2]))
-            {
+            b'%' if i + 2 < bytes.len() => match (hex_value(bytes[i + 1]), hex_value(bytes[i + 2])) {
                 (Some(hi), Some(lo)) => {
                     out.push(hi * 16 + lo);
                     i += 3;
@@ -128,16 +147,10 @@ mod tests {
                 reference: "latest"
             }
         );
-        assert_eq!(
-            parse("/v2/a/b/blobs/uploads/"),
-            Route::Uploads { name: "a/b" }
-        );
+        assert_eq!(parse("/v2/a/b/blobs/uploads/"), Route::Uploads { name: "a/b" });
         assert_eq!(
             parse("/v2/a/b/blobs/uploads/x-1"),
-            Route::Upload {
-                name: "a/b",
-                id: "x-1"
-            }
+            Route::Upload { name: "a/b", id: "x-1" }
         );
         assert_eq!(
             parse("/v2/a/b/blobs/sha256:ab"),

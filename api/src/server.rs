@@ -65,11 +65,7 @@ pub fn error_response(e: &ApiError, head: bool) -> Response<Body> {
     for (name, value) in &e.headers {
         builder = builder.header(*name, value);
     }
-    let body = if head {
-        body::empty()
-    } else {
-        body::full(bytes)
-    };
+    let body = if head { body::empty() } else { body::full(bytes) };
     builder
         .body(body)
         .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR))
@@ -127,13 +123,14 @@ async fn route(reg: &Registry, req: Request<Incoming>) -> Result<Response<Body>,
             _ => Err(unsupported(&method)),
         },
         Route::Upload { name, id } => match method {
-            Method::GET => handlers::uploads::status(reg, name, id).await,
-            Method::PATCH => handlers::uploads::patch(reg, name, id, req).await,
-            Method::PUT => handlers::uploads::finish(reg, name, id, req).await,
-            Method::DELETE => handlers::uploads::cancel(reg, name, id).await,
+            Method::GET | Method::PATCH | Method::PUT | Method::DELETE => {
+                handlers::uploads::route(reg, name, id, req).await
+            }
             _ => Err(unsupported(&method)),
         },
-        Route::NotFound => Err(ApiError::new(ErrorCode::Unsupported, "no such route")
-            .with_status(StatusCode::NOT_FOUND)),
+        Route::Cluster { rest } => handlers::admin::cluster(reg, rest, req).await,
+        Route::NotFound => {
+            Err(ApiError::new(ErrorCode::Unsupported, "no such route").with_status(StatusCode::NOT_FOUND))
+        }
     }
 }

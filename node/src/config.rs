@@ -1,22 +1,126 @@
-//! Node configuration, as given on the command line (the defaults run a complete single-node
-//! registry under `./keelson-data` on 127.0.0.1:5000).
+//! Node configuration: command-line flags, an optional TOML file with the same keys, and the
+//! defaults that make `keelson serve` with no flags a complete single-node registry under
+//! `./keelson-data` on 127.0.0.1:5000. A flag wins over the file, the file over the default.
 
 use std::path::PathBuf;
 
 use clap::Args;
+use serde::Deserialize;
 
-#[derive(Debug, Clone, Args)]
+/// Flags of `keelson serve` (all optional; see [`ServeConfig::resolve`]).
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ServeArgs {
+    /// A TOML file with any of these keys (`data-dir = "…"`, `listen = "…"`, …).
+    #[arg(long, env = "KEELSON_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Where the catalog, blobs and upload sessions live [default: ./keelson-data].
+    #[arg(long, env = "KEELSON_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address of the registry API [default: 127.0.0.1:5000].
+    #[arg(long, env = "KEELSON_LISTEN")]
+    pub listen: Option<String>,
+    /// Address of the peer endpoint (Raft, blob transfer). Without it the node runs alone and
+    /// bootstraps itself as a one-node cluster.
+    #[arg(long, env = "KEELSON_PEER_LISTEN")]
+    pub peer_listen: Option<String>,
+    /// Address peers and clients should use for this node's API, when it differs from --listen.
+    #[arg(long, env = "KEELSON_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// This node's id in the cluster [default: 1].
+    #[arg(long, env = "KEELSON_NODE_ID")]
+    pub node_id: Option<u64>,
+    /// Fault-domain label used by blob placement [default: fd1].
+    #[arg(long, env = "KEELSON_FAULT_DOMAIN")]
+    pub fault_domain: Option<String>,
+    /// Region this cluster serves (one cluster per region) [default: local].
+    #[arg(long, env = "KEELSON_REGION")]
+    pub region: Option<String>,
+    /// Copies kept of every blob [default: 3, capped by the member count].
+    #[arg(long, env = "KEELSON_REPLICAS")]
+    pub replicas: Option<usize>,
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
 pub struct ServeConfig {
-    /// Where the catalog, blobs and upload sessions live.
-    #[arg(long, env = "KEELSON_DATA_DIR", default_value = "./keelson-data")]
     pub data_dir: PathBuf,
-    /// Address of the registry API.
-    #[arg(long, env = "KEELSON_LISTEN", default_value = "127.0.0.1:5000")]
     pub listen: String,
-    /// This node's id in the cluster.
-    #[arg(long, env = "KEELSON_NODE_ID", default_value_t = 1)]
+    pub peer_listen: Option<String>,
+    pub advertise: Option<String>,
     pub node_id: u64,
-    /// Fault-domain label used by blob placement.
-    #[arg(long, env = "KEELSON_FAULT_DOMAIN", default_value = "fd1")]
     pub fault_domain: String,
+    pub region: String,
+    pub replicas: usize,
+}
+
+/// A configuration file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {0}: {1}")]
+    Read(String, std::io::Error),
+    #[error("invalid configuration in {0}: {1}")]
+    Parse(String, toml::de::Error),
+}
+
+impl ServeArgs {
+    /// Merges flags over the file over the defaults.
+    pub fn resolve(self) -> Result<ServeConfig, ConfigError> {
+        let file = match &self.config {
+            None => ServeArgs::default(),
+            Some(path) => {
+                let name = path.display().to_string();
+                let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(name.clone(), e))?;
+                toml::from_str(&text).map_err(|e| ConfigError::Parse(name, e))?
+            }
+        };
+        Ok(ServeConfig {
+            data_dir: self
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("./keelson-data")),
+            listen: self.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:5000".into()),
+            peer_listen: self.peer_listen.or(file.peer_listen),
+            advertise: self.advertise.or(file.advertise),
+            node_id: self.node_id.or(file.node_id).unwrap_or(1),
+            fault_domain: self.fault_domain.or(file.fault_domain).unwrap_or_else(|| "fd1".into()),
+            region: self.region.or(file.region).unwrap_or_else(|| "local".into()),
+            replicas: self.replicas.or(file.replicas).unwrap_or(3),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_file_over_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("k.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:7000\"\nnode-id = 4\nfault-domain = \"rack-b\"\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(file.clone()),
+            node_id: Some(9),
+            ..Default::default()
+        };
+        let c = args.resolve().unwrap();
+        assert_eq!(
+            (c.listen.as_str(), c.node_id, c.fault_domain.as_str()),
+            ("127.0.0.1:7000", 9, "rack-b")
+        );
+        assert_eq!(c.data_dir, PathBuf::from("./keelson-data"));
+        std::fs::write(&file, "lisen = 1\n").unwrap();
+        assert!(ServeArgs {
+            config: Some(file),
+            ..Default::default()
+        }
+        .resolve()
+        .is_err());
+    }
 }

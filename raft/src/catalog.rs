@@ -100,13 +100,7 @@ impl CatalogReader {
         self.list_with_prefix(CF_REPOS, b"", last, limit)
     }
 
-    fn list_with_prefix(
-        &self,
-        cf: &str,
-        prefix: &[u8],
-        last: Option<&str>,
-        limit: usize,
-    ) -> Result<Page> {
+    fn list_with_prefix(&self, cf: &str, prefix: &[u8], last: Option<&str>, limit: usize) -> Result<Page> {
         let mut start = prefix.to_vec();
         if let Some(last) = last {
             start.extend_from_slice(last.as_bytes());

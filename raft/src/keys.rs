@@ -14,14 +14,7 @@ pub const CF_REPO_BLOBS: &str = "repo_blobs";
 pub const CF_REFERRERS: &str = "referrers";
 
 /// The column families holding replicated catalog state (what a snapshot contains).
-pub const CATALOG_CFS: [&str; 6] = [
-    CF_REPOS,
-    CF_TAGS,
-    CF_MANIFESTS,
-    CF_BLOBS,
-    CF_REPO_BLOBS,
-    CF_REFERRERS,
-];
+pub const CATALOG_CFS: [&str; 6] = [CF_REPOS, CF_TAGS, CF_MANIFESTS, CF_BLOBS, CF_REPO_BLOBS, CF_REFERRERS];
 
 pub const KEY_VOTE: &[u8] = b"vote";
 pub const KEY_COMMITTED: &[u8] = b"committed";

@@ -12,13 +12,16 @@ mod keys;
 mod log_store;
 pub mod network;
 pub mod node;
+pub mod peer;
 mod state_machine;
 pub mod types;
 
 pub use catalog::CatalogReader;
-pub use command::{
-    BlobRecord, CatalogCommand, CatalogResponse, ManifestRecord, ReferrerRecord, Rejection,
-    RepoRecord,
-};
-pub use node::{Catalog, CatalogConfig, CatalogError};
+pub use command::{BlobRecord, CatalogCommand, CatalogResponse, ManifestRecord, ReferrerRecord, Rejection, RepoRecord};
+pub use node::{Catalog, CatalogConfig, CatalogError, ClusterStatus, MemberStatus};
+
+/// Generated gRPC types of the peer protocol.
+pub mod proto {
+    tonic::include_proto!("keelson.raft");
+}
 pub use types::{NodeId, NodeInfo, TypeConfig};

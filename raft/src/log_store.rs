@@ -1,17 +1,20 @@
 //! The Raft log and the vote, in rocksdb, with group commit.
 //!
 //! `append` writes entries to rocksdb unsynced (so they are readable at once) and hands the
-//! flush callback to one flusher thread. The flusher takes every callback that queued up, issues a
+//! flush callback to one flusher task. The flusher takes every callback that queued up, issues a
 //! single `fsync` of the write-ahead log and only then reports the entries durable. Many concurrent
 //! pushes therefore share one fsync, and nothing is acknowledged before it is on disk.
+//!
+//! The flusher is a task of the node's runtime (not a detached thread), so it ends, and releases
+//! the database, when the log store is dropped or the runtime stops.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
-use std::sync::mpsc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{LogId, OptionalSend, RaftLogReader, StorageIOError, Vote};
 use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions};
+use tokio::sync::mpsc;
 
 use crate::db::Db;
 use crate::keys::*;
@@ -20,17 +23,13 @@ use crate::types::{Entry, NodeId, StorageError, TypeConfig};
 #[derive(Clone)]
 pub struct LogStore {
     db: Db,
-    flusher: mpsc::Sender<LogFlushed<TypeConfig>>,
+    flusher: mpsc::UnboundedSender<LogFlushed<TypeConfig>>,
 }
 
 impl LogStore {
     pub fn new(db: Db) -> Self {
-        let (tx, rx) = mpsc::channel::<LogFlushed<TypeConfig>>();
-        let flush_db = db.clone();
-        std::thread::Builder::new()
-            .name("raft-log-fsync".into())
-            .spawn(move || group_commit(flush_db, rx))
-            .expect("spawn the log flusher thread at start-up");
+        let (tx, rx) = mpsc::unbounded_channel::<LogFlushed<TypeConfig>>();
+        tokio::spawn(group_commit(db.clone(), rx));
         LogStore { db, flusher: tx }
     }
 
@@ -38,10 +37,7 @@ impl LogStore {
         self.db.cf_handle(name).ok_or_else(|| missing_cf(name))
     }
 
-    fn get_meta<T: serde::de::DeserializeOwned>(
-        &self,
-        key: &[u8],
-    ) -> Result<Option<T>, StorageError> {
+    fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
         let raw = self
             .db
             .get_cf(self.cf(CF_RAFT)?, key)
@@ -54,11 +50,7 @@ impl LogStore {
         }
     }
 
-    fn put_meta_synced<T: serde::Serialize>(
-        &self,
-        key: &[u8],
-        value: &T,
-    ) -> Result<(), StorageError> {
+    fn put_meta_synced<T: serde::Serialize>(&self, key: &[u8], value: &T) -> Result<(), StorageError> {
         let bytes = bincode::serialize(value).map_err(|e| StorageIOError::write(&e))?;
         let mut opts = WriteOptions::default();
         opts.set_sync(true);
@@ -71,29 +63,26 @@ impl LogStore {
 }
 
 /// The flusher: one WAL fsync for every batch of callbacks that queued up while the last ran.
-fn group_commit(db: Db, rx: mpsc::Receiver<LogFlushed<TypeConfig>>) {
-    while let Ok(first) = rx.recv() {
+async fn group_commit(db: Db, mut rx: mpsc::UnboundedReceiver<LogFlushed<TypeConfig>>) {
+    while let Some(first) = rx.recv().await {
         let mut waiting = vec![first];
-        waiting.extend(rx.try_iter());
-        let result = db
-            .flush_wal(true)
-            .map_err(|e| std::io::Error::other(e.to_string()));
+        while let Ok(more) = rx.try_recv() {
+            waiting.push(more);
+        }
+        let flush_db = db.clone();
+        let result = match tokio::task::spawn_blocking(move || flush_db.flush_wal(true)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
         for callback in waiting {
-            callback.log_io_completed(
-                result
-                    .as_ref()
-                    .map(|_| ())
-                    .map_err(|e| std::io::Error::other(e.to_string())),
-            );
+            callback.log_io_completed(result.clone().map_err(std::io::Error::other));
         }
     }
 }
 
 fn missing_cf(name: &str) -> StorageError {
-    StorageIOError::read(&std::io::Error::other(format!(
-        "column family {name} missing"
-    )))
-    .into()
+    StorageIOError::read(&std::io::Error::other(format!("column family {name} missing"))).into()
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -113,8 +102,8 @@ impl RaftLogReader<TypeConfig> for LogStore {
             .iterator_cf(cf, IteratorMode::From(&log_key(start), Direction::Forward))
         {
             let (key, value) = item.map_err(|e| StorageIOError::read_logs(&e))?;
-            let index = log_index(&key)
-                .ok_or_else(|| StorageIOError::read_logs(&std::io::Error::other("bad log key")))?;
+            let index =
+                log_index(&key).ok_or_else(|| StorageIOError::read_logs(&std::io::Error::other("bad log key")))?;
             if !range.contains(&index) {
                 break;
             }
@@ -134,8 +123,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             None => None,
             Some(item) => {
                 let (_, value) = item.map_err(|e| StorageIOError::read_logs(&e))?;
-                let entry: Entry =
-                    bincode::deserialize(&value).map_err(|e| StorageIOError::read_logs(&e))?;
+                let entry: Entry = bincode::deserialize(&value).map_err(|e| StorageIOError::read_logs(&e))?;
                 Some(entry.log_id)
             }
         };
@@ -157,10 +145,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.get_meta(KEY_VOTE)
     }
 
-    async fn save_committed(
-        &mut self,
-        committed: Option<LogId<NodeId>>,
-    ) -> Result<(), StorageError> {
+    async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<(), StorageError> {
         // Unsynced on purpose: it rides on the next synced log write, and a stale value only
         // means re-applying entries that are already applied (apply is keyed by log id).
         let bytes = bincode::serialize(&committed).map_err(|e| StorageIOError::write(&e))?;
@@ -170,16 +155,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError> {
-        Ok(self
-            .get_meta::<Option<LogId<NodeId>>>(KEY_COMMITTED)?
-            .flatten())
+        Ok(self.get_meta::<Option<LogId<NodeId>>>(KEY_COMMITTED)?.flatten())
     }
 
-    async fn append<I>(
-        &mut self,
-        entries: I,
-        callback: LogFlushed<TypeConfig>,
-    ) -> Result<(), StorageError>
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -190,12 +169,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let bytes = bincode::serialize(&entry).map_err(|e| StorageIOError::write_logs(&e))?;
             batch.put_cf(cf, log_key(entry.log_id.index), bytes);
         }
-        self.db
-            .write(batch)
-            .map_err(|e| StorageIOError::write_logs(&e))?;
-        self.flusher.send(callback).map_err(|_| {
-            StorageIOError::write_logs(&std::io::Error::other("log flusher stopped"))
-        })?;
+        self.db.write(batch).map_err(|e| StorageIOError::write_logs(&e))?;
+        self.flusher
+            .send(callback)
+            .map_err(|_| StorageIOError::write_logs(&std::io::Error::other("log flusher stopped")))?;
         Ok(())
     }
 

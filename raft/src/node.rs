@@ -1,19 +1,26 @@
 //! [`Catalog`]: one node's handle on the replicated catalog — open the stores, start openraft,
-//! bootstrap a single voter when asked, propose commands and wait for linearizable reads.
+//! propose commands and serve linearizable reads from any member (forwarding to the leader when
+//! this node is a follower), change membership and report cluster status.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
-use openraft::error::{ClientWriteError, RaftError};
-use openraft::Config;
+use openraft::error::{CheckIsLeaderError, RaftError};
+use openraft::{ChangeMembers, Config, ServerState};
+use serde::{Deserialize, Serialize};
 
 use crate::catalog::CatalogReader;
 use crate::command::{CatalogCommand, CatalogResponse};
 use crate::log_store::LogStore;
-use crate::network::NoPeers;
+use crate::network::{decode, encode, GrpcNetwork, PeerChannels};
+use crate::peer::{ForwardError, ForwardReply, ForwardResult, Forwarded};
 use crate::state_machine::StateMachineStore;
 use crate::types::{KeelsonRaft, NodeId, NodeInfo};
+
+/// How long a request waits for a leader or for this node to catch up before giving up.
+const LEADER_WAIT: Duration = Duration::from_secs(10);
 
 /// How to open a node's catalog.
 #[derive(Debug, Clone)]
@@ -31,10 +38,12 @@ pub struct CatalogConfig {
 pub enum CatalogError {
     #[error("opening the catalog store failed: {0}")]
     Open(String),
-    #[error("this node is not the leader (leader: {leader:?})")]
-    NotLeader { leader: Option<NodeId> },
+    #[error("no leader is reachable: {0}")]
+    NoLeader(String),
     #[error("the raft group is unavailable: {0}")]
     Unavailable(String),
+    #[error("invalid membership change: {0}")]
+    Membership(String),
     #[error("catalog read failed: {0}")]
     Read(#[from] crate::catalog::ReadError),
 }
@@ -45,6 +54,32 @@ pub struct Catalog {
     raft: KeelsonRaft,
     reader: CatalogReader,
     node_id: NodeId,
+    channels: PeerChannels,
+}
+
+/// A member as `cluster status` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MemberStatus {
+    pub id: NodeId,
+    pub api_addr: String,
+    pub peer_addr: String,
+    pub fault_domain: String,
+    pub voter: bool,
+    /// Log entries the leader has not yet seen replicated to this member (leader's view only).
+    pub lag: Option<u64>,
+}
+
+/// What `cluster status` reports.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ClusterStatus {
+    pub node_id: NodeId,
+    pub state: String,
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    pub last_log_index: Option<u64>,
+    pub committed_index: Option<u64>,
+    pub applied_index: Option<u64>,
+    pub members: Vec<MemberStatus>,
 }
 
 impl Catalog {
@@ -53,11 +88,11 @@ impl Catalog {
         std::fs::create_dir_all(&config.dir).map_err(|e| open_err(&e))?;
         let db = crate::db::open(&config.dir.join("catalog")).map_err(|e| open_err(&e))?;
         let log_store = LogStore::new(db.clone());
-        let state_machine = StateMachineStore::new(db.clone(), config.dir.join("snapshots"))
-            .map_err(|e| open_err(&e))?;
+        let state_machine =
+            StateMachineStore::new(db.clone(), config.dir.join("snapshots")).map_err(|e| open_err(&e))?;
         let raft_config = Config {
             cluster_name: "keelson".into(),
-            heartbeat_interval: 250,
+            heartbeat_interval: 200,
             election_timeout_min: 1000,
             election_timeout_max: 2000,
             max_payload_entries: 256,
@@ -67,24 +102,25 @@ impl Catalog {
         }
         .validate()
         .map_err(|e| open_err(&e))?;
-        let raft = KeelsonRaft::new(
-            config.node_id,
-            Arc::new(raft_config),
-            NoPeers,
-            log_store,
-            state_machine,
-        )
-        .await
-        .map_err(|e| open_err(&e))?;
-        if config.bootstrap_single && !raft.is_initialized().await.map_err(|e| open_err(&e))? {
-            let members = BTreeMap::from([(config.node_id, config.node.clone())]);
-            raft.initialize(members).await.map_err(|e| open_err(&e))?;
-        }
-        Ok(Catalog {
+        let channels = PeerChannels::default();
+        let network = GrpcNetwork {
+            channels: channels.clone(),
+        };
+        let raft = KeelsonRaft::new(config.node_id, Arc::new(raft_config), network, log_store, state_machine)
+            .await
+            .map_err(|e| open_err(&e))?;
+        let catalog = Catalog {
             raft,
             reader: CatalogReader::new(db),
             node_id: config.node_id,
-        })
+            channels,
+        };
+        if config.bootstrap_single && !catalog.is_initialized().await? {
+            catalog
+                .initialize(BTreeMap::from([(config.node_id, config.node.clone())]))
+                .await?;
+        }
+        Ok(catalog)
     }
 
     pub fn node_id(&self) -> NodeId {
@@ -100,43 +136,188 @@ impl Catalog {
         &self.raft
     }
 
-    /// Commits `cmd` through Raft and returns its applied answer. Returns only after the entry is
-    /// durable on a quorum and applied on this node.
+    pub fn channels(&self) -> &PeerChannels {
+        &self.channels
+    }
+
+    pub async fn is_initialized(&self) -> Result<bool, CatalogError> {
+        self.raft
+            .is_initialized()
+            .await
+            .map_err(|e| CatalogError::Unavailable(e.to_string()))
+    }
+
+    /// Makes `members` the first voters of a new cluster (`cluster init`).
+    pub async fn initialize(&self, members: BTreeMap<NodeId, NodeInfo>) -> Result<(), CatalogError> {
+        self.raft
+            .initialize(members)
+            .await
+            .map_err(|e| CatalogError::Membership(e.to_string()))
+    }
+
+    /// The members known to this node, with their addresses and fault domains.
+    pub fn members(&self) -> BTreeMap<NodeId, (NodeInfo, bool)> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        membership
+            .nodes()
+            .map(|(id, node)| (*id, (node.clone(), voters.contains(id))))
+            .collect()
+    }
+
+    /// Commits `cmd` through Raft (via the leader) and returns its applied answer, once this node
+    /// has applied it too.
     pub async fn propose(&self, cmd: CatalogCommand) -> Result<CatalogResponse, CatalogError> {
-        match self.raft.client_write(cmd).await {
-            Ok(resp) => Ok(resp.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(CatalogError::NotLeader {
-                    leader: f.leader_id,
-                })
+        match self.on_leader(Forwarded::Write(cmd)).await? {
+            ForwardReply::Written { index, response } => {
+                self.wait_applied(index).await?;
+                Ok(response)
             }
-            Err(e) => Err(CatalogError::Unavailable(e.to_string())),
+            other => Err(CatalogError::Unavailable(format!("unexpected leader reply {other:?}"))),
         }
     }
 
     /// Waits until this node has applied every entry committed before the call (read-index).
     pub async fn linearizable(&self) -> Result<(), CatalogError> {
         match self.raft.ensure_linearizable().await {
-            Ok(_) => Ok(()),
-            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
-                Err(CatalogError::NotLeader {
-                    leader: f.leader_id,
-                })
+            Ok(_) => return Ok(()),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => {}
+            Err(e) => return Err(CatalogError::Unavailable(e.to_string())),
+        }
+        match self.on_leader(Forwarded::ReadIndex).await? {
+            ForwardReply::ReadIndex { index } => self.wait_applied(index).await,
+            other => Err(CatalogError::Unavailable(format!("unexpected leader reply {other:?}"))),
+        }
+    }
+
+    /// Adds a node: as a learner first (caught up), then as a voter.
+    pub async fn add_member(&self, id: NodeId, node: NodeInfo) -> Result<(), CatalogError> {
+        self.on_leader(Forwarded::AddMember { id, node }).await.map(|_| ())
+    }
+
+    /// Removes a node from the voters and the learners.
+    pub async fn remove_member(&self, id: NodeId) -> Result<(), CatalogError> {
+        self.on_leader(Forwarded::RemoveMember { id }).await.map(|_| ())
+    }
+
+    async fn wait_applied(&self, index: u64) -> Result<(), CatalogError> {
+        if self.raft.metrics().borrow().last_applied.map(|l| l.index) >= Some(index) {
+            return Ok(());
+        }
+        self.raft
+            .wait(Some(LEADER_WAIT))
+            .applied_index_at_least(Some(index), "catch up with the leader")
+            .await
+            .map(|_| ())
+            .map_err(|e| CatalogError::Unavailable(e.to_string()))
+    }
+
+    /// The current leader and its address, waiting (bounded) while an election runs.
+    async fn leader(&self) -> Result<(NodeId, NodeInfo), CatalogError> {
+        let deadline = tokio::time::Instant::now() + LEADER_WAIT;
+        let mut metrics = self.raft.metrics();
+        loop {
+            let found = {
+                let m = metrics.borrow_and_update();
+                m.current_leader
+                    .and_then(|id| m.membership_config.membership().get_node(&id).map(|n| (id, n.clone())))
+            };
+            if let Some(found) = found {
+                return Ok(found);
             }
-            Err(e) => Err(CatalogError::Unavailable(e.to_string())),
+            match tokio::time::timeout_at(deadline, metrics.changed()).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(_)) => return Err(CatalogError::Unavailable("raft stopped".into())),
+                Err(_) => return Err(CatalogError::NoLeader("no leader elected in time".into())),
+            }
+        }
+    }
+
+    /// Runs `req` on the leader: locally when this node leads, else over the `Forward` RPC.
+    async fn on_leader(&self, req: Forwarded) -> Result<ForwardReply, CatalogError> {
+        let mut last_error = String::new();
+        for _attempt in 0..5 {
+            let (leader, node) = self.leader().await?;
+            let result: ForwardResult = if leader == self.node_id {
+                serve_forwarded(&self.raft, req.clone()).await
+            } else {
+                self.forward_to(&node, &req).await?
+            };
+            match result {
+                Ok(reply) => return Ok(reply),
+                Err(ForwardError::NotLeader { .. }) => {
+                    // Leadership moved while we asked; wait for the metrics to catch up.
+                    last_error = "leader changed".into();
+                    let mut metrics = self.raft.metrics();
+                    let _ = tokio::time::timeout(Duration::from_millis(500), metrics.changed()).await;
+                }
+                Err(ForwardError::Failed(e)) => return Err(CatalogError::Unavailable(e)),
+            }
+        }
+        Err(CatalogError::NoLeader(last_error))
+    }
+
+    async fn forward_to(&self, leader: &NodeInfo, req: &Forwarded) -> Result<ForwardResult, CatalogError> {
+        let mut client = self
+            .channels
+            .raft_client(&leader.peer_addr)
+            .map_err(|e| CatalogError::NoLeader(e.to_string()))?;
+        let payload = encode(req).map_err(|e| CatalogError::Unavailable(e.to_string()))?;
+        let reply = client
+            .forward(payload)
+            .await
+            .map_err(|s| CatalogError::NoLeader(s.message().to_string()))?;
+        decode(reply.get_ref()).map_err(|e| CatalogError::Unavailable(e.to_string()))
+    }
+
+    /// What `cluster status` shows, from this node's point of view.
+    pub fn status(&self) -> ClusterStatus {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let last = m.last_log_index;
+        let members = membership
+            .nodes()
+            .map(|(id, node)| {
+                let matched = m
+                    .replication
+                    .as_ref()
+                    .and_then(|r| r.get(id))
+                    .map(|l| l.map_or(0, |l| l.index));
+                MemberStatus {
+                    id: *id,
+                    api_addr: node.api_addr.clone(),
+                    peer_addr: node.peer_addr.clone(),
+                    fault_domain: node.fault_domain.clone(),
+                    voter: voters.contains(id),
+                    lag: matched.map(|matched| last.unwrap_or(0).saturating_sub(matched)),
+                }
+            })
+            .collect();
+        ClusterStatus {
+            node_id: self.node_id,
+            state: match m.state {
+                ServerState::Leader => "leader",
+                ServerState::Follower => "follower",
+                ServerState::Candidate => "candidate",
+                ServerState::Learner => "learner",
+                ServerState::Shutdown => "shutdown",
+            }
+            .into(),
+            leader: m.current_leader,
+            term: m.current_term,
+            last_log_index: m.last_log_index,
+            committed_index: m.last_applied.map(|l| l.index),
+            applied_index: m.last_applied.map(|l| l.index),
+            members,
         }
     }
 
     /// Waits until this node is the leader or knows one (bounded by `timeout`).
-    pub async fn wait_for_leader(
-        &self,
-        timeout: std::time::Duration,
-    ) -> Result<NodeId, CatalogError> {
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Result<NodeId, CatalogError> {
         let wait = self.raft.wait(Some(timeout));
-        match wait
-            .metrics(|m| m.current_leader.is_some(), "leader known")
-            .await
-        {
+        match wait.metrics(|m| m.current_leader.is_some(), "leader known").await {
             Ok(m) => m
                 .current_leader
                 .ok_or_else(|| CatalogError::Unavailable("no leader".into())),
@@ -146,5 +327,68 @@ impl Catalog {
 
     pub async fn shutdown(&self) {
         let _ = self.raft.shutdown().await;
+    }
+}
+
+/// Executes a forwarded request on this node, which believes it is the leader.
+pub(crate) async fn serve_forwarded(raft: &KeelsonRaft, req: Forwarded) -> ForwardResult {
+    fn not_leader<E>(e: &RaftError<NodeId, E>) -> Option<ForwardError>
+    where
+        E: std::error::Error + openraft::TryAsRef<openraft::error::ForwardToLeader<NodeId, NodeInfo>>,
+    {
+        e.forward_to_leader().map(|f| ForwardError::NotLeader {
+            leader: f.leader_id,
+            node: f.leader_node.clone(),
+        })
+    }
+    let failed = |e: &dyn std::fmt::Display| ForwardError::Failed(e.to_string());
+    match req {
+        Forwarded::Write(cmd) => match raft.client_write(cmd).await {
+            Ok(resp) => Ok(ForwardReply::Written {
+                index: resp.log_id.index,
+                response: resp.data,
+            }),
+            Err(e) => Err(not_leader(&e).unwrap_or_else(|| failed(&e))),
+        },
+        Forwarded::ReadIndex => match raft.get_read_log_id().await {
+            Ok((read, _applied)) => Ok(ForwardReply::ReadIndex {
+                index: read.map_or(0, |l| l.index),
+            }),
+            Err(e) => Err(not_leader(&e).unwrap_or_else(|| failed(&e))),
+        },
+        Forwarded::AddMember { id, node } => {
+            if let Err(e) = raft.add_learner(id, node, true).await {
+                return Err(not_leader(&e).unwrap_or_else(|| failed(&e)));
+            }
+            match raft
+                .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), true)
+                .await
+            {
+                Ok(resp) => Ok(ForwardReply::MembershipChanged {
+                    index: resp.log_id.index,
+                }),
+                Err(e) => Err(not_leader(&e).unwrap_or_else(|| failed(&e))),
+            }
+        }
+        Forwarded::RemoveMember { id } => {
+            let is_voter = raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .voter_ids()
+                .any(|v| v == id);
+            let change = if is_voter {
+                ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+            } else {
+                ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+            };
+            match raft.change_membership(change, false).await {
+                Ok(resp) => Ok(ForwardReply::MembershipChanged {
+                    index: resp.log_id.index,
+                }),
+                Err(e) => Err(not_leader(&e).unwrap_or_else(|| failed(&e))),
+            }
+        }
     }
 }

@@ -11,8 +11,7 @@ use std::path::PathBuf;
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
-    EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageIOError,
-    StoredMembership,
+    EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageIOError, StoredMembership,
 };
 use rocksdb::{IteratorMode, WriteBatch};
 use serde::{Deserialize, Serialize};
@@ -51,18 +50,12 @@ impl StateMachineStore {
     }
 
     fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, StorageError> {
-        self.db.cf_handle(name).ok_or_else(|| {
-            io_err(std::io::Error::other(format!(
-                "column family {name} missing"
-            )))
-        })
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| io_err(std::io::Error::other(format!("column family {name} missing"))))
     }
 
-    fn get<T: serde::de::DeserializeOwned>(
-        &self,
-        cf: &str,
-        key: &[u8],
-    ) -> Result<Option<T>, StorageError> {
+    fn get<T: serde::de::DeserializeOwned>(&self, cf: &str, key: &[u8]) -> Result<Option<T>, StorageError> {
         match self.db.get_pinned_cf(self.cf(cf)?, key).map_err(io_err)? {
             None => Ok(None),
             Some(bytes) => Ok(Some(bincode::deserialize(&bytes).map_err(io_err)?)),
@@ -70,34 +63,15 @@ impl StateMachineStore {
     }
 
     fn exists(&self, cf: &str, key: &[u8]) -> Result<bool, StorageError> {
-        Ok(self
-            .db
-            .get_pinned_cf(self.cf(cf)?, key)
-            .map_err(io_err)?
-            .is_some())
+        Ok(self.db.get_pinned_cf(self.cf(cf)?, key).map_err(io_err)?.is_some())
     }
 
-    fn put<T: Serialize>(
-        &self,
-        batch: &mut WriteBatch,
-        cf: &str,
-        key: &[u8],
-        value: &T,
-    ) -> Result<(), StorageError> {
-        batch.put_cf(
-            self.cf(cf)?,
-            key,
-            bincode::serialize(value).map_err(io_err)?,
-        );
+    fn put<T: Serialize>(&self, batch: &mut WriteBatch, cf: &str, key: &[u8], value: &T) -> Result<(), StorageError> {
+        batch.put_cf(self.cf(cf)?, key, bincode::serialize(value).map_err(io_err)?);
         Ok(())
     }
 
-    fn ensure_repo(
-        &self,
-        batch: &mut WriteBatch,
-        repo: &str,
-        now_ms: u64,
-    ) -> Result<(), StorageError> {
+    fn ensure_repo(&self, batch: &mut WriteBatch, repo: &str, now_ms: u64) -> Result<(), StorageError> {
         let key = keys_repo(repo);
         if !self.exists(CF_REPOS, &key)? {
             self.put(
@@ -114,11 +88,7 @@ impl StateMachineStore {
     }
 
     /// Applies one command into `batch`; returns the answer for the proposer.
-    fn apply_command(
-        &self,
-        batch: &mut WriteBatch,
-        cmd: CatalogCommand,
-    ) -> Result<CatalogResponse, StorageError> {
+    fn apply_command(&self, batch: &mut WriteBatch, cmd: CatalogCommand) -> Result<CatalogResponse, StorageError> {
         use CatalogResponse::{Applied, Rejected};
         Ok(match cmd {
             CatalogCommand::LinkBlob {
@@ -174,12 +144,7 @@ impl StateMachineStore {
                         artifact_type: manifest.artifact_type.clone(),
                         annotations: manifest.annotations.clone(),
                     };
-                    self.put(
-                        batch,
-                        CF_REFERRERS,
-                        &join(&[&repo, subject, &digest]),
-                        &referrer,
-                    )?;
+                    self.put(batch, CF_REFERRERS, &join(&[&repo, subject, &digest]), &referrer)?;
                 }
                 if let Some(tag) = &tag {
                     batch.put_cf(self.cf(CF_TAGS)?, join(&[&repo, tag]), digest.as_bytes());
@@ -333,12 +298,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     CatalogResponse::Applied
                 }
             };
-            self.put(
-                &mut batch,
-                CF_SM_META,
-                KEY_LAST_APPLIED,
-                &Some(entry.log_id),
-            )?;
+            self.put(&mut batch, CF_SM_META, KEY_LAST_APPLIED, &Some(entry.log_id))?;
             self.db.write(batch).map_err(io_err)?;
             answers.push(answer);
         }
@@ -363,8 +323,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let bytes = snapshot.into_inner();
-        let file: SnapshotFile = bincode::deserialize(&bytes)
-            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
+        let file: SnapshotFile =
+            bincode::deserialize(&bytes).map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
         let mut batch = WriteBatch::default();
         for name in CATALOG_CFS {
             let cf = self.cf(name)?;
@@ -375,12 +335,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             batch.put_cf(self.cf(name)?, k, v);
         }
         self.put(&mut batch, CF_SM_META, KEY_LAST_APPLIED, &meta.last_log_id)?;
-        self.put(
-            &mut batch,
-            CF_SM_META,
-            KEY_MEMBERSHIP,
-            &meta.last_membership,
-        )?;
+        self.put(&mut batch, CF_SM_META, KEY_MEMBERSHIP, &meta.last_membership)?;
         let mut opts = rocksdb::WriteOptions::default();
         opts.set_sync(true);
         self.db.write_opt(batch, &opts).map_err(io_err)?;
@@ -391,8 +346,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let Some(bytes) = self.read_snapshot_file()? else {
             return Ok(None);
         };
-        let file: SnapshotFile =
-            bincode::deserialize(&bytes).map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+        let file: SnapshotFile = bincode::deserialize(&bytes).map_err(|e| StorageIOError::read_snapshot(None, &e))?;
         Ok(Some(Snapshot {
             meta: file.meta,
             snapshot: Box::new(Cursor::new(bytes)),

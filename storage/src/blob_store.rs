@@ -28,10 +28,7 @@ impl BlobStore {
     }
 
     pub fn path(&self, digest: &Digest) -> PathBuf {
-        self.root
-            .join("sha256")
-            .join(&digest.hex()[..2])
-            .join(digest.hex())
+        self.root.join("sha256").join(&digest.hex()[..2]).join(digest.hex())
     }
 
     pub fn contains(&self, digest: &Digest) -> bool {

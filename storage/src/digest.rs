@@ -46,9 +46,7 @@ impl Digest {
                     hex: encoded.to_string(),
                 })
             }
-            "sha512" | "sha384" | "blake3" => {
-                Err(DigestError::UnsupportedAlgorithm(algorithm.to_string()))
-            }
+            "sha512" | "sha384" | "blake3" => Err(DigestError::UnsupportedAlgorithm(algorithm.to_string())),
             _ => Err(DigestError::Malformed),
         }
     }

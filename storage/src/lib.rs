@@ -7,9 +7,12 @@
 pub mod blob_store;
 pub mod digest;
 pub mod error;
+pub mod placement;
+pub mod transfer;
 pub mod upload;
 
 pub use blob_store::BlobStore;
 pub use digest::{Digest, DigestError};
 pub use error::StorageError;
+pub use transfer::{BlobPeers, BlobService};
 pub use upload::{UploadWriter, Uploads};

@@ -79,9 +79,7 @@ impl Uploads {
     }
 
     fn valid_id(id: &str) -> bool {
-        !id.is_empty()
-            && id.len() <= 80
-            && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        !id.is_empty() && id.len() <= 80 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
     }
 
     /// Starts a session for `repo`; returns its id.
@@ -92,10 +90,7 @@ impl Uploads {
         let dir = self.dir.join(&id);
         std::fs::create_dir(&dir)?;
         std::fs::write(dir.join("repo"), repo)?;
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("data"))?;
+        let file = OpenOptions::new().create(true).append(true).open(dir.join("data"))?;
         let session = Session {
             repo: repo.to_string(),
             live: Some(Live {
@@ -104,23 +99,16 @@ impl Uploads {
                 offset: 0,
             }),
         };
-        self.lock_map()
-            .insert(id.clone(), Arc::new(AsyncMutex::new(session)));
+        self.lock_map().insert(id.clone(), Arc::new(AsyncMutex::new(session)));
         Ok(id)
     }
 
     fn lock_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<AsyncMutex<Session>>>> {
-        self.open
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Finds a session, in memory or (after a restart) on disk, and checks it belongs to `repo`.
-    async fn session(
-        &self,
-        id: &str,
-        repo: &str,
-    ) -> Result<OwnedMutexGuard<Session>, StorageError> {
+    async fn session(&self, id: &str, repo: &str) -> Result<OwnedMutexGuard<Session>, StorageError> {
         if !Self::valid_id(id) {
             return Err(StorageError::UploadUnknown);
         }
@@ -130,19 +118,14 @@ impl Uploads {
             None => {
                 let stored_repo = match std::fs::read_to_string(self.dir.join(id).join("repo")) {
                     Ok(r) => r,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                        return Err(StorageError::UploadUnknown)
-                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StorageError::UploadUnknown),
                     Err(e) => return Err(e.into()),
                 };
                 let handle = Arc::new(AsyncMutex::new(Session {
                     repo: stored_repo,
                     live: None,
                 }));
-                self.lock_map()
-                    .entry(id.to_string())
-                    .or_insert(handle)
-                    .clone()
+                self.lock_map().entry(id.to_string()).or_insert(handle).clone()
             }
         };
         let mut guard = handle.lock_owned().await;
@@ -166,12 +149,7 @@ impl Uploads {
     }
 
     /// Opens the session for appending. `start`, when given, must equal the current offset.
-    pub async fn writer(
-        &self,
-        id: &str,
-        repo: &str,
-        start: Option<u64>,
-    ) -> Result<UploadWriter, StorageError> {
+    pub async fn writer(&self, id: &str, repo: &str, start: Option<u64>) -> Result<UploadWriter, StorageError> {
         let mut guard = self.session(id, repo).await?;
         let live = guard.live.take().ok_or(StorageError::UploadUnknown)?;
         if let Some(start) = start {
@@ -208,20 +186,12 @@ impl Uploads {
             guard.live = if result.is_ok() { Some(live) } else { None };
             result.map(|_| offset)
         });
-        Ok(UploadWriter {
-            tx: Some(tx),
-            worker,
-        })
+        Ok(UploadWriter { tx: Some(tx), worker })
     }
 
     /// Verifies the session's digest, makes the bytes durable and moves them into the blob store.
     /// Returns the blob size. On a digest mismatch the session is discarded.
-    pub async fn finish(
-        &self,
-        id: &str,
-        repo: &str,
-        expected: &Digest,
-    ) -> Result<u64, StorageError> {
+    pub async fn finish(&self, id: &str, repo: &str, expected: &Digest) -> Result<u64, StorageError> {
         let mut guard = self.session(id, repo).await?;
         let live = guard.live.take().ok_or(StorageError::UploadUnknown)?;
         let actual = Digest::from_hasher(live.hasher.clone());
@@ -278,11 +248,7 @@ fn rehash(path: PathBuf) -> io::Result<Live> {
         hasher.update(&buf[..n]);
         offset += n as u64;
     }
-    Ok(Live {
-        file,
-        hasher,
-        offset,
-    })
+    Ok(Live { file, hasher, offset })
 }
 
 /// An open append to one session (the session stays locked until its worker is done).

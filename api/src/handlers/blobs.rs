@@ -104,10 +104,7 @@ pub async fn get<B>(
         .header("Accept-Ranges", "bytes")
         .header("Cache-Control", "max-age=31536000");
     if status == StatusCode::PARTIAL_CONTENT {
-        reply = reply.header(
-            "Content-Range",
-            format!("bytes {}-{}/{}", start, start + len - 1, size),
-        );
+        reply = reply.header("Content-Range", format!("bytes {}-{}/{}", start, start + len - 1, size));
     }
     if head || len == 0 {
         return Ok(reply.body(body::empty()));
@@ -167,20 +164,11 @@ mod tests {
     fn ranges() {
         use RangeRequest::*;
         assert_eq!(parse_range(None, 10), Whole);
-        assert_eq!(
-            parse_range(Some("bytes=0-9"), 10),
-            Part { start: 0, end: 9 }
-        );
+        assert_eq!(parse_range(Some("bytes=0-9"), 10), Part { start: 0, end: 9 });
         assert_eq!(parse_range(Some("bytes=5-"), 10), Part { start: 5, end: 9 });
         assert_eq!(parse_range(Some("bytes=-4"), 10), Part { start: 6, end: 9 });
-        assert_eq!(
-            parse_range(Some("bytes=-40"), 10),
-            Part { start: 0, end: 9 }
-        );
-        assert_eq!(
-            parse_range(Some("bytes=2-100"), 10),
-            Part { start: 2, end: 9 }
-        );
+        assert_eq!(parse_range(Some("bytes=-40"), 10), Part { start: 0, end: 9 });
+        assert_eq!(parse_range(Some("bytes=2-100"), 10), Part { start: 2, end: 9 });
         assert_eq!(parse_range(Some("bytes=10-"), 10), Unsatisfiable);
         assert_eq!(parse_range(Some("bytes=-0"), 10), Unsatisfiable);
         assert_eq!(parse_range(Some("bytes=5-2"), 10), Whole);

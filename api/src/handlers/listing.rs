@@ -39,9 +39,7 @@ fn pagination<B>(req: &Request<B>, max_page: usize) -> Result<Pagination, ApiErr
                 .min(max_page),
         ),
     };
-    let last = query_get(&pairs, "last")
-        .filter(|l| !l.is_empty())
-        .map(str::to_string);
+    let last = query_get(&pairs, "last").filter(|l| !l.is_empty()).map(str::to_string);
     Ok(Pagination { n, last })
 }
 
@@ -75,20 +73,10 @@ pub async fn catalog<B>(reg: &Registry, req: &Request<B>) -> Result<Response<Bod
         .catalog
         .reader()
         .repos(p.last.as_deref(), p.n.unwrap_or(usize::MAX))?;
-    Ok(page_response(
-        "/v2/_catalog",
-        "repositories",
-        None,
-        page,
-        p.n,
-    ))
+    Ok(page_response("/v2/_catalog", "repositories", None, page, p.n))
 }
 
-pub async fn tags<B>(
-    reg: &Registry,
-    name: &str,
-    req: &Request<B>,
-) -> Result<Response<Body>, ApiError> {
+pub async fn tags<B>(reg: &Registry, name: &str, req: &Request<B>) -> Result<Response<Body>, ApiError> {
     authorize_repo(reg, name, Action::Inspect)?;
     let p = pagination(req, reg.limits.max_page)?;
     reg.catalog.linearizable().await?;
@@ -137,8 +125,7 @@ pub async fn referrers<B>(
             d
         })
         .collect();
-    let bytes =
-        json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests }).to_string();
+    let bytes = json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests }).to_string();
     let mut reply = Reply::new(StatusCode::OK)
         .header("Content-Type", OCI_INDEX)
         .header("Content-Length", bytes.len());

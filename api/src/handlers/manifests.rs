@@ -19,11 +19,8 @@ fn unknown() -> ApiError {
 }
 
 fn too_big(limit: usize) -> ApiError {
-    ApiError::new(
-        ErrorCode::SizeInvalid,
-        format!("manifest larger than {limit} bytes"),
-    )
-    .with_status(StatusCode::PAYLOAD_TOO_LARGE)
+    ApiError::new(ErrorCode::SizeInvalid, format!("manifest larger than {limit} bytes"))
+        .with_status(StatusCode::PAYLOAD_TOO_LARGE)
 }
 
 pub async fn get<B>(
@@ -65,10 +62,7 @@ pub async fn get<B>(
     if !manifest::accepts(&accept, &record.media_type) {
         return Err(ApiError::new(
             ErrorCode::ManifestUnknown,
-            format!(
-                "manifest is {}, which the request does not accept",
-                record.media_type
-            ),
+            format!("manifest is {}, which the request does not accept", record.media_type),
         ));
     }
     let reply = Reply::new(StatusCode::OK)
@@ -76,11 +70,7 @@ pub async fn get<B>(
         .header("Content-Length", record.body.len())
         .header("Docker-Content-Digest", &digest)
         .header("ETag", format!("\"{digest}\""));
-    Ok(reply.body(if head {
-        body::empty()
-    } else {
-        body::full(record.body)
-    }))
+    Ok(reply.body(if head { body::empty() } else { body::full(record.body) }))
 }
 
 pub async fn put(
@@ -102,15 +92,10 @@ pub async fn put(
         .collect()
         .await
         .map_err(|e| {
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
+            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
                 too_big(limit)
             } else {
-                ApiError::new(
-                    ErrorCode::ManifestInvalid,
-                    format!("reading the manifest failed: {e}"),
-                )
+                ApiError::new(ErrorCode::ManifestInvalid, format!("reading the manifest failed: {e}"))
             }
         })?
         .to_bytes();
@@ -157,11 +142,7 @@ pub async fn put(
     Ok(reply.empty())
 }
 
-pub async fn delete(
-    reg: &Registry,
-    name: &str,
-    reference: &str,
-) -> Result<Response<Body>, ApiError> {
+pub async fn delete(reg: &Registry, name: &str, reference: &str) -> Result<Response<Body>, ApiError> {
     authorize_repo(reg, name, Action::Manage)?;
     let cmd = match Reference::parse(reference)? {
         Reference::Digest(d) => CatalogCommand::DeleteManifest {

@@ -1,5 +1,6 @@
 //! Route handlers, one module per resource, and the small helpers they share.
 
+pub mod admin;
 pub mod blobs;
 pub mod listing;
 pub mod manifests;

@@ -42,26 +42,14 @@ fn chunk_start(req: &Request<Incoming>) -> Result<Option<u64>, ApiError> {
     let Some(text) = header(req, "content-range") else {
         return Ok(None);
     };
-    let text = text
-        .trim()
-        .trim_start_matches("bytes ")
-        .trim_start_matches("bytes=");
+    let text = text.trim().trim_start_matches("bytes ").trim_start_matches("bytes=");
     let bad = || {
-        ApiError::new(
-            ErrorCode::BlobUploadInvalid,
-            "Content-Range must be <start>-<end>",
-        )
-        .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
+        ApiError::new(ErrorCode::BlobUploadInvalid, "Content-Range must be <start>-<end>")
+            .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
     };
     let (start, end) = text.split_once('-').ok_or_else(bad)?;
     let start: u64 = start.trim().parse().map_err(|_| bad())?;
-    let end: u64 = end
-        .split('/')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .parse()
-        .map_err(|_| bad())?;
+    let end: u64 = end.split('/').next().unwrap_or("").trim().parse().map_err(|_| bad())?;
     if end < start {
         return Err(bad());
     }
@@ -69,12 +57,7 @@ fn chunk_start(req: &Request<Incoming>) -> Result<Option<u64>, ApiError> {
 }
 
 /// Streams the request body into the session; returns the new offset.
-async fn append(
-    reg: &Registry,
-    name: &str,
-    id: &str,
-    req: Request<Incoming>,
-) -> Result<u64, ApiError> {
+async fn append(reg: &Registry, name: &str, id: &str, req: Request<Incoming>) -> Result<u64, ApiError> {
     let start = chunk_start(&req)?;
     let mut writer = reg
         .uploads
@@ -123,20 +106,16 @@ fn required_digest(req: &Request<Incoming>) -> Result<Digest, ApiError> {
 }
 
 /// Verifies, stores and links the session's blob.
-async fn complete(
-    reg: &Registry,
-    name: &str,
-    id: &str,
-    digest: &Digest,
-) -> Result<Response<Body>, ApiError> {
+async fn complete(reg: &Registry, name: &str, id: &str, digest: &Digest) -> Result<Response<Body>, ApiError> {
     let size = reg.uploads.finish(id, name, digest).await?;
+    let holders = crate::placement::replicate(reg, digest, size).await?;
     commit(
         reg,
         CatalogCommand::LinkBlob {
             repo: name.to_string(),
             digest: digest.to_string(),
             size,
-            holders: vec![reg.catalog.node_id()],
+            holders,
             now_ms: reg.clock.now_ms(),
         },
     )
@@ -145,21 +124,13 @@ async fn complete(
 }
 
 /// POST `/v2/<name>/blobs/uploads/` (`?digest=` monolithic, `?mount=&from=` cross-mount).
-pub async fn start(
-    reg: &Registry,
-    name: &str,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, ApiError> {
+pub async fn start(reg: &Registry, name: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     authorize_repo(reg, name, Action::Write)?;
     let pairs = query_pairs(req.uri().query());
     if let (Some(mount), Some(from)) = (query_get(&pairs, "mount"), query_get(&pairs, "from")) {
         let digest = Digest::parse(mount)?;
         if names::validate_repo(from).is_ok() && authorize_repo(reg, from, Action::Read).is_ok() {
-            if let Some(record) = reg
-                .catalog
-                .reader()
-                .blob_in_repo(from, &digest.to_string())?
-            {
+            if let Some(record) = reg.catalog.reader().blob_in_repo(from, &digest.to_string())? {
                 commit(
                     reg,
                     CatalogCommand::LinkBlob {
@@ -197,8 +168,37 @@ pub async fn start(
     }
 }
 
-pub async fn status(reg: &Registry, name: &str, id: &str) -> Result<Response<Body>, ApiError> {
+/// Where the session lives when another node owns it (its API address).
+fn remote_owner(reg: &Registry, id: &str) -> Option<String> {
+    let owner = keelson_storage::Uploads::owner_of(id)?
+        .strip_prefix('n')?
+        .parse::<u64>()
+        .ok()?;
+    if owner == reg.catalog.node_id() {
+        return None;
+    }
+    reg.catalog.members().get(&owner).map(|(node, _)| node.api_addr.clone())
+}
+
+/// Serves an upload request here, or relays it to the node that owns the session.
+pub async fn route(reg: &Registry, name: &str, id: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     authorize_repo(reg, name, Action::Write)?;
+    if let Some(api_addr) = remote_owner(reg, id) {
+        return reg.proxy.forward(&api_addr, req).await;
+    }
+    match *req.method() {
+        http::Method::GET => status(reg, name, id).await,
+        http::Method::PATCH => patch(reg, name, id, req).await,
+        http::Method::PUT => finish(reg, name, id, req).await,
+        http::Method::DELETE => cancel(reg, name, id).await,
+        ref m => Err(ApiError::new(
+            ErrorCode::Unsupported,
+            format!("method {m} is not supported on this route"),
+        )),
+    }
+}
+
+async fn status(reg: &Registry, name: &str, id: &str) -> Result<Response<Body>, ApiError> {
     let offset = reg.uploads.offset(id, name).await?;
     Ok(Reply::new(StatusCode::NO_CONTENT)
         .header("Location", upload_location(name, id))
@@ -207,31 +207,20 @@ pub async fn status(reg: &Registry, name: &str, id: &str) -> Result<Response<Bod
         .empty())
 }
 
-pub async fn patch(
-    reg: &Registry,
-    name: &str,
-    id: &str,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, ApiError> {
+pub async fn patch(reg: &Registry, name: &str, id: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     authorize_repo(reg, name, Action::Write)?;
     let offset = append(reg, name, id, req).await?;
     Ok(accepted(name, id, offset))
 }
 
-pub async fn finish(
-    reg: &Registry,
-    name: &str,
-    id: &str,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, ApiError> {
+pub async fn finish(reg: &Registry, name: &str, id: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     authorize_repo(reg, name, Action::Write)?;
     let digest = required_digest(&req)?;
     append(reg, name, id, req).await?;
     complete(reg, name, id, &digest).await
 }
 
-pub async fn cancel(reg: &Registry, name: &str, id: &str) -> Result<Response<Body>, ApiError> {
-    authorize_repo(reg, name, Action::Write)?;
+async fn cancel(reg: &Registry, name: &str, id: &str) -> Result<Response<Body>, ApiError> {
     reg.uploads.cancel(id, name).await?;
     Ok(Reply::new(StatusCode::NO_CONTENT).empty())
 }

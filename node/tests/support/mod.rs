@@ -34,10 +34,7 @@ impl Keelson {
             .arg(data_dir)
             .arg("--listen")
             .arg("127.0.0.1:0")
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-            )
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -60,15 +57,8 @@ impl Keelson {
                     return addr;
                 }
             }
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                panic!(
-                    "keelson exited before listening: {status}; log: {}",
-                    self.log()
-                );
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("keelson exited before listening: {status}; log: {}", self.log());
             }
             assert!(
                 Instant::now() < deadline,
@@ -84,10 +74,7 @@ impl Keelson {
         loop {
             if let Ok(mut s) = std::net::TcpStream::connect(self.addr) {
                 use std::io::{Read, Write};
-                let req = format!(
-                    "GET /v2/ HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-                    self.addr
-                );
+                let req = format!("GET /v2/ HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.addr);
                 if s.write_all(req.as_bytes()).is_ok() {
                     let mut buf = String::new();
                     let _ = s.read_to_string(&mut buf);
@@ -103,6 +90,21 @@ impl Keelson {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
+
+    /// Peak resident memory of the server so far, in KiB (`VmHWM`).
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/<pid>/status")
     }
 
     /// `host:port`, as registry clients want it.
@@ -144,9 +146,7 @@ impl Drop for Keelson {
 
 /// Runs a command, panicking with its output when it fails. Returns stdout.
 pub fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     if !out.status.success() {
         panic!(
             "{cmd:?} failed with {}\nstdout:\n{}\nstderr:\n{}",

@@ -1,0 +1,116 @@
+//! The cluster management API (`/api/v1/cluster/…`): status, init, add and remove members. The
+//! `keelson cluster` subcommands are thin clients of these routes.
+
+use std::collections::BTreeMap;
+
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use keelson_raft::NodeInfo;
+use serde::Deserialize;
+
+use super::Reply;
+use crate::access::{self, Action, Principal};
+use crate::body::{self, Body};
+use crate::error::{ApiError, ErrorCode};
+use crate::registry::Registry;
+
+/// A member as the management API receives it.
+#[derive(Debug, Deserialize)]
+pub struct MemberSpec {
+    pub id: u64,
+    pub api_addr: String,
+    pub peer_addr: String,
+    #[serde(default = "default_domain")]
+    pub fault_domain: String,
+}
+
+fn default_domain() -> String {
+    "default".into()
+}
+
+fn json_reply(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let bytes = value.to_string();
+    Reply::new(status)
+        .header("Content-Type", "application/json")
+        .header("Content-Length", bytes.len())
+        .body(body::full(bytes))
+}
+
+fn bad_request(message: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorCode::Unsupported, message).with_status(StatusCode::BAD_REQUEST)
+}
+
+async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<Option<T>, ApiError> {
+    let bytes = Limited::new(req.into_body(), 64 << 10)
+        .collect()
+        .await
+        .map_err(|e| bad_request(format!("reading the body failed: {e}")))?
+        .to_bytes();
+    if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+        return Ok(None);
+    }
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| bad_request(format!("invalid JSON: {e}")))
+}
+
+fn catalog_error(e: keelson_raft::CatalogError) -> ApiError {
+    match e {
+        keelson_raft::CatalogError::Membership(m) => bad_request(m),
+        other => ApiError::from(other),
+    }
+}
+
+/// Dispatches `/api/v1/cluster/<rest>`.
+pub async fn cluster(reg: &Registry, rest: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let method = req.method().clone();
+    match (method.as_str(), rest) {
+        ("GET", "status") => {
+            access::authorize(&Principal, Action::Inspect, None)?;
+            let status = serde_json::to_value(reg.catalog.status()).map_err(|e| bad_request(e.to_string()))?;
+            Ok(json_reply(StatusCode::OK, &status))
+        }
+        ("POST", "init") => {
+            access::authorize(&Principal, Action::Manage, None)?;
+            let members: BTreeMap<u64, NodeInfo> = match read_json::<Vec<MemberSpec>>(req).await? {
+                Some(list) if !list.is_empty() => list.into_iter().map(|m| (m.id, node_info(m))).collect(),
+                _ => BTreeMap::from([(reg.catalog.node_id(), reg.self_node.clone())]),
+            };
+            reg.catalog.initialize(members).await.map_err(catalog_error)?;
+            Ok(json_reply(StatusCode::OK, &serde_json::json!({ "initialized": true })))
+        }
+        ("POST", "members") => {
+            access::authorize(&Principal, Action::Manage, None)?;
+            let spec: MemberSpec = read_json(req)
+                .await?
+                .ok_or_else(|| bad_request("member JSON required"))?;
+            let id = spec.id;
+            reg.catalog
+                .add_member(id, node_info(spec))
+                .await
+                .map_err(catalog_error)?;
+            Ok(json_reply(StatusCode::OK, &serde_json::json!({ "added": id })))
+        }
+        ("DELETE", rest) if rest.starts_with("members/") => {
+            access::authorize(&Principal, Action::Manage, None)?;
+            let id: u64 = rest["members/".len()..]
+                .parse()
+                .map_err(|_| bad_request("member id must be a number"))?;
+            if !reg.catalog.members().contains_key(&id) {
+                return Err(bad_request(format!("node {id} is not a member")).with_status(StatusCode::NOT_FOUND));
+            }
+            reg.catalog.remove_member(id).await.map_err(catalog_error)?;
+            Ok(json_reply(StatusCode::OK, &serde_json::json!({ "removed": id })))
+        }
+        _ => Err(ApiError::new(ErrorCode::Unsupported, "no such management route").with_status(StatusCode::NOT_FOUND)),
+    }
+}
+
+fn node_info(m: MemberSpec) -> NodeInfo {
+    NodeInfo {
+        api_addr: m.api_addr,
+        peer_addr: m.peer_addr,
+        fault_domain: m.fault_domain,
+    }
+}

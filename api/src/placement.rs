@@ -1,0 +1,76 @@
+//! Where a pushed blob's copies go and where a pull finds them: the API-side glue between the
+//! catalog's membership, the placement rule and node-to-node transfer.
+
+use bytes::Bytes;
+use keelson_raft::{BlobRecord, NodeId};
+use keelson_storage::placement::{choose, Candidate};
+use keelson_storage::{Digest, StorageError};
+use tokio::sync::mpsc;
+
+use crate::error::{ApiError, ErrorCode};
+use crate::registry::Registry;
+
+/// Copies `digest` (already durable locally) to the other chosen holders; returns every holder
+/// that has it durably, this node first. Fails when fewer than the write quorum do.
+pub async fn replicate(reg: &Registry, digest: &Digest, size: u64) -> Result<Vec<NodeId>, ApiError> {
+    let members = reg.catalog.members();
+    let local = reg.catalog.node_id();
+    let candidates: Vec<Candidate> = members
+        .iter()
+        .map(|(id, (node, _))| Candidate {
+            id: *id,
+            fault_domain: node.fault_domain.clone(),
+        })
+        .collect();
+    let copies = reg.redundancy.replicas.min(members.len().max(1));
+    let quorum = reg.redundancy.write_quorum.min(copies).max(1);
+    let targets = choose(&candidates, local, copies, digest.hex().as_bytes());
+    let pushes = targets.iter().filter(|id| **id != local).filter_map(|id| {
+        let addr = members.get(id)?.0.peer_addr.clone();
+        let id = *id;
+        Some(async move { (id, reg.peers.push(&addr, &reg.store, digest, size).await) })
+    });
+    let mut holders = vec![local];
+    for (id, result) in futures_util::future::join_all(pushes).await {
+        match result {
+            Ok(()) => holders.push(id),
+            Err(e) => tracing::warn!(node = id, %digest, error = %e, "replica push failed"),
+        }
+    }
+    if holders.len() < quorum {
+        return Err(ApiError::new(
+            ErrorCode::Unavailable,
+            format!("only {} of {quorum} required copies are durable; retry", holders.len()),
+        )
+        .with_header("Retry-After", "1".into()));
+    }
+    Ok(holders)
+}
+
+/// Streams a blob range from a node that holds it, trying each holder in turn.
+pub async fn fetch_remote(
+    reg: &Registry,
+    digest: &Digest,
+    record: &BlobRecord,
+    offset: u64,
+    len: u64,
+) -> Result<mpsc::Receiver<std::io::Result<Bytes>>, ApiError> {
+    let members = reg.catalog.members();
+    let mut last = None;
+    for holder in &record.holders {
+        if *holder == reg.catalog.node_id() {
+            continue;
+        }
+        let Some((node, _)) = members.get(holder) else { continue };
+        match reg.peers.fetch(&node.peer_addr, digest, offset, len).await {
+            Ok(rx) => return Ok(rx),
+            Err(e) => last = Some(e),
+        }
+    }
+    let e = last.unwrap_or(StorageError::BlobMissing(digest.clone()));
+    tracing::warn!(%digest, error = %e, "no holder could serve the blob");
+    Err(
+        ApiError::new(ErrorCode::Unavailable, "no node holding the blob is reachable; retry")
+            .with_header("Retry-After", "1".into()),
+    )
+}

@@ -1,0 +1,98 @@
+//! The server side of the peer protocol, and the requests followers forward to the leader.
+//!
+//! Any node accepts writes and linearizable reads; a follower hands them to the leader with
+//! [`Forwarded`] over the `Forward` RPC and answers its client only once it has itself applied the
+//! leader's result, so a client reads its own writes on whichever node it lands.
+
+use serde::{Deserialize, Serialize};
+use tonic::{Request, Response, Status};
+
+use crate::command::{CatalogCommand, CatalogResponse};
+use crate::network::{decode, encode};
+use crate::proto::raft_peer_server::RaftPeer;
+use crate::proto::Payload;
+use crate::types::{KeelsonRaft, NodeId, NodeInfo};
+
+/// A request a follower forwards to the leader.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Forwarded {
+    Write(CatalogCommand),
+    ReadIndex,
+    AddMember { id: NodeId, node: NodeInfo },
+    RemoveMember { id: NodeId },
+}
+
+/// The leader's answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ForwardReply {
+    /// Committed at `index` with this answer.
+    Written { index: u64, response: CatalogResponse },
+    /// Reads are linearizable once the asker has applied up to `index`.
+    ReadIndex { index: u64 },
+    /// A membership change committed at `index`.
+    MembershipChanged { index: u64 },
+}
+
+/// Why a forwarded request failed.
+#[derive(Debug, Clone, Serialize, Deserialize, thiserror::Error)]
+pub enum ForwardError {
+    #[error("not the leader (leader: {leader:?})")]
+    NotLeader {
+        leader: Option<NodeId>,
+        node: Option<NodeInfo>,
+    },
+    #[error("{0}")]
+    Failed(String),
+}
+
+pub type ForwardResult = Result<ForwardReply, ForwardError>;
+
+/// The gRPC service a node exposes to its peers.
+pub struct PeerService {
+    raft: KeelsonRaft,
+}
+
+impl PeerService {
+    pub fn new(raft: KeelsonRaft) -> Self {
+        PeerService { raft }
+    }
+
+    pub fn into_server(self) -> crate::proto::raft_peer_server::RaftPeerServer<Self> {
+        crate::proto::raft_peer_server::RaftPeerServer::new(self)
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20)
+    }
+}
+
+fn bad_request(e: bincode::Error) -> Status {
+    Status::invalid_argument(format!("undecodable payload: {e}"))
+}
+
+fn reply<T: Serialize>(value: &T) -> Result<Response<Payload>, Status> {
+    encode(value)
+        .map(Response::new)
+        .map_err(|e| Status::internal(e.to_string()))
+}
+
+#[tonic::async_trait]
+impl RaftPeer for PeerService {
+    async fn append_entries(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let req = decode(request.get_ref()).map_err(bad_request)?;
+        reply(&self.raft.append_entries(req).await)
+    }
+
+    async fn vote(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let req = decode(request.get_ref()).map_err(bad_request)?;
+        reply(&self.raft.vote(req).await)
+    }
+
+    async fn install_snapshot(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let req = decode(request.get_ref()).map_err(bad_request)?;
+        reply(&self.raft.install_snapshot(req).await)
+    }
+
+    async fn forward(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let req: Forwarded = decode(request.get_ref()).map_err(bad_request)?;
+        reply(&crate::node::serve_forwarded(&self.raft, req).await)
+    }
+}
