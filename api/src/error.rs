@@ -2,6 +2,7 @@
 //! `{"errors":[{"code","message","detail"}]}` with the status the spec gives its code.
 
 use http::StatusCode;
+use keelson_raft::identity::IdentityRejection;
 use keelson_raft::{CatalogError, Rejection};
 use keelson_storage::{DigestError, StorageError};
 use serde_json::json;
@@ -26,6 +27,12 @@ pub enum ErrorCode {
     Unsupported,
     TooManyRequests,
     Unavailable,
+    /// Management API: the named object does not exist.
+    NotFound,
+    /// Management API: the object exists already, or a limit is reached.
+    Conflict,
+    /// Management API: the request is malformed (including policy parse errors).
+    BadRequest,
 }
 
 impl ErrorCode {
@@ -48,6 +55,9 @@ impl ErrorCode {
             ErrorCode::Unsupported => "UNSUPPORTED",
             ErrorCode::TooManyRequests => "TOOMANYREQUESTS",
             ErrorCode::Unavailable => "UNAVAILABLE",
+            ErrorCode::NotFound => "NOT_FOUND",
+            ErrorCode::Conflict => "CONFLICT",
+            ErrorCode::BadRequest => "BAD_REQUEST",
         }
     }
 
@@ -64,6 +74,8 @@ impl ErrorCode {
             ErrorCode::Unsupported => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::Conflict => StatusCode::CONFLICT,
             _ => StatusCode::BAD_REQUEST,
         }
     }
@@ -99,6 +111,11 @@ impl ApiError {
 
     pub fn with_detail(mut self, detail: serde_json::Value) -> ApiError {
         self.detail = Some(detail);
+        self
+    }
+
+    pub fn with_message(mut self, message: impl Into<String>) -> ApiError {
+        self.message = message.into();
         self
     }
 
@@ -172,6 +189,13 @@ impl From<Rejection> for ApiError {
             }
             Rejection::TagUnknown(_) => ApiError::new(ErrorCode::ManifestUnknown, r.to_string()),
             Rejection::RepoUnknown => ApiError::new(ErrorCode::NameUnknown, r.to_string()),
+            Rejection::RepoExists => ApiError::new(ErrorCode::Conflict, r.to_string()),
+            Rejection::Identity(i) => match i {
+                IdentityRejection::NoTenancy(_) | IdentityRejection::Missing(_) => {
+                    ApiError::new(ErrorCode::NotFound, r.to_string())
+                }
+                _ => ApiError::new(ErrorCode::Conflict, r.to_string()),
+            },
         }
     }
 }

@@ -5,9 +5,10 @@
 //! the simulation can give it real or simulated networks.
 
 pub mod access;
+pub mod auth;
 pub mod body;
 pub mod error;
-mod handlers;
+pub mod handlers;
 pub mod manifest;
 pub mod names;
 pub mod placement;
@@ -16,5 +17,7 @@ pub mod registry;
 pub mod routes;
 pub mod server;
 
+pub use access::AuthMode;
+pub use handlers::identity::bootstrap_admin;
 pub use registry::{Clock, Limits, Redundancy, Registry, SystemClock};
 pub use server::serve;

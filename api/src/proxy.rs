@@ -1,12 +1,17 @@
 //! Forwards a request to another node's API, streaming both ways. Upload sessions live on the
 //! node that opened them; a load balancer may land the session's next PATCH or PUT anywhere, and
 //! this is how it reaches its owner.
+//!
+//! Connections are plain TCP by default; [`Proxy::with_dialer`] makes them through a
+//! [`Dialer`] instead (the simulation's network), with everything above the socket unchanged.
 
 use http::{Request, Response, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use keelson_raft::network::{Dialer, DialerConnector};
 
 use crate::body::Body;
 use crate::error::{ApiError, ErrorCode};
@@ -14,7 +19,13 @@ use crate::error::{ApiError, ErrorCode};
 /// An HTTP client for node-to-node forwarding (keep-alive pooled).
 #[derive(Clone)]
 pub struct Proxy {
-    client: Client<HttpConnector, Incoming>,
+    client: ProxyClient,
+}
+
+#[derive(Clone)]
+enum ProxyClient {
+    Tcp(Client<HttpConnector, Incoming>),
+    Dialed(Client<DialerConnector, Incoming>),
 }
 
 impl Default for Proxy {
@@ -22,7 +33,16 @@ impl Default for Proxy {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         Proxy {
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            client: ProxyClient::Tcp(Client::builder(TokioExecutor::new()).build(connector)),
+        }
+    }
+}
+
+impl Proxy {
+    /// A proxy whose connections are opened by `dialer`.
+    pub fn with_dialer(dialer: Dialer) -> Proxy {
+        Proxy {
+            client: ProxyClient::Dialed(Client::builder(TokioExecutor::new()).build(dialer.connector())),
         }
     }
 }
@@ -45,11 +65,11 @@ impl Proxy {
         *req.uri_mut() = uri;
         req.headers_mut()
             .insert(FORWARDED_HEADER, http::HeaderValue::from_static("1"));
-        let response = self
-            .client
-            .request(req)
-            .await
-            .map_err(|e| unavailable(format!("upload owner unreachable: {e}")))?;
+        let response = match &self.client {
+            ProxyClient::Tcp(client) => client.request(req).await,
+            ProxyClient::Dialed(client) => client.request(req).await,
+        }
+        .map_err(|e| unavailable(format!("upload owner unreachable: {e}")))?;
         Ok(response.map(|b| b.map_err(std::io::Error::other).boxed()))
     }
 }

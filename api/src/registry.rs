@@ -70,4 +70,9 @@ pub struct Registry {
     pub clock: Arc<dyn Clock>,
     pub limits: Limits,
     pub redundancy: Redundancy,
+    pub auth_mode: crate::access::AuthMode,
+    /// Auth-token uses seen by this node, flushed to the catalog in batches.
+    pub token_uses: crate::auth::TokenUses,
+    /// Auth tokens a user may hold at once.
+    pub max_tokens_per_user: usize,
 }

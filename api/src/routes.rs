@@ -7,32 +7,18 @@
 pub enum Route<'a> {
     Base,
     Catalog,
-    Tags {
-        name: &'a str,
-    },
-    Manifest {
-        name: &'a str,
-        reference: &'a str,
-    },
-    Blob {
-        name: &'a str,
-        digest: &'a str,
-    },
-    Uploads {
-        name: &'a str,
-    },
-    Upload {
-        name: &'a str,
-        id: &'a str,
-    },
-    Referrers {
-        name: &'a str,
-        digest: &'a str,
-    },
+    Tags { name: &'a str },
+    Manifest { name: &'a str, reference: &'a str },
+    Blob { name: &'a str, digest: &'a str },
+    Uploads { name: &'a str },
+    Upload { name: &'a str, id: &'a str },
+    Referrers { name: &'a str, digest: &'a str },
     /// `/api/v1/cluster/<rest>`
-    Cluster {
-        rest: &'a str,
-    },
+    Cluster { rest: &'a str },
+    /// `/api/v1/<rest>`: tenancies, users, groups, policies, tokens, repositories.
+    Manage { rest: &'a str },
+    /// `/token`: Docker's token endpoint.
+    Token,
     NotFound,
 }
 
@@ -42,6 +28,12 @@ pub fn parse(path: &str) -> Route<'_> {
     }
     if let Some(rest) = path.strip_prefix("/api/v1/cluster/") {
         return Route::Cluster { rest };
+    }
+    if let Some(rest) = path.strip_prefix("/api/v1/") {
+        return Route::Manage { rest };
+    }
+    if path == "/token" || path == "/token/" {
+        return Route::Token;
     }
     let Some(rest) = path.strip_prefix("/v2/") else {
         return Route::NotFound;

@@ -13,6 +13,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::body::{self, Body};
 use crate::error::{ApiError, ErrorCode};
+use crate::access::{self, AuthMode, Caller, Cx};
+use crate::auth::{self, Principal};
 use crate::handlers;
 use crate::registry::Registry;
 use crate::routes::{self, Route};
@@ -85,12 +87,43 @@ fn unsupported(method: &Method) -> ApiError {
     )
 }
 
+/// Resolves the caller of a request; bad credentials are a 401 (with the challenge) when
+/// identity is enforced.
+fn caller(reg: &Registry, req: &Request<Incoming>) -> Result<Caller, ApiError> {
+    let host = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .unwrap_or_else(|| reg.self_node.api_addr.clone());
+    let authorization = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let principal = match reg.catalog.reader().with_identity(|state| auth::authenticate(state, authorization)) {
+        Ok(p) => p,
+        Err(_) if reg.auth_mode == AuthMode::Off => Principal::Anonymous,
+        Err(e) => return Err(access::challenge(&host, None).with_message(e.to_string())),
+    };
+    reg.token_uses.record(&principal, reg.clock.now_ms());
+    Ok(Caller { principal, host })
+}
+
 async fn route(reg: &Registry, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
-    match routes::parse(&path) {
+    let route = routes::parse(&path);
+    if route == Route::Token {
+        return match method {
+            Method::GET | Method::POST => handlers::token::issue(reg, req).await,
+            _ => Err(unsupported(&method)),
+        };
+    }
+    let cx = Cx { reg, caller: caller(reg, &req)? };
+    let reg = &cx;
+    match route {
         Route::Base => match method {
-            Method::GET | Method::HEAD => Ok(handlers::listing::base()),
+            Method::GET | Method::HEAD => {
+                access::require_identity(reg, "")?;
+                Ok(handlers::listing::base())
+            }
             _ => Err(unsupported(&method)),
         },
         Route::Catalog => match method {
@@ -129,6 +162,8 @@ async fn route(reg: &Registry, req: Request<Incoming>) -> Result<Response<Body>,
             _ => Err(unsupported(&method)),
         },
         Route::Cluster { rest } => handlers::admin::cluster(reg, rest, req).await,
+        Route::Manage { rest } => handlers::identity::route(reg, rest, req).await,
+        Route::Token => Err(unsupported(&method)),
         Route::NotFound => {
             Err(ApiError::new(ErrorCode::Unsupported, "no such route").with_status(StatusCode::NOT_FOUND))
         }

@@ -40,6 +40,21 @@ pub struct ServeArgs {
     /// Copies kept of every blob [default: 3, capped by the member count].
     #[arg(long, env = "KEELSON_REPLICAS")]
     pub replicas: Option<usize>,
+    /// `enforce` (default): identity and policies on every route; `off`: anonymous full access,
+    /// for local experiments and benchmarks only.
+    #[arg(long, env = "KEELSON_AUTH")]
+    pub auth: Option<AuthSetting>,
+    /// Auth tokens a user may hold at once [default: 2].
+    #[arg(long, env = "KEELSON_MAX_TOKENS_PER_USER")]
+    pub max_tokens_per_user: Option<usize>,
+}
+
+/// The `auth` setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthSetting {
+    Enforce,
+    Off,
 }
 
 /// The resolved configuration.
@@ -53,6 +68,8 @@ pub struct ServeConfig {
     pub fault_domain: String,
     pub region: String,
     pub replicas: usize,
+    pub auth: AuthSetting,
+    pub max_tokens_per_user: usize,
 }
 
 /// A configuration file that cannot be used.
@@ -87,6 +104,8 @@ impl ServeArgs {
             fault_domain: self.fault_domain.or(file.fault_domain).unwrap_or_else(|| "fd1".into()),
             region: self.region.or(file.region).unwrap_or_else(|| "local".into()),
             replicas: self.replicas.or(file.replicas).unwrap_or(3),
+            auth: self.auth.or(file.auth).unwrap_or(AuthSetting::Enforce),
+            max_tokens_per_user: self.max_tokens_per_user.or(file.max_tokens_per_user).unwrap_or(2),
         })
     }
 }

@@ -10,11 +10,16 @@ pub mod lb;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use keelson_api::{Limits, Redundancy, Registry, SystemClock};
+use keelson_api::proxy::Proxy;
+use keelson_api::{AuthMode, Clock, Limits, Redundancy, Registry, SystemClock};
+use keelson_raft::network::{Dialer, PeerChannels};
 use keelson_raft::peer::PeerService;
 use keelson_raft::{Catalog, CatalogConfig, NodeInfo};
 use keelson_storage::{BlobPeers, BlobService, BlobStore, Uploads};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio_stream::{Stream, StreamExt};
+use tonic::transport::server::Connected;
 
 pub use config::{ServeArgs, ServeConfig};
 
@@ -51,9 +56,8 @@ impl RunningNode {
 /// Opens the stores, starts Raft and serves the API (and the peer endpoint in cluster mode). A
 /// node without `peer_listen` bootstraps itself as a one-node cluster on first start.
 pub async fn start(config: ServeConfig) -> Result<RunningNode, StartError> {
-    let data_dir = &config.data_dir;
-    let data_err = |e| StartError::DataDir(data_dir.display().to_string(), e);
-    std::fs::create_dir_all(data_dir).map_err(data_err)?;
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| StartError::DataDir(config.data_dir.display().to_string(), e))?;
     let listener = TcpListener::bind(&config.listen)
         .await
         .map_err(|e| StartError::Listen(config.listen.clone(), e))?;
@@ -68,7 +72,81 @@ pub async fn start(config: ServeConfig) -> Result<RunningNode, StartError> {
                 .map_err(|e| StartError::Listen(addr.clone(), e))?,
         ),
     };
-    let peer_addr = peer_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let peer = match peer_listener {
+        None => None,
+        Some(listener) => {
+            let addr = listener
+                .local_addr()
+                .map_err(|e| StartError::Listen(config.peer_listen.clone().unwrap_or_default(), e))?;
+            Some(Listener {
+                incoming: tokio_stream::wrappers::TcpListenerStream::new(listener),
+                addr,
+            })
+        }
+    };
+    let api_incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|accepted| {
+        accepted.inspect(|socket| {
+            let _ = socket.set_nodelay(true);
+        })
+    });
+    let api = Listener {
+        incoming: api_incoming,
+        addr: api_addr,
+    };
+    start_with(config, api, peer, Environment::default()).await
+}
+
+/// What a node takes from its surroundings besides its listeners: how it dials other nodes and
+/// what time it is. The default is plain TCP and the system clock; the simulation passes its own.
+#[derive(Clone)]
+pub struct Environment {
+    /// Opens connections to other nodes; `None` dials plain TCP.
+    pub dialer: Option<Dialer>,
+    /// The wall clock stamped on catalog entries.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for Environment {
+    fn default() -> Self {
+        Environment {
+            dialer: None,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// An already bound listener: the stream of connections it accepts and the address it is bound
+/// to (the address this node advertises when the configuration names none).
+pub struct Listener<S> {
+    pub incoming: S,
+    pub addr: SocketAddr,
+}
+
+/// [`start`] on listeners bound by the caller, dialling other nodes and reading the time through
+/// `env`. The API listener yields any byte stream; the peer listener's streams also tell
+/// tonic about the connection ([`tonic::transport::server::Connected`]). `config.listen` and
+/// `config.peer_listen` are not bound here; `config.peer_listen` only says whether the node runs
+/// in a cluster, and it must be `Some` exactly when `peer` is.
+pub async fn start_with<A, AIo, AErr, P, PIo, PErr>(
+    config: ServeConfig,
+    api: Listener<A>,
+    peer: Option<Listener<P>>,
+    env: Environment,
+) -> Result<RunningNode, StartError>
+where
+    A: Stream<Item = Result<AIo, AErr>> + Send + Unpin + 'static,
+    AIo: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    AErr: std::fmt::Display + Send + 'static,
+    P: Stream<Item = Result<PIo, PErr>> + Send + 'static,
+    PIo: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+    PIo::ConnectInfo: Clone + Send + Sync + 'static,
+    PErr: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+{
+    let data_dir = &config.data_dir;
+    let data_err = |e| StartError::DataDir(data_dir.display().to_string(), e);
+    std::fs::create_dir_all(data_dir).map_err(data_err)?;
+    let api_addr = api.addr;
+    let peer_addr = peer.as_ref().map(|p| p.addr);
     let self_node = NodeInfo {
         api_addr: config.advertise.clone().unwrap_or_else(|| api_addr.to_string()),
         peer_addr: peer_addr.map(|a| a.to_string()).unwrap_or_default(),
@@ -76,12 +154,19 @@ pub async fn start(config: ServeConfig) -> Result<RunningNode, StartError> {
     };
 
     let single = config.peer_listen.is_none();
-    let catalog = Catalog::open(CatalogConfig {
-        node_id: config.node_id,
-        node: self_node.clone(),
-        dir: data_dir.join("raft"),
-        bootstrap_single: single,
-    })
+    let channels = match &env.dialer {
+        None => PeerChannels::default(),
+        Some(d) => PeerChannels::with_dialer(d.clone()),
+    };
+    let catalog = Catalog::open_with(
+        CatalogConfig {
+            node_id: config.node_id,
+            node: self_node.clone(),
+            dir: data_dir.join("raft"),
+            bootstrap_single: single,
+        },
+        channels,
+    )
     .await?;
 
     let store = BlobStore::open(data_dir.join("blobs")).map_err(data_err)?;
@@ -89,10 +174,10 @@ pub async fn start(config: ServeConfig) -> Result<RunningNode, StartError> {
         Uploads::open(data_dir.join("uploads"), store.clone(), format!("n{}", config.node_id)).map_err(data_err)?,
     );
     let mut tasks = Vec::new();
-    if let Some(peer_listener) = peer_listener {
+    if let Some(peer) = peer {
         let raft_service = PeerService::new(catalog.raft().clone()).into_server();
         let blob_service = BlobService::new(store.clone(), uploads.clone()).into_server();
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(peer_listener);
+        let incoming = peer.incoming;
         tasks.push(tokio::spawn(async move {
             let served = tonic::transport::Server::builder()
                 .tcp_nodelay(true)
@@ -118,21 +203,40 @@ pub async fn start(config: ServeConfig) -> Result<RunningNode, StartError> {
         store,
         uploads,
         peers,
-        proxy: Default::default(),
-        clock: Arc::new(SystemClock),
+        proxy: match env.dialer {
+            None => Default::default(),
+            Some(d) => Proxy::with_dialer(d),
+        },
+        clock: env.clock,
         limits: Limits::default(),
         redundancy: Redundancy {
             replicas: config.replicas,
             ..Default::default()
         },
+        auth_mode: match config.auth {
+            config::AuthSetting::Enforce => AuthMode::Enforce,
+            config::AuthSetting::Off => AuthMode::Off,
+        },
+        token_uses: Default::default(),
+        max_tokens_per_user: config.max_tokens_per_user,
     });
+    if single {
+        let supplied = std::env::var("KEELSON_BOOTSTRAP_TOKEN").ok().filter(|t| !t.is_empty());
+        match keelson_api::bootstrap_admin(&registry, supplied).await {
+            // Printed once, on the first start, to stdout only (never to the log).
+            Ok(Some(token)) => println!("keelson: cluster administrator keelson/admin, auth token (shown once): {token}"),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e.message, "could not bootstrap the administrator"),
+        }
+    }
+    tasks.push(tokio::spawn(flush_token_uses(registry.clone())));
 
     let accept_registry = registry.clone();
+    let mut api_incoming = api.incoming;
     tasks.push(tokio::spawn(async move {
-        loop {
-            match listener.accept().await {
-                Ok((socket, _)) => {
-                    let _ = socket.set_nodelay(true);
+        while let Some(accepted) = api_incoming.next().await {
+            match accepted {
+                Ok(socket) => {
                     tokio::spawn(keelson_api::serve(socket, accept_registry.clone()));
                 }
                 Err(e) => {
@@ -160,4 +264,21 @@ pub async fn start(config: ServeConfig) -> Result<RunningNode, StartError> {
         registry,
         tasks,
     })
+}
+
+/// Writes the auth-token uses this node saw to the catalog every half minute (one Raft entry for
+/// all of them, never one per request).
+async fn flush_token_uses(registry: Arc<Registry>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+    loop {
+        tick.tick().await;
+        let uses = registry.token_uses.take();
+        if uses.is_empty() {
+            continue;
+        }
+        let cmd = keelson_raft::CatalogCommand::Identity(keelson_raft::identity::IdentityCommand::TouchTokens { uses });
+        if let Err(e) = registry.catalog.propose(cmd).await {
+            tracing::debug!(error = %e, "token use flush deferred");
+        }
+    }
 }

@@ -8,11 +8,14 @@ use rocksdb::{Direction, IteratorMode};
 
 use crate::command::*;
 use crate::db::Db;
+use crate::identity::IdentityState;
 use crate::keys::*;
+use crate::state_machine::SharedIdentity;
 
 #[derive(Clone)]
 pub struct CatalogReader {
     db: Db,
+    identity: SharedIdentity,
 }
 
 /// A failure to read the local catalog (disk or decoding trouble; never "not found").
@@ -35,8 +38,13 @@ pub struct Page {
 }
 
 impl CatalogReader {
-    pub(crate) fn new(db: Db) -> Self {
-        CatalogReader { db }
+    pub(crate) fn new(db: Db, identity: SharedIdentity) -> Self {
+        CatalogReader { db, identity }
+    }
+
+    /// Runs `f` on the applied identity state (held in memory on every node).
+    pub fn with_identity<T>(&self, f: impl FnOnce(&IdentityState) -> T) -> T {
+        f(&self.identity.read().unwrap_or_else(|p| p.into_inner()))
     }
 
     fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily> {

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::identity::{IdentityCommand, IdentityRejection};
 use crate::types::NodeId;
 
 /// A change to the catalog. Digests are `algorithm:hex` strings validated by the proposer.
@@ -36,6 +37,23 @@ pub enum CatalogCommand {
     DeleteManifest { repo: String, digest: String },
     /// Remove a blob's link from a repo (bytes are reclaimed by garbage collection).
     UnlinkBlob { repo: String, digest: String },
+    /// Create an empty repository explicitly.
+    CreateRepo {
+        repo: String,
+        compartment: Option<String>,
+        public: bool,
+        now_ms: u64,
+    },
+    /// Change a repository's visibility and/or compartment.
+    UpdateRepo {
+        repo: String,
+        public: Option<bool>,
+        compartment: Option<Option<String>>,
+    },
+    /// Delete a repository with all its tags, manifests and blob links.
+    DeleteRepo { repo: String },
+    /// A change to tenancies, users, groups, policies, tokens or signing keys.
+    Identity(IdentityCommand),
 }
 
 /// The answer to one applied command.
@@ -56,6 +74,10 @@ pub enum Rejection {
     TagUnknown(String),
     #[error("repository is not known")]
     RepoUnknown,
+    #[error("repository already exists")]
+    RepoExists,
+    #[error(transparent)]
+    Identity(#[from] IdentityRejection),
 }
 
 /// A repository.
@@ -63,6 +85,8 @@ pub enum Rejection {
 pub struct RepoRecord {
     pub created_ms: u64,
     pub public: bool,
+    /// The compartment holding the repository; `None` is the tenancy's root compartment.
+    pub compartment: Option<String>,
 }
 
 /// A blob's size and the nodes holding its bytes.

@@ -36,6 +36,7 @@ pub fn open(path: &Path) -> Result<Db, rocksdb::Error> {
         cf(CF_BLOBS),
         cf(CF_REPO_BLOBS),
         cf(CF_REFERRERS),
+        cf(CF_IDENTITY),
     ];
     Ok(Arc::new(DB::open_cf_descriptors(&opts, path, descriptors)?))
 }

@@ -12,9 +12,20 @@ pub const CF_MANIFESTS: &str = "manifests";
 pub const CF_BLOBS: &str = "blobs";
 pub const CF_REPO_BLOBS: &str = "repo_blobs";
 pub const CF_REFERRERS: &str = "referrers";
+pub const CF_IDENTITY: &str = "identity";
 
 /// The column families holding replicated catalog state (what a snapshot contains).
-pub const CATALOG_CFS: [&str; 6] = [CF_REPOS, CF_TAGS, CF_MANIFESTS, CF_BLOBS, CF_REPO_BLOBS, CF_REFERRERS];
+pub const CATALOG_CFS: [&str; 7] = [
+    CF_REPOS,
+    CF_TAGS,
+    CF_MANIFESTS,
+    CF_BLOBS,
+    CF_REPO_BLOBS,
+    CF_REFERRERS,
+    CF_IDENTITY,
+];
+
+pub const KEY_IDENTITY: &[u8] = b"state";
 
 pub const KEY_VOTE: &[u8] = b"vote";
 pub const KEY_COMMITTED: &[u8] = b"committed";

@@ -8,6 +8,7 @@
 pub mod catalog;
 pub mod command;
 mod db;
+pub mod identity;
 mod keys;
 mod log_store;
 pub mod network;

@@ -2,12 +2,18 @@
 //!
 //! Messages are openraft's own types, bincode-encoded into a `Payload`; gRPC gives framing,
 //! multiplexing and HTTP/2 flow control. Connections are made through [`PeerChannels`], the one
-//! place that dials peers (the simulation swaps the dialer, not this code).
+//! place that dials peers: plain TCP by default, or a [`Dialer`] the caller supplies (the
+//! simulation dials over its simulated network; the code above the dialer stays the same).
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::TokioIo;
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -16,16 +22,129 @@ use openraft::raft::{
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tonic::transport::{Channel, Endpoint};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::proto::raft_peer_client::RaftPeerClient;
 use crate::proto::Payload;
 use crate::types::{NodeId, NodeInfo, TypeConfig};
 
+/// A connected byte stream to another node (a TCP socket in the binary, a simulated one in the
+/// simulation).
+pub trait DialedStream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> DialedStream for T {}
+
+/// What a [`Dialer`] hands back: a connected stream, or why there is none.
+pub type DialFuture = Pin<Box<dyn Future<Output = std::io::Result<Box<dyn DialedStream>>> + Send>>;
+
+/// Opens a connection to `host:port`. Everything in a node that dials another node (Raft RPCs,
+/// blob transfer, upload proxying) goes through one of these when one is given.
+#[derive(Clone)]
+pub struct Dialer(Arc<dyn Fn(String) -> DialFuture + Send + Sync>);
+
+impl Dialer {
+    pub fn new<F, Fut, S>(dial: F) -> Dialer
+    where
+        F: Fn(String) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::io::Result<S>> + Send + 'static,
+        S: DialedStream,
+    {
+        Dialer(Arc::new(move |addr| {
+            let connecting = dial(addr);
+            Box::pin(async move { Ok(Box::new(connecting.await?) as Box<dyn DialedStream>) })
+        }))
+    }
+
+    /// Connects to `addr` (`host:port`).
+    pub fn dial(&self, addr: String) -> DialFuture {
+        (self.0)(addr)
+    }
+
+    /// Connects to the authority (`host:port`) of `uri`.
+    pub fn dial_uri(&self, uri: &Uri) -> DialFuture {
+        match uri.authority() {
+            Some(authority) => self.dial(authority.as_str().to_string()),
+            None => {
+                let uri = uri.to_string();
+                Box::pin(async move {
+                    Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        format!("no host:port in {uri}"),
+                    ))
+                })
+            }
+        }
+    }
+}
+
+impl Dialer {
+    /// This dialer as a tower connector (what tonic's channels and hyper's client take).
+    pub fn connector(&self) -> DialerConnector {
+        DialerConnector(self.clone())
+    }
+}
+
+/// A [`Dialer`] as a `tower::Service<Uri>` connector.
+#[derive(Clone, Debug)]
+pub struct DialerConnector(Dialer);
+
+impl tower::Service<Uri> for DialerConnector {
+    type Response = TokioIo<DialerStream>;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = std::io::Result<Self::Response>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let connecting = self.0.dial_uri(&uri);
+        Box::pin(async move { Ok(TokioIo::new(DialerStream(connecting.await?))) })
+    }
+}
+
+/// A stream opened by a [`Dialer`].
+pub struct DialerStream(Box<dyn DialedStream>);
+
+impl Connection for DialerStream {
+    fn connected(&self) -> Connected {
+        Connected::new()
+    }
+}
+
+impl AsyncRead for DialerStream {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for DialerStream {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+impl std::fmt::Debug for Dialer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Dialer")
+    }
+}
+
 /// Lazily connected, cached gRPC channels to peers, keyed by peer address.
 #[derive(Clone, Default)]
 pub struct PeerChannels {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    /// `None`: plain TCP through tonic's own connector.
+    dialer: Option<Dialer>,
 }
 
 /// A peer address that cannot be dialled.
@@ -34,6 +153,14 @@ pub struct PeerChannels {
 pub struct BadPeerAddr(pub String);
 
 impl PeerChannels {
+    /// Channels whose connections are opened by `dialer` instead of plain TCP.
+    pub fn with_dialer(dialer: Dialer) -> PeerChannels {
+        PeerChannels {
+            channels: Default::default(),
+            dialer: Some(dialer),
+        }
+    }
+
     pub fn channel(&self, addr: &str) -> Result<Channel, BadPeerAddr> {
         let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(ch) = map.get(addr) {
@@ -46,7 +173,10 @@ impl PeerChannels {
             .http2_keep_alive_interval(Duration::from_secs(10))
             .initial_stream_window_size(Some(4 << 20))
             .initial_connection_window_size(Some(8 << 20));
-        let channel = endpoint.connect_lazy();
+        let channel = match &self.dialer {
+            None => endpoint.connect_lazy(),
+            Some(dialer) => endpoint.connect_with_connector_lazy(dialer.connector()),
+        };
         map.insert(addr.to_string(), channel.clone());
         Ok(channel)
     }

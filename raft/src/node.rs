@@ -84,12 +84,19 @@ pub struct ClusterStatus {
 
 impl Catalog {
     pub async fn open(config: CatalogConfig) -> Result<Catalog, CatalogError> {
+        Catalog::open_with(config, PeerChannels::default()).await
+    }
+
+    /// [`Catalog::open`] with the peer connections made through `channels` (e.g. channels with
+    /// a [`Dialer`](crate::network::Dialer) other than plain TCP).
+    pub async fn open_with(config: CatalogConfig, channels: PeerChannels) -> Result<Catalog, CatalogError> {
         let open_err = |e: &dyn std::fmt::Display| CatalogError::Open(e.to_string());
         std::fs::create_dir_all(&config.dir).map_err(|e| open_err(&e))?;
         let db = crate::db::open(&config.dir.join("catalog")).map_err(|e| open_err(&e))?;
         let log_store = LogStore::new(db.clone());
         let state_machine =
             StateMachineStore::new(db.clone(), config.dir.join("snapshots")).map_err(|e| open_err(&e))?;
+        let identity = state_machine.identity();
         let raft_config = Config {
             cluster_name: "keelson".into(),
             heartbeat_interval: 200,
@@ -102,7 +109,6 @@ impl Catalog {
         }
         .validate()
         .map_err(|e| open_err(&e))?;
-        let channels = PeerChannels::default();
         let network = GrpcNetwork {
             channels: channels.clone(),
         };
@@ -111,7 +117,7 @@ impl Catalog {
             .map_err(|e| open_err(&e))?;
         let catalog = Catalog {
             raft,
-            reader: CatalogReader::new(db),
+            reader: CatalogReader::new(db, identity),
             node_id: config.node_id,
             channels,
         };

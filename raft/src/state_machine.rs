@@ -8,6 +8,7 @@
 
 use std::io::Cursor;
 use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::command::*;
 use crate::db::Db;
+use crate::identity::IdentityState;
 use crate::keys::*;
 use crate::types::{Entry, NodeId, NodeInfo, StorageError, TypeConfig};
 
@@ -25,7 +27,11 @@ pub struct StateMachineStore {
     db: Db,
     snapshot_dir: PathBuf,
     snapshot_seq: u64,
+    identity: SharedIdentity,
 }
+
+/// The in-memory identity state, shared with every reader on this node.
+pub type SharedIdentity = Arc<RwLock<IdentityState>>;
 
 /// A snapshot as written to disk: its metadata and every catalog key/value pair.
 #[derive(Serialize, Deserialize)]
@@ -42,11 +48,27 @@ fn io_err<E: std::error::Error + 'static>(e: E) -> StorageError {
 impl StateMachineStore {
     pub fn new(db: Db, snapshot_dir: PathBuf) -> Result<Self, std::io::Error> {
         std::fs::create_dir_all(&snapshot_dir)?;
-        Ok(StateMachineStore {
+        let store = StateMachineStore {
             db,
             snapshot_dir,
             snapshot_seq: 0,
-        })
+            identity: Default::default(),
+        };
+        store
+            .reload_identity()
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        Ok(store)
+    }
+
+    pub fn identity(&self) -> SharedIdentity {
+        self.identity.clone()
+    }
+
+    /// Loads the persisted identity state into memory.
+    fn reload_identity(&self) -> Result<(), StorageError> {
+        let state: IdentityState = self.get(CF_IDENTITY, KEY_IDENTITY)?.unwrap_or_default();
+        *self.identity.write().unwrap_or_else(|p| p.into_inner()) = state;
+        Ok(())
     }
 
     fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, StorageError> {
@@ -81,6 +103,7 @@ impl StateMachineStore {
                 &RepoRecord {
                     created_ms: now_ms,
                     public: false,
+                    compartment: None,
                 },
             )?;
         }
@@ -181,6 +204,74 @@ impl StateMachineStore {
                     }
                 }
                 Applied
+            }
+            CatalogCommand::CreateRepo {
+                repo,
+                compartment,
+                public,
+                now_ms,
+            } => {
+                let key = keys_repo(&repo);
+                if self.exists(CF_REPOS, &key)? {
+                    return Ok(Rejected(Rejection::RepoExists));
+                }
+                self.put(
+                    batch,
+                    CF_REPOS,
+                    &key,
+                    &RepoRecord {
+                        created_ms: now_ms,
+                        public,
+                        compartment,
+                    },
+                )?;
+                Applied
+            }
+            CatalogCommand::UpdateRepo {
+                repo,
+                public,
+                compartment,
+            } => {
+                let key = keys_repo(&repo);
+                let Some(mut record) = self.get::<RepoRecord>(CF_REPOS, &key)? else {
+                    return Ok(Rejected(Rejection::RepoUnknown));
+                };
+                if let Some(public) = public {
+                    record.public = public;
+                }
+                if let Some(compartment) = compartment {
+                    record.compartment = compartment;
+                }
+                self.put(batch, CF_REPOS, &key, &record)?;
+                Applied
+            }
+            CatalogCommand::DeleteRepo { repo } => {
+                if !self.exists(CF_REPOS, &keys_repo(&repo))? {
+                    return Ok(Rejected(Rejection::RepoUnknown));
+                }
+                batch.delete_cf(self.cf(CF_REPOS)?, keys_repo(&repo));
+                let prefix = repo_prefix(&repo);
+                for cf_name in [CF_TAGS, CF_MANIFESTS, CF_REPO_BLOBS, CF_REFERRERS] {
+                    let cf = self.cf(cf_name)?;
+                    for item in self.db.prefix_iterator_cf(cf, &prefix) {
+                        let (key, _) = item.map_err(io_err)?;
+                        if !key.starts_with(&prefix) {
+                            break;
+                        }
+                        batch.delete_cf(cf, &key);
+                    }
+                }
+                Applied
+            }
+            CatalogCommand::Identity(cmd) => {
+                let mut identity = self.identity.write().unwrap_or_else(|p| p.into_inner());
+                match identity.apply(cmd) {
+                    Ok(()) => {
+                        self.put(batch, CF_IDENTITY, KEY_IDENTITY, &*identity)?;
+                        Applied
+                    }
+                    Err(r) => Rejected(Rejection::Identity(r)),
+                }
             }
             CatalogCommand::UnlinkBlob { repo, digest } => {
                 let key = join(&[&repo, &digest]);
@@ -310,6 +401,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             db: self.db.clone(),
             snapshot_dir: self.snapshot_dir.clone(),
             snapshot_seq: self.snapshot_seq + 1,
+            identity: self.identity.clone(),
         }
     }
 
@@ -339,6 +431,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut opts = rocksdb::WriteOptions::default();
         opts.set_sync(true);
         self.db.write_opt(batch, &opts).map_err(io_err)?;
+        self.reload_identity()?;
         self.write_snapshot_file(&bytes)
     }
 

@@ -10,10 +10,9 @@ use keelson_raft::NodeInfo;
 use serde::Deserialize;
 
 use super::Reply;
-use crate::access::{self, Action, Principal};
+use crate::access::{self, Cx};
 use crate::body::{self, Body};
 use crate::error::{ApiError, ErrorCode};
-use crate::registry::Registry;
 
 /// A member as the management API receives it.
 #[derive(Debug, Deserialize)]
@@ -63,25 +62,33 @@ fn catalog_error(e: keelson_raft::CatalogError) -> ApiError {
 }
 
 /// Dispatches `/api/v1/cluster/<rest>`.
-pub async fn cluster(reg: &Registry, rest: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+pub async fn cluster(reg: &Cx<'_>, rest: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let method = req.method().clone();
     match (method.as_str(), rest) {
         ("GET", "status") => {
-            access::authorize(&Principal, Action::Inspect, None)?;
+            access::administer_cluster(reg)?;
             let status = serde_json::to_value(reg.catalog.status()).map_err(|e| bad_request(e.to_string()))?;
             Ok(json_reply(StatusCode::OK, &status))
         }
         ("POST", "init") => {
-            access::authorize(&Principal, Action::Manage, None)?;
+            access::administer_cluster(reg)?;
             let members: BTreeMap<u64, NodeInfo> = match read_json::<Vec<MemberSpec>>(req).await? {
                 Some(list) if !list.is_empty() => list.into_iter().map(|m| (m.id, node_info(m))).collect(),
                 _ => BTreeMap::from([(reg.catalog.node_id(), reg.self_node.clone())]),
             };
             reg.catalog.initialize(members).await.map_err(catalog_error)?;
-            Ok(json_reply(StatusCode::OK, &serde_json::json!({ "initialized": true })))
+            reg.catalog.wait_for_leader(std::time::Duration::from_secs(30)).await?;
+            let supplied = std::env::var("KEELSON_BOOTSTRAP_TOKEN").ok().filter(|t| !t.is_empty());
+            let token = super::identity::bootstrap_admin(reg, supplied).await?;
+            let mut answer = serde_json::json!({ "initialized": true, "admin_user": "keelson/admin" });
+            if let Some(token) = token {
+                // Shown once, to whoever initialised the cluster.
+                answer["admin_token"] = serde_json::json!(token);
+            }
+            Ok(json_reply(StatusCode::OK, &answer))
         }
         ("POST", "members") => {
-            access::authorize(&Principal, Action::Manage, None)?;
+            access::administer_cluster(reg)?;
             let spec: MemberSpec = read_json(req)
                 .await?
                 .ok_or_else(|| bad_request("member JSON required"))?;
@@ -93,7 +100,7 @@ pub async fn cluster(reg: &Registry, rest: &str, req: Request<Incoming>) -> Resu
             Ok(json_reply(StatusCode::OK, &serde_json::json!({ "added": id })))
         }
         ("DELETE", rest) if rest.starts_with("members/") => {
-            access::authorize(&Principal, Action::Manage, None)?;
+            access::administer_cluster(reg)?;
             let id: u64 = rest["members/".len()..]
                 .parse()
                 .map_err(|_| bad_request("member id must be a number"))?;

@@ -5,10 +5,9 @@ use keelson_raft::CatalogCommand;
 use keelson_storage::Digest;
 
 use super::{authorize_repo, commit, header, Reply};
-use crate::access::Action;
+use crate::access::{Action, Cx};
 use crate::body::{self, Body};
 use crate::error::{ApiError, ErrorCode};
-use crate::registry::Registry;
 
 /// Blobs up to this size are read in one call instead of streamed.
 const SMALL_BLOB: u64 = 256 << 10;
@@ -72,13 +71,13 @@ fn parse_range(header: Option<&str>, size: u64) -> RangeRequest {
 }
 
 pub async fn get<B>(
-    reg: &Registry,
+    reg: &Cx<'_>,
     name: &str,
     digest: &str,
     req: &Request<B>,
     head: bool,
 ) -> Result<Response<Body>, ApiError> {
-    authorize_repo(reg, name, Action::Read)?;
+    authorize_repo(reg, name, Action::Pull)?;
     let digest = Digest::parse(digest)?;
     let record = reg
         .catalog
@@ -135,8 +134,8 @@ pub async fn get<B>(
     Ok(reply.body(body))
 }
 
-pub async fn delete(reg: &Registry, name: &str, digest: &str) -> Result<Response<Body>, ApiError> {
-    authorize_repo(reg, name, Action::Manage)?;
+pub async fn delete(reg: &Cx<'_>, name: &str, digest: &str) -> Result<Response<Body>, ApiError> {
+    authorize_repo(reg, name, Action::Delete)?;
     let digest = Digest::parse(digest)?;
     commit(
         reg,

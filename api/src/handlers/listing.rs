@@ -6,11 +6,10 @@ use keelson_storage::Digest;
 use serde_json::json;
 
 use super::{authorize_repo, Reply};
-use crate::access::{self, Action, Principal};
+use crate::access::{self, Action, Cx};
 use crate::body::{self, Body};
 use crate::error::{ApiError, ErrorCode};
 use crate::manifest::OCI_INDEX;
-use crate::registry::Registry;
 use crate::routes::{query_get, query_pairs};
 
 pub fn base() -> Response<Body> {
@@ -65,18 +64,37 @@ fn page_response(
     reply.body(body::full(bytes))
 }
 
-pub async fn catalog<B>(reg: &Registry, req: &Request<B>) -> Result<Response<Body>, ApiError> {
-    access::authorize(&Principal, Action::Inspect, None)?;
+pub async fn catalog<B>(reg: &Cx<'_>, req: &Request<B>) -> Result<Response<Body>, ApiError> {
+    access::require_identity(reg, "registry:catalog:*")?;
     let p = pagination(req, reg.limits.max_page)?;
     reg.catalog.linearizable().await?;
-    let page = reg
-        .catalog
-        .reader()
-        .repos(p.last.as_deref(), p.n.unwrap_or(usize::MAX))?;
+    let page = visible_repos(reg, p.last.as_deref(), p.n.unwrap_or(usize::MAX))?;
     Ok(page_response("/v2/_catalog", "repositories", None, page, p.n))
 }
 
-pub async fn tags<B>(reg: &Registry, name: &str, req: &Request<B>) -> Result<Response<Body>, ApiError> {
+/// One page of the repositories the caller may see.
+fn visible_repos(cx: &Cx<'_>, last: Option<&str>, limit: usize) -> Result<keelson_raft::catalog::Page, ApiError> {
+    let reader = cx.catalog.reader();
+    let mut items = Vec::new();
+    let mut cursor = last.map(str::to_string);
+    loop {
+        let batch = reader.repos(cursor.as_deref(), 1000)?;
+        for repo in &batch.items {
+            if access::may_list(cx, repo) {
+                if items.len() == limit {
+                    return Ok(keelson_raft::catalog::Page { items, more: true });
+                }
+                items.push(repo.clone());
+            }
+        }
+        match (batch.more, batch.items.last()) {
+            (true, Some(l)) => cursor = Some(l.clone()),
+            _ => return Ok(keelson_raft::catalog::Page { items, more: false }),
+        }
+    }
+}
+
+pub async fn tags<B>(reg: &Cx<'_>, name: &str, req: &Request<B>) -> Result<Response<Body>, ApiError> {
     authorize_repo(reg, name, Action::Inspect)?;
     let p = pagination(req, reg.limits.max_page)?;
     reg.catalog.linearizable().await?;
@@ -98,12 +116,12 @@ pub async fn tags<B>(reg: &Registry, name: &str, req: &Request<B>) -> Result<Res
 }
 
 pub async fn referrers<B>(
-    reg: &Registry,
+    reg: &Cx<'_>,
     name: &str,
     digest: &str,
     req: &Request<B>,
 ) -> Result<Response<Body>, ApiError> {
-    authorize_repo(reg, name, Action::Read)?;
+    authorize_repo(reg, name, Action::Pull)?;
     let subject = Digest::parse(digest)?;
     let pairs = query_pairs(req.uri().query());
     let filter = query_get(&pairs, "artifactType").filter(|t| !t.is_empty());

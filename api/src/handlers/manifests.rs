@@ -2,20 +2,45 @@
 //! Raft) and DELETE (by digest removes the manifest, by tag only the tag).
 
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use keelson_raft::CatalogCommand;
 
 use super::{authorize_repo, commit, header, Reply};
-use crate::access::Action;
+use crate::access::{Action, Cx};
 use crate::body::{self, Body};
 use crate::error::{ApiError, ErrorCode};
 use crate::manifest;
 use crate::names::Reference;
-use crate::registry::Registry;
 
 fn unknown() -> ApiError {
     ApiError::new(ErrorCode::ManifestUnknown, "manifest unknown to registry")
+}
+
+/// A body over `limit` is drained (up to this much more) before the 413 is sent, so a client
+/// still writing its body sees the answer instead of a reset connection.
+const DRAIN_LIMIT: usize = 16 << 20;
+
+/// Reads a body of at most `limit` bytes.
+async fn read_limited(mut body: Incoming, limit: usize) -> Result<bytes::Bytes, ApiError> {
+    let mut buf = bytes::BytesMut::new();
+    let mut drained = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::new(ErrorCode::ManifestInvalid, format!("reading the manifest failed: {e}")))?;
+        let Ok(data) = frame.into_data() else { continue };
+        if buf.len() + data.len() <= limit {
+            buf.extend_from_slice(&data);
+        } else {
+            drained += data.len();
+            if drained > DRAIN_LIMIT {
+                break;
+            }
+        }
+    }
+    if drained > 0 {
+        return Err(too_big(limit));
+    }
+    Ok(buf.freeze())
 }
 
 fn too_big(limit: usize) -> ApiError {
@@ -24,13 +49,13 @@ fn too_big(limit: usize) -> ApiError {
 }
 
 pub async fn get<B>(
-    reg: &Registry,
+    reg: &Cx<'_>,
     name: &str,
     reference: &str,
     req: &Request<B>,
     head: bool,
 ) -> Result<Response<Body>, ApiError> {
-    authorize_repo(reg, name, Action::Read)?;
+    authorize_repo(reg, name, Action::Pull)?;
     let reference = Reference::parse(reference)?;
     let reader = reg.catalog.reader();
     let (digest, record) = match reference {
@@ -74,31 +99,16 @@ pub async fn get<B>(
 }
 
 pub async fn put(
-    reg: &Registry,
+    reg: &Cx<'_>,
     name: &str,
     reference: &str,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    authorize_repo(reg, name, Action::Write)?;
+    authorize_repo(reg, name, Action::Push)?;
     let reference = Reference::parse(reference)?;
     let limit = reg.limits.max_manifest_bytes;
-    if let Some(len) = header(&req, "content-length").and_then(|l| l.parse::<u64>().ok()) {
-        if len > limit as u64 {
-            return Err(too_big(limit));
-        }
-    }
     let content_type = header(&req, "content-type").map(str::to_string);
-    let bytes = Limited::new(req.into_body(), limit)
-        .collect()
-        .await
-        .map_err(|e| {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                too_big(limit)
-            } else {
-                ApiError::new(ErrorCode::ManifestInvalid, format!("reading the manifest failed: {e}"))
-            }
-        })?
-        .to_bytes();
+    let bytes = read_limited(req.into_body(), limit).await?;
     let valid = manifest::validate(&bytes, content_type.as_deref(), reg.clock.now_ms())?;
     let tag = match reference {
         Reference::Digest(d) if d != valid.digest => {
@@ -142,8 +152,8 @@ pub async fn put(
     Ok(reply.empty())
 }
 
-pub async fn delete(reg: &Registry, name: &str, reference: &str) -> Result<Response<Body>, ApiError> {
-    authorize_repo(reg, name, Action::Manage)?;
+pub async fn delete(reg: &Cx<'_>, name: &str, reference: &str) -> Result<Response<Body>, ApiError> {
+    authorize_repo(reg, name, Action::Delete)?;
     let cmd = match Reference::parse(reference)? {
         Reference::Digest(d) => CatalogCommand::DeleteManifest {
             repo: name.to_string(),

@@ -2,6 +2,8 @@
 
 pub mod admin;
 pub mod blobs;
+pub mod identity;
+pub mod token;
 pub mod listing;
 pub mod manifests;
 pub mod uploads;
@@ -9,7 +11,7 @@ pub mod uploads;
 use http::{Request, Response, StatusCode};
 use keelson_raft::{CatalogCommand, CatalogResponse};
 
-use crate::access::{self, Action, Principal};
+use crate::access::{self, Action, Cx};
 use crate::body::{self, Body};
 use crate::error::ApiError;
 use crate::names;
@@ -66,16 +68,10 @@ pub(crate) fn header<'a, B>(req: &'a Request<B>, name: &str) -> Option<&'a str> 
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
-/// Validates the repository name and authorises `action` on it. Pushing into a repository that
-/// does not exist yet needs `Manage` (it creates the repository).
-pub(crate) fn authorize_repo(reg: &Registry, name: &str, action: Action) -> Result<(), ApiError> {
+/// Validates the repository name and authorises `action` on it.
+pub(crate) fn authorize_repo(cx: &Cx<'_>, name: &str, action: Action) -> Result<(), ApiError> {
     names::validate_repo(name)?;
-    let action = if action == Action::Write && reg.catalog.reader().repo(name)?.is_none() {
-        Action::Manage
-    } else {
-        action
-    };
-    access::authorize(&Principal, action, Some(name))
+    access::authorize(cx, action, name)
 }
 
 /// Commits a command; a rejection becomes the matching OCI error.

@@ -9,11 +9,10 @@ use keelson_raft::CatalogCommand;
 use keelson_storage::{Digest, StorageError};
 
 use super::{authorize_repo, commit, header, Reply};
-use crate::access::Action;
+use crate::access::{Action, Cx};
 use crate::body::Body;
 use crate::error::{upload_range, ApiError, ErrorCode};
 use crate::names;
-use crate::registry::Registry;
 use crate::routes::{query_get, query_pairs};
 
 fn upload_location(name: &str, id: &str) -> String {
@@ -53,11 +52,21 @@ fn chunk_start(req: &Request<Incoming>) -> Result<Option<u64>, ApiError> {
     if end < start {
         return Err(bad());
     }
+    // The declared range must describe exactly the body that follows.
+    if let Some(len) = header(req, "content-length").and_then(|l| l.trim().parse::<u64>().ok()) {
+        if len != end - start + 1 {
+            return Err(ApiError::new(
+                ErrorCode::BlobUploadInvalid,
+                format!("Content-Range {start}-{end} does not match Content-Length {len}"),
+            )
+            .with_status(StatusCode::RANGE_NOT_SATISFIABLE));
+        }
+    }
     Ok(Some(start))
 }
 
 /// Streams the request body into the session; returns the new offset.
-async fn append(reg: &Registry, name: &str, id: &str, req: Request<Incoming>) -> Result<u64, ApiError> {
+async fn append(reg: &Cx<'_>, name: &str, id: &str, req: Request<Incoming>) -> Result<u64, ApiError> {
     let start = chunk_start(&req)?;
     let mut writer = reg
         .uploads
@@ -106,7 +115,7 @@ fn required_digest(req: &Request<Incoming>) -> Result<Digest, ApiError> {
 }
 
 /// Verifies, stores and links the session's blob.
-async fn complete(reg: &Registry, name: &str, id: &str, digest: &Digest) -> Result<Response<Body>, ApiError> {
+async fn complete(reg: &Cx<'_>, name: &str, id: &str, digest: &Digest) -> Result<Response<Body>, ApiError> {
     let size = reg.uploads.finish(id, name, digest).await?;
     let holders = crate::placement::replicate(reg, digest, size).await?;
     commit(
@@ -124,12 +133,12 @@ async fn complete(reg: &Registry, name: &str, id: &str, digest: &Digest) -> Resu
 }
 
 /// POST `/v2/<name>/blobs/uploads/` (`?digest=` monolithic, `?mount=&from=` cross-mount).
-pub async fn start(reg: &Registry, name: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
-    authorize_repo(reg, name, Action::Write)?;
+pub async fn start(reg: &Cx<'_>, name: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    authorize_repo(reg, name, Action::Push)?;
     let pairs = query_pairs(req.uri().query());
     if let (Some(mount), Some(from)) = (query_get(&pairs, "mount"), query_get(&pairs, "from")) {
         let digest = Digest::parse(mount)?;
-        if names::validate_repo(from).is_ok() && authorize_repo(reg, from, Action::Read).is_ok() {
+        if names::validate_repo(from).is_ok() && authorize_repo(reg, from, Action::Pull).is_ok() {
             if let Some(record) = reg.catalog.reader().blob_in_repo(from, &digest.to_string())? {
                 commit(
                     reg,
@@ -169,7 +178,7 @@ pub async fn start(reg: &Registry, name: &str, req: Request<Incoming>) -> Result
 }
 
 /// Where the session lives when another node owns it (its API address).
-fn remote_owner(reg: &Registry, id: &str) -> Option<String> {
+fn remote_owner(reg: &Cx<'_>, id: &str) -> Option<String> {
     let owner = keelson_storage::Uploads::owner_of(id)?
         .strip_prefix('n')?
         .parse::<u64>()
@@ -181,8 +190,8 @@ fn remote_owner(reg: &Registry, id: &str) -> Option<String> {
 }
 
 /// Serves an upload request here, or relays it to the node that owns the session.
-pub async fn route(reg: &Registry, name: &str, id: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
-    authorize_repo(reg, name, Action::Write)?;
+pub async fn route(reg: &Cx<'_>, name: &str, id: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    authorize_repo(reg, name, Action::Push)?;
     if let Some(api_addr) = remote_owner(reg, id) {
         return reg.proxy.forward(&api_addr, req).await;
     }
@@ -198,7 +207,7 @@ pub async fn route(reg: &Registry, name: &str, id: &str, req: Request<Incoming>)
     }
 }
 
-async fn status(reg: &Registry, name: &str, id: &str) -> Result<Response<Body>, ApiError> {
+async fn status(reg: &Cx<'_>, name: &str, id: &str) -> Result<Response<Body>, ApiError> {
     let offset = reg.uploads.offset(id, name).await?;
     Ok(Reply::new(StatusCode::NO_CONTENT)
         .header("Location", upload_location(name, id))
@@ -207,20 +216,20 @@ async fn status(reg: &Registry, name: &str, id: &str) -> Result<Response<Body>, 
         .empty())
 }
 
-pub async fn patch(reg: &Registry, name: &str, id: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
-    authorize_repo(reg, name, Action::Write)?;
+pub async fn patch(reg: &Cx<'_>, name: &str, id: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    authorize_repo(reg, name, Action::Push)?;
     let offset = append(reg, name, id, req).await?;
     Ok(accepted(name, id, offset))
 }
 
-pub async fn finish(reg: &Registry, name: &str, id: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
-    authorize_repo(reg, name, Action::Write)?;
+pub async fn finish(reg: &Cx<'_>, name: &str, id: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    authorize_repo(reg, name, Action::Push)?;
     let digest = required_digest(&req)?;
     append(reg, name, id, req).await?;
     complete(reg, name, id, &digest).await
 }
 
-async fn cancel(reg: &Registry, name: &str, id: &str) -> Result<Response<Body>, ApiError> {
+async fn cancel(reg: &Cx<'_>, name: &str, id: &str) -> Result<Response<Body>, ApiError> {
     reg.uploads.cancel(id, name).await?;
     Ok(Reply::new(StatusCode::NO_CONTENT).empty())
 }

@@ -15,11 +15,24 @@ pub struct Keelson {
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
     child: Option<Child>,
+    env: Vec<(String, String)>,
 }
 
 impl Keelson {
-    /// Starts a node on a fresh port with data under `data_dir` (created when missing).
+    /// Starts a node on a fresh port with data under `data_dir` (created when missing), with
+    /// identity switched off (`--auth off`): the protocol and client tests exercise the
+    /// distribution API itself; identity has its own tests (`start_secured`).
     pub fn start(data_dir: &Path) -> Keelson {
+        Keelson::start_with_env(data_dir, &[("KEELSON_AUTH", "off")])
+    }
+
+    /// Starts a node with identity enforced and the cluster administrator's token preset.
+    pub fn start_secured(data_dir: &Path, admin_token: &str) -> Keelson {
+        Keelson::start_with_env(data_dir, &[("KEELSON_AUTH", "enforce"), ("KEELSON_BOOTSTRAP_TOKEN", admin_token)])
+    }
+
+    /// Starts a node with extra environment variables.
+    pub fn start_with_env(data_dir: &Path, env: &[(&str, &str)]) -> Keelson {
         std::fs::create_dir_all(data_dir).expect("create data dir");
         let addr_file = data_dir.join("keelson.addr");
         let _ = std::fs::remove_file(&addr_file);
@@ -35,6 +48,7 @@ impl Keelson {
             .arg("--listen")
             .arg("127.0.0.1:0")
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -43,6 +57,7 @@ impl Keelson {
             addr: "127.0.0.1:1".parse().unwrap(),
             data_dir: data_dir.to_path_buf(),
             child: Some(child),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         };
         node.addr = node.wait_for_addr(&addr_file);
         node.wait_ready();
@@ -133,7 +148,9 @@ impl Keelson {
     /// kill -9 and start again on the same data directory (the port may change).
     pub fn restart(&mut self) {
         self.kill();
-        let fresh = Keelson::start(&self.data_dir);
+        let env: Vec<(String, String)> = std::mem::take(&mut self.env);
+        let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let fresh = Keelson::start_with_env(&self.data_dir, &pairs);
         *self = fresh;
     }
 }
@@ -171,4 +188,166 @@ pub fn try_run(cmd: &mut Command) -> (bool, String) {
         ),
         Err(e) => (false, format!("cannot run {cmd:?}: {e}")),
     }
+}
+
+/// A node started in cluster mode (`--peer-listen`, `--node-id`, `--fault-domain`): it does not
+/// bootstrap itself; `keelson cluster init/add` makes it a member. The first start binds port 0
+/// for both endpoints and reads the chosen addresses from `keelson.addr` / `keelson.peer`; a
+/// restart binds the same two addresses again, because the membership records them.
+pub struct ClusterNode {
+    pub id: u64,
+    pub fault_domain: String,
+    pub api: SocketAddr,
+    pub peer: SocketAddr,
+    pub data_dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl ClusterNode {
+    /// Starts node `id` in `fault_domain` with data under `data_dir` (created when missing).
+    pub fn start(data_dir: &Path, id: u64, fault_domain: &str) -> ClusterNode {
+        let mut node = ClusterNode {
+            id,
+            fault_domain: fault_domain.to_string(),
+            api: "127.0.0.1:0".parse().unwrap(),
+            peer: "127.0.0.1:0".parse().unwrap(),
+            data_dir: data_dir.to_path_buf(),
+            child: None,
+        };
+        node.spawn();
+        node
+    }
+
+    fn spawn(&mut self) {
+        std::fs::create_dir_all(&self.data_dir).expect("create data dir");
+        let addr_file = self.data_dir.join("keelson.addr");
+        let peer_file = self.data_dir.join("keelson.peer");
+        let _ = std::fs::remove_file(&addr_file);
+        let _ = std::fs::remove_file(&peer_file);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data_dir.join("keelson.log"))
+            .expect("open log");
+        let child = Command::new(env!("CARGO_BIN_EXE_keelson"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--listen")
+            .arg(self.api.to_string())
+            .arg("--peer-listen")
+            .arg(self.peer.to_string())
+            .arg("--node-id")
+            .arg(self.id.to_string())
+            .arg("--fault-domain")
+            .arg(&self.fault_domain)
+            .env("KEELSON_AUTH", "off")
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn keelson");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let read = |f: &Path| -> Option<SocketAddr> { std::fs::read_to_string(f).ok()?.trim().parse().ok() };
+            if let (Some(api), Some(peer)) = (read(&addr_file), read(&peer_file)) {
+                self.api = api;
+                self.peer = peer;
+                break;
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!(
+                    "node {} exited before listening: {status}; log: {}",
+                    self.id,
+                    self.log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {} did not bind in 60 s; log: {}",
+                self.id,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // The API answers as soon as it is bound (before the node is a member).
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !http_ok(self.api, "/v2/") {
+            assert!(
+                Instant::now() < deadline,
+                "node {} API not ready in 60 s; log: {}",
+                self.id,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// kill -9, wait for the process to be gone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the (killed) node again on the same data directory and the same addresses.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// `host:port` of the API.
+    pub fn host(&self) -> String {
+        self.api.to_string()
+    }
+
+    /// `http://host:port` of the API.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.api)
+    }
+
+    /// The node's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("keelson.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for ClusterNode {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// True when `GET path` on `addr` answers 200 or 401.
+fn http_ok(addr: SocketAddr, path: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    if s.write_all(req.as_bytes()).is_err() {
+        return false;
+    }
+    let mut buf = String::new();
+    let _ = s.read_to_string(&mut buf);
+    buf.starts_with("HTTP/1.1 200") || buf.starts_with("HTTP/1.1 401")
+}
+
+/// A free loopback port (bound once and released; for processes that need a fixed port).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind 127.0.0.1:0")
 }
