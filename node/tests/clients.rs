@@ -193,6 +193,29 @@ impl Registry {
         }
     }
 
+    /// A node with identity enforced and the administrator's token preset.
+    fn start_secured(admin_token: &str) -> Registry {
+        let data = tempfile::tempdir().expect("tempdir");
+        let node = Keelson::start_secured(&data.path().join("node"), admin_token);
+        Registry {
+            node: Some(node),
+            external: None,
+            _data: data,
+        }
+    }
+
+    /// A management API call as the cluster administrator (curl); returns the JSON answer.
+    fn admin(&self, admin_token: &str, method: &str, path: &str, body: &str) -> Value {
+        let out = self.run(
+            tool("curl")
+                .args(["-sS", "--fail-with-body", "-X", method, "-u"])
+                .arg(format!("keelson/admin:{admin_token}"))
+                .args(["-H", "Content-Type: application/json", "--data", body])
+                .arg(format!("http://{}/api/v1/{path}", self.host())),
+        );
+        serde_json::from_str(&out).unwrap_or(Value::Null)
+    }
+
     /// `127.0.0.1:PORT`.
     fn host(&self) -> String {
         match (&self.node, &self.external) {
@@ -1453,4 +1476,139 @@ fn oras_helm_chart() {
     let tags: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(tags["name"], "demo/charts/mychart", "{tags}");
     assert_eq!(sorted_strings(&tags["tags"]), ["0.1.0", "0.2.0"], "{tags}");
+}
+
+/// The identity path through real clients: `docker login` with `<namespace>/<user>` and an auth
+/// token (then push and pull through Docker's token flow), `skopeo --creds`, `ctr --user` (the
+/// Kubernetes imagePullSecret path); wrong and revoked tokens fail; a public repository pulls
+/// anonymously while a private one does not.
+#[test]
+fn authenticated_clients() {
+    need("docker");
+    need("dockerd");
+    need("skopeo");
+    need("ctr");
+    const ADMIN: &str = "clients-admin-token-0123456789abcdef";
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = Registry::start_secured(ADMIN);
+    let host = reg.host();
+    reg.admin(ADMIN, "POST", "tenancies", r#"{"namespace":"demo"}"#);
+    reg.admin(ADMIN, "POST", "tenancies/demo/groups", r#"{"name":"devs"}"#);
+    reg.admin(
+        ADMIN,
+        "PUT",
+        "tenancies/demo/policies/devs",
+        r#"{"statements":["allow group devs to manage repos in tenancy"]}"#,
+    );
+    reg.admin(ADMIN, "POST", "tenancies/demo/users", r#"{"name":"ann"}"#);
+    reg.admin(ADMIN, "PUT", "tenancies/demo/groups/devs/members/ann", "{}");
+    let created = reg.admin(
+        ADMIN,
+        "POST",
+        "tenancies/demo/users/ann/tokens",
+        r#"{"description":"laptop"}"#,
+    );
+    let token = created["token"].as_str().expect("token shown once").to_string();
+    let token_id = created["id"].as_str().unwrap().to_string();
+    let creds = format!("demo/ann:{token}");
+
+    // skopeo with --creds pushes; with a wrong token it cannot.
+    let layout = tmp.path().join("layout");
+    let digest = umoci_image(tmp.path(), &layout, "v1", "amd64", 1 << 16, 7);
+    let src = format!("oci:{}:v1", layout.display());
+    let denied = exec(
+        skopeo(tmp.path())
+            .args(["copy", "--dest-tls-verify=false", "--dest-creds", "demo/ann:wrong"])
+            .arg(&src)
+            .arg(format!("docker://{host}/demo/secure:v1")),
+        COMMAND_LIMIT,
+    );
+    assert!(!denied.ok, "a wrong token must not push");
+    reg.run(
+        skopeo(tmp.path())
+            .args(["copy", "--dest-tls-verify=false", "--dest-creds", &creds])
+            .arg(&src)
+            .arg(format!("docker://{host}/demo/secure:v1")),
+    );
+    let raw = reg.run(
+        skopeo(tmp.path())
+            .args(["inspect", "--raw", "--tls-verify=false", "--creds", &creds])
+            .arg(format!("docker://{host}/demo/secure:v1")),
+    );
+    assert_eq!(format!("sha256:{}", sha256_hex(raw.as_bytes())), digest);
+
+    // docker login with <namespace>/<user> and the token; push and pull through the token flow.
+    let docker = Docker::start(&tmp.path().join("docker"));
+    let bad = exec(
+        docker
+            .cmd()
+            .args(["login", &host, "-u", "demo/ann", "-p", "not-a-token"]),
+        COMMAND_LIMIT,
+    );
+    assert!(!bad.ok, "docker login with a wrong token must fail");
+    reg.run(docker.cmd().args(["login", &host, "-u", "demo/ann", "-p", &token]));
+    let tar = busybox_rootfs_tar(tmp.path());
+    let image = format!("{host}/demo/web:v1");
+    reg.run(docker.cmd().args(["import"]).arg(&tar).arg(&image));
+    let id = reg
+        .run(docker.cmd().args(["image", "inspect", "-f", "{{.Id}}", &image]))
+        .trim()
+        .to_string();
+    reg.run(docker.cmd().args(["push", &image]));
+    reg.run(docker.cmd().args(["rmi", &image]));
+    reg.run(docker.cmd().args(["pull", &image]));
+    assert_eq!(
+        reg.run(docker.cmd().args(["image", "inspect", "-f", "{{.Id}}", &image]))
+            .trim(),
+        id
+    );
+
+    // ctr --user: the imagePullSecret path. Without credentials the private image is refused.
+    let containerd = Containerd::start(&tmp.path().join("containerd"));
+    let reference = format!("{host}/demo/secure:v1");
+    let anonymous = exec(
+        containerd
+            .ctr()
+            .args(["images", "pull", "--plain-http", "--snapshotter", "native", &reference]),
+        COMMAND_LIMIT,
+    );
+    assert!(!anonymous.ok, "an anonymous pull of a private repository must fail");
+    reg.run(containerd.ctr().args([
+        "images",
+        "pull",
+        "--plain-http",
+        "--snapshotter",
+        "native",
+        "--user",
+        &creds,
+        &reference,
+    ]));
+
+    // Public: anonymous pulls work.
+    reg.admin(ADMIN, "PATCH", "repos/demo/web", r#"{"public":true}"#);
+    reg.run(
+        containerd
+            .ctr()
+            .args(["images", "pull", "--plain-http", "--snapshotter", "native", &image]),
+    );
+
+    // A revoked token stops working at once, for every client.
+    reg.admin(
+        ADMIN,
+        "DELETE",
+        &format!("tenancies/demo/users/ann/tokens/{token_id}"),
+        "{}",
+    );
+    let revoked = exec(
+        skopeo(tmp.path())
+            .args(["inspect", "--raw", "--tls-verify=false", "--creds", &creds])
+            .arg(format!("docker://{host}/demo/secure:v1")),
+        COMMAND_LIMIT,
+    );
+    assert!(!revoked.ok, "a revoked token must not pull");
+    let relogin = exec(
+        docker.cmd().args(["login", &host, "-u", "demo/ann", "-p", &token]),
+        COMMAND_LIMIT,
+    );
+    assert!(!relogin.ok, "docker login with a revoked token must fail");
 }
