@@ -101,8 +101,17 @@ fn denied() -> ApiError {
 }
 
 /// Whether a tenancy user may perform `action` on `repo` under the policies.
-pub fn user_may(state: &IdentityState, reader: &CatalogReader, ns: &str, user: &str, action: Action, repo: &str) -> bool {
-    let Some((repo_ns, path)) = repo.split_once('/') else { return false };
+pub fn user_may(
+    state: &IdentityState,
+    reader: &CatalogReader,
+    ns: &str,
+    user: &str,
+    action: Action,
+    repo: &str,
+) -> bool {
+    let Some((repo_ns, path)) = repo.split_once('/') else {
+        return false;
+    };
     if repo_ns != ns {
         return false;
     }
@@ -136,9 +145,9 @@ pub fn authorize(cx: &Cx<'_>, action: Action, repo: &str) -> Result<(), ApiError
         Principal::Admin => Ok(()),
         Principal::Bearer { access, .. } => {
             let wanted = action.token_action();
-            let granted = access.iter().any(|a| {
-                a.kind == "repository" && a.name == repo && a.actions.iter().any(|x| x == wanted || x == "*")
-            });
+            let granted = access
+                .iter()
+                .any(|a| a.kind == "repository" && a.name == repo && a.actions.iter().any(|x| x == wanted || x == "*"));
             if granted || public_allows(reader, action, repo) {
                 Ok(())
             } else {
@@ -203,7 +212,10 @@ pub fn administer_tenancy(cx: &Cx<'_>, ns: &str) -> Result<(), ApiError> {
         Principal::Admin => Ok(()),
         Principal::User { namespace, user, .. } if namespace == ns => {
             let is_admin = cx.catalog.reader().with_identity(|s| {
-                s.tenancies.get(ns).and_then(|t| t.groups.get(ADMINISTRATORS)).is_some_and(|m| m.contains(user))
+                s.tenancies
+                    .get(ns)
+                    .and_then(|t| t.groups.get(ADMINISTRATORS))
+                    .is_some_and(|m| m.contains(user))
             });
             if is_admin {
                 Ok(())
@@ -230,7 +242,9 @@ pub fn administer_cluster(cx: &Cx<'_>) -> Result<(), ApiError> {
 /// cluster administrator.
 pub fn administer_user(cx: &Cx<'_>, ns: &str, user: &str) -> Result<(), ApiError> {
     match &cx.caller.principal {
-        Principal::User { namespace, user: me, .. } if namespace == ns && me == user => Ok(()),
+        Principal::User {
+            namespace, user: me, ..
+        } if namespace == ns && me == user => Ok(()),
         _ => administer_tenancy(cx, ns),
     }
 }

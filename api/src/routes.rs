@@ -7,16 +7,36 @@
 pub enum Route<'a> {
     Base,
     Catalog,
-    Tags { name: &'a str },
-    Manifest { name: &'a str, reference: &'a str },
-    Blob { name: &'a str, digest: &'a str },
-    Uploads { name: &'a str },
-    Upload { name: &'a str, id: &'a str },
-    Referrers { name: &'a str, digest: &'a str },
+    Tags {
+        name: &'a str,
+    },
+    Manifest {
+        name: &'a str,
+        reference: &'a str,
+    },
+    Blob {
+        name: &'a str,
+        digest: &'a str,
+    },
+    Uploads {
+        name: &'a str,
+    },
+    Upload {
+        name: &'a str,
+        id: &'a str,
+    },
+    Referrers {
+        name: &'a str,
+        digest: &'a str,
+    },
     /// `/api/v1/cluster/<rest>`
-    Cluster { rest: &'a str },
+    Cluster {
+        rest: &'a str,
+    },
     /// `/api/v1/<rest>`: tenancies, users, groups, policies, tokens, repositories.
-    Manage { rest: &'a str },
+    Manage {
+        rest: &'a str,
+    },
     /// `/token`: Docker's token endpoint.
     Token,
     NotFound,

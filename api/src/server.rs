@@ -11,10 +11,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::body::{self, Body};
-use crate::error::{ApiError, ErrorCode};
 use crate::access::{self, AuthMode, Caller, Cx};
 use crate::auth::{self, Principal};
+use crate::body::{self, Body};
+use crate::error::{ApiError, ErrorCode};
 use crate::handlers;
 use crate::registry::Registry;
 use crate::routes::{self, Route};
@@ -96,8 +96,15 @@ fn caller(reg: &Registry, req: &Request<Incoming>) -> Result<Caller, ApiError> {
         .and_then(|h| h.to_str().ok())
         .map(str::to_string)
         .unwrap_or_else(|| reg.self_node.api_addr.clone());
-    let authorization = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let principal = match reg.catalog.reader().with_identity(|state| auth::authenticate(state, authorization)) {
+    let authorization = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let principal = match reg
+        .catalog
+        .reader()
+        .with_identity(|state| auth::authenticate(state, authorization))
+    {
         Ok(p) => p,
         Err(_) if reg.auth_mode == AuthMode::Off => Principal::Anonymous,
         Err(e) => return Err(access::challenge(&host, None).with_message(e.to_string())),
@@ -116,7 +123,10 @@ async fn route(reg: &Registry, req: Request<Incoming>) -> Result<Response<Body>,
             _ => Err(unsupported(&method)),
         };
     }
-    let cx = Cx { reg, caller: caller(reg, &req)? };
+    let cx = Cx {
+        reg,
+        caller: caller(reg, &req)?,
+    };
     let reg = &cx;
     match route {
         Route::Base => match method {

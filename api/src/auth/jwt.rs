@@ -59,14 +59,22 @@ pub fn sign(state: &IdentityState, claims: &Claims) -> Result<String, TokenError
     let key = state.signing_keys.last().ok_or(TokenError::NoKey)?;
     let mut header = Header::new(Algorithm::EdDSA);
     header.kid = Some(key.kid.clone());
-    Ok(jsonwebtoken::encode(&header, claims, &EncodingKey::from_ed_der(&key.private_pkcs8))?)
+    Ok(jsonwebtoken::encode(
+        &header,
+        claims,
+        &EncodingKey::from_ed_der(&key.private_pkcs8),
+    )?)
 }
 
 /// Verifies a token's signature, expiry and audience; returns its claims.
 pub fn verify(state: &IdentityState, token: &str) -> Result<Claims, TokenError> {
     let header = jsonwebtoken::decode_header(token)?;
     let kid = header.kid.ok_or(TokenError::UnknownKey)?;
-    let key = state.signing_keys.iter().find(|k| k.kid == kid).ok_or(TokenError::UnknownKey)?;
+    let key = state
+        .signing_keys
+        .iter()
+        .find(|k| k.kid == kid)
+        .ok_or(TokenError::UnknownKey)?;
     let mut validation = Validation::new(Algorithm::EdDSA);
     validation.set_audience(&[SERVICE]);
     validation.set_issuer(&[ISSUER]);
@@ -132,6 +140,9 @@ mod tests {
     }
 
     fn now() -> u64 {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
     }
 }

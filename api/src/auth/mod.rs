@@ -28,9 +28,16 @@ pub enum Principal {
     /// The cluster administrator (bootstrap token).
     Admin,
     /// A tenancy user who presented an auth token.
-    User { namespace: String, user: String, token_id: String },
+    User {
+        namespace: String,
+        user: String,
+        token_id: String,
+    },
     /// A caller holding a registry token; what it may do is exactly its `access` claim.
-    Bearer { sub: String, access: Vec<jwt::Access> },
+    Bearer {
+        sub: String,
+        access: Vec<jwt::Access>,
+    },
 }
 
 /// Why credentials were refused.
@@ -86,9 +93,21 @@ pub fn login(state: &IdentityState, username: &str, password: &str) -> Result<Pr
             Err(AuthError::BadCredentials)
         };
     }
-    let account = state.tenancies.get(ns).and_then(|t| t.users.get(user)).ok_or(AuthError::BadCredentials)?;
-    let token = account.tokens.iter().find(|t| constant_eq(&t.hash, &hash)).ok_or(AuthError::BadCredentials)?;
-    Ok(Principal::User { namespace: ns.to_string(), user: user.to_string(), token_id: token.id.clone() })
+    let account = state
+        .tenancies
+        .get(ns)
+        .and_then(|t| t.users.get(user))
+        .ok_or(AuthError::BadCredentials)?;
+    let token = account
+        .tokens
+        .iter()
+        .find(|t| constant_eq(&t.hash, &hash))
+        .ok_or(AuthError::BadCredentials)?;
+    Ok(Principal::User {
+        namespace: ns.to_string(),
+        user: user.to_string(),
+        token_id: token.id.clone(),
+    })
 }
 
 fn constant_eq(a: &str, b: &str) -> bool {
@@ -97,8 +116,13 @@ fn constant_eq(a: &str, b: &str) -> bool {
 
 /// Decodes `Basic base64(user:password)`.
 pub fn basic_credentials(value: &str) -> Result<(String, String), AuthError> {
-    let encoded = value.strip_prefix("Basic ").or_else(|| value.strip_prefix("basic ")).ok_or(AuthError::Malformed)?;
-    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).map_err(|_| AuthError::Malformed)?;
+    let encoded = value
+        .strip_prefix("Basic ")
+        .or_else(|| value.strip_prefix("basic "))
+        .ok_or(AuthError::Malformed)?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map_err(|_| AuthError::Malformed)?;
     let text = String::from_utf8(decoded).map_err(|_| AuthError::Malformed)?;
     let (user, password) = text.split_once(':').ok_or(AuthError::Malformed)?;
     Ok((user.to_string(), password.to_string()))
@@ -114,7 +138,10 @@ pub fn authenticate(state: &IdentityState, authorization: Option<&str>) -> Resul
         if claims.typ != "access" {
             return Err(AuthError::BadCredentials);
         }
-        return Ok(Principal::Bearer { sub: claims.sub, access: claims.access });
+        return Ok(Principal::Bearer {
+            sub: claims.sub,
+            access: claims.access,
+        });
     }
     let (user, password) = basic_credentials(value)?;
     login(state, &user, &password)
@@ -128,7 +155,12 @@ pub struct TokenUses {
 
 impl TokenUses {
     pub fn record(&self, principal: &Principal, now_ms: u64) {
-        if let Principal::User { namespace, user, token_id } = principal {
+        if let Principal::User {
+            namespace,
+            user,
+            token_id,
+        } = principal
+        {
             let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
             seen.insert((namespace.clone(), user.clone(), token_id.clone()), now_ms);
         }
@@ -149,21 +181,51 @@ mod tests {
     #[test]
     fn login_forms() {
         assert_eq!(split_username("acme/ann"), Some(("acme", "ann")));
-        assert_eq!(split_username("acme/oracleidentitycloudservice/ann"), Some(("acme", "ann")));
+        assert_eq!(
+            split_username("acme/oracleidentitycloudservice/ann"),
+            Some(("acme", "ann"))
+        );
         assert_eq!(split_username("acme"), None);
         assert_eq!(split_username("acme/x/ann"), None);
         let mut s = IdentityState::default();
-        s.apply(IdentityCommand::CreateTenancy { namespace: "acme".into(), now_ms: 0 }).unwrap();
-        s.apply(IdentityCommand::CreateUser { namespace: "acme".into(), user: "ann".into(), now_ms: 0 }).unwrap();
+        s.apply(IdentityCommand::CreateTenancy {
+            namespace: "acme".into(),
+            now_ms: 0,
+        })
+        .unwrap();
+        s.apply(IdentityCommand::CreateUser {
+            namespace: "acme".into(),
+            user: "ann".into(),
+            now_ms: 0,
+        })
+        .unwrap();
         let secret = new_auth_token();
         assert!(secret.len() >= 32);
-        let token = AuthToken { id: "t1".into(), hash: hash_token(&secret), description: String::new(), created_ms: 0, last_used_ms: None };
-        s.apply(IdentityCommand::AddToken { namespace: "acme".into(), user: "ann".into(), token, max_tokens: 2 }).unwrap();
+        let token = AuthToken {
+            id: "t1".into(),
+            hash: hash_token(&secret),
+            description: String::new(),
+            created_ms: 0,
+            last_used_ms: None,
+        };
+        s.apply(IdentityCommand::AddToken {
+            namespace: "acme".into(),
+            user: "ann".into(),
+            token,
+            max_tokens: 2,
+        })
+        .unwrap();
         assert!(matches!(login(&s, "acme/ann", &secret), Ok(Principal::User { .. })));
-        assert!(matches!(login(&s, "acme/oracleidentitycloudservice/ann", &secret), Ok(Principal::User { .. })));
+        assert!(matches!(
+            login(&s, "acme/oracleidentitycloudservice/ann", &secret),
+            Ok(Principal::User { .. })
+        ));
         assert!(login(&s, "acme/ann", "wrong").is_err());
         assert!(login(&s, "other/ann", &secret).is_err());
-        let header = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("acme/ann:{secret}")));
+        let header = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("acme/ann:{secret}"))
+        );
         assert!(matches!(authenticate(&s, Some(&header)), Ok(Principal::User { .. })));
         assert_eq!(authenticate(&s, None).unwrap(), Principal::Anonymous);
         assert!(authenticate(&s, Some("Basic !!!")).is_err());

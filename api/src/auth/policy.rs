@@ -53,16 +53,29 @@ fn tokenize(line_no: usize, line: &str) -> Result<Vec<Token>, ParseError> {
                 });
             }
             i += 1;
-            tokens.push(Token { text, column: start + 1, quoted: true });
+            tokens.push(Token {
+                text,
+                column: start + 1,
+                quoted: true,
+            });
         } else if c == '=' {
-            tokens.push(Token { text: "=".into(), column: i + 1, quoted: false });
+            tokens.push(Token {
+                text: "=".into(),
+                column: i + 1,
+                quoted: false,
+            });
             i += 1;
         } else {
             let start = i;
-            while i < chars.len() && !chars[i].is_whitespace() && chars[i] != '=' && chars[i] != '\'' && chars[i] != '"' {
+            while i < chars.len() && !chars[i].is_whitespace() && chars[i] != '=' && chars[i] != '\'' && chars[i] != '"'
+            {
                 i += 1;
             }
-            tokens.push(Token { text: chars[start..i].iter().collect(), column: start + 1, quoted: false });
+            tokens.push(Token {
+                text: chars[start..i].iter().collect(),
+                column: start + 1,
+                quoted: false,
+            });
         }
     }
     Ok(tokens)
@@ -78,8 +91,18 @@ struct Cursor<'a> {
 impl Cursor<'_> {
     fn error(&self, expected: &str) -> ParseError {
         match self.tokens.get(self.at) {
-            Some(t) => ParseError { line: self.line, column: t.column, expected: expected.into(), found: format!("'{}'", t.text) },
-            None => ParseError { line: self.line, column: self.end_column, expected: expected.into(), found: "end of statement".into() },
+            Some(t) => ParseError {
+                line: self.line,
+                column: t.column,
+                expected: expected.into(),
+                found: format!("'{}'", t.text),
+            },
+            None => ParseError {
+                line: self.line,
+                column: self.end_column,
+                expected: expected.into(),
+                found: "end of statement".into(),
+            },
         }
     }
 
@@ -89,7 +112,13 @@ impl Cursor<'_> {
                 self.at += 1;
                 Ok(t.text.to_ascii_lowercase())
             }
-            _ => Err(self.error(&options.iter().map(|o| format!("'{o}'")).collect::<Vec<_>>().join(" or "))),
+            _ => Err(self.error(
+                &options
+                    .iter()
+                    .map(|o| format!("'{o}'"))
+                    .collect::<Vec<_>>()
+                    .join(" or "),
+            )),
         }
     }
 
@@ -107,7 +136,12 @@ impl Cursor<'_> {
 /// Parses one statement (`line` numbers errors).
 pub fn parse_statement(line: usize, text: &str) -> Result<Statement, ParseError> {
     let tokens = tokenize(line, text)?;
-    let mut c = Cursor { tokens: &tokens, at: 0, line, end_column: text.chars().count() + 1 };
+    let mut c = Cursor {
+        tokens: &tokens,
+        at: 0,
+        line,
+        end_column: text.chars().count() + 1,
+    };
     c.keyword(&["allow"])?;
     c.keyword(&["group"])?;
     let group = c.name("a group name")?;
@@ -134,7 +168,13 @@ pub fn parse_statement(line: usize, text: &str) -> Result<Statement, ParseError>
             return Err(c.error("end of statement"));
         }
     }
-    Ok(Statement { group, verb, scope, repo_name, text: text.trim().to_string() })
+    Ok(Statement {
+        group,
+        verb,
+        scope,
+        repo_name,
+        text: text.trim().to_string(),
+    })
 }
 
 /// Parses a policy: one statement per entry (entries may themselves hold several lines).
@@ -155,8 +195,17 @@ pub fn parse_policy(statements: &[String]) -> Result<Vec<Statement>, ParseError>
 
 /// Whether `user` of tenancy `ns` holds `verb` on the repository at `repo_path` (the name under
 /// the namespace) in `compartment` (`None` = root).
-pub fn allows(state: &IdentityState, ns: &str, user: &str, verb: Verb, compartment: Option<&str>, repo_path: &str) -> bool {
-    let Some(tenancy) = state.tenancies.get(ns) else { return false };
+pub fn allows(
+    state: &IdentityState,
+    ns: &str,
+    user: &str,
+    verb: Verb,
+    compartment: Option<&str>,
+    repo_path: &str,
+) -> bool {
+    let Some(tenancy) = state.tenancies.get(ns) else {
+        return false;
+    };
     if !tenancy.users.contains_key(user) {
         return false;
     }
@@ -181,7 +230,11 @@ mod tests {
 
     #[test]
     fn parses_statements() {
-        let s = parse_statement(1, "Allow group Devs to USE repos in compartment 'dev team' where target.repo.name = 'web/app'").unwrap();
+        let s = parse_statement(
+            1,
+            "Allow group Devs to USE repos in compartment 'dev team' where target.repo.name = 'web/app'",
+        )
+        .unwrap();
         assert_eq!(s.group, "Devs");
         assert_eq!(s.verb, Verb::Use);
         assert_eq!(s.scope, Scope::Compartment("dev team".into()));
@@ -198,9 +251,14 @@ mod tests {
         let e = parse_statement(1, "allow group g to read repos in").unwrap_err();
         assert_eq!(e.found, "end of statement");
         assert_eq!(e.column, 31);
-        let e = parse_statement(1, "allow group g to read repos in tenancy where target.repo.name = 'x' extra").unwrap_err();
+        let e = parse_statement(
+            1,
+            "allow group g to read repos in tenancy where target.repo.name = 'x' extra",
+        )
+        .unwrap_err();
         assert_eq!(e.expected, "end of statement");
-        let e = parse_policy(&["allow group a to read repos in tenancy\nallow group b to read repo in tenancy".into()]).unwrap_err();
+        let e = parse_policy(&["allow group a to read repos in tenancy\nallow group b to read repo in tenancy".into()])
+            .unwrap_err();
         assert_eq!((e.line, e.column), (2, 23));
         assert!(parse_statement(1, "allow group g to read repos in compartment 'open").is_err());
     }

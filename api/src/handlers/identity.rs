@@ -36,7 +36,11 @@ async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Re
         .await
         .map_err(|e| bad_request(format!("reading the body failed: {e}")))?
         .to_bytes();
-    let bytes = if bytes.iter().all(|b| b.is_ascii_whitespace()) { &b"{}"[..] } else { &bytes[..] };
+    let bytes = if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+        &b"{}"[..]
+    } else {
+        &bytes[..]
+    };
     serde_json::from_slice(bytes).map_err(|e| bad_request(format!("invalid JSON: {e}")))
 }
 
@@ -47,7 +51,8 @@ fn valid_name(name: &str) -> Result<(), ApiError> {
         && name.chars().all(|c| c.is_ascii_alphanumeric() || " ._-@".contains(c))
         && !name.starts_with(' ')
         && !name.ends_with(' ');
-    ok.then_some(()).ok_or_else(|| bad_request(format!("invalid name {name:?}")))
+    ok.then_some(())
+        .ok_or_else(|| bad_request(format!("invalid name {name:?}")))
 }
 
 fn valid_namespace(ns: &str) -> Result<(), ApiError> {
@@ -112,7 +117,14 @@ pub async fn route(cx: &Cx<'_>, rest: &str, req: Request<Incoming>) -> Result<Re
             access::administer_cluster(cx)?;
             let body: NamespaceBody = read_json(req).await?;
             valid_namespace(&body.namespace)?;
-            identity(cx, IdentityCommand::CreateTenancy { namespace: body.namespace.clone(), now_ms: now }).await?;
+            identity(
+                cx,
+                IdentityCommand::CreateTenancy {
+                    namespace: body.namespace.clone(),
+                    now_ms: now,
+                },
+            )
+            .await?;
             Ok(json_reply(StatusCode::CREATED, &json!({ "namespace": body.namespace })))
         }
         (&Method::GET, ["tenancies", ns]) => {
@@ -137,7 +149,11 @@ pub async fn route(cx: &Cx<'_>, rest: &str, req: Request<Incoming>) -> Result<Re
             access::administer_tenancy(cx, ns)?;
             let body: NameBody = read_json(req).await?;
             valid_name(&body.name)?;
-            let cmd = IdentityCommand::CreateCompartment { namespace: ns.to_string(), name: body.name.clone(), parent: body.parent };
+            let cmd = IdentityCommand::CreateCompartment {
+                namespace: ns.to_string(),
+                name: body.name.clone(),
+                parent: body.parent,
+            };
             identity(cx, cmd).await?;
             Ok(json_reply(StatusCode::CREATED, &json!({ "compartment": body.name })))
         }
@@ -145,12 +161,30 @@ pub async fn route(cx: &Cx<'_>, rest: &str, req: Request<Incoming>) -> Result<Re
             access::administer_tenancy(cx, ns)?;
             let body: NameBody = read_json(req).await?;
             valid_name(&body.name)?;
-            identity(cx, IdentityCommand::CreateUser { namespace: ns.to_string(), user: body.name.clone(), now_ms: now }).await?;
-            Ok(json_reply(StatusCode::CREATED, &json!({ "user": format!("{ns}/{}", body.name) })))
+            identity(
+                cx,
+                IdentityCommand::CreateUser {
+                    namespace: ns.to_string(),
+                    user: body.name.clone(),
+                    now_ms: now,
+                },
+            )
+            .await?;
+            Ok(json_reply(
+                StatusCode::CREATED,
+                &json!({ "user": format!("{ns}/{}", body.name) }),
+            ))
         }
         (&Method::DELETE, ["tenancies", ns, "users", user]) => {
             access::administer_tenancy(cx, ns)?;
-            identity(cx, IdentityCommand::DeleteUser { namespace: ns.to_string(), user: user.to_string() }).await?;
+            identity(
+                cx,
+                IdentityCommand::DeleteUser {
+                    namespace: ns.to_string(),
+                    user: user.to_string(),
+                },
+            )
+            .await?;
             ok(json!({ "deleted": format!("{ns}/{user}") }))
         }
         (&Method::POST, ["tenancies", ns, "users", user, "tokens"]) => {
@@ -173,7 +207,10 @@ pub async fn route(cx: &Cx<'_>, rest: &str, req: Request<Incoming>) -> Result<Re
             };
             identity(cx, cmd).await?;
             // The only time the secret is ever shown.
-            Ok(json_reply(StatusCode::CREATED, &json!({ "id": id, "token": secret, "username": format!("{ns}/{user}") })))
+            Ok(json_reply(
+                StatusCode::CREATED,
+                &json!({ "id": id, "token": secret, "username": format!("{ns}/{user}") }),
+            ))
         }
         (&Method::GET, ["tenancies", ns, "users", user, "tokens"]) => {
             access::administer_user(cx, ns, user)?;
@@ -185,11 +222,17 @@ pub async fn route(cx: &Cx<'_>, rest: &str, req: Request<Incoming>) -> Result<Re
                         .collect::<Vec<_>>()
                 })
             });
-            ok(json!({ "tokens": tokens.ok_or_else(|| ApiError::not_found(format!("user {ns}/{user} does not exist")))? }))
+            ok(
+                json!({ "tokens": tokens.ok_or_else(|| ApiError::not_found(format!("user {ns}/{user} does not exist")))? }),
+            )
         }
         (&Method::DELETE, ["tenancies", ns, "users", user, "tokens", id]) => {
             access::administer_user(cx, ns, user)?;
-            let cmd = IdentityCommand::RevokeToken { namespace: ns.to_string(), user: user.to_string(), token_id: id.to_string() };
+            let cmd = IdentityCommand::RevokeToken {
+                namespace: ns.to_string(),
+                user: user.to_string(),
+                token_id: id.to_string(),
+            };
             identity(cx, cmd).await?;
             ok(json!({ "revoked": id }))
         }
@@ -197,18 +240,33 @@ pub async fn route(cx: &Cx<'_>, rest: &str, req: Request<Incoming>) -> Result<Re
             access::administer_tenancy(cx, ns)?;
             let body: NameBody = read_json(req).await?;
             valid_name(&body.name)?;
-            identity(cx, IdentityCommand::CreateGroup { namespace: ns.to_string(), group: body.name.clone() }).await?;
+            identity(
+                cx,
+                IdentityCommand::CreateGroup {
+                    namespace: ns.to_string(),
+                    group: body.name.clone(),
+                },
+            )
+            .await?;
             Ok(json_reply(StatusCode::CREATED, &json!({ "group": body.name })))
         }
         (&Method::PUT, ["tenancies", ns, "groups", group, "members", user]) => {
             access::administer_tenancy(cx, ns)?;
-            let cmd = IdentityCommand::AddToGroup { namespace: ns.to_string(), group: group.to_string(), user: user.to_string() };
+            let cmd = IdentityCommand::AddToGroup {
+                namespace: ns.to_string(),
+                group: group.to_string(),
+                user: user.to_string(),
+            };
             identity(cx, cmd).await?;
             ok(json!({ "group": group, "added": user }))
         }
         (&Method::DELETE, ["tenancies", ns, "groups", group, "members", user]) => {
             access::administer_tenancy(cx, ns)?;
-            let cmd = IdentityCommand::RemoveFromGroup { namespace: ns.to_string(), group: group.to_string(), user: user.to_string() };
+            let cmd = IdentityCommand::RemoveFromGroup {
+                namespace: ns.to_string(),
+                group: group.to_string(),
+                user: user.to_string(),
+            };
             identity(cx, cmd).await?;
             ok(json!({ "group": group, "removed": user }))
         }
@@ -217,24 +275,36 @@ pub async fn route(cx: &Cx<'_>, rest: &str, req: Request<Incoming>) -> Result<Re
             valid_name(name)?;
             let body: PolicyBody = read_json(req).await?;
             let statements = policy::parse_policy(&body.statements).map_err(|e| {
-                bad_request(format!("policy does not parse: {e}")).with_detail(serde_json::to_value(&e).unwrap_or(Value::Null))
+                bad_request(format!("policy does not parse: {e}"))
+                    .with_detail(serde_json::to_value(&e).unwrap_or(Value::Null))
             })?;
             let cmd = IdentityCommand::PutPolicy {
                 namespace: ns.to_string(),
                 name: name.to_string(),
-                policy: Policy { compartment: body.compartment, statements },
+                policy: Policy {
+                    compartment: body.compartment,
+                    statements,
+                },
             };
             identity(cx, cmd).await?;
             ok(json!({ "policy": name }))
         }
         (&Method::DELETE, ["tenancies", ns, "policies", name]) => {
             access::administer_tenancy(cx, ns)?;
-            identity(cx, IdentityCommand::DeletePolicy { namespace: ns.to_string(), name: name.to_string() }).await?;
+            identity(
+                cx,
+                IdentityCommand::DeletePolicy {
+                    namespace: ns.to_string(),
+                    name: name.to_string(),
+                },
+            )
+            .await?;
             ok(json!({ "deleted": name }))
         }
         (&Method::POST, ["signing-keys", "rotate"]) => {
             access::administer_cluster(cx)?;
-            let key = crate::auth::jwt::generate_key(now).map_err(|_| ApiError::new(ErrorCode::Unavailable, "key generation failed"))?;
+            let key = crate::auth::jwt::generate_key(now)
+                .map_err(|_| ApiError::new(ErrorCode::Unavailable, "key generation failed"))?;
             let kid = key.kid.clone();
             identity(cx, IdentityCommand::AddSigningKey { key }).await?;
             ok(json!({ "kid": kid }))
@@ -245,7 +315,12 @@ pub async fn route(cx: &Cx<'_>, rest: &str, req: Request<Incoming>) -> Result<Re
             names::validate_repo(&name)?;
             access::authorize(cx, Action::Administer, &name)?;
             let compartment = body.compartment.filter(|c| !c.is_empty());
-            let cmd = CatalogCommand::CreateRepo { repo: name.clone(), compartment, public: body.public.unwrap_or(false), now_ms: now };
+            let cmd = CatalogCommand::CreateRepo {
+                repo: name.clone(),
+                compartment,
+                public: body.public.unwrap_or(false),
+                now_ms: now,
+            };
             commit(cx, cmd).await?;
             Ok(json_reply(StatusCode::CREATED, &json!({ "repo": name })))
         }
@@ -255,14 +330,28 @@ pub async fn route(cx: &Cx<'_>, rest: &str, req: Request<Incoming>) -> Result<Re
             match method {
                 Method::GET => {
                     access::authorize(cx, Action::Inspect, &name)?;
-                    let record = cx.catalog.reader().repo(&name)?.ok_or_else(|| ApiError::not_found("repository not found"))?;
-                    ok(json!({ "name": name, "public": record.public, "compartment": record.compartment, "created_ms": record.created_ms }))
+                    let record = cx
+                        .catalog
+                        .reader()
+                        .repo(&name)?
+                        .ok_or_else(|| ApiError::not_found("repository not found"))?;
+                    ok(
+                        json!({ "name": name, "public": record.public, "compartment": record.compartment, "created_ms": record.created_ms }),
+                    )
                 }
                 Method::PATCH => {
                     access::authorize(cx, Action::Administer, &name)?;
                     let body: RepoBody = read_json(req).await?;
                     let compartment = body.compartment.map(|c| Some(c).filter(|c| !c.is_empty()));
-                    commit(cx, CatalogCommand::UpdateRepo { repo: name.clone(), public: body.public, compartment }).await?;
+                    commit(
+                        cx,
+                        CatalogCommand::UpdateRepo {
+                            repo: name.clone(),
+                            public: body.public,
+                            compartment,
+                        },
+                    )
+                    .await?;
                     ok(json!({ "repo": name }))
                 }
                 Method::DELETE => {
@@ -280,7 +369,10 @@ pub async fn route(cx: &Cx<'_>, rest: &str, req: Request<Incoming>) -> Result<Re
 /// Creates the cluster administrator's token on a fresh cluster: `supplied` when given (e.g. from
 /// the environment), else a random one. Returns the secret only when it was generated here, so
 /// the caller shows it exactly once; `None` when the cluster already has its administrator.
-pub async fn bootstrap_admin(reg: &crate::registry::Registry, supplied: Option<String>) -> Result<Option<String>, ApiError> {
+pub async fn bootstrap_admin(
+    reg: &crate::registry::Registry,
+    supplied: Option<String>,
+) -> Result<Option<String>, ApiError> {
     if reg.catalog.reader().with_identity(|s| !s.admin_tokens.is_empty()) {
         return Ok(None);
     }
@@ -293,7 +385,13 @@ pub async fn bootstrap_admin(reg: &crate::registry::Registry, supplied: Option<S
         created_ms: reg.clock.now_ms(),
         last_used_ms: None,
     };
-    let cx = Cx { reg, caller: access::Caller { principal: auth::Principal::Admin, host: String::new() } };
+    let cx = Cx {
+        reg,
+        caller: access::Caller {
+            principal: auth::Principal::Admin,
+            host: String::new(),
+        },
+    };
     match commit(&cx, CatalogCommand::Identity(IdentityCommand::BootstrapAdmin { token })).await {
         Ok(()) => Ok(generated.then_some(secret)),
         // Another node bootstrapped first.

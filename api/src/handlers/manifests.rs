@@ -26,7 +26,8 @@ async fn read_limited(mut body: Incoming, limit: usize) -> Result<bytes::Bytes, 
     let mut buf = bytes::BytesMut::new();
     let mut drained = 0usize;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| ApiError::new(ErrorCode::ManifestInvalid, format!("reading the manifest failed: {e}")))?;
+        let frame = frame
+            .map_err(|e| ApiError::new(ErrorCode::ManifestInvalid, format!("reading the manifest failed: {e}")))?;
         let Ok(data) = frame.into_data() else { continue };
         if buf.len() + data.len() <= limit {
             buf.extend_from_slice(&data);

@@ -3,9 +3,9 @@
 pub mod admin;
 pub mod blobs;
 pub mod identity;
-pub mod token;
 pub mod listing;
 pub mod manifests;
+pub mod token;
 pub mod uploads;
 
 use http::{Request, Response, StatusCode};

@@ -63,7 +63,9 @@ async fn parse_request(req: Request<Incoming>) -> Result<TokenRequest, ApiError>
         password,
         refresh_token: get("refresh_token"),
         scopes,
-        offline: get("offline_token").as_deref() == Some("true") || get("access_type").as_deref() == Some("offline") || is_post,
+        offline: get("offline_token").as_deref() == Some("true")
+            || get("access_type").as_deref() == Some("offline")
+            || is_post,
     })
 }
 
@@ -81,7 +83,12 @@ fn rfc3339(secs: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// Makes sure the cluster has a signing key (the first token request creates it).
@@ -91,7 +98,13 @@ async fn ensure_signing_key(reg: &Registry) -> Result<(), ApiError> {
     }
     let key = jwt::generate_key(reg.clock.now_ms())
         .map_err(|_| ApiError::new(ErrorCode::Unavailable, "cannot generate a signing key"))?;
-    let cx = Cx { reg, caller: Caller { principal: Principal::Admin, host: String::new() } };
+    let cx = Cx {
+        reg,
+        caller: Caller {
+            principal: Principal::Admin,
+            host: String::new(),
+        },
+    };
     commit(&cx, CatalogCommand::Identity(IdentityCommand::AddSigningKey { key })).await
 }
 
@@ -99,7 +112,10 @@ async fn ensure_signing_key(reg: &Registry) -> Result<(), ApiError> {
 fn principal_of(reg: &Registry, tr: &TokenRequest) -> Result<(Principal, String), ApiError> {
     let reader = reg.catalog.reader();
     if tr.grant_type.as_deref() == Some("refresh_token") {
-        let token = tr.refresh_token.as_deref().ok_or_else(|| unauthorized("refresh_token missing"))?;
+        let token = tr
+            .refresh_token
+            .as_deref()
+            .ok_or_else(|| unauthorized("refresh_token missing"))?;
         return reader.with_identity(|state| {
             let claims = jwt::verify(state, token).map_err(|_| unauthorized("invalid refresh token"))?;
             if claims.typ != "refresh" {
@@ -118,7 +134,14 @@ fn principal_of(reg: &Registry, tr: &TokenRequest) -> Result<(Principal, String)
             if !still_valid {
                 return Err(unauthorized("the auth token behind this refresh token was revoked"));
             }
-            Ok((Principal::User { namespace: ns.into(), user: user.into(), token_id: tid }, claims.sub.clone()))
+            Ok((
+                Principal::User {
+                    namespace: ns.into(),
+                    user: user.into(),
+                    token_id: tid,
+                },
+                claims.sub.clone(),
+            ))
         });
     }
     match (&tr.username, &tr.password) {
@@ -143,7 +166,11 @@ fn grant(cx: &Cx<'_>, scope: &str) -> Option<Access> {
     match kind {
         "registry" if name == "catalog" => {
             let allowed = cx.caller.principal != Principal::Anonymous;
-            allowed.then(|| Access { kind: kind.into(), name: name.into(), actions: vec!["*".into()] })
+            allowed.then(|| Access {
+                kind: kind.into(),
+                name: name.into(),
+                actions: vec!["*".into()],
+            })
         }
         "repository" => {
             crate::names::validate_repo(name).ok()?;
@@ -160,7 +187,11 @@ fn grant(cx: &Cx<'_>, scope: &str) -> Option<Access> {
                     granted.push(action.to_string());
                 }
             }
-            Some(Access { kind: kind.into(), name: name.into(), actions: granted })
+            Some(Access {
+                kind: kind.into(),
+                name: name.into(),
+                actions: granted,
+            })
         }
         _ => None,
     }
@@ -173,22 +204,37 @@ pub async fn issue(reg: &Registry, req: Request<Incoming>) -> Result<Response<Bo
     reg.token_uses.record(&principal, reg.clock.now_ms());
     let tid = match &principal {
         Principal::User { token_id, .. } => Some(token_id.clone()),
-        Principal::Admin => reg.catalog.reader().with_identity(|s| s.admin_tokens.first().map(|t| t.id.clone())),
+        Principal::Admin => reg
+            .catalog
+            .reader()
+            .with_identity(|s| s.admin_tokens.first().map(|t| t.id.clone())),
         _ => None,
     };
-    let cx = Cx { reg, caller: Caller { principal: principal.clone(), host: String::new() } };
+    let cx = Cx {
+        reg,
+        caller: Caller {
+            principal: principal.clone(),
+            host: String::new(),
+        },
+    };
     let access: Vec<Access> = tr.scopes.iter().filter_map(|s| grant(&cx, s)).collect();
     let now = reg.clock.now_ms() / 1000;
-    let (token, refresh) = reg.catalog.reader().with_identity(|state| {
-        let token = jwt::sign(state, &jwt::claims(&sub, access, "access", None, now, ACCESS_TTL_SECS))?;
-        let refresh = if tr.offline && principal != Principal::Anonymous {
-            Some(jwt::sign(state, &jwt::claims(&sub, Vec::new(), "refresh", tid, now, REFRESH_TTL_SECS))?)
-        } else {
-            None
-        };
-        Ok::<_, jwt::TokenError>((token, refresh))
-    })
-    .map_err(|e| ApiError::new(ErrorCode::Unavailable, e.to_string()))?;
+    let (token, refresh) = reg
+        .catalog
+        .reader()
+        .with_identity(|state| {
+            let token = jwt::sign(state, &jwt::claims(&sub, access, "access", None, now, ACCESS_TTL_SECS))?;
+            let refresh = if tr.offline && principal != Principal::Anonymous {
+                Some(jwt::sign(
+                    state,
+                    &jwt::claims(&sub, Vec::new(), "refresh", tid, now, REFRESH_TTL_SECS),
+                )?)
+            } else {
+                None
+            };
+            Ok::<_, jwt::TokenError>((token, refresh))
+        })
+        .map_err(|e| ApiError::new(ErrorCode::Unavailable, e.to_string()))?;
     let mut doc = json!({
         "token": token,
         "access_token": token,
