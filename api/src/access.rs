@@ -194,11 +194,11 @@ pub fn may_list(cx: &Cx<'_>, repo: &str) -> bool {
 }
 
 /// Requires some identity for registry-wide routes (the catalog); anonymous callers are challenged.
-pub fn require_identity(cx: &Cx<'_>, scope: &str) -> Result<(), ApiError> {
+pub fn require_identity(cx: &Cx<'_>, scope: Option<&str>) -> Result<(), ApiError> {
     if cx.auth_mode == AuthMode::Off || cx.caller.principal != Principal::Anonymous {
         Ok(())
     } else {
-        Err(challenge(&cx.caller.host, Some(scope.to_string())))
+        Err(challenge(&cx.caller.host, scope.map(str::to_string)))
     }
 }
 

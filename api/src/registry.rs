@@ -73,6 +73,8 @@ pub struct Registry {
     pub auth_mode: crate::access::AuthMode,
     /// Auth-token uses seen by this node, flushed to the catalog in batches.
     pub token_uses: crate::auth::TokenUses,
+    /// Registry tokens already verified on this node.
+    pub verified: crate::auth::VerifiedTokens,
     /// Auth tokens a user may hold at once.
     pub max_tokens_per_user: usize,
 }

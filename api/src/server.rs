@@ -100,11 +100,18 @@ fn caller(reg: &Registry, req: &Request<Incoming>) -> Result<Caller, ApiError> {
         .headers()
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let principal = match reg
-        .catalog
-        .reader()
-        .with_identity(|state| auth::authenticate(state, authorization))
-    {
+    let now_secs = reg.clock.now_ms() / 1000;
+    let cached = authorization.and_then(|a| reg.verified.get(a, now_secs));
+    let principal = match cached.map(Ok).unwrap_or_else(|| {
+        let p = reg
+            .catalog
+            .reader()
+            .with_identity(|state| auth::authenticate(state, authorization))?;
+        if let (Some(a), Principal::Bearer { exp, .. }) = (authorization, &p) {
+            reg.verified.insert(a, p.clone(), *exp);
+        }
+        Ok::<_, auth::AuthError>(p)
+    }) {
         Ok(p) => p,
         Err(_) if reg.auth_mode == AuthMode::Off => Principal::Anonymous,
         Err(e) => return Err(access::challenge(&host, None).with_message(e.to_string())),
@@ -131,7 +138,7 @@ async fn route(reg: &Registry, req: Request<Incoming>) -> Result<Response<Body>,
     match route {
         Route::Base => match method {
             Method::GET | Method::HEAD => {
-                access::require_identity(reg, "")?;
+                access::require_identity(reg, None)?;
                 Ok(handlers::listing::base())
             }
             _ => Err(unsupported(&method)),

@@ -16,8 +16,8 @@ pub enum AuthError {
     NoToken(String),
     #[error("credentials or token contain characters not allowed in a header")]
     BadHeader,
-    #[error("still 401 after authenticating: {0}")]
-    Rejected(String),
+    #[error("still 401 after authenticating{}: {request}", if *.anonymous { " anonymously (pass --user and --password)" } else { "" })]
+    Rejected { request: String, anonymous: bool },
 }
 
 #[derive(Debug, Clone)]
@@ -160,8 +160,7 @@ pub fn bearer_from_response(body: &[u8]) -> Result<HeaderValue, AuthError> {
         access_token: Option<String>,
     }
     let excerpt = || String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
-    let parsed: TokenResponse =
-        serde_json::from_slice(body).map_err(|_| AuthError::NoToken(excerpt()))?;
+    let parsed: TokenResponse = serde_json::from_slice(body).map_err(|_| AuthError::NoToken(excerpt()))?;
     let token = parsed
         .token
         .or(parsed.access_token)
@@ -188,10 +187,7 @@ mod tests {
                 scope: Some("repository:a/b:pull,push".into()),
             }
         );
-        assert_eq!(
-            Challenge::parse(r#"Basic realm="x""#).expect("basic"),
-            Challenge::Basic
-        );
+        assert_eq!(Challenge::parse(r#"Basic realm="x""#).expect("basic"), Challenge::Basic);
         assert!(Challenge::parse(r#"Bearer realm="unterminated"#).is_err());
         assert!(Challenge::parse("Negotiate").is_err());
     }

@@ -37,32 +37,23 @@ pub enum BareError {
 }
 
 /// Serves `size` random bytes to every request until interrupted (SIGINT or SIGTERM).
-pub async fn serve(
-    listen: SocketAddr,
-    size: usize,
-    addr_file: Option<PathBuf>,
-) -> Result<(), BareError> {
+pub async fn serve(listen: SocketAddr, size: usize, addr_file: Option<PathBuf>) -> Result<(), BareError> {
     let listener = TcpListener::bind(listen)
         .await
-        .map_err(|source| BareError::Bind {
-            addr: listen,
-            source,
-        })?;
-    let local = listener.local_addr().map_err(|source| BareError::Bind {
-        addr: listen,
-        source,
-    })?;
+        .map_err(|source| BareError::Bind { addr: listen, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| BareError::Bind { addr: listen, source })?;
     if let Some(path) = addr_file {
-        std::fs::write(&path, format!("{local}\n"))
-            .map_err(|source| BareError::AddrFile { path, source })?;
+        std::fs::write(&path, format!("{local}\n")).map_err(|source| BareError::AddrFile { path, source })?;
     }
     println!("bare-server listening on {local}, {size}-byte body");
     let mut data = vec![0u8; size];
     rand::thread_rng().fill_bytes(&mut data);
     let body = Bytes::from(data);
 
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(BareError::Accept)?;
+    let mut term =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(BareError::Accept)?;
     loop {
         let (stream, _) = tokio::select! {
             r = listener.accept() => r.map_err(BareError::Accept)?,
@@ -74,10 +65,8 @@ pub async fn serve(
         tokio::spawn(async move {
             let svc = service_fn(move |_req: Request<Incoming>| {
                 let mut resp = Response::new(Full::new(body.clone()));
-                resp.headers_mut().insert(
-                    CONTENT_TYPE,
-                    HeaderValue::from_static("application/octet-stream"),
-                );
+                resp.headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
                 async move { Ok::<_, Infallible>(resp) }
             });
             // A client closing its connection is not an error worth reporting.

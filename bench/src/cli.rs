@@ -56,24 +56,6 @@ pub enum Command {
     Compare(CompareArgs),
 }
 
-impl Command {
-    /// The workload and its arguments, for the commands that run one.
-    pub fn workload(self) -> Result<(Workload, RunArgs), Command> {
-        Ok(match self {
-            Command::BlobPush(a) => (Workload::BlobPush, a),
-            Command::BlobPushChunked(a) => (Workload::BlobPushChunked, a),
-            Command::BlobPull(a) => (Workload::BlobPull, a),
-            Command::ManifestPut(a) => (Workload::ManifestPut, a),
-            Command::ManifestGetTag(a) => (Workload::ManifestGetTag, a),
-            Command::ManifestGetDigest(a) => (Workload::ManifestGetDigest, a),
-            Command::TagsList(a) => (Workload::TagsList, a),
-            Command::Get(a) => (Workload::Get, a),
-            Command::Run { workload, args } => (workload, args),
-            other => return Err(other),
-        })
-    }
-}
-
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Registry base URL, e.g. http://127.0.0.1:5000 (http only).
@@ -107,14 +89,15 @@ pub struct RunArgs {
     #[arg(long, default_value = "/")]
     pub path: String,
     /// User for Basic auth or Docker's token flow.
-    #[arg(long, requires = "password")]
+    #[arg(long, env = "KEELSON_BENCH_USER", requires = "password")]
     pub user: Option<String>,
     /// Password for --user.
     #[arg(long, env = "KEELSON_BENCH_PASSWORD", hide_env_values = true)]
     pub password: Option<String>,
-    /// Sample this process's VmRSS during the run and report the peak.
-    #[arg(long)]
-    pub server_pid: Option<u32>,
+    /// Sample this process's VmRSS during the run and report the peak; give several
+    /// (comma-separated or repeated) to sum them, e.g. the nodes of a local cluster.
+    #[arg(long, value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
     /// Write the report as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -136,6 +119,9 @@ pub struct RunArgs {
     /// Client runtime threads (default: the number of CPUs).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Allow a target that is not on this machine (127.0.0.0/8, localhost, [::1]).
+    #[arg(long)]
+    pub allow_remote: bool,
     /// Speak HTTP/2 with prior knowledge instead of HTTP/1.1.
     #[arg(long)]
     pub http2: bool,
@@ -173,11 +159,7 @@ pub struct BareArgs {
 #[derive(Debug, Args)]
 pub struct CompareArgs {
     /// Target labels: candidate, baseline, then reference columns (e.g. a ceiling).
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "keelson,distribution,bare-hyper"
-    )]
+    #[arg(long, value_delimiter = ',', default_value = "keelson,distribution,bare-hyper")]
     pub labels: Vec<String>,
     /// Which of a target's runs of a workload to show.
     #[arg(long, value_enum, default_value = "best")]

@@ -23,6 +23,8 @@ use crate::body::ReqBody;
 pub enum HttpError {
     #[error("invalid URL {0:?} (only http:// is supported)")]
     BadUrl(String),
+    #[error("{0} is not a loopback address; pass --allow-remote to load a remote host")]
+    NotLoopback(String),
     #[error("{method} {url}: {detail}")]
     Transport {
         method: Method,
@@ -50,11 +52,7 @@ pub enum HttpError {
         header: &'static str,
     },
     #[error("{method} {url}: {what}")]
-    Verify {
-        method: Method,
-        url: String,
-        what: String,
-    },
+    Verify { method: Method, url: String, what: String },
     #[error("{method} {url}: more than {MAX_REDIRECTS} redirects")]
     Redirects { method: Method, url: String },
     #[error("building request for {url}: {source}")]
@@ -117,6 +115,23 @@ impl Req {
 pub struct Options {
     pub http2: bool,
     pub credentials: Option<Credentials>,
+    /// Allow targets other than 127.0.0.0/8, localhost and [::1].
+    pub allow_remote: bool,
+}
+
+/// The host part of an `http://host[:port]/...` URL.
+fn host_of(url: &str) -> Option<String> {
+    let uri: http::Uri = url.parse().ok()?;
+    uri.host().map(str::to_string)
+}
+
+/// True for 127.0.0.0/8, ::1 and localhost.
+pub fn is_loopback_host(host: &str) -> bool {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    h.eq_ignore_ascii_case("localhost")
+        || h.parse::<std::net::IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false)
 }
 
 /// One registry endpoint, shared by all workers.
@@ -126,6 +141,7 @@ pub struct Registry {
     base: String,
     creds: Option<Credentials>,
     auth: RwLock<Option<HeaderValue>>,
+    allow_remote: bool,
     /// Serialises token fetches so that 32 workers hitting 401 fetch one token.
     token_lock: tokio::sync::Mutex<()>,
     /// Scope asked for when a challenge names none.
@@ -134,10 +150,7 @@ pub struct Registry {
 
 impl Registry {
     pub fn new(url: &str, repo: &str, opts: Options) -> Result<Self, HttpError> {
-        let base = url
-            .trim_end_matches('/')
-            .trim_end_matches("/v2")
-            .to_string();
+        let base = url.trim_end_matches('/').trim_end_matches("/v2").to_string();
         let ok = base
             .strip_prefix("http://")
             .map(|rest| !rest.is_empty() && !rest.contains('/'))
@@ -145,6 +158,7 @@ impl Registry {
         if !ok || base.parse::<http::Uri>().is_err() {
             return Err(HttpError::BadUrl(url.to_string()));
         }
+        check_target(&base, opts.allow_remote)?;
         let mut conn = HttpConnector::new();
         conn.set_nodelay(true);
         conn.enforce_http(true);
@@ -159,6 +173,7 @@ impl Registry {
             base,
             creds: opts.credentials,
             auth: RwLock::new(None),
+            allow_remote: opts.allow_remote,
             token_lock: tokio::sync::Mutex::new(()),
             default_scope: format!("repository:{repo}:pull,push"),
         })
@@ -198,14 +213,8 @@ impl Registry {
         }
     }
 
-    async fn send_once(
-        &self,
-        req: &Req,
-        auth: Option<&HeaderValue>,
-    ) -> Result<Response<Incoming>, HttpError> {
-        let mut b = Request::builder()
-            .method(req.method.clone())
-            .uri(req.url.as_str());
+    async fn send_once(&self, req: &Req, auth: Option<&HeaderValue>) -> Result<Response<Incoming>, HttpError> {
+        let mut b = Request::builder().method(req.method.clone()).uri(req.url.as_str());
         for (k, v) in &req.headers {
             b = b.header(k, v);
         }
@@ -214,20 +223,15 @@ impl Registry {
                 b = b.header(AUTHORIZATION, a);
             }
         }
-        let request = b
-            .body(req.body.clone())
-            .map_err(|source| HttpError::Build {
-                url: req.url.clone(),
-                source,
-            })?;
-        self.http
-            .request(request)
-            .await
-            .map_err(|e| HttpError::Transport {
-                method: req.method.clone(),
-                url: req.url.clone(),
-                detail: chain(&e),
-            })
+        let request = b.body(req.body.clone()).map_err(|source| HttpError::Build {
+            url: req.url.clone(),
+            source,
+        })?;
+        self.http.request(request).await.map_err(|e| HttpError::Transport {
+            method: req.method.clone(),
+            url: req.url.clone(),
+            detail: chain(&e),
+        })
     }
 
     /// Sends `req`; on a 401 it authenticates as the challenge asks and sends it again.
@@ -241,7 +245,11 @@ impl Registry {
         let resp = self.send_once(req, self.auth_header().as_ref()).await?;
         if resp.status() == StatusCode::UNAUTHORIZED {
             let body = excerpt(resp).await;
-            return Err(AuthError::Rejected(format!("{} {}: {body}", req.method, req.url)).into());
+            return Err(AuthError::Rejected {
+                request: format!("{} {}: {body}", req.method, req.url),
+                anonymous: self.creds.is_none(),
+            }
+            .into());
         }
         Ok(resp)
     }
@@ -263,6 +271,7 @@ impl Registry {
                 });
             };
             let _ = drain(resp).await;
+            check_target(&loc, self.allow_remote)?;
             req.url = loc;
         }
         Err(HttpError::Redirects {
@@ -308,16 +317,15 @@ impl Registry {
                     .ok_or_else(|| AuthError::NeedCredentials(first.clone()))?;
                 self.set_auth(creds.basic_header()?);
             }
-            Challenge::Bearer {
-                realm,
-                service,
-                scope,
-            } => {
-                let scope = scope.unwrap_or_else(|| self.default_scope.clone());
+            Challenge::Bearer { realm, service, scope } => {
+                let scope = scope
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or_else(|| self.default_scope.clone());
                 let url = token_url(&realm, service.as_deref(), &scope);
                 if !url.starts_with("http://") {
                     return Err(HttpError::BadUrl(url));
                 }
+                check_target(&url, self.allow_remote)?;
                 let mut treq = Req::new(Method::GET, url);
                 if let Some(c) = &self.creds {
                     treq = treq.header(AUTHORIZATION, c.basic_header()?);
@@ -337,14 +345,23 @@ impl Registry {
         let req = Req::new(Method::GET, self.url("/v2/"));
         let resp = self.send(&req).await?;
         let resp = expect(resp, &[StatusCode::OK], &req).await?;
-        drain(resp)
-            .await
-            .map(|_| ())
-            .map_err(|detail| HttpError::Body {
-                method: req.method,
-                url: req.url,
-                detail,
-            })
+        drain(resp).await.map(|_| ()).map_err(|detail| HttpError::Body {
+            method: req.method,
+            url: req.url,
+            detail,
+        })
+    }
+}
+
+/// Refuses URLs whose host is not loopback unless remote targets are allowed.
+fn check_target(url: &str, allow_remote: bool) -> Result<(), HttpError> {
+    if allow_remote {
+        return Ok(());
+    }
+    match host_of(url) {
+        Some(h) if is_loopback_host(&h) => Ok(()),
+        Some(h) => Err(HttpError::NotLoopback(h)),
+        None => Err(HttpError::BadUrl(url.to_string())),
     }
 }
 
@@ -398,11 +415,7 @@ pub async fn excerpt(resp: Response<Incoming>) -> String {
 
 /// Passes the response on if its status is one of `ok`, else turns it into an error that
 /// quotes the start of the body.
-pub async fn expect(
-    resp: Response<Incoming>,
-    ok: &[StatusCode],
-    req: &Req,
-) -> Result<Response<Incoming>, HttpError> {
+pub async fn expect(resp: Response<Incoming>, ok: &[StatusCode], req: &Req) -> Result<Response<Incoming>, HttpError> {
     if ok.contains(&resp.status()) {
         return Ok(resp);
     }
@@ -457,15 +470,14 @@ pub async fn read_counting(
             }
         }
     }
-    Ok((
-        n,
-        h.map(|h| format!("sha256:{}", hex::encode(h.finalize()))),
-    ))
+    Ok((n, h.map(|h| format!("sha256:{}", hex::encode(h.finalize())))))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
 
     fn reg() -> Registry {
         Registry::new(
@@ -474,9 +486,157 @@ mod tests {
             Options {
                 http2: false,
                 credentials: None,
+                allow_remote: false,
             },
         )
         .expect("valid url")
+    }
+
+    /// A server that wants `Bearer tok` (token from /token for Basic u:p), or with
+    /// `basic` set, wants Basic u:p directly. Counts token requests.
+    async fn auth_server(basic: bool) -> (String, Arc<AtomicUsize>) {
+        use http_body_util::Full;
+        use hyper::service::service_fn;
+        use hyper_util::rt::TokioIo;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let tokens = Arc::new(AtomicUsize::new(0));
+        let t = tokens.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let t = t.clone();
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let auth = req
+                        .headers()
+                        .get(AUTHORIZATION)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_string();
+                    let path = req.uri().path().to_string();
+                    let t = t.clone();
+                    async move {
+                        let resp = |code: u16, body: &str, chal: Option<String>| {
+                            let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+                            *r.status_mut() = StatusCode::from_u16(code).unwrap_or_default();
+                            if let Some(c) = chal {
+                                if let Ok(v) = HeaderValue::from_str(&c) {
+                                    r.headers_mut().insert(WWW_AUTHENTICATE, v);
+                                }
+                            }
+                            r
+                        };
+                        let r = if path == "/token" {
+                            t.fetch_add(1, Ordering::SeqCst);
+                            if auth == "Basic dTpw" {
+                                resp(200, r#"{"token":"tok"}"#, None)
+                            } else {
+                                resp(401, "bad creds", None)
+                            }
+                        } else if basic {
+                            if auth == "Basic dTpw" {
+                                resp(200, "{}", None)
+                            } else {
+                                resp(401, "", Some(r#"Basic realm="fake""#.into()))
+                            }
+                        } else if auth == "Bearer tok" {
+                            resp(200, "{}", None)
+                        } else {
+                            let c = format!(
+                                r#"Bearer realm="http://{addr}/token",service="fake",scope="repository:a/b:pull""#
+                            );
+                            resp(401, "", Some(c))
+                        };
+                        Ok::<_, std::convert::Infallible>(r)
+                    }
+                });
+                tokio::spawn(async move {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        (format!("http://{addr}"), tokens)
+    }
+
+    fn creds(password: &str) -> Option<Credentials> {
+        Some(Credentials {
+            user: "u".into(),
+            password: password.into(),
+        })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bearer_flow_fetches_one_token() {
+        let (url, tokens) = auth_server(false).await;
+        let reg = Arc::new(
+            Registry::new(
+                &url,
+                "a/b",
+                Options {
+                    http2: false,
+                    credentials: creds("p"),
+                    allow_remote: false,
+                },
+            )
+            .expect("registry"),
+        );
+        let tasks: Vec<_> = (0..16)
+            .map(|_| {
+                let reg = reg.clone();
+                tokio::spawn(async move {
+                    let req = Req::new(Method::GET, reg.url("/v2/a/b/tags/list"));
+                    reg.send(&req).await.map(|r| r.status())
+                })
+            })
+            .collect();
+        for t in tasks {
+            let status = t.await.expect("task").expect("request");
+            assert_eq!(status, StatusCode::OK);
+        }
+        assert_eq!(tokens.load(Ordering::SeqCst), 1);
+
+        let bad = Registry::new(
+            &url,
+            "a/b",
+            Options {
+                http2: false,
+                credentials: creds("x"),
+                allow_remote: false,
+            },
+        )
+        .expect("registry");
+        assert!(bad.authenticate().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn basic_flow() {
+        let (url, _) = auth_server(true).await;
+        let reg = Registry::new(
+            &url,
+            "a/b",
+            Options {
+                http2: false,
+                credentials: creds("p"),
+                allow_remote: false,
+            },
+        )
+        .expect("registry");
+        reg.authenticate().await.expect("authenticated");
+        let anon = Registry::new(
+            &url,
+            "a/b",
+            Options {
+                http2: false,
+                credentials: None,
+                allow_remote: false,
+            },
+        )
+        .expect("registry");
+        match anon.authenticate().await {
+            Err(HttpError::Auth(AuthError::NeedCredentials(_))) => {}
+            other => panic!("expected NeedCredentials, got {other:?}"),
+        }
     }
 
     #[tokio::test]
@@ -491,9 +651,21 @@ mod tests {
             "a/b",
             Options {
                 http2: false,
-                credentials: None
+                credentials: None,
+                allow_remote: false,
             }
         )
         .is_err());
+        for (url, ok) in [
+            ("http://127.0.0.1:5000", true),
+            ("http://127.3.4.5", true),
+            ("http://localhost:80", true),
+            ("http://[::1]:5000", true),
+            ("http://10.0.0.1:80", false),
+            ("http://example.com", false),
+        ] {
+            assert_eq!(check_target(url, false).is_ok(), ok, "{url}");
+            assert!(check_target(url, true).is_ok());
+        }
     }
 }

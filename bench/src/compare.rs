@@ -76,10 +76,7 @@ pub fn build(files: &[PathBuf], labels: &[String], how: Pick) -> Result<Vec<Row>
         if !order.contains(&r.name) {
             order.push(r.name.clone());
         }
-        groups
-            .entry((r.name.clone(), r.label.clone()))
-            .or_default()
-            .push(r);
+        groups.entry((r.name.clone(), r.label.clone())).or_default().push(r);
     }
     let mut rows = Vec::new();
     for name in order {
@@ -130,23 +127,14 @@ fn print_table(out: &mut impl Write, head: &[String], rows: &[Vec<String>]) -> s
             .join("  ")
     };
     writeln!(out, "{}", line(head))?;
-    writeln!(
-        out,
-        "{}",
-        "-".repeat(w.iter().sum::<usize>() + 2 * (w.len() - 1))
-    )?;
+    writeln!(out, "{}", "-".repeat(w.iter().sum::<usize>() + 2 * (w.len() - 1)))?;
     for r in rows {
         writeln!(out, "{}", line(r))?;
     }
     Ok(())
 }
 
-pub fn print(
-    out: &mut impl Write,
-    rows: &[Row],
-    labels: &[String],
-    how: Pick,
-) -> std::io::Result<()> {
+pub fn print(out: &mut impl Write, rows: &[Row], labels: &[String], how: Pick) -> std::io::Result<()> {
     let (c, b) = (&labels[0], &labels[1]);
     let extra = &labels[2..];
     let dash = || "-".to_string();
@@ -183,11 +171,7 @@ pub fn print(
             cell(row, b, &|r| Some(num(r.mb_per_s))),
             ratio_s(row.req_ratio),
         ];
-        t.extend(
-            extra
-                .iter()
-                .map(|l| cell(row, l, &|r| Some(num(r.req_per_s)))),
-        );
+        t.extend(extra.iter().map(|l| cell(row, l, &|r| Some(num(r.req_per_s)))));
         t.push(
             labels
                 .iter()
@@ -217,13 +201,8 @@ pub fn print(
         format!("{b} RSS"),
         "errors".into(),
     ];
-    let lat = |f: fn(&crate::stats::Latency) -> f64| {
-        move |r: &RunReport| r.latency.as_ref().map(|l| fmt_ms(f(l)))
-    };
-    let rss = |r: &RunReport| {
-        r.server_rss
-            .map(|s| format!("{:.0} MiB", s.max_kib as f64 / 1024.0))
-    };
+    let lat = |f: fn(&crate::stats::Latency) -> f64| move |r: &RunReport| r.latency.as_ref().map(|l| fmt_ms(f(l)));
+    let rss = |r: &RunReport| r.server_rss.map(|s| format!("{:.0} MiB", s.max_kib as f64 / 1024.0));
     let mut table = Vec::new();
     for row in rows {
         table.push(vec![
@@ -296,14 +275,9 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("kb-compare-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
         let mut files = Vec::new();
-        for (i, (n, l, r)) in [
-            ("w", "k", 10.0),
-            ("w", "k", 30.0),
-            ("w", "k", 20.0),
-            ("w", "d", 10.0),
-        ]
-        .into_iter()
-        .enumerate()
+        for (i, (n, l, r)) in [("w", "k", 10.0), ("w", "k", 30.0), ("w", "k", 20.0), ("w", "d", 10.0)]
+            .into_iter()
+            .enumerate()
         {
             let p = dir.join(format!("{i}.json"));
             report(n, l, r).write_json(&p).expect("write");

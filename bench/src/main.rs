@@ -78,27 +78,31 @@ fn main() -> ExitCode {
     match dispatch(cli.command) {
         Ok(code) => code,
         Err(e) => {
+            // Every error's message already names its cause.
             eprintln!("keelson-bench: {e}");
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                eprintln!("  caused by: {s}");
-                src = s.source();
-            }
             ExitCode::FAILURE
         }
     }
 }
 
 fn dispatch(cmd: Command) -> Result<ExitCode, BenchError> {
-    match cmd.workload() {
-        Ok((w, args)) => run_workload(w, args),
-        Err(Command::BareServer(a)) => {
+    match cmd {
+        Command::BlobPush(a) => run_workload(Workload::BlobPush, a),
+        Command::BlobPushChunked(a) => run_workload(Workload::BlobPushChunked, a),
+        Command::BlobPull(a) => run_workload(Workload::BlobPull, a),
+        Command::ManifestPut(a) => run_workload(Workload::ManifestPut, a),
+        Command::ManifestGetTag(a) => run_workload(Workload::ManifestGetTag, a),
+        Command::ManifestGetDigest(a) => run_workload(Workload::ManifestGetDigest, a),
+        Command::TagsList(a) => run_workload(Workload::TagsList, a),
+        Command::Get(a) => run_workload(Workload::Get, a),
+        Command::Run { workload, args } => run_workload(workload, args),
+        Command::BareServer(a) => {
             let rt = runtime(a.threads)?;
             let size = usize::try_from(a.size.get()).unwrap_or(usize::MAX);
             rt.block_on(bare::serve(a.listen, size, a.addr_file))?;
             Ok(ExitCode::SUCCESS)
         }
-        Err(Command::Compare(a)) => {
+        Command::Compare(a) => {
             let rows = compare::build(&a.files, &a.labels, a.pick)?;
             let mut out = std::io::stdout().lock();
             compare::print(&mut out, &rows, &a.labels, a.pick).map_err(BenchError::Stdout)?;
@@ -107,13 +111,10 @@ fn dispatch(cmd: Command) -> Result<ExitCode, BenchError> {
                     path: path.clone(),
                     source: e.into(),
                 })?;
-                std::fs::write(&path, text + "\n")
-                    .map_err(|source| ReportError::Write { path, source })?;
+                std::fs::write(&path, text + "\n").map_err(|source| ReportError::Write { path, source })?;
             }
             Ok(ExitCode::SUCCESS)
         }
-        // Every other command names a workload and was handled above.
-        Err(_) => Ok(ExitCode::FAILURE),
     }
 }
 
@@ -124,10 +125,7 @@ fn run_workload(workload: Workload, a: RunArgs) -> Result<ExitCode, BenchError> 
     if a.concurrency == 0 {
         return Err(BenchError::Concurrency);
     }
-    let repo = a
-        .repo
-        .clone()
-        .unwrap_or_else(|| format!("bench/{}", workload.name()));
+    let repo = a.repo.clone().unwrap_or_else(|| format!("bench/{}", workload.name()));
     let limit = match (a.requests, a.duration) {
         (Some(n), _) => Limit::Requests(n),
         (None, Some(d)) => Limit::Duration(d.0),
@@ -161,13 +159,15 @@ fn run_workload(workload: Workload, a: RunArgs) -> Result<ExitCode, BenchError> 
         Options {
             http2: a.http2,
             credentials,
+            allow_remote: a.allow_remote,
         },
     )?);
     let rt = runtime(a.threads)?;
-    let sampler = a
-        .server_pid
-        .map(|pid| RssSampler::start(pid, Duration::from_millis(100)))
-        .transpose()?;
+    let sampler = if a.server_pid.is_empty() {
+        None
+    } else {
+        Some(RssSampler::start(a.server_pid.clone(), Duration::from_millis(100))?)
+    };
     let result = rt.block_on(workloads::run(workload, reg.clone(), &params, &plan));
     let server_rss = sampler.map(RssSampler::finish);
     let mut outcome = result.map_err(|source| BenchError::Setup {
@@ -178,10 +178,7 @@ fn run_workload(workload: Workload, a: RunArgs) -> Result<ExitCode, BenchError> 
     let secs = outcome.elapsed.as_secs_f64().max(1e-9);
     let rec = &mut outcome.recorder;
     let report = RunReport {
-        name: a
-            .name
-            .clone()
-            .unwrap_or_else(|| workload.name().to_string()),
+        name: a.name.clone().unwrap_or_else(|| workload.name().to_string()),
         label: a.label.clone(),
         workload: workload.name().to_string(),
         url: reg.base().to_string(),

@@ -9,9 +9,7 @@ use http::{HeaderValue, Method, StatusCode};
 use crate::auth::query_escape;
 use crate::blob::Blob;
 use crate::body::ReqBody;
-use crate::client::{
-    drain, excerpt, expect, header_str, read_all, read_counting, HttpError, Registry, Req,
-};
+use crate::client::{drain, excerpt, expect, header_str, read_all, read_counting, HttpError, Registry, Req};
 use crate::manifest::DOCKER_ACCEPT;
 
 const OCTET: HeaderValue = HeaderValue::from_static("application/octet-stream");
@@ -36,11 +34,7 @@ fn with_query(url: &str, key: &str, value: &str) -> String {
     format!("{url}{sep}{key}={}", query_escape(value))
 }
 
-fn location(
-    reg: &Registry,
-    resp: &http::Response<hyper::body::Incoming>,
-    req: &Req,
-) -> Result<String, HttpError> {
+fn location(reg: &Registry, resp: &http::Response<hyper::body::Incoming>, req: &Req) -> Result<String, HttpError> {
     header_str(resp, LOCATION)
         .map(|l| reg.resolve(l))
         .ok_or_else(|| HttpError::MissingHeader {
@@ -52,8 +46,8 @@ fn location(
 
 /// POST /v2/<name>/blobs/uploads/ → the upload session's absolute URL.
 pub async fn start_upload(reg: &Registry, repo: &str) -> Result<String, HttpError> {
-    let req = Req::new(Method::POST, reg.url(&format!("/v2/{repo}/blobs/uploads/")))
-        .header(CONTENT_LENGTH, len_header(0));
+    let req =
+        Req::new(Method::POST, reg.url(&format!("/v2/{repo}/blobs/uploads/"))).header(CONTENT_LENGTH, len_header(0));
     let resp = expect(reg.send(&req).await?, &[StatusCode::ACCEPTED], &req).await?;
     let loc = location(reg, &resp, &req)?;
     drain(resp).await.map_err(|d| body_error(&req, d))?;
@@ -61,12 +55,7 @@ pub async fn start_upload(reg: &Registry, repo: &str) -> Result<String, HttpErro
 }
 
 /// Finishes an upload with PUT <location>?digest=, carrying `body` (maybe empty).
-async fn finish_upload(
-    reg: &Registry,
-    loc: &str,
-    blob: &Blob,
-    body: ReqBody,
-) -> Result<(), HttpError> {
+async fn finish_upload(reg: &Registry, loc: &str, blob: &Blob, body: ReqBody) -> Result<(), HttpError> {
     let req = Req::new(Method::PUT, with_query(loc, "digest", &blob.digest))
         .header(CONTENT_TYPE, OCTET)
         .header(CONTENT_LENGTH, len_header(body.len()))
@@ -92,22 +81,15 @@ pub async fn push_monolithic(reg: &Registry, repo: &str, blob: &Blob) -> Result<
 }
 
 /// POST, PATCH chunks of `chunk` bytes (with Content-Range), then PUT with no body.
-pub async fn push_chunked(
-    reg: &Registry,
-    repo: &str,
-    blob: &Blob,
-    chunk: u64,
-) -> Result<(), HttpError> {
+pub async fn push_chunked(reg: &Registry, repo: &str, blob: &Blob, chunk: u64) -> Result<(), HttpError> {
     let mut loc = start_upload(reg, repo).await?;
     let total = blob.len();
     let mut off = 0u64;
     while off < total {
         let end = (off + chunk).min(total);
-        let range = HeaderValue::from_str(&format!("{}-{}", off, end - 1)).map_err(|e| {
-            HttpError::Build {
-                url: loc.clone(),
-                source: e.into(),
-            }
+        let range = HeaderValue::from_str(&format!("{}-{}", off, end - 1)).map_err(|e| HttpError::Build {
+            url: loc.clone(),
+            source: e.into(),
         })?;
         let req = Req::new(Method::PATCH, loc.clone())
             .header(CONTENT_TYPE, OCTET)
@@ -161,13 +143,10 @@ pub async fn put_manifest(
     media_type: &'static str,
     doc: Bytes,
 ) -> Result<Option<String>, HttpError> {
-    let req = Req::new(
-        Method::PUT,
-        reg.url(&format!("/v2/{repo}/manifests/{reference}")),
-    )
-    .header(CONTENT_TYPE, HeaderValue::from_static(media_type))
-    .header(CONTENT_LENGTH, len_header(doc.len() as u64))
-    .body(ReqBody::from(doc));
+    let req = Req::new(Method::PUT, reg.url(&format!("/v2/{repo}/manifests/{reference}")))
+        .header(CONTENT_TYPE, HeaderValue::from_static(media_type))
+        .header(CONTENT_LENGTH, len_header(doc.len() as u64))
+        .body(ReqBody::from(doc));
     let resp = expect(reg.send(&req).await?, &[StatusCode::CREATED], &req).await?;
     let digest = header_str(&resp, DOCKER_CONTENT_DIGEST).map(str::to_string);
     drain(resp).await.map_err(|d| body_error(&req, d))?;
@@ -184,17 +163,9 @@ pub struct ManifestGot {
 
 /// GET /v2/<name>/manifests/<reference> with Docker's Accept header. With `keep` the
 /// body is returned, else only counted.
-pub async fn get_manifest(
-    reg: &Registry,
-    repo: &str,
-    reference: &str,
-    keep: bool,
-) -> Result<ManifestGot, HttpError> {
-    let req = Req::new(
-        Method::GET,
-        reg.url(&format!("/v2/{repo}/manifests/{reference}")),
-    )
-    .header(ACCEPT, HeaderValue::from_static(DOCKER_ACCEPT));
+pub async fn get_manifest(reg: &Registry, repo: &str, reference: &str, keep: bool) -> Result<ManifestGot, HttpError> {
+    let req = Req::new(Method::GET, reg.url(&format!("/v2/{repo}/manifests/{reference}")))
+        .header(ACCEPT, HeaderValue::from_static(DOCKER_ACCEPT));
     let resp = expect(reg.send(&req).await?, &[StatusCode::OK], &req).await?;
     let digest_header = header_str(&resp, DOCKER_CONTENT_DIGEST).map(str::to_string);
     let content_type = header_str(&resp, CONTENT_TYPE).map(str::to_string);
@@ -218,11 +189,7 @@ pub async fn get_manifest(
 }
 
 /// GET /v2/<name>/tags/list; returns the body (kept) or its length.
-pub async fn tags_list(
-    reg: &Registry,
-    repo: &str,
-    keep: bool,
-) -> Result<(u64, Option<Bytes>), HttpError> {
+pub async fn tags_list(reg: &Registry, repo: &str, keep: bool) -> Result<(u64, Option<Bytes>), HttpError> {
     let req = Req::new(Method::GET, reg.url(&format!("/v2/{repo}/tags/list")));
     let resp = expect(reg.send(&req).await?, &[StatusCode::OK], &req).await?;
     if keep {

@@ -152,11 +152,7 @@ impl RunReport {
             ),
             (
                 "throughput",
-                format!(
-                    "{} req/s   {} MB/s",
-                    num(self.req_per_s),
-                    num(self.mb_per_s)
-                ),
+                format!("{} req/s   {} MB/s", num(self.req_per_s), num(self.mb_per_s)),
             ),
             ("latency p50", lat(|l| l.p50_ms)),
             ("latency p99", lat(|l| l.p99_ms)),

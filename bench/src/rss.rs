@@ -1,5 +1,6 @@
-//! Samples a server process's resident memory (VmRSS in /proc/PID/status) on its own
-//! thread while a run goes on, so the report can say how much memory the server needed.
+//! Samples a server's resident memory (VmRSS in /proc/PID/status, summed over its
+//! processes, e.g. the nodes of a local cluster) on its own thread while a run goes on,
+//! so the report can say how much memory the server needed.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -36,6 +37,11 @@ pub fn read_rss_kib(pid: u32) -> Result<u64, RssError> {
         .ok_or(RssError::NoRss(path))
 }
 
+/// Summed VmRSS of `pids`, in KiB.
+pub fn read_total_kib(pids: &[u32]) -> Result<u64, RssError> {
+    pids.iter().map(|&p| read_rss_kib(p)).sum()
+}
+
 /// The server's memory over a run, in KiB.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RssStats {
@@ -45,7 +51,7 @@ pub struct RssStats {
 }
 
 pub struct RssSampler {
-    pid: u32,
+    pids: Vec<u32>,
     start: u64,
     max: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
@@ -54,16 +60,16 @@ pub struct RssSampler {
 
 impl RssSampler {
     /// Reads once (so a wrong PID fails now), then samples every `every`.
-    pub fn start(pid: u32, every: Duration) -> Result<Self, RssError> {
-        let start = read_rss_kib(pid)?;
+    pub fn start(pids: Vec<u32>, every: Duration) -> Result<Self, RssError> {
+        let start = read_total_kib(&pids)?;
         let max = Arc::new(AtomicU64::new(start));
         let stop = Arc::new(AtomicBool::new(false));
-        let (m, s) = (max.clone(), stop.clone());
+        let (m, s, p) = (max.clone(), stop.clone(), pids.clone());
         let thread = std::thread::Builder::new()
             .name("rss-sampler".into())
             .spawn(move || {
                 while !s.load(Ordering::Relaxed) {
-                    if let Ok(kib) = read_rss_kib(pid) {
+                    if let Ok(kib) = read_total_kib(&p) {
                         m.fetch_max(kib, Ordering::Relaxed);
                     }
                     std::thread::sleep(every);
@@ -71,7 +77,7 @@ impl RssSampler {
             })
             .ok();
         Ok(RssSampler {
-            pid,
+            pids,
             start,
             max,
             stop,
@@ -84,7 +90,7 @@ impl RssSampler {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        let end = read_rss_kib(self.pid).unwrap_or(0);
+        let end = read_total_kib(&self.pids).unwrap_or(0);
         let max = self.max.load(Ordering::Relaxed).max(end);
         RssStats {
             start_kib: self.start,
@@ -102,10 +108,11 @@ mod tests {
     fn reads_own_rss() {
         let pid = std::process::id();
         assert!(read_rss_kib(pid).expect("own status") > 0);
-        let s = RssSampler::start(pid, Duration::from_millis(5)).expect("start");
+        let s = RssSampler::start(vec![pid, pid], Duration::from_millis(5)).expect("start");
         std::thread::sleep(Duration::from_millis(20));
         let st = s.finish();
         assert!(st.max_kib >= st.start_kib);
+        assert!(st.start_kib > 0 && st.end_kib > 0);
         assert!(read_rss_kib(u32::MAX).is_err());
     }
 }

@@ -128,13 +128,7 @@ pub async fn run<O: Op>(op: O, plan: &Plan) -> Outcome {
     });
     let n = plan.concurrency.max(1);
     if !plan.warmup.is_zero() {
-        phase(
-            &shared,
-            n,
-            Until::Deadline(Instant::now() + plan.warmup),
-            false,
-        )
-        .await;
+        phase(&shared, n, Until::Deadline(Instant::now() + plan.warmup), false).await;
         shared.errors.store(0, Ordering::Relaxed);
     }
     let start = Instant::now();
@@ -146,8 +140,7 @@ pub async fn run<O: Op>(op: O, plan: &Plan) -> Outcome {
     Outcome {
         recorder,
         elapsed: start.elapsed(),
-        aborted: shared.stop.load(Ordering::Relaxed)
-            && shared.errors.load(Ordering::Relaxed) >= shared.max_errors,
+        aborted: shared.stop.load(Ordering::Relaxed) && shared.errors.load(Ordering::Relaxed) >= shared.max_errors,
     }
 }
 

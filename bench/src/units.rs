@@ -11,9 +11,7 @@ use std::time::Duration;
 pub enum UnitError {
     #[error("{0:?} is not a number followed by an optional unit")]
     Malformed(String),
-    #[error(
-        "unknown unit {unit:?} in {input:?} (use B, KiB, MiB, GiB, KB, MB, GB, or ms, s, m, h)"
-    )]
+    #[error("unknown unit {unit:?} in {input:?} (use B, KiB, MiB, GiB, KB, MB, GB, or ms, s, m, h)")]
     UnknownUnit { input: String, unit: String },
     #[error("{0:?} overflows")]
     Overflow(String),
@@ -35,13 +33,9 @@ impl ByteSize {
 
 fn split_number(s: &str) -> Result<(f64, &str), UnitError> {
     let t = s.trim();
-    let end = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
+    let end = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
     let (num, unit) = t.split_at(end);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| UnitError::Malformed(s.to_string()))?;
+    let n: f64 = num.parse().map_err(|_| UnitError::Malformed(s.to_string()))?;
     Ok((n, unit.trim()))
 }
 
@@ -76,7 +70,7 @@ impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let v = self.0;
         for (unit, m) in [("GiB", GIB), ("MiB", MIB), ("KiB", KIB)] {
-            if v >= m && v % m == 0 {
+            if v >= m && (v / m) * m == v {
                 return write!(f, "{}{}", v / m, unit);
             }
         }
@@ -148,10 +142,7 @@ mod tests {
             "2m".parse::<HumanDuration>(),
             Ok(HumanDuration(Duration::from_secs(120)))
         );
-        assert_eq!(
-            "3".parse::<HumanDuration>(),
-            Ok(HumanDuration(Duration::from_secs(3)))
-        );
+        assert_eq!("3".parse::<HumanDuration>(), Ok(HumanDuration(Duration::from_secs(3))));
         assert!("3d".parse::<HumanDuration>().is_err());
     }
 }

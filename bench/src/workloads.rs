@@ -70,12 +70,7 @@ pub struct Params {
 }
 
 /// Sets `workload` up against `reg`, then runs it as `plan` says.
-pub async fn run(
-    workload: Workload,
-    reg: Arc<Registry>,
-    p: &Params,
-    plan: &Plan,
-) -> Result<Outcome, SetupError> {
+pub async fn run(workload: Workload, reg: Arc<Registry>, p: &Params, plan: &Plan) -> Result<Outcome, SetupError> {
     if workload != Workload::Get {
         reg.authenticate().await?;
     }
@@ -156,11 +151,7 @@ pub async fn run(
 }
 
 /// Pushes a layer of `size` bytes and a config naming it; returns (config, layer).
-async fn push_image_blobs(
-    reg: &Registry,
-    repo: &str,
-    size: u64,
-) -> Result<(Bytes, Blob), SetupError> {
+async fn push_image_blobs(reg: &Registry, repo: &str, size: u64) -> Result<(Bytes, Blob), SetupError> {
     let layer = BlobSource::new(size)?.blob(0);
     ops::push_monolithic(reg, repo, &layer).await?;
     let config = Bytes::from(config_json(&layer));
@@ -210,8 +201,7 @@ fn check_tags(body: &[u8], want: &[String]) -> Result<(), SetupError> {
             String::from_utf8_lossy(&body[..body.len().min(200)])
         ))
     })?;
-    let have: std::collections::HashSet<&str> =
-        list.tags.iter().flatten().map(String::as_str).collect();
+    let have: std::collections::HashSet<&str> = list.tags.iter().flatten().map(String::as_str).collect();
     let missing = want.iter().filter(|t| !have.contains(t.as_str())).count();
     if missing > 0 {
         return Err(SetupError::Check(format!(
@@ -268,14 +258,7 @@ impl Op for ManifestPut {
         let stamp = format!("{:08x}-{seq}", self.nonce);
         let doc = Bytes::from(manifest_json(&self.config, &self.layer, &stamp));
         let n = doc.len() as u64;
-        ops::put_manifest(
-            &self.reg,
-            &self.repo,
-            &format!("t{stamp}"),
-            OCI_MANIFEST,
-            doc,
-        )
-        .await?;
+        ops::put_manifest(&self.reg, &self.repo, &format!("t{stamp}"), OCI_MANIFEST, doc).await?;
         Ok(n)
     }
 }
@@ -293,7 +276,7 @@ impl Op for ManifestGet {
         if got.len != self.len {
             return Err(HttpError::Verify {
                 method: http::Method::GET,
-                url: self.reference.clone(),
+                url: self.reg.url(&format!("/v2/{}/manifests/{}", self.repo, self.reference)),
                 what: format!("manifest is {} bytes, expected {}", got.len, self.len),
             });
         }
@@ -313,7 +296,7 @@ impl Op for TagsList {
         if n != self.len {
             return Err(HttpError::Verify {
                 method: http::Method::GET,
-                url: format!("/v2/{}/tags/list", self.repo),
+                url: self.reg.url(&format!("/v2/{}/tags/list", self.repo)),
                 what: format!("body is {n} bytes, expected {}", self.len),
             });
         }

@@ -218,13 +218,16 @@ where
             config::AuthSetting::Off => AuthMode::Off,
         },
         token_uses: Default::default(),
+        verified: Default::default(),
         max_tokens_per_user: config.max_tokens_per_user,
     });
     if single {
         let supplied = std::env::var("KEELSON_BOOTSTRAP_TOKEN").ok().filter(|t| !t.is_empty());
         match keelson_api::bootstrap_admin(&registry, supplied).await {
             // Printed once, on the first start, to stdout only (never to the log).
-            Ok(Some(token)) => println!("keelson: cluster administrator keelson/admin, auth token (shown once): {token}"),
+            Ok(Some(token)) => {
+                println!("keelson: cluster administrator keelson/admin, auth token (shown once): {token}")
+            }
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e.message, "could not bootstrap the administrator"),
         }

@@ -23,7 +23,10 @@ struct Api {
 
 impl Api {
     fn new(node: &Keelson) -> Api {
-        Api { client: Client::new(), url: node.url() }
+        Api {
+            client: Client::new(),
+            url: node.url(),
+        }
     }
 
     async fn admin(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
@@ -43,11 +46,27 @@ impl Api {
 
     /// Creates a user with a token; returns the token.
     async fn user(&self, ns: &str, user: &str, groups: &[&str]) -> String {
-        self.admin(reqwest::Method::POST, &format!("tenancies/{ns}/users"), json!({ "name": user })).await;
+        self.admin(
+            reqwest::Method::POST,
+            &format!("tenancies/{ns}/users"),
+            json!({ "name": user }),
+        )
+        .await;
         for g in groups {
-            self.admin(reqwest::Method::PUT, &format!("tenancies/{ns}/groups/{g}/members/{user}"), json!({})).await;
+            self.admin(
+                reqwest::Method::PUT,
+                &format!("tenancies/{ns}/groups/{g}/members/{user}"),
+                json!({}),
+            )
+            .await;
         }
-        let t = self.admin(reqwest::Method::POST, &format!("tenancies/{ns}/users/{user}/tokens"), json!({})).await;
+        let t = self
+            .admin(
+                reqwest::Method::POST,
+                &format!("tenancies/{ns}/users/{user}/tokens"),
+                json!({}),
+            )
+            .await;
         t["token"].as_str().unwrap().to_string()
     }
 
@@ -56,7 +75,10 @@ impl Api {
         let layer = format!("layer of {repo}:{tag}").into_bytes();
         let config = br#"{"architecture":"amd64","os":"linux"}"#.to_vec();
         for blob in [&layer, &config] {
-            let mut req = self.client.post(format!("{}/v2/{repo}/blobs/uploads/?digest={}", self.url, digest(blob))).body(blob.clone());
+            let mut req = self
+                .client
+                .post(format!("{}/v2/{repo}/blobs/uploads/?digest={}", self.url, digest(blob)))
+                .body(blob.clone());
             if let Some((u, p)) = creds {
                 req = req.basic_auth(u, Some(p));
             }
@@ -81,7 +103,13 @@ impl Api {
         req.send().await.unwrap().status()
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, creds: Option<(&str, &str)>, body: Option<Value>) -> (StatusCode, String) {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        creds: Option<(&str, &str)>,
+        body: Option<Value>,
+    ) -> (StatusCode, String) {
         let mut req = self.client.request(method, format!("{}{path}", self.url));
         if let Some((u, p)) = creds {
             req = req.basic_auth(u, Some(p));
@@ -112,8 +140,14 @@ async fn policy_table() {
     for ns in ["acme", "other"] {
         api.admin(M::POST, "tenancies", json!({ "namespace": ns })).await;
     }
-    api.admin(M::POST, "tenancies/acme/compartments", json!({ "name": "team" })).await;
-    api.admin(M::POST, "tenancies/acme/compartments", json!({ "name": "web", "parent": "team" })).await;
+    api.admin(M::POST, "tenancies/acme/compartments", json!({ "name": "team" }))
+        .await;
+    api.admin(
+        M::POST,
+        "tenancies/acme/compartments",
+        json!({ "name": "web", "parent": "team" }),
+    )
+    .await;
 
     // Scopes: where the policy points, and where the target repository lives.
     // tenancy:     policy in tenancy,          repo in acme root
@@ -121,23 +155,87 @@ async fn policy_table() {
     // subtree:     policy in compartment team, repo in web (child of team)
     // other:       policy in tenancy (acme),   repo in tenancy other
     let rows = [
-        Row { verb: "inspect", scope: "tenancy", expect: [true, false, false, false, false, false] },
-        Row { verb: "read", scope: "tenancy", expect: [true, true, false, false, false, false] },
-        Row { verb: "use", scope: "tenancy", expect: [true, true, true, false, false, false] },
-        Row { verb: "manage", scope: "tenancy", expect: [true, true, true, true, true, true] },
-        Row { verb: "inspect", scope: "compartment", expect: [true, false, false, false, false, false] },
-        Row { verb: "read", scope: "compartment", expect: [true, true, false, false, false, false] },
-        Row { verb: "use", scope: "compartment", expect: [true, true, true, false, false, false] },
+        Row {
+            verb: "inspect",
+            scope: "tenancy",
+            expect: [true, false, false, false, false, false],
+        },
+        Row {
+            verb: "read",
+            scope: "tenancy",
+            expect: [true, true, false, false, false, false],
+        },
+        Row {
+            verb: "use",
+            scope: "tenancy",
+            expect: [true, true, true, false, false, false],
+        },
+        Row {
+            verb: "manage",
+            scope: "tenancy",
+            expect: [true, true, true, true, true, true],
+        },
+        Row {
+            verb: "inspect",
+            scope: "compartment",
+            expect: [true, false, false, false, false, false],
+        },
+        Row {
+            verb: "read",
+            scope: "compartment",
+            expect: [true, true, false, false, false, false],
+        },
+        Row {
+            verb: "use",
+            scope: "compartment",
+            expect: [true, true, true, false, false, false],
+        },
         // New repositories are created in the root compartment, outside `team`.
-        Row { verb: "manage", scope: "compartment", expect: [true, true, true, false, true, true] },
-        Row { verb: "inspect", scope: "subtree", expect: [true, false, false, false, false, false] },
-        Row { verb: "read", scope: "subtree", expect: [true, true, false, false, false, false] },
-        Row { verb: "use", scope: "subtree", expect: [true, true, true, false, false, false] },
-        Row { verb: "manage", scope: "subtree", expect: [true, true, true, false, true, true] },
-        Row { verb: "inspect", scope: "other", expect: [false; 6] },
-        Row { verb: "read", scope: "other", expect: [false; 6] },
-        Row { verb: "use", scope: "other", expect: [false; 6] },
-        Row { verb: "manage", scope: "other", expect: [false; 6] },
+        Row {
+            verb: "manage",
+            scope: "compartment",
+            expect: [true, true, true, false, true, true],
+        },
+        Row {
+            verb: "inspect",
+            scope: "subtree",
+            expect: [true, false, false, false, false, false],
+        },
+        Row {
+            verb: "read",
+            scope: "subtree",
+            expect: [true, true, false, false, false, false],
+        },
+        Row {
+            verb: "use",
+            scope: "subtree",
+            expect: [true, true, true, false, false, false],
+        },
+        Row {
+            verb: "manage",
+            scope: "subtree",
+            expect: [true, true, true, false, true, true],
+        },
+        Row {
+            verb: "inspect",
+            scope: "other",
+            expect: [false; 6],
+        },
+        Row {
+            verb: "read",
+            scope: "other",
+            expect: [false; 6],
+        },
+        Row {
+            verb: "use",
+            scope: "other",
+            expect: [false; 6],
+        },
+        Row {
+            verb: "manage",
+            scope: "other",
+            expect: [false; 6],
+        },
     ];
     let mut failures = Vec::new();
     for (i, row) in rows.iter().enumerate() {
@@ -149,17 +247,31 @@ async fn policy_table() {
             "compartment" => ("compartment team".to_string(), Some("team")),
             _ => ("compartment team".to_string(), Some("web")),
         };
-        api.admin(M::POST, "tenancies/acme/groups", json!({ "name": group })).await;
+        api.admin(M::POST, "tenancies/acme/groups", json!({ "name": group }))
+            .await;
         let statement = format!("allow group {group} to {} repos in {policy_scope}", row.verb);
-        api.admin(M::PUT, &format!("tenancies/acme/policies/p{i}"), json!({ "statements": [statement] })).await;
+        api.admin(
+            M::PUT,
+            &format!("tenancies/acme/policies/p{i}"),
+            json!({ "statements": [statement] }),
+        )
+        .await;
         let token = api.user("acme", &user, &[&group]).await;
         let login = format!("acme/{user}");
         let creds = Some((login.as_str(), token.as_str()));
 
         // The target repository, with one image, made by the administrator.
         let repo = format!("{ns_of_repo}/target{i}");
-        api.admin(M::POST, "repos", json!({ "name": repo, "compartment": repo_compartment })).await;
-        assert_eq!(api.push(Some(("keelson/admin", ADMIN_TOKEN)), &repo, "v1").await, StatusCode::CREATED);
+        api.admin(
+            M::POST,
+            "repos",
+            json!({ "name": repo, "compartment": repo_compartment }),
+        )
+        .await;
+        assert_eq!(
+            api.push(Some(("keelson/admin", ADMIN_TOKEN)), &repo, "v1").await,
+            StatusCode::CREATED
+        );
 
         let (status, body) = api.call(M::GET, "/v2/_catalog", creds, None).await;
         let catalog = status == StatusCode::OK && body.contains(&format!("\"{repo}\""));
@@ -167,13 +279,25 @@ async fn policy_table() {
         let pull = status == StatusCode::OK;
         let push_existing = api.push(creds, &repo, "v2").await == StatusCode::CREATED;
         let push_new = api.push(creds, &format!("{ns_of_repo}/fresh{i}"), "v1").await == StatusCode::CREATED;
-        let (status, _) = api.call(M::DELETE, &format!("/v2/{repo}/manifests/v1"), creds, None).await;
+        let (status, _) = api
+            .call(M::DELETE, &format!("/v2/{repo}/manifests/v1"), creds, None)
+            .await;
         let delete = status == StatusCode::ACCEPTED;
-        let (status, _) = api.call(M::PATCH, &format!("/api/v1/repos/{repo}"), creds, Some(json!({ "public": true }))).await;
+        let (status, _) = api
+            .call(
+                M::PATCH,
+                &format!("/api/v1/repos/{repo}"),
+                creds,
+                Some(json!({ "public": true })),
+            )
+            .await;
         let make_public = status == StatusCode::OK;
         let got = [catalog, pull, push_existing, push_new, delete, make_public];
         if got != row.expect {
-            failures.push(format!("{} in {}: expected {:?}, got {:?}", row.verb, row.scope, row.expect, got));
+            failures.push(format!(
+                "{} in {}: expected {:?}, got {:?}",
+                row.verb, row.scope, row.expect, got
+            ));
         }
     }
     assert!(failures.is_empty(), "policy table mismatches:\n{}", failures.join("\n"));
@@ -189,21 +313,39 @@ async fn anonymous_public_private_and_cross_tenancy() {
     for ns in ["acme", "other"] {
         api.admin(M::POST, "tenancies", json!({ "namespace": ns })).await;
     }
-    api.admin(M::POST, "tenancies/other/groups", json!({ "name": "devs" })).await;
-    api.admin(M::PUT, "tenancies/other/policies/all", json!({ "statements": ["allow group devs to manage repos in tenancy"] })).await;
+    api.admin(M::POST, "tenancies/other/groups", json!({ "name": "devs" }))
+        .await;
+    api.admin(
+        M::PUT,
+        "tenancies/other/policies/all",
+        json!({ "statements": ["allow group devs to manage repos in tenancy"] }),
+    )
+    .await;
     let outsider = api.user("other", "eve", &["devs"]).await;
     assert_eq!(api.push(admin, "acme/private", "v1").await, StatusCode::CREATED);
     assert_eq!(api.push(admin, "acme/shared", "v1").await, StatusCode::CREATED);
-    api.admin(M::PATCH, "repos/acme/shared", json!({ "public": true })).await;
+    api.admin(M::PATCH, "repos/acme/shared", json!({ "public": true }))
+        .await;
 
     // /v2/ challenges anonymous callers with Docker's Bearer challenge.
     let (status, _) = api.call(M::GET, "/v2/", None, None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let resp = api.client.get(format!("{}/v2/acme/private/manifests/v1", api.url)).send().await.unwrap();
+    let resp = api
+        .client
+        .get(format!("{}/v2/acme/private/manifests/v1", api.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     let challenge = resp.headers()["www-authenticate"].to_str().unwrap().to_string();
-    assert!(challenge.starts_with("Bearer realm=\"http://") && challenge.contains("/token\""), "{challenge}");
-    assert!(challenge.contains("scope=\"repository:acme/private:pull\""), "{challenge}");
+    assert!(
+        challenge.starts_with("Bearer realm=\"http://") && challenge.contains("/token\""),
+        "{challenge}"
+    );
+    assert!(
+        challenge.contains("scope=\"repository:acme/private:pull\""),
+        "{challenge}"
+    );
     assert!(resp.text().await.unwrap().contains("UNAUTHORIZED"));
 
     // Public: anonymous pull works; anonymous push does not.
@@ -230,7 +372,9 @@ async fn anonymous_public_private_and_cross_tenancy() {
     assert_eq!(repos["repositories"], json!(["acme/shared", "other/mine"]));
 
     // Wrong tokens are refused.
-    let (status, _) = api.call(M::GET, "/v2/", Some(("other/eve", "not-the-token")), None).await;
+    let (status, _) = api
+        .call(M::GET, "/v2/", Some(("other/eve", "not-the-token")), None)
+        .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
@@ -241,10 +385,19 @@ async fn token_flow_refresh_and_revocation() {
     let api = Api::new(&node);
     use reqwest::Method as M;
     api.admin(M::POST, "tenancies", json!({ "namespace": "acme" })).await;
-    api.admin(M::POST, "tenancies/acme/groups", json!({ "name": "devs" })).await;
-    api.admin(M::PUT, "tenancies/acme/policies/p", json!({ "statements": ["allow group devs to use repos in tenancy"] })).await;
+    api.admin(M::POST, "tenancies/acme/groups", json!({ "name": "devs" }))
+        .await;
+    api.admin(
+        M::PUT,
+        "tenancies/acme/policies/p",
+        json!({ "statements": ["allow group devs to use repos in tenancy"] }),
+    )
+    .await;
     let token = api.user("acme", "ann", &["devs"]).await;
-    assert_eq!(api.push(Some(("keelson/admin", ADMIN_TOKEN)), "acme/app", "v1").await, StatusCode::CREATED);
+    assert_eq!(
+        api.push(Some(("keelson/admin", ADMIN_TOKEN)), "acme/app", "v1").await,
+        StatusCode::CREATED
+    );
 
     // Policy parse errors name the line, the column and what was expected.
     let resp = api
@@ -259,7 +412,10 @@ async fn token_flow_refresh_and_revocation() {
     let err: Value = resp.json().await.unwrap();
     assert_eq!(err["errors"][0]["detail"]["line"], 2);
     assert_eq!(err["errors"][0]["detail"]["column"], 21);
-    assert!(err["errors"][0]["detail"]["expected"].as_str().unwrap().contains("'manage'"));
+    assert!(err["errors"][0]["detail"]["expected"]
+        .as_str()
+        .unwrap()
+        .contains("'manage'"));
 
     // docker login's request: GET with Basic, offline_token=true → access and refresh tokens.
     let resp = api
@@ -277,21 +433,35 @@ async fn token_flow_refresh_and_revocation() {
     assert!(body["issued_at"].as_str().unwrap().ends_with('Z'));
     // The access claim holds exactly what the policy grants: use = pull + push, no delete.
     let claims = decode_claims(&access);
-    assert_eq!(claims["access"], json!([{"type": "repository", "name": "acme/app", "actions": ["pull", "push"]}]));
+    assert_eq!(
+        claims["access"],
+        json!([{"type": "repository", "name": "acme/app", "actions": ["pull", "push"]}])
+    );
 
     let bearer = |t: &str| format!("Bearer {t}");
-    let get = |t: String| api.client.get(format!("{}/v2/acme/app/manifests/v1", api.url)).header("Authorization", t).send();
+    let get = |t: String| {
+        api.client
+            .get(format!("{}/v2/acme/app/manifests/v1", api.url))
+            .header("Authorization", t)
+            .send()
+    };
     assert_eq!(get(bearer(&access)).await.unwrap().status(), StatusCode::OK);
     // A token for another repository does not open this one (401 asks for a new token).
     let resp = api
         .client
-        .get(format!("{}/token?service=keelson&scope=repository:acme/else:pull", api.url))
+        .get(format!(
+            "{}/token?service=keelson&scope=repository:acme/else:pull",
+            api.url
+        ))
         .basic_auth("acme/ann", Some(&token))
         .send()
         .await
         .unwrap();
     let other: Value = resp.json().await.unwrap();
-    assert_eq!(get(bearer(other["token"].as_str().unwrap())).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        get(bearer(other["token"].as_str().unwrap())).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
     // A forged token is refused.
     let forged = format!("{}x", &access[..access.len() - 1]);
     assert_eq!(get(bearer(&forged)).await.unwrap().status(), StatusCode::UNAUTHORIZED);
@@ -300,7 +470,14 @@ async fn token_flow_refresh_and_revocation() {
     let resp = api
         .client
         .post(format!("{}/token", api.url))
-        .form(&[("grant_type", "password"), ("username", "acme/ann"), ("password", &token), ("service", "keelson"), ("scope", "repository:acme/app:pull"), ("client_id", "containerd")])
+        .form(&[
+            ("grant_type", "password"),
+            ("username", "acme/ann"),
+            ("password", &token),
+            ("service", "keelson"),
+            ("scope", "repository:acme/app:pull"),
+            ("client_id", "containerd"),
+        ])
         .send()
         .await
         .unwrap();
@@ -308,44 +485,97 @@ async fn token_flow_refresh_and_revocation() {
     let resp = api
         .client
         .post(format!("{}/token", api.url))
-        .form(&[("grant_type", "refresh_token"), ("refresh_token", &refresh), ("service", "keelson"), ("scope", "repository:acme/app:pull")])
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &refresh),
+            ("service", "keelson"),
+            ("scope", "repository:acme/app:pull"),
+        ])
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let refreshed: Value = resp.json().await.unwrap();
-    assert_eq!(get(bearer(refreshed["token"].as_str().unwrap())).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        get(bearer(refreshed["token"].as_str().unwrap()))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
 
     // Two tokens at most; revoking one kills its logins and its refresh tokens.
     let second = api.admin(M::POST, "tenancies/acme/users/ann/tokens", json!({})).await;
-    let third = api.client.post(format!("{}/api/v1/tenancies/acme/users/ann/tokens", api.url)).basic_auth("keelson/admin", Some(ADMIN_TOKEN)).json(&json!({})).send().await.unwrap();
+    let third = api
+        .client
+        .post(format!("{}/api/v1/tenancies/acme/users/ann/tokens", api.url))
+        .basic_auth("keelson/admin", Some(ADMIN_TOKEN))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(third.status(), StatusCode::CONFLICT);
     let list = api.admin(M::GET, "tenancies/acme/users/ann/tokens", json!({})).await;
-    let first_id = list["tokens"].as_array().unwrap().iter().find(|t| t["id"] != second["id"]).unwrap()["id"].as_str().unwrap().to_string();
-    api.admin(M::DELETE, &format!("tenancies/acme/users/ann/tokens/{first_id}"), json!({})).await;
-    let (status, _) = api.call(M::GET, "/v2/acme/app/manifests/v1", Some(("acme/ann", &token)), None).await;
+    let first_id = list["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] != second["id"])
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    api.admin(
+        M::DELETE,
+        &format!("tenancies/acme/users/ann/tokens/{first_id}"),
+        json!({}),
+    )
+    .await;
+    let (status, _) = api
+        .call(M::GET, "/v2/acme/app/manifests/v1", Some(("acme/ann", &token)), None)
+        .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let resp = api
         .client
         .post(format!("{}/token", api.url))
-        .form(&[("grant_type", "refresh_token"), ("refresh_token", &refresh), ("service", "keelson")])
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &refresh),
+            ("service", "keelson"),
+        ])
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
-    let (status, _) = api.call(M::GET, "/v2/acme/app/manifests/v1", Some(("acme/oracleidentitycloudservice/ann", second["token"].as_str().unwrap())), None).await;
+    let (status, _) = api
+        .call(
+            M::GET,
+            "/v2/acme/app/manifests/v1",
+            Some(("acme/oracleidentitycloudservice/ann", second["token"].as_str().unwrap())),
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
 
     // Signing keys rotate without invalidating tokens already issued.
     api.admin(M::POST, "signing-keys/rotate", json!({})).await;
-    assert_eq!(get(bearer(refreshed["token"].as_str().unwrap())).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        get(bearer(refreshed["token"].as_str().unwrap()))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
 
     // Secrets never reach the log or the catalog's files in clear.
     drop(node);
     let mut haystack = Vec::new();
     collect_files(dir.path(), &mut haystack);
     for secret in [ADMIN_TOKEN, token.as_str(), second["token"].as_str().unwrap()] {
-        assert!(!haystack.windows(secret.len()).any(|w| w == secret.as_bytes()), "a secret was found in the data directory");
+        assert!(
+            !haystack.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "a secret was found in the data directory"
+        );
     }
 }
 
@@ -363,5 +593,10 @@ fn collect_files(dir: &std::path::Path, out: &mut Vec<u8>) {
 fn decode_claims(jwt: &str) -> Value {
     use base64::Engine;
     let payload = jwt.split('.').nth(1).unwrap();
-    serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap()
 }

@@ -7,19 +7,23 @@
 use rocksdb::{Direction, IteratorMode};
 
 use crate::command::*;
+use std::sync::Arc;
+
 use crate::db::Db;
 use crate::identity::IdentityState;
 use crate::keys::*;
+use crate::read_cache::ReadCache;
 use crate::state_machine::SharedIdentity;
 
 #[derive(Clone)]
 pub struct CatalogReader {
     db: Db,
     identity: SharedIdentity,
+    cache: Arc<ReadCache>,
 }
 
 /// A failure to read the local catalog (disk or decoding trouble; never "not found").
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("catalog read failed: {0}")]
 pub struct ReadError(String);
 
@@ -38,8 +42,8 @@ pub struct Page {
 }
 
 impl CatalogReader {
-    pub(crate) fn new(db: Db, identity: SharedIdentity) -> Self {
-        CatalogReader { db, identity }
+    pub(crate) fn new(db: Db, identity: SharedIdentity, cache: Arc<ReadCache>) -> Self {
+        CatalogReader { db, identity, cache }
     }
 
     /// Runs `f` on the applied identity state (held in memory on every node).
@@ -61,20 +65,26 @@ impl CatalogReader {
     }
 
     pub fn repo(&self, repo: &str) -> Result<Option<RepoRecord>> {
-        self.get(CF_REPOS, repo.as_bytes())
+        self.cache
+            .read_through(&self.cache.repos, repo.as_bytes().to_vec(), || {
+                self.get(CF_REPOS, repo.as_bytes())
+            })
     }
 
     /// The blob's record, only when it is linked into `repo`.
     pub fn blob_in_repo(&self, repo: &str, digest: &str) -> Result<Option<BlobRecord>> {
-        if self
-            .db
-            .get_pinned_cf(self.cf(CF_REPO_BLOBS)?, join(&[repo, digest]))
-            .map_err(err)?
-            .is_none()
-        {
-            return Ok(None);
-        }
-        self.blob(digest)
+        let key = join(&[repo, digest]);
+        self.cache.read_through(&self.cache.repo_blobs, key.clone(), || {
+            if self
+                .db
+                .get_pinned_cf(self.cf(CF_REPO_BLOBS)?, &key)
+                .map_err(err)?
+                .is_none()
+            {
+                return Ok(None);
+            }
+            self.blob(digest)
+        })
     }
 
     /// The blob's record, in whatever repo.
@@ -84,18 +94,21 @@ impl CatalogReader {
 
     /// The digest a tag points at.
     pub fn tag(&self, repo: &str, tag: &str) -> Result<Option<String>> {
-        match self
-            .db
-            .get_pinned_cf(self.cf(CF_TAGS)?, join(&[repo, tag]))
-            .map_err(err)?
-        {
-            None => Ok(None),
-            Some(bytes) => Ok(Some(String::from_utf8(bytes.to_vec()).map_err(err)?)),
-        }
+        let key = join(&[repo, tag]);
+        self.cache.read_through(&self.cache.tags, key.clone(), || {
+            match self.db.get_pinned_cf(self.cf(CF_TAGS)?, &key).map_err(err)? {
+                None => Ok(None),
+                Some(bytes) => Ok(Some(String::from_utf8(bytes.to_vec()).map_err(err)?)),
+            }
+        })
     }
 
     pub fn manifest(&self, repo: &str, digest: &str) -> Result<Option<ManifestRecord>> {
-        self.get(CF_MANIFESTS, &join(&[repo, digest]))
+        let key = join(&[repo, digest]);
+        let cached = self.cache.read_through(&self.cache.manifests, key.clone(), || {
+            Ok(self.get::<ManifestRecord>(CF_MANIFESTS, &key)?.map(Arc::new))
+        })?;
+        Ok(cached.map(|m| (*m).clone()))
     }
 
     /// Tags of `repo` in lexical order, after `last`, at most `limit`.

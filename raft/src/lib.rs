@@ -14,6 +14,8 @@ mod log_store;
 pub mod network;
 pub mod node;
 pub mod peer;
+mod read_cache;
+mod read_index;
 mod state_machine;
 pub mod types;
 

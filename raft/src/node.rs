@@ -16,6 +16,7 @@ use crate::command::{CatalogCommand, CatalogResponse};
 use crate::log_store::LogStore;
 use crate::network::{decode, encode, GrpcNetwork, PeerChannels};
 use crate::peer::{ForwardError, ForwardReply, ForwardResult, Forwarded};
+use crate::read_index::ReadBatcher;
 use crate::state_machine::StateMachineStore;
 use crate::types::{KeelsonRaft, NodeId, NodeInfo};
 
@@ -34,7 +35,7 @@ pub struct CatalogConfig {
 }
 
 /// Failures of catalog operations, as the API must tell them apart.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum CatalogError {
     #[error("opening the catalog store failed: {0}")]
     Open(String),
@@ -55,6 +56,7 @@ pub struct Catalog {
     reader: CatalogReader,
     node_id: NodeId,
     channels: PeerChannels,
+    reads: Arc<ReadBatcher>,
 }
 
 /// A member as `cluster status` shows it.
@@ -97,6 +99,7 @@ impl Catalog {
         let state_machine =
             StateMachineStore::new(db.clone(), config.dir.join("snapshots")).map_err(|e| open_err(&e))?;
         let identity = state_machine.identity();
+        let read_cache = state_machine.read_cache();
         let raft_config = Config {
             cluster_name: "keelson".into(),
             heartbeat_interval: 200,
@@ -117,9 +120,10 @@ impl Catalog {
             .map_err(|e| open_err(&e))?;
         let catalog = Catalog {
             raft,
-            reader: CatalogReader::new(db, identity),
+            reader: CatalogReader::new(db, identity, read_cache),
             node_id: config.node_id,
             channels,
+            reads: Arc::new(ReadBatcher::default()),
         };
         if config.bootstrap_single && !catalog.is_initialized().await? {
             catalog
@@ -186,6 +190,40 @@ impl Catalog {
 
     /// Waits until this node has applied every entry committed before the call (read-index).
     pub async fn linearizable(&self) -> Result<(), CatalogError> {
+        if self.sole_voter_caught_up() {
+            return Ok(());
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.reads.join(tx) {
+            let this = self.clone();
+            tokio::spawn(async move {
+                while let Some(batch) = this.reads.next_batch() {
+                    let result = this.linearizable_now().await;
+                    for waiter in batch {
+                        let _ = waiter.send(result.clone());
+                    }
+                }
+            });
+        }
+        rx.await
+            .map_err(|_| CatalogError::Unavailable("read batch dropped".into()))?
+    }
+
+    /// A leader that is the only voter, with every log entry applied, already holds every
+    /// acknowledged write and cannot be deposed by anyone: its local state is linearizable.
+    fn sole_voter_caught_up(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let mut voters = m.membership_config.membership().voter_ids();
+        m.state == ServerState::Leader
+            && voters.next() == Some(self.node_id)
+            && voters.next().is_none()
+            && m.last_log_index.is_some()
+            && m.last_applied.map(|l| l.index) == m.last_log_index
+    }
+
+    /// One read-index round, not shared with other readers.
+    async fn linearizable_now(&self) -> Result<(), CatalogError> {
         match self.raft.ensure_linearizable().await {
             Ok(_) => return Ok(()),
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => {}

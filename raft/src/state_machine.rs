@@ -21,6 +21,7 @@ use crate::command::*;
 use crate::db::Db;
 use crate::identity::IdentityState;
 use crate::keys::*;
+use crate::read_cache::ReadCache;
 use crate::types::{Entry, NodeId, NodeInfo, StorageError, TypeConfig};
 
 pub struct StateMachineStore {
@@ -28,6 +29,7 @@ pub struct StateMachineStore {
     snapshot_dir: PathBuf,
     snapshot_seq: u64,
     identity: SharedIdentity,
+    cache: Arc<ReadCache>,
 }
 
 /// The in-memory identity state, shared with every reader on this node.
@@ -53,6 +55,7 @@ impl StateMachineStore {
             snapshot_dir,
             snapshot_seq: 0,
             identity: Default::default(),
+            cache: Default::default(),
         };
         store
             .reload_identity()
@@ -62,6 +65,10 @@ impl StateMachineStore {
 
     pub fn identity(&self) -> SharedIdentity {
         self.identity.clone()
+    }
+
+    pub fn read_cache(&self) -> Arc<ReadCache> {
+        self.cache.clone()
     }
 
     /// Loads the persisted identity state into memory.
@@ -380,6 +387,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut answers = Vec::new();
         for entry in entries {
             let mut batch = WriteBatch::default();
+            let touches_catalog =
+                matches!(&entry.payload, EntryPayload::Normal(c) if !matches!(c, CatalogCommand::Identity(_)));
             let answer = match entry.payload {
                 EntryPayload::Blank => CatalogResponse::Applied,
                 EntryPayload::Normal(cmd) => self.apply_command(&mut batch, cmd)?,
@@ -390,7 +399,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 }
             };
             self.put(&mut batch, CF_SM_META, KEY_LAST_APPLIED, &Some(entry.log_id))?;
-            self.db.write(batch).map_err(io_err)?;
+            if touches_catalog {
+                self.cache.write(|| self.db.write(batch)).map_err(io_err)?;
+            } else {
+                self.db.write(batch).map_err(io_err)?;
+            }
             answers.push(answer);
         }
         Ok(answers)
@@ -402,6 +415,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             snapshot_dir: self.snapshot_dir.clone(),
             snapshot_seq: self.snapshot_seq + 1,
             identity: self.identity.clone(),
+            cache: self.cache.clone(),
         }
     }
 
@@ -430,7 +444,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.put(&mut batch, CF_SM_META, KEY_MEMBERSHIP, &meta.last_membership)?;
         let mut opts = rocksdb::WriteOptions::default();
         opts.set_sync(true);
-        self.db.write_opt(batch, &opts).map_err(io_err)?;
+        self.cache.write(|| self.db.write_opt(batch, &opts)).map_err(io_err)?;
         self.reload_identity()?;
         self.write_snapshot_file(&bytes)
     }

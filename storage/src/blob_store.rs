@@ -8,23 +8,51 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
 use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 
+use crate::cache::SmallBlobCache;
 use crate::digest::Digest;
 
 /// Read chunk size for streaming a blob out.
 const READ_CHUNK: usize = 1 << 20;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct BlobStore {
     root: PathBuf,
+    cache: Arc<SmallBlobCache>,
 }
+
+/// Memory the small-blob cache may use, and the largest blob it keeps.
+const CACHE_BYTES: usize = 64 << 20;
+const CACHE_ENTRY: usize = 256 << 10;
 
 impl BlobStore {
     pub fn open(root: PathBuf) -> io::Result<BlobStore> {
         std::fs::create_dir_all(root.join("sha256"))?;
-        Ok(BlobStore { root })
+        Ok(BlobStore {
+            root,
+            cache: Arc::new(SmallBlobCache::new(CACHE_BYTES, CACHE_ENTRY)),
+        })
+    }
+
+    /// A range of a small blob from memory, when cached.
+    pub fn cached_range(&self, digest: &Digest, offset: u64, len: u64) -> Option<Bytes> {
+        let whole = self.cache.get(digest)?;
+        let end = offset.checked_add(len)?;
+        (end <= whole.len() as u64).then(|| whole.slice(offset as usize..end as usize))
+    }
+
+    /// Reads a small blob whole (caching it) and returns the requested range.
+    pub fn read_small(&self, digest: &Digest, size: u64, offset: u64, len: u64) -> io::Result<Bytes> {
+        if size as usize > self.cache.max_entry() {
+            return self.read_range(digest, offset, len);
+        }
+        let whole = self.read_range(digest, 0, size)?;
+        self.cache.insert(digest, whole.clone());
+        Ok(whole.slice(offset as usize..(offset + len) as usize))
     }
 
     pub fn path(&self, digest: &Digest) -> PathBuf {

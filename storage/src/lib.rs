@@ -5,6 +5,7 @@
 //! holders) is then committed to the catalog by the caller.
 
 pub mod blob_store;
+pub mod cache;
 pub mod digest;
 pub mod error;
 pub mod placement;

@@ -37,6 +37,8 @@ pub enum Principal {
     Bearer {
         sub: String,
         access: Vec<jwt::Access>,
+        /// Expiry (seconds since the epoch).
+        exp: u64,
     },
 }
 
@@ -141,10 +143,38 @@ pub fn authenticate(state: &IdentityState, authorization: Option<&str>) -> Resul
         return Ok(Principal::Bearer {
             sub: claims.sub,
             access: claims.access,
+            exp: claims.exp,
         });
     }
     let (user, password) = basic_credentials(value)?;
     login(state, &user, &password)
+}
+
+/// Registry tokens this node has already verified, so a client reusing its token for many
+/// requests pays for one signature check, not one per request. Entries die with the token.
+#[derive(Default)]
+pub struct VerifiedTokens {
+    map: Mutex<HashMap<String, (Principal, u64)>>,
+}
+
+/// Tokens remembered at most (the map is emptied when full; it refills on demand).
+const VERIFIED_MAX: usize = 10_000;
+
+impl VerifiedTokens {
+    pub fn get(&self, authorization: &str, now_secs: u64) -> Option<Principal> {
+        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(authorization)
+            .filter(|(_, exp)| *exp > now_secs)
+            .map(|(p, _)| p.clone())
+    }
+
+    pub fn insert(&self, authorization: &str, principal: Principal, exp: u64) {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= VERIFIED_MAX {
+            map.clear();
+        }
+        map.insert(authorization.to_string(), (principal, exp));
+    }
 }
 
 /// Last use of each auth token seen by this node, flushed to the catalog in batches.

@@ -108,18 +108,15 @@ pub async fn get<B>(
     if head || len == 0 {
         return Ok(reply.body(body::empty()));
     }
-    if !reg.store.contains(&digest) {
-        // Recorded in the catalog but not on this node: fetching from a holder arrives with
-        // the placement work; until then this node cannot serve it.
-        return Err(
-            ApiError::new(ErrorCode::Unavailable, "blob is not available on this node")
-                .with_header("Retry-After", "1".into()),
-        );
-    }
-    let body = if len <= SMALL_BLOB {
+    let body = if let Some(bytes) = reg.store.cached_range(&digest, start, len) {
+        body::full(bytes)
+    } else if !reg.store.contains(&digest) {
+        // Recorded in the catalog but held elsewhere: stream it from a holder.
+        body::channel(crate::placement::fetch_remote(reg, &digest, &record, start, len).await?)
+    } else if len <= SMALL_BLOB {
         let store = reg.store.clone();
         let d = digest.clone();
-        let bytes = tokio::task::spawn_blocking(move || store.read_range(&d, start, len))
+        let bytes = tokio::task::spawn_blocking(move || store.read_small(&d, size, start, len))
             .await
             .map_err(|e| keelson_storage::StorageError::Io(std::io::Error::other(e)))?
             .map_err(keelson_storage::StorageError::Io)?;

@@ -65,7 +65,7 @@ fn page_response(
 }
 
 pub async fn catalog<B>(reg: &Cx<'_>, req: &Request<B>) -> Result<Response<Body>, ApiError> {
-    access::require_identity(reg, "registry:catalog:*")?;
+    access::require_identity(reg, Some("registry:catalog:*"))?;
     let p = pagination(req, reg.limits.max_page)?;
     reg.catalog.linearizable().await?;
     let page = visible_repos(reg, p.last.as_deref(), p.n.unwrap_or(usize::MAX))?;

@@ -28,7 +28,10 @@ impl Keelson {
 
     /// Starts a node with identity enforced and the cluster administrator's token preset.
     pub fn start_secured(data_dir: &Path, admin_token: &str) -> Keelson {
-        Keelson::start_with_env(data_dir, &[("KEELSON_AUTH", "enforce"), ("KEELSON_BOOTSTRAP_TOKEN", admin_token)])
+        Keelson::start_with_env(
+            data_dir,
+            &[("KEELSON_AUTH", "enforce"), ("KEELSON_BOOTSTRAP_TOKEN", admin_token)],
+        )
     }
 
     /// Starts a node with extra environment variables.
