@@ -1,12 +1,11 @@
 //! `keelson cluster …`: a thin client of a node's management API (`/api/v1/cluster/…`).
 
-use bytes::Bytes;
 use clap::Subcommand;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use keelson_raft::ClusterStatus;
 use serde_json::json;
+
+pub use crate::http_client::CliError;
+use crate::http_client::Target;
 
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
@@ -34,62 +33,15 @@ pub enum ClusterCommand {
     },
 }
 
-/// A failed management call.
-#[derive(Debug, thiserror::Error)]
-pub enum CliError {
-    #[error("cannot reach {0}: {1}")]
-    Connect(String, String),
-    #[error("{0} answered {1}: {2}")]
-    Refused(String, u16, String),
-    #[error("unexpected answer: {0}")]
-    Decode(String),
-}
-
-async fn call(
-    node: &str,
-    method: &str,
-    path: &str,
-    body: Option<serde_json::Value>,
-) -> Result<serde_json::Value, CliError> {
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let base = if node.starts_with("http://") {
-        node.to_string()
-    } else {
-        format!("http://{node}")
-    };
-    let url = format!("{}{path}", base.trim_end_matches('/'));
-    let req = hyper::Request::builder()
-        .method(method)
-        .uri(&url)
-        .header("Content-Type", "application/json")
-        .body(Full::new(Bytes::from(body.map(|b| b.to_string()).unwrap_or_default())))
-        .map_err(|e| CliError::Connect(url.clone(), e.to_string()))?;
-    let resp = client
-        .request(req)
-        .await
-        .map_err(|e| CliError::Connect(url.clone(), e.to_string()))?;
-    let status = resp.status();
-    let bytes = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| CliError::Connect(url.clone(), e.to_string()))?
-        .to_bytes();
-    if !status.is_success() {
-        return Err(CliError::Refused(
-            url,
-            status.as_u16(),
-            String::from_utf8_lossy(&bytes).into_owned(),
-        ));
-    }
-    serde_json::from_slice(&bytes).map_err(|e| CliError::Decode(e.to_string()))
-}
-
-pub async fn run(node: &str, command: ClusterCommand) -> Result<(), CliError> {
+pub async fn run(target: &Target, command: ClusterCommand) -> Result<(), CliError> {
+    let node = target.node.as_str();
     match command {
         ClusterCommand::Init => {
-            call(node, "POST", "/api/v1/cluster/init", None).await?;
+            let answer = target.call("POST", "/api/v1/cluster/init", None).await?;
             println!("cluster initialised with {node} as its first voter");
+            if let Some(token) = answer["admin_token"].as_str() {
+                println!("cluster administrator: keelson/admin, auth token (shown once): {token}");
+            }
         }
         ClusterCommand::Add {
             id,
@@ -98,16 +50,18 @@ pub async fn run(node: &str, command: ClusterCommand) -> Result<(), CliError> {
             fault_domain,
         } => {
             let spec = json!({ "id": id, "api_addr": api, "peer_addr": peer_addr, "fault_domain": fault_domain });
-            call(node, "POST", "/api/v1/cluster/members", Some(spec)).await?;
+            target.call("POST", "/api/v1/cluster/members", Some(spec)).await?;
             println!("node {id} added as a voter");
         }
         ClusterCommand::Remove { id } => {
-            call(node, "DELETE", &format!("/api/v1/cluster/members/{id}"), None).await?;
+            target
+                .call("DELETE", &format!("/api/v1/cluster/members/{id}"), None)
+                .await?;
             println!("node {id} removed");
         }
         ClusterCommand::Status { json } => {
             let mut status: ClusterStatus =
-                serde_json::from_value(call(node, "GET", "/api/v1/cluster/status", None).await?)
+                serde_json::from_value(target.call("GET", "/api/v1/cluster/status", None).await?)
                     .map_err(|e| CliError::Decode(e.to_string()))?;
             // Replication lag is known to the leader only: ask it when we asked a follower.
             if status.state != "leader" {
@@ -116,7 +70,7 @@ pub async fn run(node: &str, command: ClusterCommand) -> Result<(), CliError> {
                     .and_then(|l| status.members.iter().find(|m| m.id == l))
                     .map(|m| m.api_addr.clone())
                 {
-                    if let Ok(v) = call(&leader, "GET", "/api/v1/cluster/status", None).await {
+                    if let Ok(v) = target.on(&leader).call("GET", "/api/v1/cluster/status", None).await {
                         if let Ok(s) = serde_json::from_value::<ClusterStatus>(v) {
                             status = s;
                         }

@@ -3,8 +3,10 @@
 //!
 //! The binary (`main.rs`) only parses the command line and calls [`start`].
 
+pub mod admin_cli;
 pub mod cluster_cli;
 pub mod config;
+pub mod http_client;
 pub mod lb;
 
 use std::net::SocketAddr;

@@ -1,7 +1,9 @@
 //! `keelson`: the command line.
 
 use clap::{Parser, Subcommand};
+use keelson::admin_cli::AdminCommand;
 use keelson::cluster_cli::ClusterCommand;
+use keelson::http_client::Target;
 use keelson::ServeArgs;
 use tracing_subscriber::EnvFilter;
 
@@ -18,11 +20,17 @@ enum Command {
     Serve(ServeArgs),
     /// Manage the cluster through any member's API.
     Cluster {
-        /// API address of the node to talk to.
-        #[arg(long, env = "KEELSON_NODE", default_value = "127.0.0.1:5000", global = true)]
-        node: String,
+        #[command(flatten)]
+        target: TargetArgs,
         #[command(subcommand)]
         command: ClusterCommand,
+    },
+    /// Manage tenancies, users, groups, policies, auth tokens and repositories.
+    Admin {
+        #[command(flatten)]
+        target: TargetArgs,
+        #[command(subcommand)]
+        command: AdminCommand,
     },
     /// A round-robin TCP load balancer (for local clusters and tests).
     Lb {
@@ -32,6 +40,40 @@ enum Command {
         #[arg(long = "backend", required = true)]
         backends: Vec<String>,
     },
+}
+
+/// Which node to talk to, and as whom.
+#[derive(Debug, clap::Args)]
+struct TargetArgs {
+    /// API address of the node to talk to.
+    #[arg(long, env = "KEELSON_NODE", default_value = "127.0.0.1:5000", global = true)]
+    node: String,
+    /// User to authenticate as (`<namespace>/<user>`, or `keelson/admin`).
+    #[arg(id = "auth_user", long = "user", env = "KEELSON_USER", global = true)]
+    auth_user: Option<String>,
+    /// That user's auth token.
+    #[arg(
+        id = "auth_token",
+        long = "token",
+        env = "KEELSON_TOKEN",
+        global = true,
+        hide_env_values = true
+    )]
+    auth_token: Option<String>,
+}
+
+impl TargetArgs {
+    fn target(self) -> Target {
+        let credentials = match (self.auth_user, self.auth_token) {
+            (Some(u), Some(t)) => Some((u, t)),
+            (None, Some(t)) => Some(("keelson/admin".to_string(), t)),
+            _ => None,
+        };
+        Target {
+            node: self.node,
+            credentials,
+        }
+    }
 }
 
 /// Anything that ends the command with an error.
@@ -69,7 +111,8 @@ fn main() -> std::process::ExitCode {
                 tracing::info!("shutting down");
                 node.shutdown().await;
             }
-            Command::Cluster { node, command } => keelson::cluster_cli::run(&node, command).await?,
+            Command::Cluster { target, command } => keelson::cluster_cli::run(&target.target(), command).await?,
+            Command::Admin { target, command } => keelson::admin_cli::run(&target.target(), command).await?,
             Command::Lb { listen, backends } => keelson::lb::run(&listen, backends).await?,
         }
         Ok(())

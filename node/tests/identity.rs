@@ -600,3 +600,69 @@ fn decode_claims(jwt: &str) -> Value {
     )
     .unwrap()
 }
+
+/// The `keelson admin` commands drive the same management API end to end.
+#[tokio::test]
+async fn admin_cli_walkthrough() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Keelson::start_secured(dir.path(), ADMIN_TOKEN);
+    let admin = |args: &[&str]| -> Value {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_keelson"))
+            .arg("admin")
+            .args(args)
+            .env("KEELSON_NODE", node.host())
+            .env("KEELSON_USER", "keelson/admin")
+            .env("KEELSON_TOKEN", ADMIN_TOKEN)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "keelson admin {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    admin(&["tenancy-create", "acme"]);
+    admin(&["compartment-create", "acme", "team"]);
+    admin(&["group-create", "acme", "devs"]);
+    admin(&[
+        "policy-set",
+        "acme",
+        "devs",
+        "allow group devs to manage repos in tenancy",
+    ]);
+    admin(&["user-create", "acme", "ann"]);
+    admin(&["group-add", "acme", "devs", "ann"]);
+    let created = admin(&["token-create", "acme", "ann", "--description", "ci"]);
+    let token = created["token"].as_str().unwrap().to_string();
+    let listed = admin(&["token-list", "acme", "ann"]);
+    assert_eq!(listed["tokens"][0]["description"], "ci");
+    assert!(
+        !listed.to_string().contains(&token),
+        "listing must never show the secret"
+    );
+    let shown = admin(&["tenancy-show", "acme"]);
+    assert_eq!(shown["groups"]["devs"], json!(["ann"]));
+
+    let api = Api::new(&node);
+    assert_eq!(
+        api.push(Some(("acme/ann", &token)), "acme/app", "v1").await,
+        StatusCode::CREATED
+    );
+    admin(&["repo-move", "acme/app", "team"]);
+    admin(&["repo-visibility", "acme/app", "public"]);
+    let repo = admin(&["repo-show", "acme/app"]);
+    assert_eq!(
+        (repo["public"].clone(), repo["compartment"].clone()),
+        (json!(true), json!("team"))
+    );
+    let (status, _) = api
+        .call(reqwest::Method::GET, "/v2/acme/app/manifests/v1", None, None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "a public repository pulls anonymously");
+    admin(&["token-revoke", "acme", "ann", created["id"].as_str().unwrap()]);
+    assert_eq!(
+        api.push(Some(("acme/ann", &token)), "acme/app", "v2").await,
+        StatusCode::UNAUTHORIZED
+    );
+}

@@ -71,7 +71,11 @@ pub async fn cluster(reg: &Cx<'_>, rest: &str, req: Request<Incoming>) -> Result
             Ok(json_reply(StatusCode::OK, &status))
         }
         ("POST", "init") => {
-            access::administer_cluster(reg)?;
+            // A pristine cluster has no identity yet: whoever can reach it initialises it (and
+            // receives the administrator token). Once initialised, init is refused below.
+            if reg.catalog.is_initialized().await? {
+                access::administer_cluster(reg)?;
+            }
             let members: BTreeMap<u64, NodeInfo> = match read_json::<Vec<MemberSpec>>(req).await? {
                 Some(list) if !list.is_empty() => list.into_iter().map(|m| (m.id, node_info(m))).collect(),
                 _ => BTreeMap::from([(reg.catalog.node_id(), reg.self_node.clone())]),

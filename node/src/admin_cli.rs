@@ -1,0 +1,234 @@
+//! `keelson admin …`: tenancies, compartments, users, groups, policies, auth tokens and
+//! repositories, through any node's management API (`/api/v1/…`). Credentials come from
+//! `--user`/`--token` or `KEELSON_USER`/`KEELSON_TOKEN` (the cluster administrator is
+//! `keelson/admin`; tenancy administrators manage their own tenancy).
+
+use clap::Subcommand;
+use serde_json::{json, Value};
+
+use crate::http_client::{CliError, Target};
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create a tenancy (its namespace is the first path segment of its repositories).
+    TenancyCreate {
+        namespace: String,
+    },
+    /// Show a tenancy's compartments, users, groups and policies.
+    TenancyShow {
+        namespace: String,
+    },
+    /// Create a compartment (under the root unless --parent).
+    CompartmentCreate {
+        namespace: String,
+        name: String,
+        #[arg(long)]
+        parent: Option<String>,
+    },
+    UserCreate {
+        namespace: String,
+        user: String,
+    },
+    UserDelete {
+        namespace: String,
+        user: String,
+    },
+    GroupCreate {
+        namespace: String,
+        group: String,
+    },
+    GroupAdd {
+        namespace: String,
+        group: String,
+        user: String,
+    },
+    GroupRemove {
+        namespace: String,
+        group: String,
+        user: String,
+    },
+    /// Create or replace a policy: one or more statements such as
+    /// "allow group devs to manage repos in compartment team".
+    PolicySet {
+        namespace: String,
+        name: String,
+        #[arg(required = true)]
+        statements: Vec<String>,
+        #[arg(long)]
+        compartment: Option<String>,
+    },
+    PolicyDelete {
+        namespace: String,
+        name: String,
+    },
+    /// Generate an auth token (shown once) — the password for `docker login`.
+    TokenCreate {
+        namespace: String,
+        user: String,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List a user's tokens (ids, descriptions, creation and last use; never the secrets).
+    TokenList {
+        namespace: String,
+        user: String,
+    },
+    TokenRevoke {
+        namespace: String,
+        user: String,
+        id: String,
+    },
+    /// Create an empty repository (pushing also creates one, private, in the root compartment).
+    RepoCreate {
+        name: String,
+        #[arg(long)]
+        public: bool,
+        #[arg(long)]
+        compartment: Option<String>,
+    },
+    RepoShow {
+        name: String,
+    },
+    /// Make a repository public (anonymous pulls) or private again.
+    RepoVisibility {
+        name: String,
+        #[arg(value_parser = ["public", "private"])]
+        visibility: String,
+    },
+    /// Move a repository to another compartment ("" for the root).
+    RepoMove {
+        name: String,
+        compartment: String,
+    },
+    RepoDelete {
+        name: String,
+    },
+    /// Start signing registry tokens with a new key (tokens already issued stay valid).
+    RotateSigningKey,
+}
+
+fn show(value: &Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
+    );
+}
+
+pub async fn run(target: &Target, command: AdminCommand) -> Result<(), CliError> {
+    use AdminCommand::*;
+    let t = |ns: &str, rest: &str| format!("/api/v1/tenancies/{ns}{rest}");
+    let answer = match command {
+        TenancyCreate { namespace } => {
+            target
+                .call("POST", "/api/v1/tenancies", Some(json!({ "namespace": namespace })))
+                .await?
+        }
+        TenancyShow { namespace } => target.call("GET", &t(&namespace, ""), None).await?,
+        CompartmentCreate {
+            namespace,
+            name,
+            parent,
+        } => {
+            target
+                .call(
+                    "POST",
+                    &t(&namespace, "/compartments"),
+                    Some(json!({ "name": name, "parent": parent })),
+                )
+                .await?
+        }
+        UserCreate { namespace, user } => {
+            target
+                .call("POST", &t(&namespace, "/users"), Some(json!({ "name": user })))
+                .await?
+        }
+        UserDelete { namespace, user } => {
+            target
+                .call("DELETE", &t(&namespace, &format!("/users/{user}")), None)
+                .await?
+        }
+        GroupCreate { namespace, group } => {
+            target
+                .call("POST", &t(&namespace, "/groups"), Some(json!({ "name": group })))
+                .await?
+        }
+        GroupAdd { namespace, group, user } => {
+            target
+                .call("PUT", &t(&namespace, &format!("/groups/{group}/members/{user}")), None)
+                .await?
+        }
+        GroupRemove { namespace, group, user } => {
+            target
+                .call(
+                    "DELETE",
+                    &t(&namespace, &format!("/groups/{group}/members/{user}")),
+                    None,
+                )
+                .await?
+        }
+        PolicySet {
+            namespace,
+            name,
+            statements,
+            compartment,
+        } => {
+            let body = json!({ "statements": statements, "compartment": compartment });
+            target
+                .call("PUT", &t(&namespace, &format!("/policies/{name}")), Some(body))
+                .await?
+        }
+        PolicyDelete { namespace, name } => {
+            target
+                .call("DELETE", &t(&namespace, &format!("/policies/{name}")), None)
+                .await?
+        }
+        TokenCreate {
+            namespace,
+            user,
+            description,
+        } => {
+            let body = json!({ "description": description });
+            target
+                .call("POST", &t(&namespace, &format!("/users/{user}/tokens")), Some(body))
+                .await?
+        }
+        TokenList { namespace, user } => {
+            target
+                .call("GET", &t(&namespace, &format!("/users/{user}/tokens")), None)
+                .await?
+        }
+        TokenRevoke { namespace, user, id } => {
+            target
+                .call("DELETE", &t(&namespace, &format!("/users/{user}/tokens/{id}")), None)
+                .await?
+        }
+        RepoCreate {
+            name,
+            public,
+            compartment,
+        } => {
+            let body = json!({ "name": name, "public": public, "compartment": compartment });
+            target.call("POST", "/api/v1/repos", Some(body)).await?
+        }
+        RepoShow { name } => target.call("GET", &format!("/api/v1/repos/{name}"), None).await?,
+        RepoVisibility { name, visibility } => {
+            let body = json!({ "public": visibility == "public" });
+            target
+                .call("PATCH", &format!("/api/v1/repos/{name}"), Some(body))
+                .await?
+        }
+        RepoMove { name, compartment } => {
+            target
+                .call(
+                    "PATCH",
+                    &format!("/api/v1/repos/{name}"),
+                    Some(json!({ "compartment": compartment })),
+                )
+                .await?
+        }
+        RepoDelete { name } => target.call("DELETE", &format!("/api/v1/repos/{name}"), None).await?,
+        RotateSigningKey => target.call("POST", "/api/v1/signing-keys/rotate", None).await?,
+    };
+    show(&answer);
+    Ok(())
+}
