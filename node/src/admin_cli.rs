@@ -108,10 +108,7 @@ pub enum AdminCommand {
 }
 
 fn show(value: &Value) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
-    );
+    crate::http_client::say(&serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string()));
 }
 
 pub async fn run(target: &Target, command: AdminCommand) -> Result<(), CliError> {

@@ -5,7 +5,7 @@ use keelson_raft::ClusterStatus;
 use serde_json::json;
 
 pub use crate::http_client::CliError;
-use crate::http_client::Target;
+use crate::http_client::{say, Target};
 
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
@@ -38,9 +38,11 @@ pub async fn run(target: &Target, command: ClusterCommand) -> Result<(), CliErro
     match command {
         ClusterCommand::Init => {
             let answer = target.call("POST", "/api/v1/cluster/init", None).await?;
-            println!("cluster initialised with {node} as its first voter");
+            say(&format!("cluster initialised with {node} as its first voter"));
             if let Some(token) = answer["admin_token"].as_str() {
-                println!("cluster administrator: keelson/admin, auth token (shown once): {token}");
+                say(&format!(
+                    "cluster administrator: keelson/admin, auth token (shown once): {token}"
+                ));
             }
         }
         ClusterCommand::Add {
@@ -51,13 +53,13 @@ pub async fn run(target: &Target, command: ClusterCommand) -> Result<(), CliErro
         } => {
             let spec = json!({ "id": id, "api_addr": api, "peer_addr": peer_addr, "fault_domain": fault_domain });
             target.call("POST", "/api/v1/cluster/members", Some(spec)).await?;
-            println!("node {id} added as a voter");
+            say(&format!("node {id} added as a voter"));
         }
         ClusterCommand::Remove { id } => {
             target
                 .call("DELETE", &format!("/api/v1/cluster/members/{id}"), None)
                 .await?;
-            println!("node {id} removed");
+            say(&format!("node {id} removed"));
         }
         ClusterCommand::Status { json } => {
             let mut status: ClusterStatus =
@@ -78,12 +80,9 @@ pub async fn run(target: &Target, command: ClusterCommand) -> Result<(), CliErro
                 }
             }
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&status).map_err(|e| CliError::Decode(e.to_string()))?
-                );
+                say(&serde_json::to_string_pretty(&status).map_err(|e| CliError::Decode(e.to_string()))?);
             } else {
-                print!("{}", render(&status));
+                say(render(&status).trim_end());
             }
         }
     }

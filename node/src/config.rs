@@ -28,6 +28,10 @@ pub struct ServeArgs {
     /// Address peers and clients should use for this node's API, when it differs from --listen.
     #[arg(long, env = "KEELSON_ADVERTISE")]
     pub advertise: Option<String>,
+    /// Address peers should use for this node's peer endpoint, when it differs from --peer-listen
+    /// (e.g. bound to 0.0.0.0 behind a DNS name).
+    #[arg(long, env = "KEELSON_ADVERTISE_PEER")]
+    pub advertise_peer: Option<String>,
     /// This node's id in the cluster [default: 1].
     #[arg(long, env = "KEELSON_NODE_ID")]
     pub node_id: Option<u64>,
@@ -64,6 +68,7 @@ pub struct ServeConfig {
     pub listen: String,
     pub peer_listen: Option<String>,
     pub advertise: Option<String>,
+    pub advertise_peer: Option<String>,
     pub node_id: u64,
     pub fault_domain: String,
     pub region: String,
@@ -100,6 +105,7 @@ impl ServeArgs {
             listen: self.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:5000".into()),
             peer_listen: self.peer_listen.or(file.peer_listen),
             advertise: self.advertise.or(file.advertise),
+            advertise_peer: self.advertise_peer.or(file.advertise_peer),
             node_id: self.node_id.or(file.node_id).unwrap_or(1),
             fault_domain: self.fault_domain.or(file.fault_domain).unwrap_or_else(|| "fd1".into()),
             region: self.region.or(file.region).unwrap_or_else(|| "local".into()),

@@ -84,3 +84,10 @@ impl Target {
         }
     }
 }
+
+/// Prints a line to stdout; a closed pipe (`keelson … | head`) is not an error worth a panic.
+pub fn say(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+}

@@ -151,7 +151,10 @@ where
     let peer_addr = peer.as_ref().map(|p| p.addr);
     let self_node = NodeInfo {
         api_addr: config.advertise.clone().unwrap_or_else(|| api_addr.to_string()),
-        peer_addr: peer_addr.map(|a| a.to_string()).unwrap_or_default(),
+        peer_addr: match (&config.advertise_peer, peer_addr) {
+            (Some(advertised), Some(_)) => advertised.clone(),
+            (_, bound) => bound.map(|a| a.to_string()).unwrap_or_default(),
+        },
         fault_domain: config.fault_domain.clone(),
     };
 

@@ -59,6 +59,14 @@ pub struct Catalog {
     reads: Arc<ReadBatcher>,
 }
 
+/// Why a forwarded request got no answer.
+enum Forward {
+    /// It never reached the leader.
+    NotDelivered(String),
+    /// It may have reached the leader; its fate is unknown.
+    Lost(String),
+}
+
 /// A member as `cluster status` shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct MemberStatus {
@@ -280,39 +288,54 @@ impl Catalog {
 
     /// Runs `req` on the leader: locally when this node leads, else over the `Forward` RPC.
     async fn on_leader(&self, req: Forwarded) -> Result<ForwardReply, CatalogError> {
-        let mut last_error = String::new();
-        for _attempt in 0..5 {
+        let deadline = tokio::time::Instant::now() + LEADER_WAIT;
+        let mut metrics = self.raft.metrics();
+        loop {
             let (leader, node) = self.leader().await?;
-            let result: ForwardResult = if leader == self.node_id {
-                serve_forwarded(&self.raft, req.clone()).await
+            let result = if leader == self.node_id {
+                Ok(serve_forwarded(&self.raft, req.clone()).await)
             } else {
-                self.forward_to(&node, &req).await?
+                self.forward_to(&node, &req).await
             };
-            match result {
-                Ok(reply) => return Ok(reply),
-                Err(ForwardError::NotLeader { .. }) => {
-                    // Leadership moved while we asked; wait for the metrics to catch up.
-                    last_error = "leader changed".into();
-                    let mut metrics = self.raft.metrics();
-                    let _ = tokio::time::timeout(Duration::from_millis(500), metrics.changed()).await;
-                }
-                Err(ForwardError::Failed(e)) => return Err(CatalogError::Unavailable(e)),
+            let retry_reason = match result {
+                Ok(Ok(reply)) => return Ok(reply),
+                Ok(Err(ForwardError::Failed(e))) => return Err(CatalogError::Unavailable(e)),
+                // Leadership moved while we asked.
+                Ok(Err(ForwardError::NotLeader { .. })) => "leader changed".to_string(),
+                // The presumed leader is gone (crashed, partitioned): the request never reached
+                // it, so waiting for the next election and asking again is safe.
+                Err(Forward::NotDelivered(e)) => e,
+                // It may or may not have been applied: only a read may simply be asked again.
+                Err(Forward::Lost(e)) if matches!(req, Forwarded::ReadIndex) => e,
+                Err(Forward::Lost(e)) => return Err(CatalogError::Unavailable(e)),
+            };
+            metrics.borrow_and_update();
+            let wait = tokio::time::timeout_at(deadline, metrics.changed()).await;
+            if wait.is_err() || tokio::time::Instant::now() >= deadline {
+                return Err(CatalogError::NoLeader(retry_reason));
+            }
+            if wait.is_ok_and(|changed| changed.is_err()) {
+                return Err(CatalogError::Unavailable("raft stopped".into()));
             }
         }
-        Err(CatalogError::NoLeader(last_error))
     }
 
-    async fn forward_to(&self, leader: &NodeInfo, req: &Forwarded) -> Result<ForwardResult, CatalogError> {
+    async fn forward_to(&self, leader: &NodeInfo, req: &Forwarded) -> Result<ForwardResult, Forward> {
         let mut client = self
             .channels
             .raft_client(&leader.peer_addr)
-            .map_err(|e| CatalogError::NoLeader(e.to_string()))?;
-        let payload = encode(req).map_err(|e| CatalogError::Unavailable(e.to_string()))?;
-        let reply = client
-            .forward(payload)
-            .await
-            .map_err(|s| CatalogError::NoLeader(s.message().to_string()))?;
-        decode(reply.get_ref()).map_err(|e| CatalogError::Unavailable(e.to_string()))
+            .map_err(|e| Forward::NotDelivered(e.to_string()))?;
+        let payload = encode(req).map_err(|e| Forward::NotDelivered(e.to_string()))?;
+        let reply = client.forward(payload).await.map_err(|status| {
+            let text = status.message().to_string();
+            // tonic reports a failed dial as Unavailable with the connector's error.
+            if status.code() == tonic::Code::Unavailable && text.contains("connect") {
+                Forward::NotDelivered(text)
+            } else {
+                Forward::Lost(text)
+            }
+        })?;
+        decode(reply.get_ref()).map_err(|e| Forward::Lost(e.to_string()))
     }
 
     /// What `cluster status` shows, from this node's point of view.

@@ -1,0 +1,1429 @@
+//! Cluster tests with real processes: three (or four) `keelson serve` nodes on loopback, formed
+//! with the `keelson cluster` CLI, driven by real clients (skopeo, docker through `keelson lb`)
+//! and by a raw-HTTP push load while the leader is killed and while members come and go.
+//!
+//! Run: `cargo test -p keelson --test cluster`. The tests take a process-wide lock and run one
+//! at a time (each starts three or four nodes; on a small machine parallel clusters would only
+//! measure CPU starvation). Readiness and convergence are polled with deadlines, never slept for.
+//! The clients are system packages (`scripts/install-deps.sh`); a missing one fails its test.
+//!
+//! Node logs: `<tempdir>/nK/keelson.log`; a failing assertion prints the tail of every node's log.
+
+// Each test holds the process-wide SERIAL guard for its whole body, awaits included: the guard
+// only keeps other tests (on other threads, with their own runtimes) waiting.
+#![allow(clippy::await_holding_lock)]
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use support::{free_port, ClusterNode};
+
+const INSTALL_HINT: &str = "run scripts/install-deps.sh (as root) to install the registry clients these tests use";
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
+/// Time limit for one client command.
+const COMMAND_LIMIT: Duration = Duration::from_secs(180);
+
+/// One cluster at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Small utilities (partly copied from clients.rs)
+// ---------------------------------------------------------------------------------------------
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn digest_of(bytes: &[u8]) -> String {
+    format!("sha256:{}", sha256_hex(bytes))
+}
+
+fn hex_of(digest: &str) -> &str {
+    digest
+        .strip_prefix("sha256:")
+        .unwrap_or_else(|| panic!("not a sha256 digest: {digest}"))
+}
+
+/// The full path of `bin` on PATH, or a failing test that says how to install it.
+fn need(bin: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        let candidate = dir.join(bin);
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    panic!("`{bin}` is not installed (not found on PATH): {INSTALL_HINT}");
+}
+
+fn tool(bin: &str) -> Command {
+    let mut cmd = Command::new(need(bin));
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+/// Deterministic incompressible bytes (xorshift64*).
+fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        out.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+fn tail(text: &str, max: usize) -> &str {
+    let mut start = text.len().saturating_sub(max);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    &text[start..]
+}
+
+struct Output {
+    ok: bool,
+    status: String,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `cmd` with captured output (temp files, so no pipe fills up) under a time limit.
+fn exec(cmd: &mut Command, limit: Duration) -> Output {
+    let mut out_file = tempfile::tempfile().expect("temp file");
+    let mut err_file = tempfile::tempfile().expect("temp file");
+    cmd.stdout(Stdio::from(out_file.try_clone().unwrap()));
+    cmd.stderr(Stdio::from(err_file.try_clone().unwrap()));
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let read = |f: &mut fs::File| {
+        let mut s = Vec::new();
+        f.seek(SeekFrom::Start(0)).unwrap();
+        f.read_to_end(&mut s).unwrap();
+        String::from_utf8_lossy(&s).into_owned()
+    };
+    Output {
+        ok: status.map(|s| s.success()).unwrap_or(false),
+        status: match status {
+            Some(s) => s.to_string(),
+            None => format!("killed after the {} s time limit", limit.as_secs()),
+        },
+        stdout: read(&mut out_file),
+        stderr: read(&mut err_file),
+    }
+}
+
+fn read_json(path: &Path) -> Value {
+    let bytes = fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("parse {}: {e}", path.display()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The cluster under test
+// ---------------------------------------------------------------------------------------------
+
+/// Nodes of one test; every helper that fails prints the tail of each node's log.
+struct Cluster {
+    nodes: Vec<ClusterNode>,
+    dir: PathBuf,
+}
+
+impl Cluster {
+    /// Starts nodes 1..=3 in fault domains fd1..fd3 and forms the cluster with the CLI: `init` on
+    /// node 1, then `add 2`, `add 3` (each returns once the node is a caught-up voter).
+    fn form(dir: &Path) -> Cluster {
+        let mut cluster = Cluster {
+            nodes: Vec::new(),
+            dir: dir.to_path_buf(),
+        };
+        for id in 1..=3 {
+            cluster.start_node(id, &format!("fd{id}"));
+        }
+        let n1 = cluster.node(1).host();
+        cluster.cli(&n1, &["init"]);
+        cluster.wait_converged("node 1 leads a one-node cluster", &[1], Duration::from_secs(30));
+        for id in 2..=3 {
+            cluster.add(&n1, id);
+        }
+        cluster.wait_converged("three voters agree on one leader", &[1, 2, 3], Duration::from_secs(30));
+        cluster
+    }
+
+    fn start_node(&mut self, id: u64, fault_domain: &str) {
+        let node = ClusterNode::start(&self.dir.join(format!("n{id}")), id, fault_domain);
+        self.nodes.push(node);
+    }
+
+    fn node(&self, id: u64) -> &ClusterNode {
+        self.nodes
+            .iter()
+            .find(|n| n.id == id)
+            .unwrap_or_else(|| panic!("no node {id}"))
+    }
+
+    fn node_mut(&mut self, id: u64) -> &mut ClusterNode {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.id == id)
+            .unwrap_or_else(|| panic!("no node {id}"))
+    }
+
+    /// The tail of every node's log, for failure messages.
+    fn logs(&self) -> String {
+        let mut out = String::new();
+        for n in &self.nodes {
+            out.push_str(&format!("\n--- node {} ({}) keelson.log (tail):\n", n.id, n.host()));
+            out.push_str(tail(&n.log(), 5000));
+        }
+        out
+    }
+
+    /// `keelson cluster --node <node> <args…>`, which must succeed; returns stdout.
+    fn cli(&self, node: &str, args: &[&str]) -> String {
+        let out = exec(
+            Command::new(env!("CARGO_BIN_EXE_keelson"))
+                .args(["cluster", "--node", node])
+                .args(args),
+            Duration::from_secs(120),
+        );
+        if !out.ok {
+            panic!(
+                "keelson cluster --node {node} {args:?} failed ({})\nstdout:\n{}\nstderr:\n{}{}",
+                out.status,
+                out.stdout,
+                out.stderr,
+                self.logs()
+            );
+        }
+        out.stdout
+    }
+
+    /// `keelson cluster --node <via> add <id> <peer> --api <api> --fault-domain <fd>`.
+    fn add(&self, via: &str, id: u64) {
+        let n = self.node(id);
+        let printed = self.cli(
+            via,
+            &[
+                "add",
+                &id.to_string(),
+                &n.peer.to_string(),
+                "--api",
+                &n.host(),
+                "--fault-domain",
+                &n.fault_domain,
+            ],
+        );
+        assert!(printed.contains(&format!("node {id} added")), "add printed {printed:?}");
+    }
+
+    /// Polls until each node in `ids` reports (from its own point of view) exactly the voters
+    /// `ids`, the same known leader among them, and until exactly one of them is that leader.
+    fn wait_converged(&self, what: &str, ids: &[u64], limit: Duration) -> u64 {
+        let want: BTreeSet<u64> = ids.iter().copied().collect();
+        let deadline = Instant::now() + limit;
+        loop {
+            let last = match self.converged(&want) {
+                Ok(leader) => return leader,
+                Err(e) => e,
+            };
+            if Instant::now() >= deadline {
+                panic!(
+                    "{what}: not converged in {} s; last: {last}{}",
+                    limit.as_secs(),
+                    self.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn converged(&self, want: &BTreeSet<u64>) -> Result<u64, String> {
+        let mut leaders = BTreeSet::new();
+        let mut leading = Vec::new();
+        for id in want {
+            let s = status_of(self.node(*id).api)?;
+            let voters: BTreeSet<u64> = s["members"]
+                .as_array()
+                .ok_or("no members")?
+                .iter()
+                .filter(|m| m["voter"] == true)
+                .map(|m| m["id"].as_u64().unwrap_or(0))
+                .collect();
+            let members = s["members"].as_array().map_or(0, |m| m.len());
+            if voters != *want || members != want.len() {
+                return Err(format!("node {id} sees voters {voters:?} among {members} members: {s}"));
+            }
+            let leader = s["leader"]
+                .as_u64()
+                .ok_or_else(|| format!("node {id} knows no leader: {s}"))?;
+            leaders.insert(leader);
+            if s["state"] == "leader" {
+                leading.push(*id);
+            }
+        }
+        if leaders.len() != 1 {
+            return Err(format!("nodes disagree on the leader: {leaders:?}"));
+        }
+        let leader = *leaders.iter().next().unwrap();
+        if !want.contains(&leader) || leading != [leader] {
+            return Err(format!("leader {leader}, nodes in state leader: {leading:?}"));
+        }
+        Ok(leader)
+    }
+}
+
+/// A tiny blocking HTTP/1.1 GET (Connection: close) for management JSON.
+fn status_of(addr: std::net::SocketAddr) -> Result<Value, String> {
+    use std::io::Write;
+    let mut s =
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| format!("{addr}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    let req = format!("GET /api/v1/cluster/status HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).map_err(|e| format!("{addr}: {e}"))?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).map_err(|e| format!("{addr}: {e}"))?;
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text.split_once("\r\n\r\n").ok_or("no HTTP header end")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(format!("{addr}: {head} {body}"));
+    }
+    serde_json::from_str(body).map_err(|e| format!("{addr}: {e}: {body}"))
+}
+
+/// The path of a blob in a node's local store.
+fn blob_path(node: &ClusterNode, digest: &str) -> PathBuf {
+    let hex = hex_of(digest);
+    node.data_dir.join("blobs/sha256").join(&hex[..2]).join(hex)
+}
+
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(4)
+        .build()
+        .unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// skopeo / umoci (as in clients.rs)
+// ---------------------------------------------------------------------------------------------
+
+fn skopeo(policy_dir: &Path) -> Command {
+    let policy = policy_dir.join("policy.json");
+    if !policy.exists() {
+        fs::write(&policy, br#"{"default":[{"type":"insecureAcceptAnything"}]}"#).unwrap();
+    }
+    let mut cmd = tool("skopeo");
+    cmd.arg("--policy").arg(policy);
+    cmd
+}
+
+/// Blobs of an OCI layout by hex digest; each must hash to its name.
+fn layout_blobs(layout: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut blobs = BTreeMap::new();
+    let dir = layout.join("blobs/sha256");
+    for entry in fs::read_dir(&dir).unwrap_or_else(|e| panic!("read {}: {e}", dir.display())) {
+        let entry = entry.unwrap();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let bytes = fs::read(entry.path()).unwrap();
+        assert_eq!(
+            sha256_hex(&bytes),
+            name,
+            "blob {name} in {} is corrupt",
+            layout.display()
+        );
+        blobs.insert(name, bytes);
+    }
+    blobs
+}
+
+fn layout_ref(layout: &Path, tag: &str) -> Value {
+    let index = read_json(&layout.join("index.json"));
+    index["manifests"]
+        .as_array()
+        .expect("index.json has manifests")
+        .iter()
+        .find(|d| d["annotations"]["org.opencontainers.image.ref.name"] == tag)
+        .unwrap_or_else(|| panic!("no ref {tag} in {index}"))
+        .clone()
+}
+
+/// A two-layer image built with umoci in `layout` under `tag`; returns its manifest digest.
+fn umoci_image(work: &Path, layout: &Path, tag: &str, payload_len: usize, seed: u64) -> String {
+    let umoci = |args: &[&str]| {
+        let out = exec(tool("umoci").args(args), COMMAND_LIMIT);
+        assert!(
+            out.ok,
+            "umoci {args:?} failed ({}):\n{}\n{}",
+            out.status, out.stdout, out.stderr
+        );
+    };
+    let layout_s = layout.to_str().unwrap();
+    let image = format!("{layout_s}:{tag}");
+    umoci(&["init", "--layout", layout_s]);
+    umoci(&["new", "--image", &image]);
+    let bundle = work.join(format!("bundle-{tag}"));
+    let bundle_s = bundle.to_str().unwrap();
+    umoci(&["unpack", "--rootless", "--image", &image, bundle_s]);
+    let rootfs = bundle.join("rootfs");
+    fs::create_dir_all(rootfs.join("etc")).unwrap();
+    fs::write(rootfs.join("etc/greeting"), format!("hello from {tag}\n")).unwrap();
+    umoci(&["repack", "--image", &image, bundle_s]);
+    fs::remove_dir_all(&bundle).unwrap();
+    umoci(&["unpack", "--rootless", "--image", &image, bundle_s]);
+    fs::create_dir_all(rootfs.join("opt/data")).unwrap();
+    fs::write(rootfs.join("opt/data/payload.bin"), pseudo_random(payload_len, seed)).unwrap();
+    umoci(&["repack", "--image", &image, bundle_s]);
+    umoci(&["config", "--image", &image, "--architecture", "amd64", "--os", "linux"]);
+    umoci(&["gc", "--layout", layout_s]);
+    layout_ref(layout, tag)["digest"].as_str().unwrap().to_string()
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Formation with the CLI, skopeo through one node and back through the others, placement
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_formed_with_cli_replicate_images_and_blobs() {
+    need("skopeo");
+    need("umoci");
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let cluster = Cluster::form(tmp.path());
+
+    // `cluster status --json` through a follower: three voters, one leader, our addresses.
+    let leader = cluster.wait_converged("formed", &[1, 2, 3], Duration::from_secs(30));
+    let status: Value = serde_json::from_str(&cluster.cli(&cluster.node(2).host(), &["status", "--json"])).unwrap();
+    assert_eq!(status["leader"].as_u64(), Some(leader), "{status}");
+    let members = status["members"].as_array().expect("members");
+    assert_eq!(members.len(), 3, "{status}");
+    for n in &cluster.nodes {
+        let m = members
+            .iter()
+            .find(|m| m["id"].as_u64() == Some(n.id))
+            .unwrap_or_else(|| panic!("node {} missing from {status}", n.id));
+        assert_eq!(m["voter"], true, "{status}");
+        assert_eq!(m["api_addr"], n.host(), "{status}");
+        assert_eq!(m["peer_addr"], n.peer.to_string(), "{status}");
+        assert_eq!(m["fault_domain"], n.fault_domain, "{status}");
+    }
+    // The human table (asked of node 3): one leader row, two voter rows.
+    let table = cluster.cli(&cluster.node(3).host(), &["status"]);
+    eprintln!("keelson cluster status:\n{table}");
+    let roles: Vec<&str> = table
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    assert_eq!(roles.iter().filter(|r| **r == "leader").count(), 1, "{table}");
+    assert_eq!(roles.iter().filter(|r| **r == "voter").count(), 2, "{table}");
+
+    // Push through node 1 with skopeo.
+    let layout = tmp.path().join("src-layout");
+    let digest = umoci_image(tmp.path(), &layout, "v1", 1 << 20, 7);
+    let src_blobs = layout_blobs(&layout);
+    let n1 = cluster.node(1).host();
+    let out = exec(
+        skopeo(tmp.path())
+            .args(["copy", "--dest-tls-verify=false"])
+            .arg(format!("oci:{}:v1", layout.display()))
+            .arg(format!("docker://{n1}/demo/app:v1")),
+        COMMAND_LIMIT,
+    );
+    assert!(
+        out.ok,
+        "skopeo push to node 1 failed: {}\n{}{}",
+        out.stdout,
+        out.stderr,
+        cluster.logs()
+    );
+
+    // Pull through nodes 2 and 3: same manifest digest, byte-identical blobs.
+    for id in [2, 3] {
+        let host = cluster.node(id).host();
+        let back = tmp.path().join(format!("back-{id}"));
+        let out = exec(
+            skopeo(tmp.path())
+                .args(["copy", "--src-tls-verify=false"])
+                .arg(format!("docker://{host}/demo/app:v1"))
+                .arg(format!("oci:{}:v1", back.display())),
+            COMMAND_LIMIT,
+        );
+        assert!(
+            out.ok,
+            "skopeo pull from node {id} failed: {}\n{}{}",
+            out.stdout,
+            out.stderr,
+            cluster.logs()
+        );
+        assert_eq!(
+            layout_ref(&back, "v1")["digest"],
+            digest.as_str(),
+            "node {id} serves another manifest"
+        );
+        assert_eq!(layout_blobs(&back), src_blobs, "blobs pulled from node {id} differ");
+    }
+
+    // Three members in three fault domains, replicas 3: the config and layers pushed through
+    // node 1 are on every node's disk.
+    let manifest: Value = serde_json::from_slice(&src_blobs[hex_of(&digest)]).unwrap();
+    let mut referenced = vec![manifest["config"]["digest"].as_str().unwrap().to_string()];
+    for l in manifest["layers"].as_array().unwrap() {
+        referenced.push(l["digest"].as_str().unwrap().to_string());
+    }
+    for d in &referenced {
+        for n in &cluster.nodes {
+            let on_disk = fs::read(blob_path(n, d))
+                .unwrap_or_else(|e| panic!("blob {d} (pushed via node 1) is not on node {}'s disk: {e}", n.id));
+            assert_eq!(on_disk, src_blobs[hex_of(d)], "node {} holds other bytes for {d}", n.id);
+        }
+    }
+
+    // A blob pushed on node 3 (monolithic POST): acknowledged only once it is durable on the
+    // nodes placement chose; with three nodes in three domains that is all of them.
+    let client = http_client();
+    let bytes = pseudo_random(300 << 10, 99);
+    let d = digest_of(&bytes);
+    let resp = client
+        .post(format!(
+            "{}/v2/demo/app/blobs/uploads/?digest={d}",
+            cluster.node(3).url()
+        ))
+        .body(bytes.clone())
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    assert_eq!(
+        status,
+        201,
+        "push on node 3: {}{}",
+        resp.text().await.unwrap_or_default(),
+        cluster.logs()
+    );
+    for n in &cluster.nodes {
+        let on_disk = fs::read(blob_path(n, &d))
+            .unwrap_or_else(|e| panic!("blob pushed on node 3 is not on node {}'s disk at its 201: {e}", n.id));
+        assert_eq!(on_disk, bytes, "node {} holds other bytes", n.id);
+        let got = client
+            .get(format!("{}/v2/demo/app/blobs/{d}", n.url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(got.status(), 200, "GET blob from node {}", n.id);
+        assert_eq!(got.bytes().await.unwrap(), bytes, "node {} serves other bytes", n.id);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. docker push / rmi / pull through `keelson lb`
+// ---------------------------------------------------------------------------------------------
+
+/// A daemon child process; on drop: SIGTERM, wait (bounded), then SIGKILL, then cleanup.
+struct Daemon {
+    name: &'static str,
+    child: Option<Child>,
+    log: PathBuf,
+    child_pid_files: Vec<PathBuf>,
+    mounts: Vec<PathBuf>,
+}
+
+impl Daemon {
+    fn spawn(name: &'static str, cmd: &mut Command, log: PathBuf) -> Daemon {
+        let log_file = fs::File::create(&log).unwrap();
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::from(log_file.try_clone().unwrap()))
+            .stderr(Stdio::from(log_file));
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
+        Daemon {
+            name,
+            child: Some(child),
+            log,
+            child_pid_files: Vec::new(),
+            mounts: Vec::new(),
+        }
+    }
+
+    fn log(&self) -> String {
+        tail(&fs::read_to_string(&self.log).unwrap_or_default(), 6000).to_string()
+    }
+
+    fn signal(pid: u32, sig: &str) {
+        let _ = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(pid.to_string())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- {} log (tail):\n{}", self.name, self.log());
+        }
+        if let Some(mut child) = self.child.take() {
+            Daemon::signal(child.id(), "TERM");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for pid_file in &self.child_pid_files {
+            if let Some(pid) = fs::read_to_string(pid_file)
+                .ok()
+                .and_then(|s| s.trim().parse::<u32>().ok())
+            {
+                if Path::new(&format!("/proc/{pid}")).exists() {
+                    Daemon::signal(pid, "KILL");
+                }
+            }
+        }
+        for mount in &self.mounts {
+            let mounted = fs::read_to_string("/proc/self/mounts")
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l.split_whitespace().nth(1) == Some(mount.to_str().unwrap()));
+            if mounted {
+                let _ = Command::new("umount").arg("-l").arg(mount).status();
+            }
+        }
+    }
+}
+
+/// A private dockerd whose sockets, data and state all live under `dir`.
+struct Docker {
+    sock: String,
+    config_dir: PathBuf,
+    _daemon: Daemon,
+}
+
+impl Docker {
+    fn start(dir: &Path) -> Docker {
+        need("dockerd");
+        need("docker");
+        need("containerd");
+        need("runc");
+        let data_root = dir.join("data");
+        let exec_root = dir.join("exec");
+        let config_dir = dir.join("client-config");
+        fs::create_dir_all(&config_dir).unwrap();
+        fs::write(dir.join("daemon.json"), b"{}").unwrap();
+        let sock = format!("unix://{}", dir.join("docker.sock").display());
+        let mut cmd = tool("dockerd");
+        cmd.args([
+            "--storage-driver=vfs",
+            "--iptables=false",
+            "--ip6tables=false",
+            "--bridge=none",
+        ])
+        .arg("--config-file")
+        .arg(dir.join("daemon.json"))
+        .arg("--data-root")
+        .arg(&data_root)
+        .arg("--exec-root")
+        .arg(&exec_root)
+        .arg("--pidfile")
+        .arg(dir.join("docker.pid"))
+        .arg("-H")
+        .arg(&sock);
+        let mut daemon = Daemon::spawn("dockerd", &mut cmd, dir.join("dockerd.log"));
+        daemon.child_pid_files.push(exec_root.join("containerd/containerd.pid"));
+        daemon.mounts.push(data_root);
+        let docker = Docker {
+            sock,
+            config_dir,
+            _daemon: daemon,
+        };
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let out = exec(docker.cmd().arg("info"), Duration::from_secs(30));
+            if out.ok {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "dockerd not ready in 90 s: {}{}\n{}",
+                out.stdout,
+                out.stderr,
+                docker._daemon.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        docker
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = tool("docker");
+        c.env("DOCKER_CONFIG", &self.config_dir).arg("-H").arg(&self.sock);
+        c
+    }
+}
+
+/// A rootfs tarball: static busybox as /bin/busybox with sh/echo/cat links, and a marker file.
+fn busybox_rootfs_tar(dir: &Path) -> PathBuf {
+    let busybox = Path::new("/bin/busybox");
+    assert!(
+        busybox.is_file(),
+        "/bin/busybox is missing (Debian package busybox-static): {INSTALL_HINT}"
+    );
+    let rootfs = dir.join("rootfs");
+    fs::create_dir_all(rootfs.join("bin")).unwrap();
+    fs::create_dir_all(rootfs.join("etc")).unwrap();
+    fs::copy(busybox, rootfs.join("bin/busybox")).unwrap();
+    for applet in ["sh", "echo", "cat"] {
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+    }
+    fs::write(rootfs.join("etc/keelson-marker"), "pushed through keelson lb\n").unwrap();
+    let tar = dir.join("rootfs.tar");
+    let out = exec(
+        tool("tar").arg("-C").arg(&rootfs).arg("-cf").arg(&tar).arg("."),
+        COMMAND_LIMIT,
+    );
+    assert!(out.ok, "tar failed: {}{}", out.stdout, out.stderr);
+    tar
+}
+
+/// The manifest digest from `docker push` output (`TAG: digest: sha256:... size: N`).
+fn pushed_digest(push_output: &str) -> String {
+    push_output
+        .lines()
+        .find_map(|l| {
+            l.split_once("digest: ")
+                .map(|(_, rest)| rest.split_whitespace().next().unwrap().to_string())
+        })
+        .unwrap_or_else(|| panic!("no digest in docker push output:\n{push_output}"))
+}
+
+/// `keelson lb` as a child process, killed on drop.
+struct Lb {
+    addr: String,
+    child: Child,
+}
+
+impl Lb {
+    fn start(dir: &Path, backends: &[String]) -> Lb {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let log = fs::File::create(dir.join("lb.log")).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_keelson"));
+        cmd.args(["lb", "--listen", &addr]);
+        for b in backends {
+            cmd.args(["--backend", b]);
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn keelson lb");
+        let mut lb = Lb { addr, child };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while status_of(lb.addr.parse().unwrap()).is_err() {
+            if let Ok(Some(status)) = lb.child.try_wait() {
+                panic!(
+                    "keelson lb exited: {status}: {}",
+                    fs::read_to_string(dir.join("lb.log")).unwrap_or_default()
+                );
+            }
+            assert!(Instant::now() < deadline, "keelson lb not answering in 30 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        lb
+    }
+}
+
+impl Drop for Lb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_push_and_pull_through_the_load_balancer() {
+    need("docker");
+    need("dockerd");
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let cluster = Cluster::form(tmp.path());
+    let lb = Lb::start(tmp.path(), &cluster.nodes.iter().map(|n| n.host()).collect::<Vec<_>>());
+    let tar = busybox_rootfs_tar(tmp.path());
+    let docker = Docker::start(&tmp.path().join("docker"));
+    let run = |cmd: &mut Command| -> String {
+        let out = exec(cmd, COMMAND_LIMIT);
+        assert!(
+            out.ok,
+            "{cmd:?} failed ({})\nstdout:\n{}\nstderr:\n{}{}",
+            out.status,
+            tail(&out.stdout, 4000),
+            tail(&out.stderr, 4000),
+            cluster.logs()
+        );
+        out.stdout
+    };
+
+    let image = format!("{}/demo/through-lb:v1", lb.addr);
+    run(docker
+        .cmd()
+        .args(["import", "--change", r#"CMD ["/bin/sh"]"#])
+        .arg(&tar)
+        .arg("lb-local:v1"));
+    run(docker.cmd().args(["tag", "lb-local:v1", &image]));
+    let image_id = run(docker.cmd().args(["image", "inspect", "-f", "{{.Id}}", &image]))
+        .trim()
+        .to_string();
+    assert!(image_id.starts_with("sha256:"), "image id {image_id:?}");
+
+    // docker opens several connections; the lb spreads them over the nodes, so the upload
+    // session's POST, PATCH and PUT may land on different nodes.
+    let push = run(docker.cmd().args(["push", &image]));
+    let digest = pushed_digest(&push);
+
+    // Every node serves the manifest docker pushed.
+    let client = http_client();
+    for n in &cluster.nodes {
+        let resp = client
+            .get(format!("{}/v2/demo/through-lb/manifests/v1", n.url()))
+            .header(
+                "Accept",
+                "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json",
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "GET manifest by tag on node {}", n.id);
+        assert_eq!(
+            resp.headers()
+                .get("docker-content-digest")
+                .and_then(|v| v.to_str().ok()),
+            Some(digest.as_str()),
+            "node {}",
+            n.id
+        );
+        assert_eq!(
+            digest_of(&resp.bytes().await.unwrap()),
+            digest,
+            "node {} serves other bytes",
+            n.id
+        );
+    }
+
+    // Forget the image locally, pull it back through the lb: same image id.
+    run(docker.cmd().args(["rmi", &image, "lb-local:v1"]));
+    let gone = exec(docker.cmd().args(["image", "inspect", &image]), COMMAND_LIMIT);
+    assert!(!gone.ok, "image still present after rmi");
+    let pull = run(docker.cmd().args(["pull", &image]));
+    assert!(
+        pull.contains(&digest),
+        "docker pull reported another digest than {digest}:\n{pull}"
+    );
+    let pulled_id = run(docker.cmd().args(["image", "inspect", "-f", "{{.Id}}", &image]))
+        .trim()
+        .to_string();
+    assert_eq!(pulled_id, image_id, "image id changed through push/pull via the lb");
+    let out = run(docker.cmd().args([
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        &image,
+        "/bin/cat",
+        "/etc/keelson-marker",
+    ]));
+    assert_eq!(out, "pushed through keelson lb\n");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Push load: small images over raw HTTP, round-robin over a changeable set of nodes
+// ---------------------------------------------------------------------------------------------
+
+/// An acknowledged push: the manifest PUT answered 201 with the manifest's digest.
+#[derive(Clone)]
+struct Acked {
+    repo: String,
+    tag: String,
+    digest: String,
+    manifest: Vec<u8>,
+    blobs: Vec<(String, Vec<u8>)>,
+    node: u64,
+    started: Instant,
+}
+
+/// Background writers; `targets` may be changed while they run.
+struct Load {
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<Acked>>>,
+    /// (when the push started, the node it went to, what failed)
+    failures: Arc<Mutex<Vec<(Instant, u64, String)>>>,
+    targets: Arc<Mutex<Vec<(u64, String)>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(writers: usize, targets: Vec<(u64, String)>, repo: &str) -> Load {
+        let load = Load {
+            stop: Arc::new(AtomicBool::new(false)),
+            acked: Arc::default(),
+            failures: Arc::default(),
+            targets: Arc::new(Mutex::new(targets)),
+            tasks: Vec::new(),
+        };
+        let mut tasks = Vec::new();
+        for w in 0..writers {
+            let (stop, acked, failures, targets) = (
+                load.stop.clone(),
+                load.acked.clone(),
+                load.failures.clone(),
+                load.targets.clone(),
+            );
+            let repo = format!("{repo}/w{w}");
+            tasks.push(tokio::spawn(async move {
+                let client = http_client();
+                let mut i = 0u64;
+                while !stop.load(Ordering::SeqCst) {
+                    let target = {
+                        let t = targets.lock().unwrap();
+                        t[(i as usize + w) % t.len()].clone()
+                    };
+                    let seed = (w as u64) << 32 | i;
+                    let started = Instant::now();
+                    match push_image(&client, &target, &repo, &format!("t{i}"), seed).await {
+                        Ok(a) => acked.lock().unwrap().push(a),
+                        Err(e) => {
+                            failures.lock().unwrap().push((started, target.0, e));
+                            // A failed push is not retried (it stays unacknowledged); pace the
+                            // next attempt a little so a dead node is not hammered.
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
+                    i += 1;
+                }
+            }));
+        }
+        Load { tasks, ..load }
+    }
+
+    fn acked(&self) -> Vec<Acked> {
+        self.acked.lock().unwrap().clone()
+    }
+
+    fn acked_since(&self, t: Instant) -> usize {
+        self.acked.lock().unwrap().iter().filter(|a| a.started >= t).count()
+    }
+
+    fn set_targets(&self, targets: Vec<(u64, String)>) {
+        *self.targets.lock().unwrap() = targets;
+    }
+
+    fn failures(&self) -> Vec<String> {
+        self.failures.lock().unwrap().iter().map(|f| f.2.clone()).collect()
+    }
+
+    /// Failed pushes that started at or after `t` on a node other than `except`.
+    fn failed_since(&self, t: Instant, except: u64) -> Vec<String> {
+        let failures = self.failures.lock().unwrap();
+        failures
+            .iter()
+            .filter(|(started, node, _)| *started >= t && *node != except)
+            .map(|f| f.2.clone())
+            .collect()
+    }
+
+    /// Failed (unacknowledged) pushes grouped by node, step and the start of the error.
+    fn failure_summary(&self) -> String {
+        let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
+        let failures = self.failures();
+        for f in &failures {
+            let key: String = f.splitn(3, ": ").take(2).collect::<Vec<_>>().join(": ");
+            *kinds.entry(key.chars().take(100).collect()).or_default() += 1;
+        }
+        let mut out: String = kinds.iter().map(|(k, n)| format!("  {n:>4} x {k}\n")).collect();
+        // Each kind's last occurrence in full.
+        for k in kinds.keys() {
+            if let Some(f) = failures.iter().rev().find(|f| f.starts_with(k.as_str())) {
+                out.push_str(&format!("  e.g. {}\n", &f[..f.len().min(400)]));
+            }
+        }
+        out
+    }
+
+    /// Waits until `pred(self)` holds; panics (with the failure list) after `limit`.
+    async fn wait_for(&self, what: &str, limit: Duration, cluster: &Cluster, pred: impl Fn(&Load) -> bool) {
+        let deadline = Instant::now() + limit;
+        while !pred(self) {
+            if Instant::now() >= deadline {
+                let f = self.failures();
+                panic!(
+                    "{what}: not reached in {} s ({} acknowledged, {} failed; last failures: {:#?}){}",
+                    limit.as_secs(),
+                    self.acked.lock().unwrap().len(),
+                    f.len(),
+                    &f[f.len().saturating_sub(5)..],
+                    cluster.logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn stop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.tasks.drain(..) {
+            t.await.expect("writer task panicked");
+        }
+    }
+}
+
+/// Pushes one small image to `target` (config + one layer, monolithic POSTs, then the manifest
+/// under `tag`). Ok only when every step was acknowledged.
+async fn push_image(
+    client: &reqwest::Client,
+    target: &(u64, String),
+    repo: &str,
+    tag: &str,
+    seed: u64,
+) -> Result<Acked, String> {
+    let started = Instant::now();
+    let (node, base) = target;
+    let config = serde_json::to_vec(&json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Labels": {"seed": seed.to_string()}},
+        "rootfs": {"type": "layers", "diff_ids": []},
+    }))
+    .unwrap();
+    let layer = pseudo_random(2048 + (seed % 4096) as usize, seed ^ 0xABCD);
+    let mut blobs = Vec::new();
+    for bytes in [config, layer] {
+        let d = digest_of(&bytes);
+        let resp = client
+            .post(format!("{base}/v2/{repo}/blobs/uploads/?digest={d}"))
+            .body(bytes.clone())
+            .send()
+            .await
+            .map_err(|e| format!("node {node}: blob POST: {e}"))?;
+        if resp.status() != 201 {
+            let s = resp.status();
+            return Err(format!(
+                "node {node}: blob POST {s}: {}",
+                resp.text().await.unwrap_or_default()
+            ));
+        }
+        blobs.push((d, bytes));
+    }
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": blobs[0].0, "size": blobs[0].1.len()},
+        "layers": [{"mediaType": OCI_LAYER, "digest": blobs[1].0, "size": blobs[1].1.len()}],
+    }))
+    .unwrap();
+    let digest = digest_of(&manifest);
+    let resp = client
+        .put(format!("{base}/v2/{repo}/manifests/{tag}"))
+        .header("Content-Type", OCI_MANIFEST)
+        .body(manifest.clone())
+        .send()
+        .await
+        .map_err(|e| format!("node {node}: manifest PUT: {e}"))?;
+    let s = resp.status();
+    let answered = resp
+        .headers()
+        .get("docker-content-digest")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    if s != 201 {
+        return Err(format!(
+            "node {node}: manifest PUT {s}: {}",
+            resp.text().await.unwrap_or_default()
+        ));
+    }
+    if answered.as_deref() != Some(digest.as_str()) {
+        return Err(format!(
+            "node {node}: manifest PUT answered digest {answered:?}, expected {digest}"
+        ));
+    }
+    Ok(Acked {
+        repo: repo.to_string(),
+        tag: tag.to_string(),
+        digest,
+        manifest,
+        blobs,
+        node: *node,
+        started,
+    })
+}
+
+/// Every acknowledged push is pullable from `node`: the tag resolves to the pushed manifest,
+/// byte for byte, and every blob reads back byte-identical. Returns the problems found.
+async fn check_pullable(client: &reqwest::Client, node: &ClusterNode, acked: &[Acked], blobs: bool) -> Vec<String> {
+    let mut problems = Vec::new();
+    for a in acked {
+        let url = format!("{}/v2/{}/manifests/{}", node.url(), a.repo, a.tag);
+        match client.get(&url).header("Accept", OCI_MANIFEST).send().await {
+            Err(e) => problems.push(format!("GET {url}: {e}")),
+            Ok(resp) => {
+                let status = resp.status();
+                let got = resp
+                    .headers()
+                    .get("docker-content-digest")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                let body = resp.bytes().await.unwrap_or_default();
+                if status != 200 || got.as_deref() != Some(a.digest.as_str()) || body != a.manifest {
+                    problems.push(format!(
+                        "node {}: GET {}:{} (pushed via node {}) -> {status}, digest {got:?} (want {}), body {}",
+                        node.id,
+                        a.repo,
+                        a.tag,
+                        a.node,
+                        a.digest,
+                        String::from_utf8_lossy(&body[..body.len().min(300)])
+                    ));
+                }
+            }
+        }
+        if !blobs {
+            continue;
+        }
+        for (d, bytes) in &a.blobs {
+            let url = format!("{}/v2/{}/blobs/{d}", node.url(), a.repo);
+            match client.get(&url).send().await {
+                Err(e) => problems.push(format!("GET {url}: {e}")),
+                Ok(resp) => {
+                    let status = resp.status();
+                    let body = resp.bytes().await.unwrap_or_default();
+                    if status != 200 || body != bytes[..] {
+                        problems.push(format!(
+                            "node {}: GET blob {d} of {}:{} (pushed via node {}) -> {status}, {} bytes: {}",
+                            node.id,
+                            a.repo,
+                            a.tag,
+                            a.node,
+                            body.len(),
+                            if status == 200 {
+                                "different bytes".to_string()
+                            } else {
+                                String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned()
+                            }
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    problems
+}
+
+fn assert_no_problems(what: &str, problems: &[String], cluster: &Cluster) {
+    assert!(
+        problems.is_empty(),
+        "{what}: {} problems, first ones:\n{}{}",
+        problems.len(),
+        problems.iter().take(10).cloned().collect::<Vec<_>>().join("\n"),
+        cluster.logs()
+    );
+}
+
+fn targets(cluster: &Cluster, ids: &[u64]) -> Vec<(u64, String)> {
+    ids.iter().map(|id| (*id, cluster.node(*id).url())).collect()
+}
+
+/// Applied index as `node` reports it.
+fn applied(node: &ClusterNode) -> Option<u64> {
+    status_of(node.api).ok()?["applied_index"].as_u64()
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Leader crash under load
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_killed_mid_stream_loses_no_acknowledged_push() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::form(tmp.path());
+    let old_leader = cluster.wait_converged("formed", &[1, 2, 3], Duration::from_secs(30));
+    let survivors: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != old_leader).collect();
+
+    let mut load = Load::start(2, targets(&cluster, &[1, 2, 3]), "load/crash");
+    load.wait_for(
+        "30 pushes acknowledged before the crash",
+        Duration::from_secs(60),
+        &cluster,
+        |l| l.acked.lock().unwrap().len() >= 30,
+    )
+    .await;
+
+    // kill -9 the leader while the writers keep going (round-robin still includes it: pushes
+    // sent to the dead node fail and stay unacknowledged).
+    cluster.node_mut(old_leader).kill();
+    let killed_at = Instant::now();
+    let before = load.acked().len();
+
+    // A new leader among the survivors, and pushes acknowledged again.
+    let new_leader = {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let seen: Vec<Option<u64>> = survivors
+                .iter()
+                .map(|id| status_of(cluster.node(*id).api).ok().and_then(|s| s["leader"].as_u64()))
+                .collect();
+            if let [Some(a), Some(b)] = seen[..] {
+                if a == b && a != old_leader {
+                    break a;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no new leader among {survivors:?} in 30 s: {seen:?}{}",
+                cluster.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let elected_at = Instant::now();
+    eprintln!(
+        "leader {old_leader} killed; node {new_leader} leads after {} ms",
+        killed_at.elapsed().as_millis()
+    );
+    load.wait_for(
+        "20 pushes started after the kill acknowledged",
+        Duration::from_secs(60),
+        &cluster,
+        |l| l.acked_since(killed_at) >= 20,
+    )
+    .await;
+    load.stop().await;
+    let acked = load.acked();
+    let after = acked.iter().filter(|a| a.started >= killed_at).count();
+    eprintln!(
+        "{} pushes acknowledged ({before} before the kill, {after} started after it), {} failed",
+        acked.len(),
+        load.failures().len()
+    );
+    eprint!("failed pushes:\n{}", load.failure_summary());
+    assert!(after >= 20);
+    // Once both survivors name the new leader, pushes to them succeed: a second of grace for
+    // requests that were already waiting on the dead leader when it was replaced.
+    let late = load.failed_since(elected_at + Duration::from_secs(1), old_leader);
+    assert!(
+        late.is_empty(),
+        "{} pushes to survivors failed after node {new_leader} was leader, e.g. {:?}{}",
+        late.len(),
+        &late[..late.len().min(5)],
+        cluster.logs()
+    );
+    assert!(
+        acked
+            .iter()
+            .filter(|a| a.started >= killed_at)
+            .all(|a| a.node != old_leader),
+        "a push to the dead node was acknowledged"
+    );
+
+    // Every acknowledged push is pullable from each survivor.
+    let client = http_client();
+    for id in &survivors {
+        let problems = check_pullable(&client, cluster.node(*id), &acked, true).await;
+        assert_no_problems(&format!("survivor {id}"), &problems, &cluster);
+    }
+
+    // The killed node comes back on its data dir and catches up with the leader.
+    cluster.node_mut(old_leader).restart();
+    let target = applied(cluster.node(new_leader)).expect("leader status");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = status_of(cluster.node(old_leader).api);
+        let caught_up = s.as_ref().ok().and_then(|s| s["applied_index"].as_u64()) >= Some(target)
+            && s.as_ref().ok().and_then(|s| s["leader"].as_u64()) == Some(new_leader);
+        if caught_up {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "restarted node {old_leader} did not catch up to applied index {target} in 60 s: {s:?}{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cluster.wait_converged("three voters again", &[1, 2, 3], Duration::from_secs(30));
+
+    // It serves the tags pushed while it was down (and, pulled through it, their blobs).
+    let while_down: Vec<Acked> = acked.iter().filter(|a| a.started >= killed_at).cloned().collect();
+    let problems = check_pullable(&client, cluster.node(old_leader), &while_down, false).await;
+    assert_no_problems(
+        &format!("restarted node {old_leader}: tags pushed while it was down"),
+        &problems,
+        &cluster,
+    );
+    let problems = check_pullable(&client, cluster.node(old_leader), &acked, true).await;
+    assert_no_problems(
+        &format!("restarted node {old_leader}: every acknowledged image, blobs included"),
+        &problems,
+        &cluster,
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Membership changes under load
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_added_and_removed_under_load() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::form(tmp.path());
+    let mut load = Load::start(2, targets(&cluster, &[1, 2, 3]), "load/members");
+    load.wait_for("20 pushes acknowledged", Duration::from_secs(60), &cluster, |l| {
+        l.acked.lock().unwrap().len() >= 20
+    })
+    .await;
+
+    // Add node 4 (its own fault domain) through node 2 while the pushes continue: learner,
+    // caught up, voter.
+    cluster.start_node(4, "fd4");
+    let added_at = Instant::now();
+    // Watch node 4's role from node 2 while the CLI adds it (informational: the learner phase
+    // may be too short to sample).
+    let watching = Arc::new(AtomicBool::new(true));
+    let watcher = {
+        let (watching, n2) = (watching.clone(), cluster.node(2).api);
+        std::thread::spawn(move || {
+            let mut roles: Vec<&'static str> = Vec::new();
+            while watching.load(Ordering::SeqCst) {
+                let role = status_of(n2).ok().and_then(|s| {
+                    s["members"].as_array()?.iter().find(|m| m["id"] == 4).map(|m| {
+                        if m["voter"] == true {
+                            "voter"
+                        } else {
+                            "learner"
+                        }
+                    })
+                });
+                let role = role.unwrap_or("absent");
+                if roles.last() != Some(&role) {
+                    roles.push(role);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            roles
+        })
+    };
+    cluster.add(&cluster.node(2).host(), 4);
+    cluster.wait_converged("four voters", &[1, 2, 3, 4], Duration::from_secs(30));
+    watching.store(false, Ordering::SeqCst);
+    eprintln!(
+        "node 4 as node 2 saw it during `cluster add`: {:?}",
+        watcher.join().unwrap()
+    );
+    load.set_targets(targets(&cluster, &[1, 2, 3, 4]));
+    load.wait_for(
+        "pushes acknowledged after node 4 joined, some through it",
+        Duration::from_secs(60),
+        &cluster,
+        |l| {
+            let acked = l.acked.lock().unwrap();
+            let since: Vec<&Acked> = acked.iter().filter(|a| a.started >= added_at).collect();
+            since.len() >= 20 && since.iter().any(|a| a.node == 4)
+        },
+    )
+    .await;
+
+    // Remove node 1 (the first voter, most likely the leader) through node 3.
+    load.set_targets(targets(&cluster, &[2, 3, 4]));
+    let removed_at = Instant::now();
+    let printed = cluster.cli(&cluster.node(3).host(), &["remove", "1"]);
+    assert!(printed.contains("node 1 removed"), "remove printed {printed:?}");
+    let leader = cluster.wait_converged("voters 2, 3, 4", &[2, 3, 4], Duration::from_secs(30));
+    load.wait_for(
+        "20 pushes acknowledged after node 1 left",
+        Duration::from_secs(60),
+        &cluster,
+        |l| l.acked_since(removed_at) >= 20,
+    )
+    .await;
+    load.stop().await;
+    cluster.node_mut(1).kill();
+    let acked = load.acked();
+    eprintln!(
+        "{} pushes acknowledged, {} failed; leader now {leader}",
+        acked.len(),
+        load.failures().len()
+    );
+    eprint!("failed pushes:\n{}", load.failure_summary());
+
+    // The CLI shows the new membership.
+    let status: Value = serde_json::from_str(&cluster.cli(&cluster.node(4).host(), &["status", "--json"])).unwrap();
+    let members: BTreeMap<u64, (String, bool)> = status["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["id"].as_u64().unwrap(),
+                (m["fault_domain"].as_str().unwrap().to_string(), m["voter"] == true),
+            )
+        })
+        .collect();
+    assert_eq!(
+        members,
+        BTreeMap::from([
+            (2, ("fd2".to_string(), true)),
+            (3, ("fd3".to_string(), true)),
+            (4, ("fd4".to_string(), true)),
+        ]),
+        "{status}"
+    );
+    assert_eq!(status["leader"].as_u64(), Some(leader), "{status}");
+    eprintln!(
+        "keelson cluster status:\n{}",
+        cluster.cli(&cluster.node(4).host(), &["status"])
+    );
+
+    // Everything acknowledged stays pullable from the remaining members.
+    let client = http_client();
+    for id in [2, 3, 4] {
+        let problems = check_pullable(&client, cluster.node(id), &acked, false).await;
+        assert_no_problems(&format!("node {id}: manifests by tag"), &problems, &cluster);
+    }
+    for id in [2, 3, 4] {
+        let problems = check_pullable(&client, cluster.node(id), &acked, true).await;
+        assert_no_problems(&format!("node {id}: images with their blobs"), &problems, &cluster);
+    }
+}
