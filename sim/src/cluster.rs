@@ -1,0 +1,242 @@
+//! The cluster as its operators see it: the nodes' hosts (a real Keelson node each, on the
+//! simulated network and clock), forming the cluster through the management API, and the monitor
+//! that samples every node's Raft status for the leadership invariant.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Method;
+use keelson::{Environment, Listener, ServeConfig};
+use serde::Deserialize;
+use turmoil::net::TcpListener;
+
+use crate::client;
+use crate::history::{now_ms, Shared};
+use crate::net::{self, API_PORT, PEER_PORT};
+
+/// Unix time (ms) the simulated clock starts at.
+pub const EPOCH_MS: u64 = 1_750_000_000_000;
+
+/// One node of the simulated cluster.
+#[derive(Debug, Clone)]
+pub struct NodeSpec {
+    pub id: u64,
+    /// Host name (`node<id>`).
+    pub name: String,
+    pub fault_domain: String,
+    /// Outside the host, so a crashed and restarted node reopens the same stores.
+    pub data_dir: PathBuf,
+}
+
+impl NodeSpec {
+    pub fn api(&self) -> String {
+        api_addr(&self.name)
+    }
+}
+
+pub fn api_addr(host: &str) -> String {
+    format!("{host}:{API_PORT}")
+}
+
+/// The simulated wall clock handed to the node.
+struct SimClock;
+
+impl keelson_api::Clock for SimClock {
+    fn now_ms(&self) -> u64 {
+        EPOCH_MS + now_ms()
+    }
+}
+
+/// A node host's software: the real node on simulated listeners, running until crashed.
+pub async fn node_host(spec: NodeSpec) -> turmoil::Result {
+    tokio::spawn(crate::stall::pusher(spec.name.clone()));
+    let ip = turmoil::lookup(spec.name.as_str());
+    let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+    let api = TcpListener::bind((any, API_PORT)).await?;
+    let peer = TcpListener::bind((any, PEER_PORT)).await?;
+    let config = ServeConfig {
+        data_dir: spec.data_dir.clone(),
+        listen: spec.api(),
+        peer_listen: Some(format!("{}:{PEER_PORT}", spec.name)),
+        advertise: Some(spec.api()),
+        advertise_peer: None,
+        node_id: spec.id,
+        fault_domain: spec.fault_domain.clone(),
+        region: "sim".into(),
+        replicas: 3,
+        auth: keelson::config::AuthSetting::Off,
+        max_tokens_per_user: 2,
+    };
+    let env = Environment {
+        dialer: Some(net::dialer()),
+        clock: Arc::new(SimClock),
+    };
+    let node = keelson::start_with(
+        config,
+        Listener {
+            incoming: net::incoming(api),
+            addr: SocketAddr::new(ip, API_PORT),
+        },
+        Some(Listener {
+            incoming: net::incoming(peer),
+            addr: SocketAddr::new(ip, PEER_PORT),
+        }),
+        env,
+    )
+    .await?;
+    std::future::pending::<()>().await;
+    drop(node);
+    Ok(())
+}
+
+/// A member as `cluster status` reports it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MemberStatus {
+    pub id: u64,
+    pub voter: bool,
+}
+
+/// `GET /api/v1/cluster/status`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Status {
+    pub node_id: u64,
+    pub state: String,
+    pub leader: Option<u64>,
+    pub term: u64,
+    pub applied_index: Option<u64>,
+    pub members: Vec<MemberStatus>,
+}
+
+pub async fn status(host: &str, timeout: Duration) -> Result<Status, String> {
+    let reply = client::get(&api_addr(host), "/api/v1/cluster/status", timeout)
+        .await
+        .map_err(|e| e.label().to_string())?;
+    if reply.status != 200 {
+        return Err(format!("status {}", reply.status));
+    }
+    serde_json::from_slice(&reply.body).map_err(|e| format!("bad status JSON: {e}"))
+}
+
+async fn post_json(host: &str, path: &str, body: String) -> Result<client::Reply, String> {
+    client::request(
+        &api_addr(host),
+        Method::POST,
+        path,
+        &[("content-type", "application/json")],
+        Bytes::from(body),
+        Duration::from_secs(15),
+    )
+    .await
+    .map_err(|e| e.label().to_string())
+}
+
+/// Forms the cluster through the management API: `init` on the first node, then every other
+/// node added (learner, caught up, promoted) through it. Waits until all are voters.
+pub async fn form(shared: &Shared, nodes: &[NodeSpec]) -> Result<(), String> {
+    let first = &nodes[0];
+    let deadline = now_ms() + 60_000;
+    // init: retried until the first node reports itself leader (a lost answer to an init that
+    // took effect makes the retry fail, which is fine).
+    loop {
+        if now_ms() > deadline {
+            return Err("cluster init did not take effect".into());
+        }
+        match status(&first.name, Duration::from_secs(2)).await {
+            Ok(s) if s.leader == Some(first.id) => break,
+            _ => {}
+        }
+        let answer = post_json(&first.name, "/api/v1/cluster/init", "[]".into()).await;
+        shared.trace(
+            now_ms(),
+            format!("admin init {} -> {}", first.name, answer_label(&answer)),
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for node in &nodes[1..] {
+        let ip = turmoil::lookup(node.name.as_str());
+        let body = serde_json::json!({
+            "id": node.id,
+            "api_addr": node.api(),
+            "peer_addr": format!("{ip}:{PEER_PORT}"),
+            "fault_domain": node.fault_domain,
+        })
+        .to_string();
+        loop {
+            if now_ms() > deadline {
+                return Err(format!("adding {} did not succeed", node.name));
+            }
+            let answer = post_json(&first.name, "/api/v1/cluster/members", body.clone()).await;
+            shared.trace(
+                now_ms(),
+                format!("admin add {} -> {}", node.name, answer_label(&answer)),
+            );
+            if matches!(&answer, Ok(r) if r.status == 200) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    loop {
+        if now_ms() > deadline {
+            return Err("members did not all become voters".into());
+        }
+        if let Ok(s) = status(&first.name, Duration::from_secs(2)).await {
+            let voters = s.members.iter().filter(|m| m.voter).count();
+            if voters == nodes.len() && s.leader.is_some() {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn answer_label(answer: &Result<client::Reply, String>) -> String {
+    match answer {
+        Ok(r) => r.status.to_string(),
+        Err(e) => e.clone(),
+    }
+}
+
+/// How often the monitor samples every node's status.
+const SAMPLE_EVERY: Duration = Duration::from_millis(100);
+
+/// Samples every node's Raft status until the run is verified: records which node claimed
+/// leadership in which term, and the leader the fault injector aims at. Changes of a node's
+/// (state, term, leader) go into the trace.
+pub async fn monitor(shared: Rc<Shared>, nodes: Vec<NodeSpec>) -> turmoil::Result {
+    let mut last: Vec<Option<(String, u64, Option<u64>)>> = vec![None; nodes.len()];
+    while !shared.verified.get() {
+        for (i, node) in nodes.iter().enumerate() {
+            let Ok(s) = status(&node.name, Duration::from_millis(500)).await else {
+                continue;
+            };
+            shared.count("raft.status_samples", 1);
+            if s.state == "leader" {
+                shared
+                    .leader_claims
+                    .borrow_mut()
+                    .entry(s.term)
+                    .or_default()
+                    .insert(s.node_id);
+                shared.leader.set(Some(s.node_id));
+            }
+            let view = (s.state.clone(), s.term, s.leader);
+            if last[i].as_ref() != Some(&view) {
+                shared.trace(
+                    now_ms(),
+                    format!(
+                        "raft {} state={} term={} leader={:?}",
+                        node.name, s.state, s.term, s.leader
+                    ),
+                );
+                last[i] = Some(view);
+            }
+        }
+        tokio::time::sleep(SAMPLE_EVERY).await;
+    }
+    Ok(())
+}

@@ -1,0 +1,260 @@
+//! One seeded run: builds the turmoil simulation (node hosts on tempdirs that outlive crashes,
+//! the admin, client, monitor and verifier hosts), drives it step by step while the fault
+//! injector plays its schedule, and checks the invariants at the end.
+
+use std::rc::Rc;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::cluster::{self, NodeSpec, EPOCH_MS};
+use crate::determinism;
+use crate::faults::{self, FaultKind, Injector};
+use crate::history::{now_ms, Shared};
+use crate::invariants;
+use crate::report::SeedReport;
+use crate::workload::{self, WorkerSpec};
+
+/// The shape of a run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub nodes: usize,
+    pub clients: usize,
+    pub ops_per_client: usize,
+    /// Clients stop starting operations this long after the cluster formed.
+    pub workload_ms: u64,
+    /// Faults are injected from 1 s after formation until this long after it.
+    pub fault_window_ms: u64,
+    pub faults: Vec<FaultKind>,
+    /// Upper bound of a message's latency on a healthy network.
+    pub max_latency_ms: u64,
+    /// The run fails if it has not finished after this much simulated time.
+    pub max_sim_ms: u64,
+    pub repos: Vec<String>,
+    pub tags: Vec<String>,
+    /// Keep the trace's lines (for `--trace`), not just its hash.
+    pub keep_trace: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            nodes: 3,
+            clients: 3,
+            ops_per_client: 60,
+            workload_ms: 30_000,
+            fault_window_ms: 25_000,
+            faults: FaultKind::ALL.to_vec(),
+            max_latency_ms: 5,
+            max_sim_ms: 400_000,
+            repos: vec!["sim/app".into(), "sim/base/db".into()],
+            tags: vec!["latest".into(), "stable".into(), "v1".into()],
+            keep_trace: false,
+        }
+    }
+}
+
+/// Why a run produced no report at all.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot create the nodes' data directories: {0}")]
+    DataDir(std::io::Error),
+    #[error("cannot start the simulation thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// A finished run: the report and, when kept, the trace lines.
+pub struct Outcome {
+    pub report: SeedReport,
+    pub trace: Vec<String>,
+}
+
+/// Panic messages raised while a run was going (the hook is process-wide).
+static PANICS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+fn install_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let msg = format!("{info}");
+            if let Ok(mut panics) = PANICS.lock() {
+                panics.push(msg.lines().next().unwrap_or("").to_string());
+            }
+            if std::env::var_os("KEELSON_SIM_PANIC_BACKTRACE").is_some() {
+                default(info);
+            }
+        }));
+    });
+}
+
+/// Runs `seed` on a fresh thread whose randomness comes from the seed (see [`determinism`]).
+pub fn run(seed: u64, config: &Config) -> Result<Outcome, RunError> {
+    install_panic_hook();
+    let config = config.clone();
+    let handle = std::thread::Builder::new()
+        .name(format!("sim-{seed}"))
+        .stack_size(64 << 20)
+        .spawn(move || {
+            determinism::seed_thread(seed);
+            run_here(seed, &config)
+        })
+        .map_err(RunError::Thread)?;
+    match handle.join() {
+        Ok(outcome) => outcome,
+        Err(_) => {
+            let panics = PANICS.lock().map(|p| p.join(" | ")).unwrap_or_default();
+            Ok(Outcome {
+                report: SeedReport {
+                    seed,
+                    trace_hash: "none".into(),
+                    failures: vec![crate::history::Failure {
+                        invariant: "panic".into(),
+                        detail: format!("the simulation panicked: {panics}"),
+                    }],
+                    ..Default::default()
+                },
+                trace: Vec::new(),
+            })
+        }
+    }
+}
+
+/// Where the nodes' data directories go: `KEELSON_SIM_DIR`, else memory-backed `/dev/shm` when
+/// there is one (fsync is then free, so blocking I/O never outlasts the stall watchdog's grace),
+/// else the system temp directory.
+fn data_root() -> std::path::PathBuf {
+    if let Some(dir) = std::env::var_os("KEELSON_SIM_DIR") {
+        return dir.into();
+    }
+    let shm = std::path::Path::new("/dev/shm");
+    if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    }
+}
+
+fn run_here(seed: u64, config: &Config) -> Result<Outcome, RunError> {
+    let started = Instant::now();
+    if let Ok(mut panics) = PANICS.lock() {
+        panics.clear();
+    }
+    determinism::anchor();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let dirs: Vec<tempfile::TempDir> = (0..config.nodes)
+        .map(|_| tempfile::Builder::new().prefix("keelson-sim-").tempdir_in(data_root()))
+        .collect::<Result<_, _>>()
+        .map_err(RunError::DataDir)?;
+    let nodes: Vec<NodeSpec> = dirs
+        .iter()
+        .enumerate()
+        .map(|(i, dir)| NodeSpec {
+            id: i as u64 + 1,
+            name: format!("node{}", i + 1),
+            fault_domain: format!("fd{}", i % 3 + 1),
+            data_dir: dir.path().to_path_buf(),
+        })
+        .collect();
+    let shared = Rc::new(Shared::new(config.keep_trace));
+    let watchdog = crate::stall::Watchdog::start().map_err(RunError::Thread)?;
+
+    let mut sim = turmoil::Builder::new()
+        .simulation_duration(Duration::from_millis(config.max_sim_ms))
+        .tick_duration(Duration::from_millis(1))
+        .epoch(UNIX_EPOCH + Duration::from_millis(EPOCH_MS))
+        .min_message_latency(Duration::from_millis(0))
+        .max_message_latency(Duration::from_millis(config.max_latency_ms))
+        .tcp_capacity(1 << 20)
+        .enable_random_order()
+        .build_with_rng(Box::new(StdRng::seed_from_u64(rng.gen())));
+
+    for node in &nodes {
+        let spec = node.clone();
+        sim.host(node.name.as_str(), move || cluster::node_host(spec.clone()));
+    }
+    {
+        let (shared, nodes) = (shared.clone(), nodes.clone());
+        sim.client("admin", async move {
+            match cluster::form(&shared, &nodes).await {
+                Ok(()) => shared.trace(now_ms(), "admin cluster formed"),
+                Err(e) => shared.fail("cluster_formation", e),
+            }
+            shared.formed_at.set(Some(now_ms()));
+            Ok(())
+        });
+    }
+    let mut others = vec!["admin".to_string(), "monitor".to_string(), "verifier".to_string()];
+    for c in 0..config.clients {
+        let spec = WorkerSpec {
+            name: format!("client{}", c + 1),
+            seed: rng.gen(),
+            nodes: nodes.iter().map(|n| n.name.clone()).collect(),
+            repos: config.repos.clone(),
+            tags: config.tags.clone(),
+            ops: config.ops_per_client,
+            stop_after_ms: config.workload_ms,
+        };
+        others.push(spec.name.clone());
+        let shared = shared.clone();
+        sim.client(spec.name.clone().as_str(), workload::worker(shared, spec));
+    }
+    sim.client("monitor", cluster::monitor(shared.clone(), nodes.clone()));
+    sim.client(
+        "verifier",
+        invariants::verifier(
+            shared.clone(),
+            nodes.clone(),
+            config.clients,
+            config.repos.clone(),
+            config.tags.clone(),
+        ),
+    );
+
+    let episodes = faults::schedule(&mut rng, 1_000, config.fault_window_ms, &config.faults);
+    let mut injector = Injector::new(
+        episodes,
+        nodes.clone(),
+        others,
+        Duration::from_millis(config.max_latency_ms),
+    );
+    loop {
+        let now = sim.elapsed().as_millis() as u64;
+        injector.advance(&mut sim, &shared, now);
+        match sim.step() {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(e) => {
+                shared.fail("simulation", e.to_string());
+                break;
+            }
+        }
+    }
+    let sim_ms = sim.elapsed().as_millis() as u64;
+    drop(sim);
+    shared.count("sim.time_pushes", watchdog.pushes());
+    let unsettled = crate::stall::settle_timeouts();
+    if unsettled > 0 {
+        shared.count("sim.settle_timeouts", unsettled);
+    }
+    drop(watchdog);
+    let panics = PANICS.lock().map(|p| p.clone()).unwrap_or_default();
+    for p in panics {
+        shared.fail("panic", p);
+    }
+    invariants::after_run(&shared);
+    drop(dirs);
+
+    let report = SeedReport {
+        seed,
+        trace_hash: shared.trace_hash(),
+        sim_ms,
+        wall_ms: started.elapsed().as_millis() as u64,
+        counters: shared.counters.borrow().clone(),
+        failures: shared.failures.borrow().clone(),
+    };
+    let trace = shared.trace_lines.borrow_mut().take().unwrap_or_default();
+    Ok(Outcome { report, trace })
+}

@@ -1,0 +1,304 @@
+//! Keeps simulated time moving while a node's `spawn_blocking` task waits for network input.
+//!
+//! turmoil runs every host on a tokio runtime whose clock is paused and advances only when the
+//! runtime is idle — and tokio never auto-advances a paused clock while any `spawn_blocking`
+//! task is alive. Keelson's upload sessions write through a blocking worker that stays alive,
+//! waiting on a channel, until the request body has arrived; the body can only arrive when
+//! simulated time moves on; so the host's tick would never end and the whole simulation would
+//! hang. (A real node is unaffected: real time does not wait for blocking tasks.)
+//!
+//! The fix here, without touching node code: a watchdog thread notices when the simulation
+//! thread is parked waiting for the clock *and* every tokio blocking thread is parked too (so no
+//! blocking task is doing I/O that would end the wait by itself), and then wakes a small
+//! "pusher" task in each node host; the first one to run (the stuck host's) advances that host's
+//! clock to the end of its tick, exactly what auto-advance would have done. Parking is observed
+//! through the `futex` calls the simulation thread makes (see [`crate::determinism`]) and the
+//! `/proc/self/task/*/syscall` state of tokio's blocking threads. Because the decision is taken
+//! only when the whole process is quiescent, it does not depend on how fast the machine is.
+//!
+//! One simulation per process at a time: the state is process-wide.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+/// The simulation thread's kernel thread id (0: none).
+static SIM_TID: AtomicI64 = AtomicI64::new(0);
+/// Whether the simulation thread is inside a timed futex wait right now.
+static SIM_WAITING: AtomicBool = AtomicBool::new(false);
+/// Nanoseconds (since [`origin`]) at which the simulation thread began waiting without being
+/// woken since; 0 while it is not idle.
+static IDLE_SINCE: AtomicU64 = AtomicU64::new(0);
+/// Kicks issued by the watchdog, and kicks consumed by a pusher.
+static KICKS: AtomicU64 = AtomicU64::new(0);
+static CONSUMED: AtomicU64 = AtomicU64::new(0);
+static WAKERS: Mutex<Vec<Waker>> = Mutex::new(Vec::new());
+/// How many times simulated time was pushed (for the report).
+static PUSHES: AtomicU64 = AtomicU64::new(0);
+
+/// How long the process must have been quiescent before time is pushed.
+const QUIET: Duration = Duration::from_micros(300);
+/// How often the watchdog looks.
+const POLL: Duration = Duration::from_micros(100);
+
+fn origin() -> Instant {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    *ORIGIN.get_or_init(Instant::now)
+}
+
+fn now_nanos() -> u64 {
+    origin().elapsed().as_nanos() as u64 + 1
+}
+
+fn gettid() -> i64 {
+    // SAFETY: gettid has no arguments and cannot fail.
+    unsafe { libc::syscall(libc::SYS_gettid) as i64 }
+}
+
+/// Whether the calling thread is the simulation thread.
+pub fn on_sim_thread() -> bool {
+    let tid = SIM_TID.load(Ordering::Relaxed);
+    tid != 0 && tid == gettid()
+}
+
+/// Called by the `syscall` interposer around a timed futex wait of the simulation thread.
+pub fn wait_begins() {
+    let _ = IDLE_SINCE.compare_exchange(0, now_nanos(), Ordering::SeqCst, Ordering::SeqCst);
+    SIM_WAITING.store(true, Ordering::SeqCst);
+}
+
+/// Called after that wait; `timed_out` when nothing woke the thread.
+pub fn wait_ends(timed_out: bool) {
+    SIM_WAITING.store(false, Ordering::SeqCst);
+    if !timed_out {
+        IDLE_SINCE.store(0, Ordering::SeqCst);
+    }
+}
+
+/// One thread's scheduling state: whether it is parked in a futex wait, and how often it has
+/// blocked so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ThreadState {
+    tid: String,
+    parked: bool,
+    voluntary: u64,
+}
+
+/// Every thread but the simulation thread and the watchdog.
+fn threads() -> Vec<ThreadState> {
+    let futex = if cfg!(target_arch = "aarch64") { "98 " } else { "202 " };
+    let sim = SIM_TID.load(Ordering::SeqCst).to_string();
+    let dog = WATCHDOG_TID.load(Ordering::SeqCst).to_string();
+    let mut out = Vec::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        let Some(tid) = task.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        if tid == sim || tid == dog {
+            continue;
+        }
+        let Ok(state) = std::fs::read_to_string(task.path().join("syscall")) else {
+            continue; // the thread just exited
+        };
+        let voluntary = std::fs::read_to_string(task.path().join("status"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        out.push(ThreadState {
+            tid,
+            parked: state.starts_with(futex),
+            voluntary,
+        });
+    }
+    out.sort_by(|a, b| a.tid.cmp(&b.tid));
+    out
+}
+
+/// How long the simulation thread waits for other threads to settle before giving up (and
+/// saying so: determinism is then not guaranteed).
+const SETTLE_LIMIT: Duration = Duration::from_secs(5);
+
+/// After the simulation thread woke `woken` threads (or started one), waits until that many
+/// threads have run and blocked again and every thread is parked, twice in a row: whatever the
+/// woken threads do in reaction (a blocking task's I/O, its wake-up of the runtime) is then done
+/// before the simulation thread goes on, so it is never a race.
+fn settle(before: &[ThreadState], woken: usize) {
+    let started = Instant::now();
+    let mut previous: Option<Vec<ThreadState>> = None;
+    loop {
+        std::thread::sleep(Duration::from_micros(30));
+        let now = threads();
+        let moved = now
+            .iter()
+            .filter(|t| {
+                before
+                    .iter()
+                    .find(|b| b.tid == t.tid)
+                    .is_none_or(|b| t.voluntary > b.voluntary)
+            })
+            .count();
+        let quiet = moved >= woken && now.iter().all(|t| t.parked);
+        if quiet && previous.as_ref() == Some(&now) {
+            return;
+        }
+        previous = quiet.then_some(now);
+        if started.elapsed() > SETTLE_LIMIT {
+            SETTLE_TIMEOUTS.fetch_add(1, Ordering::SeqCst);
+            return;
+        }
+    }
+}
+
+/// Settles that gave up (reported: a run with any is not guaranteed to replay).
+static SETTLE_TIMEOUTS: AtomicU64 = AtomicU64::new(0);
+static WATCHDOG_TID: AtomicI64 = AtomicI64::new(0);
+
+/// Called by the interposer around a futex wake by the simulation thread.
+pub fn wake(forward: impl FnOnce() -> i64) -> i64 {
+    let before = threads();
+    let woken = forward();
+    if woken > 0 {
+        settle(&before, woken as usize);
+    }
+    woken
+}
+
+/// Called by the interposer around a thread creation by the simulation thread.
+pub fn spawn(forward: impl FnOnce() -> i32) -> i32 {
+    let before = threads();
+    let r = forward();
+    if r == 0 {
+        settle(&before, 1);
+    }
+    r
+}
+
+/// Settles that gave up so far.
+pub fn settle_timeouts() -> u64 {
+    SETTLE_TIMEOUTS.load(Ordering::SeqCst)
+}
+
+/// The watchdog of one simulation; stops when dropped.
+pub struct Watchdog {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Watchdog {
+    /// Watches the calling thread (the simulation thread).
+    pub fn start() -> std::io::Result<Watchdog> {
+        SIM_TID.store(gettid(), Ordering::SeqCst);
+        IDLE_SINCE.store(0, Ordering::SeqCst);
+        PUSHES.store(0, Ordering::SeqCst);
+        SETTLE_TIMEOUTS.store(0, Ordering::SeqCst);
+        CONSUMED.store(KICKS.load(Ordering::SeqCst), Ordering::SeqCst);
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("sim-watchdog".into())
+            .spawn(move || watch(&flag))?;
+        Ok(Watchdog {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// How many times time was pushed so far.
+    pub fn pushes(&self) -> u64 {
+        PUSHES.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        SIM_TID.store(0, Ordering::SeqCst);
+    }
+}
+
+fn watch(stop: &AtomicBool) {
+    WATCHDOG_TID.store(gettid(), Ordering::SeqCst);
+    while !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(POLL);
+        let idle = IDLE_SINCE.load(Ordering::SeqCst);
+        if idle == 0 || !SIM_WAITING.load(Ordering::SeqCst) {
+            continue;
+        }
+        if now_nanos().saturating_sub(idle) < QUIET.as_nanos() as u64 {
+            continue;
+        }
+        let before = threads();
+        if !before.iter().all(|t| t.parked) {
+            continue;
+        }
+        std::thread::sleep(QUIET);
+        if threads() != before {
+            continue;
+        }
+        if IDLE_SINCE.load(Ordering::SeqCst) != idle || !SIM_WAITING.load(Ordering::SeqCst) {
+            continue;
+        }
+        KICKS.fetch_add(1, Ordering::SeqCst);
+        let wakers = std::mem::take(&mut *WAKERS.lock().unwrap_or_else(|p| p.into_inner()));
+        for w in wakers {
+            w.wake();
+        }
+        // Give the woken runtime a moment before looking again.
+        while !stop.load(Ordering::SeqCst) && IDLE_SINCE.load(Ordering::SeqCst) == idle {
+            std::thread::sleep(POLL);
+        }
+    }
+}
+
+/// Resolves when the watchdog kicked and this is the first pusher to see it.
+struct Kick;
+
+impl Future for Kick {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let take = || {
+            let kicks = KICKS.load(Ordering::SeqCst);
+            let consumed = CONSUMED.load(Ordering::SeqCst);
+            kicks > consumed
+                && CONSUMED
+                    .compare_exchange(consumed, kicks, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+        };
+        if take() {
+            return Poll::Ready(());
+        }
+        WAKERS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(cx.waker().clone());
+        if take() {
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+}
+
+/// Runs inside every node host: ends the host's tick when the watchdog says it is stuck.
+pub async fn pusher(host: String) {
+    let debug = std::env::var_os("KEELSON_SIM_DEBUG_STALL").is_some();
+    loop {
+        Kick.await;
+        PUSHES.fetch_add(1, Ordering::SeqCst);
+        if debug {
+            eprintln!("stall: pushing {host} at {:?}", turmoil::sim_elapsed());
+        }
+        tokio::time::advance(Duration::from_millis(1)).await;
+    }
+}
