@@ -277,7 +277,12 @@ where
 /// Writes the auth-token uses this node saw to the catalog every half minute (one Raft entry for
 /// all of them, never one per request).
 async fn flush_token_uses(registry: Arc<Registry>) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+    // KEELSON_TOKEN_USE_FLUSH_MS shortens the period (tests); the default suits production.
+    let period_ms = std::env::var("KEELSON_TOKEN_USE_FLUSH_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30_000u64);
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(period_ms.max(10)));
     loop {
         tick.tick().await;
         let uses = registry.token_uses.take();

@@ -1427,3 +1427,78 @@ async fn members_added_and_removed_under_load() {
         assert_no_problems(&format!("node {id}: images with their blobs"), &problems, &cluster);
     }
 }
+
+/// An upload session lives on the node that opened it; a load balancer may send its PATCH, status
+/// and PUT requests to any node, which relays them to the owner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_session_requests_reach_their_owner_from_any_node() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let cluster = Cluster::form(tmp.path());
+    cluster.wait_converged("formed", &[1, 2, 3], Duration::from_secs(30));
+    let client = http_client();
+    let url = |id: u64, path: &str| format!("http://{}{path}", cluster.node(id).host());
+    let body = pseudo_random(3 << 20, 42);
+    let (first, second) = body.split_at(1 << 20);
+
+    let resp = client
+        .post(url(1, "/v2/demo/relay/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let location = resp.headers()["location"].to_str().unwrap().to_string();
+    assert!(
+        location.contains("/uploads/n1-"),
+        "session id names its owner: {location}"
+    );
+
+    let resp = client
+        .patch(url(2, &location))
+        .header("Content-Range", format!("0-{}", first.len() - 1))
+        .body(first.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202, "PATCH relayed from node 2");
+    assert_eq!(resp.headers()["range"], format!("0-{}", first.len() - 1).as_str());
+
+    let resp = client.get(url(3, &location)).send().await.unwrap();
+    assert_eq!(resp.status(), 204, "status relayed from node 3");
+    assert_eq!(resp.headers()["range"], format!("0-{}", first.len() - 1).as_str());
+
+    let resp = client
+        .patch(url(3, &location))
+        .header("Content-Range", format!("{}-{}", first.len(), body.len() - 1))
+        .body(second.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+
+    let digest = digest_of(&body);
+    let resp = client
+        .put(format!("{}?digest={digest}", url(2, &location)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        201,
+        "PUT relayed from node 2: {}",
+        resp.text().await.unwrap_or_default()
+    );
+    for id in [1, 2, 3] {
+        let got = client
+            .get(url(id, &format!("/v2/demo/relay/blobs/{digest}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(got.status(), 200);
+        assert_eq!(
+            digest_of(&got.bytes().await.unwrap()),
+            digest,
+            "node {id} serves the blob"
+        );
+    }
+}

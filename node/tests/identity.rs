@@ -666,3 +666,43 @@ async fn admin_cli_walkthrough() {
         StatusCode::UNAUTHORIZED
     );
 }
+
+/// `where target.repo.name = '…'` narrows a statement to one repository, and token use is
+/// recorded (last-used time) without one Raft write per request.
+#[tokio::test]
+async fn repo_condition_and_last_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Keelson::start_with_env(
+        dir.path(),
+        &[
+            ("KEELSON_AUTH", "enforce"),
+            ("KEELSON_BOOTSTRAP_TOKEN", ADMIN_TOKEN),
+            ("KEELSON_TOKEN_USE_FLUSH_MS", "100"),
+        ],
+    );
+    let api = Api::new(&node);
+    use reqwest::Method as M;
+    api.admin(M::POST, "tenancies", json!({ "namespace": "acme" })).await;
+    api.admin(M::POST, "tenancies/acme/groups", json!({ "name": "web" }))
+        .await;
+    api.admin(
+        M::PUT,
+        "tenancies/acme/policies/web-only",
+        json!({ "statements": ["allow group web to manage repos in tenancy where target.repo.name = 'team/web'"] }),
+    )
+    .await;
+    let token = api.user("acme", "wes", &["web"]).await;
+    let creds = Some(("acme/wes", token.as_str()));
+    assert_eq!(api.push(creds, "acme/team/web", "v1").await, StatusCode::CREATED);
+    assert_eq!(api.push(creds, "acme/team/api", "v1").await, StatusCode::FORBIDDEN);
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let list = api.admin(M::GET, "tenancies/acme/users/wes/tokens", json!({})).await;
+        if list["tokens"][0]["last_used_ms"].as_u64().is_some_and(|t| t > 0) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "last use never recorded: {list}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

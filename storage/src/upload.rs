@@ -15,7 +15,7 @@ use std::io::{self, Read, Write};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use rand::RngCore;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::{mpsc, Mutex as AsyncMutex, OwnedMutexGuard};
@@ -211,7 +211,11 @@ impl Uploads {
             guard.live = if result.is_ok() { Some(live) } else { None };
             result.map(|_| offset)
         });
-        Ok(UploadWriter { tx: Some(tx), worker })
+        Ok(UploadWriter {
+            tx: Some(tx),
+            worker,
+            staging: BytesMut::with_capacity(WRITE_BUFFER),
+        })
     }
 
     /// Verifies the session's digest, makes the bytes durable and moves them into the blob store.
@@ -280,11 +284,27 @@ fn rehash(path: PathBuf) -> io::Result<Live> {
 pub struct UploadWriter {
     tx: Option<mpsc::Sender<Bytes>>,
     worker: JoinHandle<io::Result<u64>>,
+    /// Small network frames gathered into large chunks, so the disk thread wakes once per
+    /// `WRITE_BUFFER` bytes rather than once per frame.
+    staging: BytesMut,
 }
 
 impl UploadWriter {
-    /// Queues a chunk for writing and hashing.
+    /// Queues bytes for writing and hashing.
     pub async fn write(&mut self, chunk: Bytes) -> Result<(), StorageError> {
+        if self.staging.is_empty() && chunk.len() >= WRITE_BUFFER {
+            return self.send(chunk).await;
+        }
+        self.staging.extend_from_slice(&chunk);
+        if self.staging.len() >= WRITE_BUFFER {
+            let full = self.staging.split().freeze();
+            self.staging.reserve(WRITE_BUFFER);
+            self.send(full).await?;
+        }
+        Ok(())
+    }
+
+    async fn send(&mut self, chunk: Bytes) -> Result<(), StorageError> {
         let tx = self.tx.as_ref().ok_or(StorageError::UploadUnknown)?;
         tx.send(chunk)
             .await
@@ -293,6 +313,10 @@ impl UploadWriter {
 
     /// Waits for every queued chunk to be written; returns the new offset.
     pub async fn close(mut self) -> Result<u64, StorageError> {
+        if !self.staging.is_empty() {
+            let rest = self.staging.split().freeze();
+            self.send(rest).await?;
+        }
         self.tx.take();
         let offset = (&mut self.worker)
             .await

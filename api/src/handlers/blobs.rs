@@ -4,7 +4,7 @@ use http::{Request, Response, StatusCode};
 use keelson_raft::CatalogCommand;
 use keelson_storage::Digest;
 
-use super::{authorize_repo, commit, header, Reply};
+use super::{authorize_repo, commit, header, linked_blob, Reply};
 use crate::access::{Action, Cx};
 use crate::body::{self, Body};
 use crate::error::{ApiError, ErrorCode};
@@ -79,11 +79,7 @@ pub async fn get<B>(
 ) -> Result<Response<Body>, ApiError> {
     authorize_repo(reg, name, Action::Pull)?;
     let digest = Digest::parse(digest)?;
-    let record = reg
-        .catalog
-        .reader()
-        .blob_in_repo(name, &digest.to_string())?
-        .ok_or_else(unknown)?;
+    let record = linked_blob(reg, name, &digest.to_string()).await?.ok_or_else(unknown)?;
     let size = record.size;
     let (status, start, len) = match parse_range(header(req, "range"), size) {
         RangeRequest::Whole => (StatusCode::OK, 0, size),

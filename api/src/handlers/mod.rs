@@ -81,3 +81,18 @@ pub(crate) async fn commit(reg: &Registry, cmd: CatalogCommand) -> Result<(), Ap
         CatalogResponse::Rejected(r) => Err(r.into()),
     }
 }
+
+/// A blob's record in `repo`, linearizably: a miss is re-checked after catching up with the
+/// leader, so a blob acknowledged by any node is found here (content never changes, so a hit
+/// needs no such wait).
+pub(crate) async fn linked_blob(
+    cx: &Cx<'_>,
+    repo: &str,
+    digest: &str,
+) -> Result<Option<keelson_raft::BlobRecord>, ApiError> {
+    if let Some(record) = cx.catalog.reader().blob_in_repo(repo, digest)? {
+        return Ok(Some(record));
+    }
+    cx.catalog.linearizable().await?;
+    Ok(cx.catalog.reader().blob_in_repo(repo, digest)?)
+}

@@ -139,7 +139,7 @@ pub async fn start(reg: &Cx<'_>, name: &str, req: Request<Incoming>) -> Result<R
     if let (Some(mount), Some(from)) = (query_get(&pairs, "mount"), query_get(&pairs, "from")) {
         let digest = Digest::parse(mount)?;
         if names::validate_repo(from).is_ok() && authorize_repo(reg, from, Action::Pull).is_ok() {
-            if let Some(record) = reg.catalog.reader().blob_in_repo(from, &digest.to_string())? {
+            if let Some(record) = super::linked_blob(reg, from, &digest.to_string()).await? {
                 commit(
                     reg,
                     CatalogCommand::LinkBlob {
