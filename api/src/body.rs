@@ -23,3 +23,9 @@ pub fn channel(rx: mpsc::Receiver<std::io::Result<Bytes>>) -> Body {
     });
     StreamBody::new(stream).boxed()
 }
+
+/// A body made of ready chunks (slices of a memory-mapped blob).
+pub fn chunks(pieces: Vec<Bytes>) -> Body {
+    let stream = futures_util::stream::iter(pieces.into_iter().map(|b| Ok(Frame::data(b))));
+    StreamBody::new(stream).boxed()
+}

@@ -156,7 +156,7 @@ impl From<StorageError> for ApiError {
                 .with_header("Range", upload_range(*offset)),
             StorageError::DigestMismatch { .. } => ApiError::new(ErrorCode::DigestInvalid, e.to_string()),
             StorageError::Body(_) => ApiError::new(ErrorCode::BlobUploadInvalid, e.to_string()),
-            StorageError::BlobMissing(_) | StorageError::Io(_) | StorageError::Peer(_) => {
+            StorageError::BlobMissing(_) | StorageError::Corrupt(_) | StorageError::Io(_) | StorageError::Peer(_) => {
                 tracing::error!(error = %e, "storage failure");
                 ApiError::new(ErrorCode::Unavailable, "storage temporarily unavailable")
             }
@@ -189,7 +189,7 @@ impl From<Rejection> for ApiError {
             }
             Rejection::TagUnknown(_) => ApiError::new(ErrorCode::ManifestUnknown, r.to_string()),
             Rejection::RepoUnknown => ApiError::new(ErrorCode::NameUnknown, r.to_string()),
-            Rejection::RepoExists => ApiError::new(ErrorCode::Conflict, r.to_string()),
+            Rejection::RepoExists | Rejection::Stale(_) => ApiError::new(ErrorCode::Conflict, r.to_string()),
             Rejection::Identity(i) => match i {
                 IdentityRejection::NoTenancy(_) | IdentityRejection::Missing(_) => {
                     ApiError::new(ErrorCode::NotFound, r.to_string())

@@ -1,8 +1,9 @@
-//! Where a pushed blob's copies go and where a pull finds them: the API-side glue between the
-//! catalog's membership, the placement rule and node-to-node transfer.
+//! Where a pushed blob's copies (or erasure-coded shards) go and where a pull finds them: the
+//! API-side glue between the catalog's membership, the placement rule and node-to-node transfer.
 
 use bytes::Bytes;
-use keelson_raft::{BlobRecord, NodeId};
+use keelson_raft::{BlobRecord, CodedLayout, NodeId};
+use keelson_storage::erasure::{Geometry, Scheme, CHUNK};
 use keelson_storage::placement::{choose, Candidate};
 use keelson_storage::{Digest, StorageError};
 use tokio::sync::mpsc;
@@ -73,4 +74,79 @@ pub async fn fetch_remote(
         ApiError::new(ErrorCode::Unavailable, "no node holding the blob is reachable; retry")
             .with_header("Retry-After", "1".into()),
     )
+}
+
+/// Erasure-codes `digest` (already durable locally) into `k+m` shards on `k+m` nodes, distinct
+/// fault domains first; succeeds once at least `k+1` shards are durable (a push then survives
+/// the loss of any one more shard holder before repair restores the rest). Shards that failed
+/// are `None` in the layout, for repair to rebuild.
+pub async fn store_coded(
+    reg: &Registry,
+    digest: &Digest,
+    size: u64,
+    scheme: Scheme,
+) -> Result<CodedLayout, ApiError> {
+    let members = reg.catalog.members();
+    let candidates: Vec<Candidate> = members
+        .iter()
+        .map(|(id, (node, _))| Candidate {
+            id: *id,
+            fault_domain: node.fault_domain.clone(),
+        })
+        .collect();
+    let n = scheme.k + scheme.m;
+    let targets = choose(&candidates, reg.catalog.node_id(), n, digest.hex().as_bytes());
+    let addrs: Vec<String> = targets
+        .iter()
+        .filter_map(|id| members.get(id).map(|(node, _)| node.peer_addr.clone()))
+        .collect();
+    if addrs.len() != n {
+        return Err(ApiError::new(ErrorCode::Unavailable, "not enough members for erasure coding; retry")
+            .with_header("Retry-After", "1".into()));
+    }
+    let geometry = Geometry::new(scheme.k, scheme.m, CHUNK, size);
+    let results = keelson_storage::erasure::write::store_coded(&reg.peers, &reg.store, digest, geometry, &addrs).await?;
+    let mut shards = Vec::with_capacity(n);
+    for (i, result) in results.into_iter().enumerate() {
+        match result {
+            Ok(()) => shards.push(Some(targets[i])),
+            Err(e) => {
+                tracing::warn!(%digest, shard = i, node = targets[i], error = %e, "shard push failed");
+                shards.push(None);
+            }
+        }
+    }
+    let durable = shards.iter().flatten().count();
+    if durable < scheme.k + 1 {
+        return Err(ApiError::new(
+            ErrorCode::Unavailable,
+            format!("only {durable} of {} required shards are durable; retry", scheme.k + 1),
+        )
+        .with_header("Retry-After", "1".into()));
+    }
+    Ok(CodedLayout {
+        k: scheme.k as u16,
+        m: scheme.m as u16,
+        chunk: CHUNK as u32,
+        shards,
+    })
+}
+
+/// Streams a range of an erasure-coded blob, rebuilt from any `k` of its shards.
+pub fn fetch_coded(
+    reg: &Registry,
+    digest: &Digest,
+    size: u64,
+    layout: &CodedLayout,
+    offset: u64,
+    len: u64,
+) -> mpsc::Receiver<std::io::Result<Bytes>> {
+    let members = reg.catalog.members();
+    let sources = layout
+        .shards
+        .iter()
+        .map(|h| h.and_then(|h| members.get(&h).map(|(node, _)| node.peer_addr.clone())))
+        .collect();
+    let geometry = Geometry::new(layout.k as usize, layout.m as usize, layout.chunk as usize, size);
+    keelson_storage::erasure::read::stream_range(reg.peers.clone(), digest.clone(), geometry, sources, offset, len)
 }

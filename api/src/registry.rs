@@ -38,6 +38,11 @@ pub struct Redundancy {
     pub replicas: usize,
     /// Copies that must be durable before a push is acknowledged (capped likewise).
     pub write_quorum: usize,
+    /// Erasure coding of large blobs (`k+m` shards) instead of copies; needs at least k+m
+    /// members, else blobs are replicated.
+    pub erasure: Option<keelson_storage::erasure::Scheme>,
+    /// Blobs smaller than this are replicated even with erasure coding on.
+    pub erasure_min_bytes: u64,
 }
 
 impl Default for Redundancy {
@@ -45,6 +50,8 @@ impl Default for Redundancy {
         Redundancy {
             replicas: 3,
             write_quorum: 2,
+            erasure: None,
+            erasure_min_bytes: 1 << 20,
         }
     }
 }
@@ -70,6 +77,8 @@ pub struct Registry {
     pub clock: Arc<dyn Clock>,
     pub limits: Limits,
     pub redundancy: Redundancy,
+    /// What the background blob jobs (repair, scrub, GC) report, for `cluster status`.
+    pub blob_health: Arc<keelson_storage::jobs::BlobHealth>,
     pub auth_mode: crate::access::AuthMode,
     /// Auth-token uses seen by this node, flushed to the catalog in batches.
     pub token_uses: crate::auth::TokenUses,

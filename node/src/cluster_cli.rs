@@ -123,5 +123,10 @@ pub fn render(s: &ClusterStatus) -> String {
             opt(m.lag)
         ));
     }
+    out.push_str(&format!(
+        "blobs: under-replicated: {}  bytes to move: {}  (leader's last repair pass)\n",
+        opt(s.under_replicated),
+        opt(s.bytes_to_move)
+    ));
     out
 }

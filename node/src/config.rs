@@ -3,8 +3,10 @@
 //! `./keelson-data` on 127.0.0.1:5000. A flag wins over the file, the file over the default.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Args;
+use keelson_storage::jobs::JobSettings;
 use serde::Deserialize;
 
 /// Flags of `keelson serve` (all optional; see [`ServeConfig::resolve`]).
@@ -51,6 +53,37 @@ pub struct ServeArgs {
     /// Auth tokens a user may hold at once [default: 2].
     #[arg(long, env = "KEELSON_MAX_TOKENS_PER_USER")]
     pub max_tokens_per_user: Option<usize>,
+    /// Milliseconds between two repair passes of the leader [default: 30000].
+    #[arg(long, env = "KEELSON_REPAIR_INTERVAL_MS")]
+    pub repair_interval_ms: Option<u64>,
+    /// A member silent (no ping, no Raft progress) this long counts as lost and its copies are
+    /// re-created elsewhere [default: 300000].
+    #[arg(long, env = "KEELSON_REPAIR_LOST_AFTER_MS")]
+    pub repair_lost_after_ms: Option<u64>,
+    /// MiB per second repair may copy, 0 for unlimited [default: 64].
+    #[arg(long, env = "KEELSON_REPAIR_RATE_MIB")]
+    pub repair_rate_mib: Option<u64>,
+    /// Milliseconds between two scrub passes over the local blobs [default: 86400000].
+    #[arg(long, env = "KEELSON_SCRUB_INTERVAL_MS")]
+    pub scrub_interval_ms: Option<u64>,
+    /// MiB per second scrub may read, 0 for unlimited [default: 32].
+    #[arg(long, env = "KEELSON_SCRUB_RATE_MIB")]
+    pub scrub_rate_mib: Option<u64>,
+    /// Milliseconds between two garbage-collection passes of the leader [default: 600000].
+    #[arg(long, env = "KEELSON_GC_INTERVAL_MS")]
+    pub gc_interval_ms: Option<u64>,
+    /// Unreferenced blobs younger than this are kept, and a GC mark waits this long before its
+    /// sweep [default: 3600000].
+    #[arg(long, env = "KEELSON_GC_GRACE_MS")]
+    pub gc_grace_ms: Option<u64>,
+    /// Erasure-code large blobs as `k+m` shards on k+m nodes in distinct fault domains (e.g.
+    /// `4+2`) instead of replicating them [default: off, every blob replicated].
+    #[arg(long, env = "KEELSON_ERASURE")]
+    pub erasure: Option<String>,
+    /// Blobs smaller than this many bytes are replicated even when erasure coding is on
+    /// [default: 1048576].
+    #[arg(long, env = "KEELSON_ERASURE_MIN_BYTES")]
+    pub erasure_min_bytes: Option<u64>,
 }
 
 /// The `auth` setting.
@@ -75,6 +108,8 @@ pub struct ServeConfig {
     pub replicas: usize,
     pub auth: AuthSetting,
     pub max_tokens_per_user: usize,
+    /// Background blob jobs: repair, scrub, GC (`replicas` is taken from the field above).
+    pub blob_jobs: JobSettings,
 }
 
 /// A configuration file that cannot be used.
@@ -84,6 +119,8 @@ pub enum ConfigError {
     Read(String, std::io::Error),
     #[error("invalid configuration in {0}: {1}")]
     Parse(String, toml::de::Error),
+    #[error(transparent)]
+    Erasure(keelson_storage::erasure::ErasureError),
 }
 
 impl ServeArgs {
@@ -112,6 +149,34 @@ impl ServeArgs {
             replicas: self.replicas.or(file.replicas).unwrap_or(3),
             auth: self.auth.or(file.auth).unwrap_or(AuthSetting::Enforce),
             max_tokens_per_user: self.max_tokens_per_user.or(file.max_tokens_per_user).unwrap_or(2),
+            blob_jobs: {
+                let d = JobSettings::default();
+                let ms = |flag: Option<u64>, file: Option<u64>, default: Duration| {
+                    flag.or(file).map(Duration::from_millis).unwrap_or(default)
+                };
+                let mib = |flag: Option<u64>, file: Option<u64>, default: u64| {
+                    flag.or(file).map(|m| m.saturating_mul(1 << 20)).unwrap_or(default)
+                };
+                JobSettings {
+                    replicas: d.replicas,
+                    repair_interval: ms(self.repair_interval_ms, file.repair_interval_ms, d.repair_interval),
+                    lost_after: ms(self.repair_lost_after_ms, file.repair_lost_after_ms, d.lost_after),
+                    repair_rate: mib(self.repair_rate_mib, file.repair_rate_mib, d.repair_rate),
+                    scrub_interval: ms(self.scrub_interval_ms, file.scrub_interval_ms, d.scrub_interval),
+                    scrub_rate: mib(self.scrub_rate_mib, file.scrub_rate_mib, d.scrub_rate),
+                    gc_interval: ms(self.gc_interval_ms, file.gc_interval_ms, d.gc_interval),
+                    gc_grace: ms(self.gc_grace_ms, file.gc_grace_ms, d.gc_grace),
+                    erasure: match self.erasure.or(file.erasure) {
+                        None => None,
+                        Some(text) if text == "off" || text.is_empty() => None,
+                        Some(text) => Some(text.parse().map_err(ConfigError::Erasure)?),
+                    },
+                    erasure_min_bytes: self
+                        .erasure_min_bytes
+                        .or(file.erasure_min_bytes)
+                        .unwrap_or(d.erasure_min_bytes),
+                }
+            },
         })
     }
 }

@@ -7,6 +7,7 @@ pub mod admin_cli;
 pub mod cluster_cli;
 pub mod config;
 pub mod http_client;
+pub mod jobs;
 pub mod lb;
 
 use std::net::SocketAddr;
@@ -181,7 +182,9 @@ where
     let mut tasks = Vec::new();
     if let Some(peer) = peer {
         let raft_service = PeerService::new(catalog.raft().clone()).into_server();
-        let blob_service = BlobService::new(store.clone(), uploads.clone()).into_server();
+        let blob_service = BlobService::new(store.clone(), uploads.clone())
+            .with_peers(BlobPeers::new(catalog.channels().clone()))
+            .into_server();
         let incoming = peer.incoming;
         tasks.push(tokio::spawn(async move {
             let served = tonic::transport::Server::builder()
@@ -214,8 +217,11 @@ where
         },
         clock: env.clock,
         limits: Limits::default(),
+        blob_health: Default::default(),
         redundancy: Redundancy {
             replicas: config.replicas,
+            erasure: config.blob_jobs.erasure,
+            erasure_min_bytes: config.blob_jobs.erasure_min_bytes,
             ..Default::default()
         },
         auth_mode: match config.auth {
@@ -238,6 +244,7 @@ where
         }
     }
     tasks.push(tokio::spawn(flush_token_uses(registry.clone())));
+    tasks.extend(jobs::spawn(&registry, config.blob_jobs.clone()));
 
     let accept_registry = registry.clone();
     let mut api_incoming = api.incoming;

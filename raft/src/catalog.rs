@@ -146,6 +146,82 @@ impl CatalogReader {
         Ok(Page { items, more })
     }
 
+    /// Up to `limit` blob records in digest order, after `after` (for background scans that page
+    /// through every blob).
+    pub fn blobs_page(&self, after: Option<&str>, limit: usize) -> Result<Vec<(String, BlobRecord)>> {
+        let mut start = after.map(|a| a.as_bytes().to_vec()).unwrap_or_default();
+        if after.is_some() {
+            start.push(0);
+        }
+        let mut out = Vec::new();
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_BLOBS)?, IteratorMode::From(&start, Direction::Forward))
+        {
+            if out.len() == limit {
+                break;
+            }
+            let (key, value) = item.map_err(err)?;
+            let digest = String::from_utf8(key.to_vec()).map_err(err)?;
+            out.push((digest, bincode::deserialize(&value).map_err(err)?));
+        }
+        Ok(out)
+    }
+
+    /// Calls `f(repo, digest, manifest)` for every manifest of every repository.
+    pub fn for_each_manifest(&self, mut f: impl FnMut(&str, &str, &ManifestRecord)) -> Result<()> {
+        for item in self.db.iterator_cf(self.cf(CF_MANIFESTS)?, IteratorMode::Start) {
+            let (key, value) = item.map_err(err)?;
+            let (repo, digest) = split_pair(&key)?;
+            let manifest: ManifestRecord = bincode::deserialize(&value).map_err(err)?;
+            f(repo, digest, &manifest);
+        }
+        Ok(())
+    }
+
+    /// Every (repository, blob digest) link.
+    pub fn blob_links(&self) -> Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_REPO_BLOBS)?, IteratorMode::Start) {
+            let (key, _) = item.map_err(err)?;
+            let (repo, digest) = split_pair(&key)?;
+            out.push((repo.to_string(), digest.to_string()));
+        }
+        Ok(out)
+    }
+
+    /// The shard layout of an erasure-coded blob (`None`: replicated, or unknown).
+    pub fn coded(&self, digest: &str) -> Result<Option<CodedLayout>> {
+        self.get(CF_CODED, digest.as_bytes())
+    }
+
+    /// The garbage collector's epoch and pending mark.
+    pub fn gc_state(&self) -> Result<GcState> {
+        Ok(self.get(CF_GC, KEY_GC_STATE)?.unwrap_or_default())
+    }
+
+    /// The digests marked by the pending GC epoch and not referenced since.
+    pub fn gc_candidates(&self) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for item in self.db.prefix_iterator_cf(self.cf(CF_GC)?, GC_CANDIDATE_PREFIX) {
+            let (key, _) = item.map_err(err)?;
+            let Some(digest) = key.strip_prefix(GC_CANDIDATE_PREFIX) else {
+                break;
+            };
+            out.push(String::from_utf8(digest.to_vec()).map_err(err)?);
+        }
+        Ok(out)
+    }
+
+    /// True when `digest` is a candidate of the pending GC epoch.
+    pub fn is_gc_candidate(&self, digest: &str) -> Result<bool> {
+        Ok(self
+            .db
+            .get_pinned_cf(self.cf(CF_GC)?, gc_candidate_key(digest))
+            .map_err(err)?
+            .is_some())
+    }
+
     /// Manifests in `repo` whose `subject` is `subject`.
     pub fn referrers(&self, repo: &str, subject: &str) -> Result<Vec<ReferrerRecord>> {
         let mut prefix = join(&[repo, subject]);
@@ -160,4 +236,15 @@ impl CatalogReader {
         }
         Ok(out)
     }
+}
+
+/// Splits a `first\0second` key.
+fn split_pair(key: &[u8]) -> Result<(&str, &str)> {
+    let at = key
+        .iter()
+        .position(|b| *b == 0)
+        .ok_or_else(|| ReadError("composite key without separator".into()))?;
+    let first = std::str::from_utf8(&key[..at]).map_err(err)?;
+    let second = std::str::from_utf8(&key[at + 1..]).map_err(err)?;
+    Ok((first, second))
 }

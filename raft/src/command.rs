@@ -54,6 +54,80 @@ pub enum CatalogCommand {
     DeleteRepo { repo: String },
     /// A change to tenancies, users, groups, policies, tokens or signing keys.
     Identity(IdentityCommand),
+    /// Repair: replace a blob's holders with `holders`, only while they still are `expected`
+    /// (compare-and-set, so a record changed meanwhile is left alone).
+    SetHolders {
+        digest: String,
+        expected: Vec<NodeId>,
+        holders: Vec<NodeId>,
+    },
+    /// Link a blob that is already stored into `repo` (cross-repository mount). Unlike
+    /// [`CatalogCommand::LinkBlob`] it never creates the record: it is rejected when the blob has
+    /// been garbage collected meanwhile.
+    MountBlob { repo: String, digest: String, now_ms: u64 },
+    /// GC phase 1 (mark): `candidates` are unreferenced blobs; starts GC epoch `epoch` when no
+    /// other mark is pending. Any later command that references a candidate removes it.
+    GcMark {
+        epoch: u64,
+        candidates: Vec<String>,
+        now_ms: u64,
+    },
+    /// GC phase 2 (sweep): deletes the records (and the listed repository links) of the `blobs`
+    /// that are still candidates of `epoch`, then ends the epoch.
+    GcSweep { epoch: u64, blobs: Vec<SweptBlob> },
+    /// An erasure-coded blob's shards are durable where `layout` says; link it into `repo`
+    /// (creating the record and its layout unless the blob is already stored).
+    LinkCoded {
+        repo: String,
+        digest: String,
+        size: u64,
+        layout: CodedLayout,
+        now_ms: u64,
+    },
+    /// Repair of a coded blob: replace its shard holders, only while they still are `expected`.
+    SetShards {
+        digest: String,
+        expected: Vec<Option<NodeId>>,
+        shards: Vec<Option<NodeId>>,
+    },
+}
+
+/// Where the shards of an erasure-coded blob live: `k` data and `m` parity shards, striped in
+/// `chunk`-byte chunks; `shards[i]` holds shard `i` (`None`: lost, to be rebuilt by repair).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CodedLayout {
+    pub k: u16,
+    pub m: u16,
+    pub chunk: u32,
+    pub shards: Vec<Option<NodeId>>,
+}
+
+impl CodedLayout {
+    /// The distinct nodes holding at least one shard (a coded blob's `holders`).
+    pub fn holders(&self) -> Vec<NodeId> {
+        let mut out: Vec<NodeId> = Vec::new();
+        for id in self.shards.iter().flatten() {
+            if !out.contains(id) {
+                out.push(*id);
+            }
+        }
+        out
+    }
+}
+
+/// A blob the GC sweep deletes, with the repositories it is linked into.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SweptBlob {
+    pub digest: String,
+    pub repos: Vec<String>,
+}
+
+/// The garbage collector's fence: the current epoch and when its mark committed (`None`: no mark
+/// pending). Candidates are kept one key each beside it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct GcState {
+    pub epoch: u64,
+    pub marked_ms: Option<u64>,
 }
 
 /// The answer to one applied command.
@@ -78,6 +152,9 @@ pub enum Rejection {
     RepoExists,
     #[error(transparent)]
     Identity(#[from] IdentityRejection),
+    /// A compare-and-set (repair's holder change, a GC epoch) found the state changed meanwhile.
+    #[error("the record changed meanwhile: {0}")]
+    Stale(String),
 }
 
 /// A repository.

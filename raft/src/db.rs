@@ -37,6 +37,8 @@ pub fn open(path: &Path) -> Result<Db, rocksdb::Error> {
         cf(CF_REPO_BLOBS),
         cf(CF_REFERRERS),
         cf(CF_IDENTITY),
+        cf(CF_GC),
+        cf(CF_CODED),
     ];
     Ok(Arc::new(DB::open_cf_descriptors(&opts, path, descriptors)?))
 }

@@ -13,9 +13,13 @@ pub const CF_BLOBS: &str = "blobs";
 pub const CF_REPO_BLOBS: &str = "repo_blobs";
 pub const CF_REFERRERS: &str = "referrers";
 pub const CF_IDENTITY: &str = "identity";
+/// Garbage collection: `state` (epoch, mark time) and one `cand\0<digest>` key per candidate.
+pub const CF_GC: &str = "gc";
+/// Shard layouts of erasure-coded blobs, by digest.
+pub const CF_CODED: &str = "coded";
 
 /// The column families holding replicated catalog state (what a snapshot contains).
-pub const CATALOG_CFS: [&str; 7] = [
+pub const CATALOG_CFS: [&str; 9] = [
     CF_REPOS,
     CF_TAGS,
     CF_MANIFESTS,
@@ -23,7 +27,19 @@ pub const CATALOG_CFS: [&str; 7] = [
     CF_REPO_BLOBS,
     CF_REFERRERS,
     CF_IDENTITY,
+    CF_GC,
+    CF_CODED,
 ];
+
+pub const KEY_GC_STATE: &[u8] = b"state";
+pub const GC_CANDIDATE_PREFIX: &[u8] = b"cand\0";
+
+/// The key of one GC candidate.
+pub fn gc_candidate_key(digest: &str) -> Vec<u8> {
+    let mut key = GC_CANDIDATE_PREFIX.to_vec();
+    key.extend_from_slice(digest.as_bytes());
+    key
+}
 
 pub const KEY_IDENTITY: &[u8] = b"state";
 

@@ -20,7 +20,9 @@ mod state_machine;
 pub mod types;
 
 pub use catalog::CatalogReader;
-pub use command::{BlobRecord, CatalogCommand, CatalogResponse, ManifestRecord, ReferrerRecord, Rejection, RepoRecord};
+pub use command::{
+    BlobRecord, CatalogCommand, CatalogResponse, CodedLayout, GcState, ManifestRecord, ReferrerRecord, Rejection, RepoRecord, SweptBlob,
+};
 pub use node::{Catalog, CatalogConfig, CatalogError, ClusterStatus, MemberStatus};
 
 /// Generated gRPC types of the peer protocol.

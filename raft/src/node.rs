@@ -90,6 +90,17 @@ pub struct ClusterStatus {
     pub committed_index: Option<u64>,
     pub applied_index: Option<u64>,
     pub members: Vec<MemberStatus>,
+    /// Blobs with fewer live copies than the cluster keeps, as of the leader's last repair pass
+    /// (`None` when the reporting node is not the leader or has not finished a pass yet).
+    #[serde(default)]
+    pub under_replicated: Option<u64>,
+    /// Bytes repair still has to copy to bring every blob back to full redundancy (same source).
+    #[serde(default)]
+    pub bytes_to_move: Option<u64>,
+    /// Counters of the reporting node's background blob jobs since it started (`repair.copies`,
+    /// `scrub.verified`, `scrub.repaired`, `gc.swept`, `gc.files_deleted`, …).
+    #[serde(default)]
+    pub blob_jobs: BTreeMap<String, u64>,
 }
 
 impl Catalog {
@@ -378,7 +389,27 @@ impl Catalog {
             committed_index: m.last_applied.map(|l| l.index),
             applied_index: m.last_applied.map(|l| l.index),
             members,
+            under_replicated: None,
+            bytes_to_move: None,
+            blob_jobs: BTreeMap::new(),
         }
+    }
+
+    /// True while this node is the leader.
+    pub fn is_leader(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.state == ServerState::Leader && m.current_leader == Some(self.node_id)
+    }
+
+    /// The leader's view of how far each member's log is replicated (matched log index per
+    /// member); `None` when this node is not the leader.
+    pub fn replication_matched(&self) -> Option<BTreeMap<NodeId, Option<u64>>> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.replication
+            .as_ref()
+            .map(|r| r.iter().map(|(id, l)| (*id, l.map(|l| l.index))).collect())
     }
 
     /// Waits until this node is the leader or knows one (bounded by `timeout`).

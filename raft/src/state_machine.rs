@@ -117,6 +117,12 @@ impl StateMachineStore {
         Ok(())
     }
 
+    /// A reference to `digest` fences it against a pending GC sweep: it stops being a candidate.
+    fn unmark(&self, batch: &mut WriteBatch, digest: &str) -> Result<(), StorageError> {
+        batch.delete_cf(self.cf(CF_GC)?, gc_candidate_key(digest));
+        Ok(())
+    }
+
     /// Applies one command into `batch`; returns the answer for the proposer.
     fn apply_command(&self, batch: &mut WriteBatch, cmd: CatalogCommand) -> Result<CatalogResponse, StorageError> {
         use CatalogResponse::{Applied, Rejected};
@@ -146,6 +152,7 @@ impl StateMachineStore {
                 };
                 self.put(batch, CF_BLOBS, digest.as_bytes(), &record)?;
                 batch.put_cf(self.cf(CF_REPO_BLOBS)?, join(&[&repo, &digest]), []);
+                self.unmark(batch, &digest)?;
                 Applied
             }
             CatalogCommand::PutManifest {
@@ -156,9 +163,12 @@ impl StateMachineStore {
                 now_ms,
             } => {
                 for blob in &manifest.blobs {
-                    if !self.exists(CF_REPO_BLOBS, &join(&[&repo, blob]))? {
+                    if !self.exists(CF_REPO_BLOBS, &join(&[&repo, blob]))? || !self.exists(CF_BLOBS, blob.as_bytes())? {
                         return Ok(Rejected(Rejection::BlobUnknown(blob.clone())));
                     }
+                }
+                for blob in &manifest.blobs {
+                    self.unmark(batch, blob)?;
                 }
                 for child in &manifest.manifests {
                     if !self.exists(CF_MANIFESTS, &join(&[&repo, child]))? {
@@ -279,6 +289,120 @@ impl StateMachineStore {
                     }
                     Err(r) => Rejected(Rejection::Identity(r)),
                 }
+            }
+            CatalogCommand::SetHolders {
+                digest,
+                expected,
+                holders,
+            } => {
+                let Some(mut record) = self.get::<BlobRecord>(CF_BLOBS, digest.as_bytes())? else {
+                    return Ok(Rejected(Rejection::BlobUnknown(digest)));
+                };
+                if record.holders != expected || self.exists(CF_CODED, digest.as_bytes())? {
+                    return Ok(Rejected(Rejection::Stale(format!("holders of {digest} changed"))));
+                }
+                record.holders = holders;
+                self.put(batch, CF_BLOBS, digest.as_bytes(), &record)?;
+                Applied
+            }
+            CatalogCommand::MountBlob { repo, digest, now_ms } => {
+                if !self.exists(CF_BLOBS, digest.as_bytes())? {
+                    return Ok(Rejected(Rejection::BlobUnknown(digest)));
+                }
+                self.ensure_repo(batch, &repo, now_ms)?;
+                batch.put_cf(self.cf(CF_REPO_BLOBS)?, join(&[&repo, &digest]), []);
+                self.unmark(batch, &digest)?;
+                Applied
+            }
+            CatalogCommand::GcMark {
+                epoch,
+                candidates,
+                now_ms,
+            } => {
+                let mut state: GcState = self.get(CF_GC, KEY_GC_STATE)?.unwrap_or_default();
+                if state.epoch != epoch || state.marked_ms.is_some() {
+                    return Ok(Rejected(Rejection::Stale(format!("GC epoch {epoch} is not open"))));
+                }
+                for digest in &candidates {
+                    // Only blobs that still exist can become candidates.
+                    if self.exists(CF_BLOBS, digest.as_bytes())? {
+                        batch.put_cf(self.cf(CF_GC)?, gc_candidate_key(digest), []);
+                    }
+                }
+                state.marked_ms = Some(now_ms);
+                self.put(batch, CF_GC, KEY_GC_STATE, &state)?;
+                Applied
+            }
+            CatalogCommand::GcSweep { epoch, blobs } => {
+                let mut state: GcState = self.get(CF_GC, KEY_GC_STATE)?.unwrap_or_default();
+                if state.epoch != epoch || state.marked_ms.is_none() {
+                    return Ok(Rejected(Rejection::Stale(format!("GC epoch {epoch} has no mark"))));
+                }
+                for blob in &blobs {
+                    // Still a candidate: nothing referenced or linked it since the mark.
+                    if !self.exists(CF_GC, &gc_candidate_key(&blob.digest))? {
+                        continue;
+                    }
+                    batch.delete_cf(self.cf(CF_BLOBS)?, blob.digest.as_bytes());
+                    batch.delete_cf(self.cf(CF_CODED)?, blob.digest.as_bytes());
+                    for repo in &blob.repos {
+                        batch.delete_cf(self.cf(CF_REPO_BLOBS)?, join(&[repo, &blob.digest]));
+                    }
+                }
+                // The epoch ends: every candidate, swept or not, is dropped.
+                let gc = self.cf(CF_GC)?;
+                for item in self.db.prefix_iterator_cf(gc, GC_CANDIDATE_PREFIX) {
+                    let (key, _) = item.map_err(io_err)?;
+                    if !key.starts_with(GC_CANDIDATE_PREFIX) {
+                        break;
+                    }
+                    batch.delete_cf(gc, &key);
+                }
+                state.epoch += 1;
+                state.marked_ms = None;
+                self.put(batch, CF_GC, KEY_GC_STATE, &state)?;
+                Applied
+            }
+            CatalogCommand::LinkCoded {
+                repo,
+                digest,
+                size,
+                layout,
+                now_ms,
+            } => {
+                self.ensure_repo(batch, &repo, now_ms)?;
+                if !self.exists(CF_BLOBS, digest.as_bytes())? {
+                    let record = BlobRecord {
+                        size,
+                        holders: layout.holders(),
+                        created_ms: now_ms,
+                    };
+                    self.put(batch, CF_BLOBS, digest.as_bytes(), &record)?;
+                    self.put(batch, CF_CODED, digest.as_bytes(), &layout)?;
+                }
+                batch.put_cf(self.cf(CF_REPO_BLOBS)?, join(&[&repo, &digest]), []);
+                self.unmark(batch, &digest)?;
+                Applied
+            }
+            CatalogCommand::SetShards {
+                digest,
+                expected,
+                shards,
+            } => {
+                let (Some(mut record), Some(mut layout)) = (
+                    self.get::<BlobRecord>(CF_BLOBS, digest.as_bytes())?,
+                    self.get::<CodedLayout>(CF_CODED, digest.as_bytes())?,
+                ) else {
+                    return Ok(Rejected(Rejection::BlobUnknown(digest)));
+                };
+                if layout.shards != expected || shards.len() != expected.len() {
+                    return Ok(Rejected(Rejection::Stale(format!("shards of {digest} changed"))));
+                }
+                layout.shards = shards;
+                record.holders = layout.holders();
+                self.put(batch, CF_BLOBS, digest.as_bytes(), &record)?;
+                self.put(batch, CF_CODED, digest.as_bytes(), &layout)?;
+                Applied
             }
             CatalogCommand::UnlinkBlob { repo, digest } => {
                 let key = join(&[&repo, &digest]);

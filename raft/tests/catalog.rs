@@ -167,3 +167,114 @@ async fn commands_apply_and_survive_reopen() {
     assert_eq!(reader.repos(None, 10).unwrap().items, vec![repo.clone()]);
     reopened.shutdown().await;
 }
+
+/// GC's two phases and their fence, and repair's compare-and-set, applied through Raft.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_epochs_fence_references_and_holders_change_by_compare_and_set() {
+    use keelson_raft::SweptBlob;
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = open(dir.path()).await;
+    let repo = "acme/app".to_string();
+    let propose = |cmd| {
+        let catalog = catalog.clone();
+        async move { catalog.propose(cmd).await.unwrap() }
+    };
+    for c in ['a', 'b', 'c'] {
+        let r = propose(CatalogCommand::LinkBlob {
+            repo: repo.clone(),
+            digest: digest(c),
+            size: 1,
+            holders: vec![1, 2],
+            now_ms: 1,
+        })
+        .await;
+        assert_eq!(r, CatalogResponse::Applied);
+    }
+    let reader = catalog.reader();
+    let state = reader.gc_state().unwrap();
+    assert_eq!(state.marked_ms, None);
+
+    // Mark a, b, c (and a digest that does not exist, which is ignored).
+    let mark = CatalogCommand::GcMark {
+        epoch: state.epoch,
+        candidates: vec![digest('a'), digest('b'), digest('c'), digest('z')],
+        now_ms: 10,
+    };
+    assert_eq!(propose(mark.clone()).await, CatalogResponse::Applied);
+    assert!(matches!(propose(mark).await, CatalogResponse::Rejected(Rejection::Stale(_))));
+    assert_eq!(reader.gc_candidates().unwrap(), vec![digest('a'), digest('b'), digest('c')]);
+
+    // A manifest referencing a, and a re-link of b, fence them out of the sweep.
+    let r = propose(CatalogCommand::PutManifest {
+        repo: repo.clone(),
+        digest: digest('m'),
+        manifest: manifest(vec![digest('a')], None),
+        tag: None,
+        now_ms: 11,
+    })
+    .await;
+    assert_eq!(r, CatalogResponse::Applied);
+    let r = propose(CatalogCommand::MountBlob {
+        repo: "acme/other".into(),
+        digest: digest('b'),
+        now_ms: 12,
+    })
+    .await;
+    assert_eq!(r, CatalogResponse::Applied);
+    assert!(reader.is_gc_candidate(&digest('c')).unwrap());
+    assert!(!reader.is_gc_candidate(&digest('b')).unwrap());
+
+    let swept = |d: char, repos: &[&str]| SweptBlob {
+        digest: digest(d),
+        repos: repos.iter().map(|r| r.to_string()).collect(),
+    };
+    let r = propose(CatalogCommand::GcSweep {
+        epoch: state.epoch,
+        blobs: vec![swept('a', &["acme/app"]), swept('b', &["acme/app"]), swept('c', &["acme/app"])],
+    })
+    .await;
+    assert_eq!(r, CatalogResponse::Applied);
+    assert!(reader.blob(&digest('a')).unwrap().is_some());
+    assert!(reader.blob_in_repo(&repo, &digest('b')).unwrap().is_some());
+    assert!(reader.blob(&digest('c')).unwrap().is_none());
+    assert!(reader.blob_in_repo(&repo, &digest('c')).unwrap().is_none());
+    assert!(reader.gc_candidates().unwrap().is_empty());
+    let next = reader.gc_state().unwrap();
+    assert_eq!((next.epoch, next.marked_ms), (state.epoch + 1, None));
+
+    // A collected blob can be neither mounted nor referenced.
+    let r = propose(CatalogCommand::MountBlob {
+        repo: repo.clone(),
+        digest: digest('c'),
+        now_ms: 13,
+    })
+    .await;
+    assert_eq!(r, CatalogResponse::Rejected(Rejection::BlobUnknown(digest('c'))));
+    let r = propose(CatalogCommand::PutManifest {
+        repo: repo.clone(),
+        digest: digest('n'),
+        manifest: manifest(vec![digest('c')], None),
+        tag: None,
+        now_ms: 14,
+    })
+    .await;
+    assert_eq!(r, CatalogResponse::Rejected(Rejection::BlobUnknown(digest('c'))));
+
+    // Repair's holder change applies only over the holders it read.
+    let stale = propose(CatalogCommand::SetHolders {
+        digest: digest('a'),
+        expected: vec![1],
+        holders: vec![1, 3],
+    })
+    .await;
+    assert!(matches!(stale, CatalogResponse::Rejected(Rejection::Stale(_))));
+    let ok = propose(CatalogCommand::SetHolders {
+        digest: digest('a'),
+        expected: vec![1, 2],
+        holders: vec![1, 3],
+    })
+    .await;
+    assert_eq!(ok, CatalogResponse::Applied);
+    assert_eq!(reader.blob(&digest('a')).unwrap().map(|b| b.holders), Some(vec![1, 3]));
+    catalog.shutdown().await;
+}

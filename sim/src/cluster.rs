@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::Method;
-use keelson::{Environment, Listener, ServeConfig};
+use keelson::{Environment, Listener, ServeArgs};
 use serde::Deserialize;
 use turmoil::net::TcpListener;
 
@@ -58,19 +58,20 @@ pub async fn node_host(spec: NodeSpec) -> turmoil::Result {
     let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
     let api = TcpListener::bind((any, API_PORT)).await?;
     let peer = TcpListener::bind((any, PEER_PORT)).await?;
-    let config = ServeConfig {
-        data_dir: spec.data_dir.clone(),
-        listen: spec.api(),
+    // Through the flags' resolution, so settings added to the node later get their defaults.
+    let config = ServeArgs {
+        data_dir: Some(spec.data_dir.clone()),
+        listen: Some(spec.api()),
         peer_listen: Some(format!("{}:{PEER_PORT}", spec.name)),
         advertise: Some(spec.api()),
-        advertise_peer: None,
-        node_id: spec.id,
-        fault_domain: spec.fault_domain.clone(),
-        region: "sim".into(),
-        replicas: 3,
-        auth: keelson::config::AuthSetting::Off,
-        max_tokens_per_user: 2,
-    };
+        node_id: Some(spec.id),
+        fault_domain: Some(spec.fault_domain.clone()),
+        region: Some("sim".into()),
+        replicas: Some(3),
+        auth: Some(keelson::config::AuthSetting::Off),
+        ..Default::default()
+    }
+    .resolve()?;
     let env = Environment {
         dialer: Some(net::dialer()),
         clock: Arc::new(SimClock),

@@ -179,6 +179,36 @@ mod interpose {
         }
     }
 
+    type RawClockGettime = unsafe extern "C" fn(libc::clockid_t, *mut libc::timespec) -> libc::c_int;
+
+    /// `clock_gettime(3)`: `CLOCK_MONOTONIC` on the simulation thread is simulated time (see
+    /// `crate::stall::virtual_now`); everything else is the real clock.
+    ///
+    /// # Safety
+    /// Same contract as the C library's `clock_gettime`.
+    #[no_mangle]
+    pub unsafe extern "C" fn clock_gettime(clock: libc::clockid_t, tp: *mut libc::timespec) -> libc::c_int {
+        if clock == libc::CLOCK_MONOTONIC && !tp.is_null() {
+            if let Some(now) = crate::stall::virtual_now() {
+                // SAFETY: the caller hands a writable timespec.
+                unsafe {
+                    (*tp).tv_sec = now.as_secs() as libc::time_t;
+                    (*tp).tv_nsec = now.subsec_nanos() as libc::c_long;
+                }
+                return 0;
+            }
+        }
+        static REAL: OnceLock<usize> = OnceLock::new();
+        // SAFETY: dlsym with a valid NUL-terminated name; RTLD_NEXT skips this executable.
+        let ptr = *REAL.get_or_init(|| unsafe { libc::dlsym(libc::RTLD_NEXT, c"clock_gettime".as_ptr()) as usize });
+        if ptr == 0 {
+            // SAFETY: the raw system call with the caller's arguments.
+            return unsafe { libc::syscall(libc::SYS_clock_gettime, clock, tp) as libc::c_int };
+        }
+        // SAFETY: the C library's clock_gettime with the caller's arguments.
+        unsafe { std::mem::transmute::<usize, RawClockGettime>(ptr)(clock, tp) }
+    }
+
     /// `getrandom(3)`: answered from the seeded generator on a seeded thread.
     ///
     /// # Safety
@@ -202,6 +232,7 @@ pub fn anchor() -> usize {
         interpose::syscall as *const () as usize
             ^ interpose::getrandom as *const () as usize
             ^ interpose::pthread_create as *const () as usize
+            ^ interpose::clock_gettime as *const () as usize
     }
     #[cfg(not(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64"))))]
     {

@@ -2,7 +2,7 @@
 //! `--from N`, `--budget-secs S`), each seed in its own process so that it replays exactly as
 //! `--seed N` would run it, and prints the totals.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
@@ -30,6 +30,9 @@ struct Cli {
     /// Stop starting seeds after this many seconds.
     #[arg(long)]
     budget_secs: Option<u64>,
+    /// A seed still running after this many seconds of wall time counts as hung.
+    #[arg(long, default_value_t = 300)]
+    seed_timeout_secs: u64,
     /// Seeds run at once.
     #[arg(long, default_value_t = 1)]
     jobs: usize,
@@ -153,16 +156,51 @@ fn run_child(cli: &Cli, seed: u64) -> SeedReport {
         Ok(e) => e,
         Err(e) => return failed(format!("cannot find own executable: {e}")),
     };
-    let output = match Command::new(exe)
+    let mut child = match Command::new(exe)
         .args(cli.child_args(seed))
         .stdin(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .output()
+        .spawn()
     {
-        Ok(o) => o,
+        Ok(c) => c,
         Err(e) => return failed(format!("cannot start: {e}")),
     };
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    // Both pipes are read on their own threads so a chatty child never blocks on a full pipe.
+    fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<String> {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_string(&mut text);
+            }
+            text
+        })
+    }
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
+    let deadline = Instant::now() + Duration::from_secs(cli.seed_timeout_secs);
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+            Err(_) => break None,
+        }
+    };
+    let stdout = stdout.join().unwrap_or_default();
+    let stderr = stderr.join().unwrap_or_default();
+    let Some(status) = status else {
+        let mut report = failed(String::new());
+        report.failures = vec![keelson_sim::history::Failure {
+            invariant: "hang".into(),
+            detail: format!("no result within {} s of wall time", cli.seed_timeout_secs),
+        }];
+        return report;
+    };
     match stdout
         .lines()
         .rev()
@@ -170,9 +208,8 @@ fn run_child(cli: &Cli, seed: u64) -> SeedReport {
     {
         Some(report) => report,
         None => {
-            let stderr = String::from_utf8_lossy(&output.stderr);
             let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
-            failed(format!("{} without a report: {}", output.status, tail.join(" / ")))
+            failed(format!("{status} without a report: {}", tail.join(" / ")))
         }
     }
 }

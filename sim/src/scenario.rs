@@ -94,6 +94,7 @@ fn install_panic_hook() {
 pub fn run(seed: u64, config: &Config) -> Result<Outcome, RunError> {
     install_panic_hook();
     let config = config.clone();
+    let started = Instant::now();
     let handle = std::thread::Builder::new()
         .name(format!("sim-{seed}"))
         .stack_size(64 << 20)
@@ -103,7 +104,11 @@ pub fn run(seed: u64, config: &Config) -> Result<Outcome, RunError> {
         })
         .map_err(RunError::Thread)?;
     match handle.join() {
-        Ok(outcome) => outcome,
+        Ok(Ok(mut outcome)) => {
+            outcome.report.wall_ms = started.elapsed().as_millis() as u64;
+            Ok(outcome)
+        }
+        Ok(Err(e)) => Err(e),
         Err(_) => {
             let panics = PANICS.lock().map(|p| p.join(" | ")).unwrap_or_default();
             Ok(Outcome {
@@ -138,7 +143,6 @@ fn data_root() -> std::path::PathBuf {
 }
 
 fn run_here(seed: u64, config: &Config) -> Result<Outcome, RunError> {
-    let started = Instant::now();
     if let Ok(mut panics) = PANICS.lock() {
         panics.clear();
     }
@@ -221,6 +225,7 @@ fn run_here(seed: u64, config: &Config) -> Result<Outcome, RunError> {
         Duration::from_millis(config.max_latency_ms),
     );
     loop {
+        crate::stall::set_sim_now(sim.elapsed());
         let now = sim.elapsed().as_millis() as u64;
         injector.advance(&mut sim, &shared, now);
         match sim.step() {
@@ -235,6 +240,9 @@ fn run_here(seed: u64, config: &Config) -> Result<Outcome, RunError> {
     let sim_ms = sim.elapsed().as_millis() as u64;
     drop(sim);
     shared.count("sim.time_pushes", watchdog.pushes());
+    if watchdog.lost_kicks() > 0 {
+        shared.count("sim.lost_kicks", watchdog.lost_kicks());
+    }
     let unsettled = crate::stall::settle_timeouts();
     if unsettled > 0 {
         shared.count("sim.settle_timeouts", unsettled);
@@ -251,7 +259,7 @@ fn run_here(seed: u64, config: &Config) -> Result<Outcome, RunError> {
         seed,
         trace_hash: shared.trace_hash(),
         sim_ms,
-        wall_ms: started.elapsed().as_millis() as u64,
+        wall_ms: 0,
         counters: shared.counters.borrow().clone(),
         failures: shared.failures.borrow().clone(),
     };

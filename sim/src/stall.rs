@@ -21,9 +21,9 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The simulation thread's kernel thread id (0: none).
 static SIM_TID: AtomicI64 = AtomicI64::new(0);
@@ -35,7 +35,12 @@ static IDLE_SINCE: AtomicU64 = AtomicU64::new(0);
 /// Kicks issued by the watchdog, and kicks consumed by a pusher.
 static KICKS: AtomicU64 = AtomicU64::new(0);
 static CONSUMED: AtomicU64 = AtomicU64::new(0);
-static WAKERS: Mutex<Vec<Waker>> = Mutex::new(Vec::new());
+/// The latest waker of every pusher, by pusher id (kept across kicks, so a stuck host's pusher is
+/// always reachable).
+static WAKERS: Mutex<Vec<(u64, Waker)>> = Mutex::new(Vec::new());
+static NEXT_PUSHER: AtomicU64 = AtomicU64::new(1);
+/// Kicks after which the simulation thread did not wake (reported).
+static LOST_KICKS: AtomicU64 = AtomicU64::new(0);
 /// How many times simulated time was pushed (for the report).
 static PUSHES: AtomicU64 = AtomicU64::new(0);
 
@@ -44,13 +49,33 @@ const QUIET: Duration = Duration::from_micros(300);
 /// How often the watchdog looks.
 const POLL: Duration = Duration::from_micros(100);
 
-fn origin() -> Instant {
-    static ORIGIN: OnceLock<Instant> = OnceLock::new();
-    *ORIGIN.get_or_init(Instant::now)
+/// Real monotonic nanoseconds, whatever thread asks (the simulation thread's `Instant::now()` is
+/// simulated time, see [`virtual_now`]).
+fn now_nanos() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid timespec to fill; the raw system call bypasses the interposed clock.
+    unsafe { libc::syscall(libc::SYS_clock_gettime, libc::CLOCK_MONOTONIC, &mut ts as *mut libc::timespec) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64 + 1
 }
 
-fn now_nanos() -> u64 {
-    origin().elapsed().as_nanos() as u64 + 1
+/// Simulated time at the current step, as the simulation thread's monotonic clock reads it.
+static SIM_NOW_NANOS: AtomicU64 = AtomicU64::new(0);
+/// Where the simulated monotonic clock starts (an arbitrary, fixed point).
+const VIRTUAL_BASE_NANOS: u64 = 1_000_000 * 1_000_000_000;
+
+/// Sets the simulated time the simulation thread's monotonic clock reads during the next step.
+pub fn set_sim_now(elapsed: Duration) {
+    SIM_NOW_NANOS.store(elapsed.as_nanos() as u64, Ordering::SeqCst);
+}
+
+/// The simulation thread's `CLOCK_MONOTONIC`: libraries that time things with
+/// `std::time::Instant` (hyper's HTTP/2 keep-alive, h2's reset-stream expiry) then see simulated
+/// time, as tokio's paused clock does, instead of how fast the machine runs the simulation.
+pub fn virtual_now() -> Option<Duration> {
+    if !on_sim_thread() || SIM_TID.load(Ordering::Relaxed) == 0 {
+        return None;
+    }
+    Some(Duration::from_nanos(VIRTUAL_BASE_NANOS + SIM_NOW_NANOS.load(Ordering::SeqCst)))
 }
 
 fn gettid() -> i64 {
@@ -131,12 +156,12 @@ const SETTLE_LIMIT: Duration = Duration::from_secs(5);
 /// woken threads do in reaction (a blocking task's I/O, its wake-up of the runtime) is then done
 /// before the simulation thread goes on, so it is never a race.
 fn settle(before: &[ThreadState], woken: usize) {
-    let started = Instant::now();
+    let started = now_nanos();
     let mut previous: Option<Vec<ThreadState>> = None;
     loop {
         std::thread::sleep(Duration::from_micros(30));
         let now = threads();
-        let moved = now
+        let ran = now
             .iter()
             .filter(|t| {
                 before
@@ -145,13 +170,26 @@ fn settle(before: &[ThreadState], woken: usize) {
                     .is_none_or(|b| t.voluntary > b.voluntary)
             })
             .count();
+        let exited = before.iter().filter(|b| !now.iter().any(|t| t.tid == b.tid)).count();
+        let moved = ran + exited;
         let quiet = moved >= woken && now.iter().all(|t| t.parked);
         if quiet && previous.as_ref() == Some(&now) {
             return;
         }
         previous = quiet.then_some(now);
-        if started.elapsed() > SETTLE_LIMIT {
+        if now_nanos() - started > SETTLE_LIMIT.as_nanos() as u64 {
             SETTLE_TIMEOUTS.fetch_add(1, Ordering::SeqCst);
+            if std::env::var_os("KEELSON_SIM_DEBUG_STALL").is_some() {
+                let detail: Vec<String> = threads()
+                    .iter()
+                    .map(|t| {
+                        let comm = std::fs::read_to_string(format!("/proc/self/task/{}/comm", t.tid)).unwrap_or_default();
+                        let sc = std::fs::read_to_string(format!("/proc/self/task/{}/syscall", t.tid)).unwrap_or_default();
+                        format!("{} {} parked={} vol={} before={:?} sc={}", t.tid, comm.trim(), t.parked, t.voluntary, before.iter().find(|b| b.tid == t.tid).map(|b| b.voluntary), sc.split(' ').next().unwrap_or(""))
+                    })
+                    .collect();
+                eprintln!("stall: settle gave up (woken {woken}): {}", detail.join(" | "));
+            }
             return;
         }
     }
@@ -176,7 +214,8 @@ pub fn spawn(forward: impl FnOnce() -> i32) -> i32 {
     let before = threads();
     let r = forward();
     if r == 0 {
-        settle(&before, 1);
+        // The new thread is listed from the moment it exists; it may also be gone already.
+        settle(&before, 0);
     }
     r
 }
@@ -199,6 +238,9 @@ impl Watchdog {
         IDLE_SINCE.store(0, Ordering::SeqCst);
         PUSHES.store(0, Ordering::SeqCst);
         SETTLE_TIMEOUTS.store(0, Ordering::SeqCst);
+        LOST_KICKS.store(0, Ordering::SeqCst);
+        WAKERS.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        SIM_NOW_NANOS.store(0, Ordering::SeqCst);
         CONSUMED.store(KICKS.load(Ordering::SeqCst), Ordering::SeqCst);
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
@@ -209,6 +251,11 @@ impl Watchdog {
             stop,
             thread: Some(thread),
         })
+    }
+
+    /// Kicks that woke nothing so far.
+    pub fn lost_kicks(&self) -> u64 {
+        LOST_KICKS.load(Ordering::SeqCst)
     }
 
     /// How many times time was pushed so far.
@@ -250,19 +297,29 @@ fn watch(stop: &AtomicBool) {
             continue;
         }
         KICKS.fetch_add(1, Ordering::SeqCst);
-        let wakers = std::mem::take(&mut *WAKERS.lock().unwrap_or_else(|p| p.into_inner()));
+        let wakers: Vec<Waker> = WAKERS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(_, w)| w.clone())
+            .collect();
         for w in wakers {
             w.wake();
         }
         // Give the woken runtime a moment before looking again.
+        let kicked = now_nanos();
         while !stop.load(Ordering::SeqCst) && IDLE_SINCE.load(Ordering::SeqCst) == idle {
+            if now_nanos() - kicked > 100_000_000 {
+                LOST_KICKS.fetch_add(1, Ordering::SeqCst);
+                break;
+            }
             std::thread::sleep(POLL);
         }
     }
 }
 
 /// Resolves when the watchdog kicked and this is the first pusher to see it.
-struct Kick;
+struct Kick(u64);
 
 impl Future for Kick {
     type Output = ();
@@ -279,10 +336,13 @@ impl Future for Kick {
         if take() {
             return Poll::Ready(());
         }
-        WAKERS
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(cx.waker().clone());
+        {
+            let mut wakers = WAKERS.lock().unwrap_or_else(|p| p.into_inner());
+            match wakers.iter_mut().find(|(id, _)| *id == self.0) {
+                Some((_, w)) => w.clone_from(cx.waker()),
+                None => wakers.push((self.0, cx.waker().clone())),
+            }
+        }
         if take() {
             return Poll::Ready(());
         }
@@ -293,12 +353,26 @@ impl Future for Kick {
 /// Runs inside every node host: ends the host's tick when the watchdog says it is stuck.
 pub async fn pusher(host: String) {
     let debug = std::env::var_os("KEELSON_SIM_DEBUG_STALL").is_some();
+    let id = NEXT_PUSHER.fetch_add(1, Ordering::SeqCst);
+    let _registered = Registration(id);
     loop {
-        Kick.await;
+        Kick(id).await;
         PUSHES.fetch_add(1, Ordering::SeqCst);
         if debug {
             eprintln!("stall: pushing {host} at {:?}", turmoil::sim_elapsed());
         }
         tokio::time::advance(Duration::from_millis(1)).await;
+    }
+}
+
+/// Removes a pusher's waker when its host's runtime drops it (crash).
+struct Registration(u64);
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        WAKERS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(id, _)| *id != self.0);
     }
 }

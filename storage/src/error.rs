@@ -16,6 +16,8 @@ pub enum StorageError {
     Body(String),
     #[error("blob {0} is not stored on this node")]
     BlobMissing(Digest),
+    #[error("the local copy of blob {0} is corrupt")]
+    Corrupt(Digest),
     #[error("peer transfer failed: {0}")]
     Peer(String),
     #[error("storage I/O failed: {0}")]

@@ -7,7 +7,10 @@
 pub mod blob_store;
 pub mod cache;
 pub mod digest;
+pub mod erasure;
 pub mod error;
+pub mod jobs;
+pub mod pins;
 pub mod placement;
 pub mod transfer;
 pub mod upload;

@@ -15,7 +15,16 @@ pub struct Candidate {
 
 /// Picks up to `copies` holders: `local` first, then distinct fault domains before repeats.
 pub fn choose(candidates: &[Candidate], local: NodeId, copies: usize, spread_key: &[u8]) -> Vec<NodeId> {
-    let mut others: Vec<&Candidate> = candidates.iter().filter(|c| c.id != local).collect();
+    let mut chosen = extend(candidates, &[local], copies, spread_key);
+    chosen.truncate(copies.max(1));
+    chosen
+}
+
+/// Keeps `keep` (current holders, in order) and adds candidates until there are `copies`
+/// holders: fault domains not yet used first, then any other node. Repair uses it to place new
+/// copies next to the surviving ones.
+pub fn extend(candidates: &[Candidate], keep: &[NodeId], copies: usize, spread_key: &[u8]) -> Vec<NodeId> {
+    let mut others: Vec<&Candidate> = candidates.iter().filter(|c| !keep.contains(&c.id)).collect();
     others.sort_by_key(|c| c.id);
     if !others.is_empty() {
         let rotate = spread_key
@@ -25,10 +34,10 @@ pub fn choose(candidates: &[Candidate], local: NodeId, copies: usize, spread_key
         let len = others.len();
         others.rotate_left(rotate % len);
     }
-    let mut chosen = vec![local];
+    let mut chosen = keep.to_vec();
     let mut used_domains: Vec<&str> = candidates
         .iter()
-        .filter(|c| c.id == local)
+        .filter(|c| keep.contains(&c.id))
         .map(|c| c.fault_domain.as_str())
         .collect();
     // First pass: new fault domains only; second pass: anything left.
@@ -47,7 +56,6 @@ pub fn choose(candidates: &[Candidate], local: NodeId, copies: usize, spread_key
             used_domains.push(&c.fault_domain);
         }
     }
-    chosen.truncate(copies.max(1));
     chosen
 }
 
@@ -86,6 +94,21 @@ mod tests {
         let all = nodes(&[(1, "a"), (2, "a")]);
         assert_eq!(choose(&all, 1, 3, b"x"), vec![1, 2]);
         assert_eq!(choose(&nodes(&[(1, "a")]), 1, 3, b"x"), vec![1]);
+    }
+
+    #[test]
+    fn extend_keeps_survivors_and_prefers_new_domains() {
+        let all = nodes(&[(2, "a"), (3, "b"), (4, "b"), (5, "c"), (6, "c")]);
+        for key in 0u8..20 {
+            let chosen = extend(&all, &[3], 3, &[key]);
+            assert_eq!(chosen[0], 3);
+            let domains: std::collections::BTreeSet<_> = chosen
+                .iter()
+                .map(|id| all.iter().find(|c| c.id == *id).unwrap().fault_domain.clone())
+                .collect();
+            assert_eq!(domains.len(), 3, "{chosen:?}");
+        }
+        assert_eq!(extend(&all, &[2, 3, 5], 3, b"x"), vec![2, 3, 5]);
     }
 
     #[test]

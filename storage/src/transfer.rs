@@ -1,9 +1,10 @@
-//! Node-to-node blob transfer over the `BlobPeer` gRPC service: pushing replicas to their holders
-//! and streaming a blob from a holder to a node that lacks it.
+//! Node-to-node blob transfer over the `BlobPeer` gRPC service: pushing replicas to their holders,
+//! streaming a blob from a holder to a node that lacks it, and the background jobs' requests
+//! (repair asks a node to `Fetch` a copy, GC asks a holder to `Delete` one, liveness `Ping`s).
 //!
 //! A replica arrives through the same upload-session machinery as a client push (hashed while
 //! written, verified, fsynced, renamed into the store), so a holder acknowledges only bytes that
-//! are durable and match their digest.
+//! are durable and match their digest. Receiving pins the digest (see [`crate::pins`]).
 
 use std::io;
 use std::pin::Pin;
@@ -14,7 +15,7 @@ use keelson_raft::network::PeerChannels;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::blob_store::BlobStore;
+use crate::blob_store::{BlobStore, Deletion};
 use crate::digest::Digest;
 use crate::error::StorageError;
 use crate::upload::Uploads;
@@ -26,65 +27,86 @@ pub mod proto {
 
 use proto::blob_peer_client::BlobPeerClient;
 use proto::blob_peer_server::{BlobPeer, BlobPeerServer};
-use proto::{BlobChunk, GetRequest, PutReply};
+use proto::{
+    BlobChunk, DeleteReply, DeleteRequest, FetchRequest, GetRequest, GetShardRequest, PingReply, PingRequest,
+    PutReply, RebuildRequest, ShardChunk,
+};
 
 /// Replica sessions are upload sessions under this pseudo-repository.
 const REPLICA_REPO: &str = "_replica";
 
-/// The server side: accepts replicas, serves ranges.
+/// The server side: accepts replicas, serves ranges, fetches and deletes copies on request.
 pub struct BlobService {
     store: BlobStore,
     uploads: std::sync::Arc<Uploads>,
+    /// For `Fetch` (copying from another holder); without it `Fetch` is refused.
+    peers: Option<BlobPeers>,
 }
 
 impl BlobService {
     pub fn new(store: BlobStore, uploads: std::sync::Arc<Uploads>) -> Self {
-        BlobService { store, uploads }
+        BlobService {
+            store,
+            uploads,
+            peers: None,
+        }
+    }
+
+    /// Lets the service copy blobs from other nodes (the repair job's `Fetch`).
+    pub fn with_peers(mut self, peers: BlobPeers) -> Self {
+        self.peers = Some(peers);
+        self
     }
 
     pub fn into_server(self) -> BlobPeerServer<Self> {
         BlobPeerServer::new(self)
     }
+}
 
-    async fn receive(&self, first: BlobChunk, mut rest: Streaming<BlobChunk>) -> Result<u64, StorageError> {
-        let digest = Digest::parse(&first.digest).map_err(|e| StorageError::Peer(e.to_string()))?;
-        if self.store.contains(&digest) {
-            return Ok(first.size);
-        }
-        let id = self.uploads.create(REPLICA_REPO)?;
-        let result = async {
-            let mut writer = self.uploads.writer(&id, REPLICA_REPO, Some(0)).await?;
-            let mut failure = None;
-            if !first.data.is_empty() {
-                writer.write(Bytes::from(first.data)).await?;
-            }
-            while let Some(chunk) = rest.next().await {
-                match chunk {
-                    Ok(chunk) => writer.write(Bytes::from(chunk.data)).await?,
-                    Err(status) => {
-                        failure = Some(StorageError::Peer(status.message().to_string()));
-                        break;
-                    }
+/// Stores the bytes of `stream` as blob `digest` of `size` bytes through a replica upload
+/// session: verified, fsynced, renamed into the store. The digest is pinned first, so a GC
+/// deletion cannot remove a copy this call relies on.
+pub async fn receive_blob<S>(
+    uploads: &Uploads,
+    store: &BlobStore,
+    digest: &Digest,
+    size: u64,
+    mut stream: S,
+) -> Result<u64, StorageError>
+where
+    S: Stream<Item = Result<Bytes, StorageError>> + Unpin,
+{
+    store.pins().pin(digest);
+    if store.contains(digest) {
+        return Ok(size);
+    }
+    let id = uploads.create(REPLICA_REPO)?;
+    let result = async {
+        let mut writer = uploads.writer(&id, REPLICA_REPO, Some(0)).await?;
+        let mut failure = None;
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(data) => writer.write(data).await?,
+                Err(e) => {
+                    failure = Some(e);
+                    break;
                 }
             }
-            let received = writer.close().await?;
-            if let Some(e) = failure {
-                return Err(e);
-            }
-            if received != first.size {
-                return Err(StorageError::Peer(format!(
-                    "replica has {received} bytes, expected {}",
-                    first.size
-                )));
-            }
-            self.uploads.finish(&id, REPLICA_REPO, &digest).await
         }
-        .await;
-        if result.is_err() {
-            let _ = self.uploads.cancel(&id, REPLICA_REPO).await;
+        let received = writer.close().await?;
+        if let Some(e) = failure {
+            return Err(e);
         }
-        result
+        if received != size {
+            return Err(StorageError::Peer(format!("replica has {received} bytes, expected {size}")));
+        }
+        uploads.finish(&id, REPLICA_REPO, digest).await
     }
+    .await;
+    if result.is_err() {
+        let _ = uploads.cancel(&id, REPLICA_REPO).await;
+    }
+    result
 }
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<BlobChunk, Status>> + Send>>;
@@ -97,7 +119,14 @@ impl BlobPeer for BlobService {
             .message()
             .await?
             .ok_or_else(|| Status::invalid_argument("empty replica stream"))?;
-        match self.receive(first, stream).await {
+        let digest = Digest::parse(&first.digest).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let head = futures_util::stream::iter((!first.data.is_empty()).then(|| Ok(Bytes::from(first.data))));
+        let rest = stream.map(|chunk| {
+            chunk
+                .map(|c| Bytes::from(c.data))
+                .map_err(|status| StorageError::Peer(status.message().to_string()))
+        });
+        match receive_blob(&self.uploads, &self.store, &digest, first.size, head.chain(rest)).await {
             Ok(size) => Ok(Response::new(PutReply { size })),
             Err(e) => Err(Status::unavailable(e.to_string())),
         }
@@ -123,6 +152,170 @@ impl BlobPeer for BlobService {
         });
         Ok(Response::new(Box::pin(stream)))
     }
+
+    async fn fetch(&self, request: Request<FetchRequest>) -> Result<Response<PutReply>, Status> {
+        let req = request.into_inner();
+        let digest = Digest::parse(&req.digest).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let peers = self
+            .peers
+            .as_ref()
+            .ok_or_else(|| Status::unimplemented("this node cannot fetch from peers"))?;
+        match peers
+            .copy_from(&req.sources, &self.uploads, &self.store, &digest, req.size)
+            .await
+        {
+            Ok(size) => Ok(Response::new(PutReply { size })),
+            Err(e) => Err(Status::unavailable(e.to_string())),
+        }
+    }
+
+    async fn delete(&self, request: Request<DeleteRequest>) -> Result<Response<DeleteReply>, Status> {
+        let digest =
+            Digest::parse(&request.into_inner().digest).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let store = self.store.clone();
+        let done = tokio::task::spawn_blocking(move || store.delete_unpinned(&digest))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(DeleteReply {
+            deleted: done == Deletion::Deleted,
+            pinned: done == Deletion::Pinned,
+        }))
+    }
+
+    async fn ping(&self, _request: Request<PingRequest>) -> Result<Response<PingReply>, Status> {
+        Ok(Response::new(PingReply {}))
+    }
+
+    async fn put_shard(&self, request: Request<Streaming<ShardChunk>>) -> Result<Response<PutReply>, Status> {
+        let mut stream = request.into_inner();
+        let first = stream
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("empty shard stream"))?;
+        let digest = Digest::parse(&first.digest).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let head = futures_util::stream::iter((!first.data.is_empty()).then(|| Ok(Bytes::from(first.data))));
+        let rest = stream.map(|chunk| {
+            chunk
+                .map(|c| Bytes::from(c.data))
+                .map_err(|status| StorageError::Peer(status.message().to_string()))
+        });
+        match write_shard(&self.store, &digest, first.index as usize, first.length, head.chain(rest)).await {
+            Ok(size) => Ok(Response::new(PutReply { size })),
+            Err(e) => Err(Status::unavailable(e.to_string())),
+        }
+    }
+
+    type GetShardStream = Pin<Box<dyn Stream<Item = Result<ShardChunk, Status>> + Send>>;
+
+    async fn get_shard(&self, request: Request<GetShardRequest>) -> Result<Response<Self::GetShardStream>, Status> {
+        let req = request.into_inner();
+        let digest = Digest::parse(&req.digest).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let rx = match self.store.stream_shard(
+            &digest,
+            req.index as usize,
+            req.first_stripe,
+            req.stripes,
+            req.chunk as usize,
+        ) {
+            Ok(rx) => rx,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Status::not_found("shard not held here")),
+            Err(e) => return Err(Status::unavailable(e.to_string())),
+        };
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(|item| match item {
+            Ok(data) => Ok(ShardChunk {
+                digest: String::new(),
+                index: 0,
+                length: 0,
+                data: data.to_vec(),
+            }),
+            Err(e) => Err(Status::data_loss(e.to_string())),
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn rebuild_shard(&self, request: Request<RebuildRequest>) -> Result<Response<PutReply>, Status> {
+        let req = request.into_inner();
+        let digest = Digest::parse(&req.digest).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let peers = self
+            .peers
+            .as_ref()
+            .ok_or_else(|| Status::unimplemented("this node cannot fetch from peers"))?;
+        let geometry = crate::erasure::Geometry::new(req.k as usize, req.m as usize, req.chunk as usize, req.size);
+        let sources: Vec<Option<String>> = req
+            .sources
+            .into_iter()
+            .map(|s| (!s.is_empty()).then_some(s))
+            .collect();
+        match crate::erasure::write::rebuild_shard(peers, &self.store, &digest, geometry, &sources, req.index as usize)
+            .await
+        {
+            Ok(size) => Ok(Response::new(PutReply { size })),
+            Err(e) => Err(Status::unavailable(e.to_string())),
+        }
+    }
+}
+
+/// Writes a shard file of `length` bytes from `stream`: temp file, fsync, rename into place.
+/// The blob is pinned first (a GC deletion never removes a shard being written).
+pub async fn write_shard<S>(
+    store: &BlobStore,
+    digest: &Digest,
+    index: usize,
+    length: u64,
+    mut stream: S,
+) -> Result<u64, StorageError>
+where
+    S: Stream<Item = Result<Bytes, StorageError>> + Unpin,
+{
+    store.pins().pin(digest);
+    let (temp, file) = store.shard_temp()?;
+    let (tx, mut rx) = mpsc::channel::<Bytes>(8);
+    let writer = tokio::task::spawn_blocking(move || -> io::Result<(u64, std::fs::File)> {
+        use std::io::Write;
+        let mut file = std::io::BufWriter::with_capacity(1 << 20, file);
+        let mut written = 0u64;
+        while let Some(data) = rx.blocking_recv() {
+            file.write_all(&data)?;
+            written += data.len() as u64;
+        }
+        let file = file.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        Ok((written, file))
+    });
+    let mut failure = None;
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(data) => {
+                if tx.send(data).await.is_err() {
+                    break;
+                }
+            }
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let written = writer.await.map_err(|e| StorageError::Io(io::Error::other(e)))?;
+    let outcome = match (failure, written) {
+        (Some(e), _) => Err(e),
+        (None, Err(e)) => Err(StorageError::Io(e)),
+        (None, Ok((n, _))) if n != length => Err(StorageError::Peer(format!("shard has {n} bytes, expected {length}"))),
+        (None, Ok((n, _))) => {
+            let store2 = store.clone();
+            let (t, d) = (temp.clone(), digest.clone());
+            tokio::task::spawn_blocking(move || store2.ingest_shard(&t, &d, index))
+                .await
+                .map_err(|e| StorageError::Io(io::Error::other(e)))??;
+            Ok(n)
+        }
+    };
+    if outcome.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    outcome
 }
 
 /// The client side.
@@ -210,5 +403,152 @@ impl BlobPeers {
             }
         });
         Ok(rx)
+    }
+
+    /// Copies a blob from the first of `sources` (peer addresses) that serves it whole into the
+    /// local store; returns its size.
+    pub async fn copy_from(
+        &self,
+        sources: &[String],
+        uploads: &Uploads,
+        store: &BlobStore,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<u64, StorageError> {
+        let mut last = StorageError::BlobMissing(digest.clone());
+        for source in sources {
+            let rx = match self.fetch(source, digest, 0, size).await {
+                Ok(rx) => rx,
+                Err(e) => {
+                    last = e;
+                    continue;
+                }
+            };
+            let stream = tokio_stream::wrappers::ReceiverStream::new(rx)
+                .map(|item| item.map_err(|e| StorageError::Peer(e.to_string())));
+            match receive_blob(uploads, store, digest, size, stream).await {
+                Ok(size) => return Ok(size),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    /// Asks the node at `addr` to copy `digest` from one of `sources`.
+    pub async fn ask_fetch(&self, addr: &str, digest: &Digest, size: u64, sources: Vec<String>) -> Result<(), StorageError> {
+        let mut client = self.client(addr)?;
+        client
+            .fetch(FetchRequest {
+                digest: digest.to_string(),
+                size,
+                sources,
+            })
+            .await
+            .map_err(|s| StorageError::Peer(s.message().to_string()))?;
+        Ok(())
+    }
+
+    /// Asks the node at `addr` to delete its copy of `digest`; `Ok(true)` when it is gone there.
+    pub async fn ask_delete(&self, addr: &str, digest: &Digest) -> Result<bool, StorageError> {
+        let mut client = self.client(addr)?;
+        let reply = client
+            .delete(DeleteRequest {
+                digest: digest.to_string(),
+            })
+            .await
+            .map_err(|s| StorageError::Peer(s.message().to_string()))?
+            .into_inner();
+        Ok(!reply.pinned)
+    }
+
+    /// True when the node at `addr` answers within `timeout`.
+    pub async fn ping(&self, addr: &str, timeout: std::time::Duration) -> bool {
+        let Ok(mut client) = self.client(addr) else {
+            return false;
+        };
+        matches!(
+            tokio::time::timeout(timeout, client.ping(PingRequest {})).await,
+            Ok(Ok(_))
+        )
+    }
+
+    /// Streams a shard to the node at `addr` from `records` (sealed chunks); returns once the
+    /// node holds it durably.
+    pub async fn put_shard(
+        &self,
+        addr: &str,
+        digest: &Digest,
+        index: usize,
+        length: u64,
+        records: mpsc::Receiver<Bytes>,
+    ) -> Result<(), StorageError> {
+        let mut client = self.client(addr)?;
+        let header = futures_util::stream::once(futures_util::future::ready(ShardChunk {
+            digest: digest.to_string(),
+            index: index as u32,
+            length,
+            data: Vec::new(),
+        }));
+        let body = tokio_stream::wrappers::ReceiverStream::new(records).map(|data| ShardChunk {
+            digest: String::new(),
+            index: 0,
+            length: 0,
+            data: data.to_vec(),
+        });
+        client
+            .put_shard(header.chain(body))
+            .await
+            .map_err(|s| StorageError::Peer(s.message().to_string()))?;
+        Ok(())
+    }
+
+    /// Streams the chunks of stripes `first .. first + count` of shard `index` held at `addr`.
+    pub async fn get_shard(
+        &self,
+        addr: &str,
+        digest: &Digest,
+        index: usize,
+        first: u64,
+        count: u64,
+        chunk: usize,
+    ) -> Result<Streaming<ShardChunk>, StorageError> {
+        let mut client = self.client(addr)?;
+        let req = GetShardRequest {
+            digest: digest.to_string(),
+            index: index as u32,
+            first_stripe: first,
+            stripes: count,
+            chunk: chunk as u32,
+        };
+        Ok(client
+            .get_shard(req)
+            .await
+            .map_err(|s| StorageError::Peer(s.message().to_string()))?
+            .into_inner())
+    }
+
+    /// Asks the node at `addr` to rebuild shard `index` from the shards at `sources`.
+    pub async fn ask_rebuild(
+        &self,
+        addr: &str,
+        digest: &Digest,
+        geometry: crate::erasure::Geometry,
+        index: usize,
+        sources: &[Option<String>],
+    ) -> Result<(), StorageError> {
+        let mut client = self.client(addr)?;
+        client
+            .rebuild_shard(RebuildRequest {
+                digest: digest.to_string(),
+                size: geometry.size,
+                k: geometry.k as u32,
+                m: geometry.m as u32,
+                chunk: geometry.chunk as u32,
+                index: index as u32,
+                sources: sources.iter().map(|s| s.clone().unwrap_or_default()).collect(),
+            })
+            .await
+            .map_err(|s| StorageError::Peer(s.message().to_string()))?;
+        Ok(())
     }
 }

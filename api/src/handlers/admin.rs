@@ -67,7 +67,14 @@ pub async fn cluster(reg: &Cx<'_>, rest: &str, req: Request<Incoming>) -> Result
     match (method.as_str(), rest) {
         ("GET", "status") => {
             access::administer_cluster(reg)?;
-            let status = serde_json::to_value(reg.catalog.status()).map_err(|e| bad_request(e.to_string()))?;
+            let mut status = reg.catalog.status();
+            if let Some(view) = reg.blob_health.view() {
+                status.under_replicated = Some(view.under_replicated);
+                status.bytes_to_move = Some(view.bytes_to_move);
+                status.blob_jobs.insert("repair.unavailable".into(), view.unavailable);
+            }
+            status.blob_jobs.extend(reg.blob_health.counters());
+            let status = serde_json::to_value(status).map_err(|e| bad_request(e.to_string()))?;
             Ok(json_reply(StatusCode::OK, &status))
         }
         ("POST", "init") => {

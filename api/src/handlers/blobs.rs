@@ -101,30 +101,61 @@ pub async fn get<B>(
     if status == StatusCode::PARTIAL_CONTENT {
         reply = reply.header("Content-Range", format!("bytes {}-{}/{}", start, start + len - 1, size));
     }
+    if head {
+        touch_if_collectable(reg, name, &digest).await;
+    }
     if head || len == 0 {
         return Ok(reply.body(body::empty()));
     }
     let body = if let Some(bytes) = reg.store.cached_range(&digest, start, len) {
         body::full(bytes)
     } else if !reg.store.contains(&digest) {
+        if let Some(layout) = reg.catalog.reader().coded(&digest.to_string())? {
+            // Erasure-coded: rebuilt from any k shards, reading only the stripes of the range.
+            let rx = crate::placement::fetch_coded(reg, &digest, size, &layout, start, len);
+            return Ok(reply.body(body::channel(rx)));
+        }
+        if record.holders.contains(&reg.catalog.node_id()) {
+            // Listed here but gone from the disk: the healer fetches it back.
+            reg.store.heal_queue().push(digest.clone());
+        }
         // Recorded in the catalog but held elsewhere: stream it from a holder.
         body::channel(crate::placement::fetch_remote(reg, &digest, &record, start, len).await?)
     } else if len <= SMALL_BLOB {
         let store = reg.store.clone();
         let d = digest.clone();
-        let bytes = tokio::task::spawn_blocking(move || store.read_small(&d, size, start, len))
+        let read = tokio::task::spawn_blocking(move || store.read_small(&d, size, start, len))
             .await
-            .map_err(|e| keelson_storage::StorageError::Io(std::io::Error::other(e)))?
-            .map_err(keelson_storage::StorageError::Io)?;
-        body::full(bytes)
+            .map_err(|e| keelson_storage::StorageError::Io(std::io::Error::other(e)))?;
+        match read {
+            Ok(bytes) => body::full(bytes),
+            // The local copy failed verification (now quarantined): serve another holder's.
+            Err(keelson_storage::StorageError::Corrupt(_)) => {
+                body::channel(crate::placement::fetch_remote(reg, &digest, &record, start, len).await?)
+            }
+            Err(e) => return Err(e.into()),
+        }
     } else {
-        body::channel(
-            reg.store
-                .stream_range(&digest, start, len)
-                .map_err(keelson_storage::StorageError::Io)?,
-        )
+        body::chunks(reg.store.map_range(&digest, start, len).map_err(keelson_storage::StorageError::Io)?)
     };
     Ok(reply.body(body))
+}
+
+/// A pusher checks with HEAD whether a blob is already there and then skips its upload: if the
+/// blob is a candidate of a pending GC sweep, re-link it (which fences it out of the sweep) so
+/// the manifest that follows still finds it.
+async fn touch_if_collectable(reg: &Cx<'_>, name: &str, digest: &Digest) {
+    if !reg.catalog.reader().is_gc_candidate(&digest.to_string()).unwrap_or(false) {
+        return;
+    }
+    let touch = CatalogCommand::MountBlob {
+        repo: name.to_string(),
+        digest: digest.to_string(),
+        now_ms: reg.clock.now_ms(),
+    };
+    if let Err(e) = reg.catalog.propose(touch).await {
+        tracing::warn!(%digest, error = %e, "could not fence a GC candidate on HEAD");
+    }
 }
 
 pub async fn delete(reg: &Cx<'_>, name: &str, digest: &str) -> Result<Response<Body>, ApiError> {

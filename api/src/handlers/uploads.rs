@@ -5,7 +5,7 @@
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use keelson_raft::CatalogCommand;
+use keelson_raft::{CatalogCommand, CatalogResponse};
 use keelson_storage::{Digest, StorageError};
 
 use super::{authorize_repo, commit, header, Reply};
@@ -117,6 +117,40 @@ fn required_digest(req: &Request<Incoming>) -> Result<Digest, ApiError> {
 /// Verifies, stores and links the session's blob.
 async fn complete(reg: &Cx<'_>, name: &str, id: &str, digest: &Digest) -> Result<Response<Body>, ApiError> {
     let size = reg.uploads.finish(id, name, digest).await?;
+    // Content the cluster already stores (pushed to another repository) is linked, not copied
+    // again; this node's upload is then an orphan its scrub removes after the grace period.
+    let members = reg.catalog.members();
+    if let Some(existing) = reg.catalog.reader().blob(&digest.to_string())? {
+        if existing.size == size && existing.holders.iter().any(|h| members.contains_key(h)) {
+            let mount = CatalogCommand::MountBlob {
+                repo: name.to_string(),
+                digest: digest.to_string(),
+                now_ms: reg.clock.now_ms(),
+            };
+            if reg.catalog.propose(mount).await? == CatalogResponse::Applied {
+                return Ok(created(name, digest));
+            }
+        }
+    }
+    if let Some(scheme) = reg.redundancy.erasure {
+        if size >= reg.redundancy.erasure_min_bytes && members.len() >= scheme.k + scheme.m {
+            let layout = crate::placement::store_coded(reg, digest, size, scheme).await?;
+            commit(
+                reg,
+                CatalogCommand::LinkCoded {
+                    repo: name.to_string(),
+                    digest: digest.to_string(),
+                    size,
+                    layout,
+                    now_ms: reg.clock.now_ms(),
+                },
+            )
+            .await?;
+            // The whole-blob file was only the encoder's input; this node's scrub removes it
+            // after the grace period (it is pinned until then).
+            return Ok(created(name, digest));
+        }
+    }
     let holders = crate::placement::replicate(reg, digest, size).await?;
     commit(
         reg,
@@ -139,19 +173,18 @@ pub async fn start(reg: &Cx<'_>, name: &str, req: Request<Incoming>) -> Result<R
     if let (Some(mount), Some(from)) = (query_get(&pairs, "mount"), query_get(&pairs, "from")) {
         let digest = Digest::parse(mount)?;
         if names::validate_repo(from).is_ok() && authorize_repo(reg, from, Action::Pull).is_ok() {
-            if let Some(record) = super::linked_blob(reg, from, &digest.to_string()).await? {
-                commit(
-                    reg,
-                    CatalogCommand::LinkBlob {
-                        repo: name.to_string(),
-                        digest: digest.to_string(),
-                        size: record.size,
-                        holders: record.holders,
-                        now_ms: reg.clock.now_ms(),
-                    },
-                )
-                .await?;
-                return Ok(created(name, &digest));
+            if super::linked_blob(reg, from, &digest.to_string()).await?.is_some() {
+                // MountBlob never re-creates a record: if GC collected the blob meanwhile it is
+                // rejected and the client uploads the bytes instead.
+                let mount = CatalogCommand::MountBlob {
+                    repo: name.to_string(),
+                    digest: digest.to_string(),
+                    now_ms: reg.clock.now_ms(),
+                };
+                match reg.catalog.propose(mount).await? {
+                    CatalogResponse::Applied => return Ok(created(name, &digest)),
+                    CatalogResponse::Rejected(r) => tracing::info!(%digest, reason = %r, "mount refused; uploading"),
+                }
             }
         }
         // Not mountable: fall back to a fresh upload session.

@@ -204,11 +204,18 @@ pub struct ClusterNode {
     pub peer: SocketAddr,
     pub data_dir: PathBuf,
     child: Option<Child>,
+    /// Extra environment (e.g. background job intervals), kept for restarts.
+    env: Vec<(String, String)>,
 }
 
 impl ClusterNode {
     /// Starts node `id` in `fault_domain` with data under `data_dir` (created when missing).
     pub fn start(data_dir: &Path, id: u64, fault_domain: &str) -> ClusterNode {
+        ClusterNode::start_with_env(data_dir, id, fault_domain, &[])
+    }
+
+    /// [`ClusterNode::start`] with extra environment variables.
+    pub fn start_with_env(data_dir: &Path, id: u64, fault_domain: &str, env: &[(&str, &str)]) -> ClusterNode {
         let mut node = ClusterNode {
             id,
             fault_domain: fault_domain.to_string(),
@@ -216,6 +223,7 @@ impl ClusterNode {
             peer: "127.0.0.1:0".parse().unwrap(),
             data_dir: data_dir.to_path_buf(),
             child: None,
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         };
         node.spawn();
         node
@@ -245,6 +253,7 @@ impl ClusterNode {
             .arg("--fault-domain")
             .arg(&self.fault_domain)
             .env("KEELSON_AUTH", "off")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),

@@ -1,0 +1,86 @@
+//! The background blob jobs of a node, on timers: repair and GC (they act only while this node
+//! leads), scrub and the healer (every node). Each pass recomputes its work from the catalog and
+//! the disk, so a failed or interrupted pass is simply followed by the next one.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use keelson_api::Registry;
+use keelson_storage::jobs::{BlobJobs, JobSettings};
+use tokio::task::JoinHandle;
+
+/// How often the healer looks again at copies it could not restore yet.
+const HEAL_RETRY: Duration = Duration::from_secs(5);
+
+/// Starts the jobs; the handles end them when aborted.
+pub fn spawn(registry: &Arc<Registry>, mut settings: JobSettings) -> Vec<JoinHandle<()>> {
+    settings.replicas = registry.redundancy.replicas;
+    let clock = registry.clock.clone();
+    let jobs = Arc::new(BlobJobs::new(
+        registry.catalog.clone(),
+        registry.store.clone(),
+        registry.uploads.clone(),
+        registry.peers.clone(),
+        settings.clone(),
+        registry.blob_health.clone(),
+        Arc::new(move || clock.now_ms()),
+    ));
+    let repair = jobs.clone();
+    let gc = jobs.clone();
+    let scrub = jobs.clone();
+    let heal = jobs;
+    vec![
+        every(settings.repair_interval, move || {
+            let jobs = repair.clone();
+            async move {
+                if let Err(e) = jobs.repair_pass().await {
+                    tracing::warn!(error = %e, "repair pass failed");
+                }
+            }
+        }),
+        every(settings.gc_interval, move || {
+            let jobs = gc.clone();
+            async move {
+                if let Err(e) = jobs.gc_pass().await {
+                    tracing::warn!(error = %e, "GC pass failed");
+                }
+            }
+        }),
+        every(settings.scrub_interval, move || {
+            let jobs = scrub.clone();
+            async move {
+                if let Err(e) = jobs.scrub_pass().await {
+                    tracing::warn!(error = %e, "scrub pass failed");
+                }
+            }
+        }),
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = heal.store.heal_queue().wait() => {}
+                    _ = tokio::time::sleep(HEAL_RETRY) => {}
+                }
+                if let Err(e) = heal.heal_pass().await {
+                    tracing::warn!(error = %e, "heal pass failed");
+                }
+            }
+        }),
+    ]
+}
+
+/// Runs `pass` every `period` (first after one period; a slow pass delays the next).
+fn every<F, Fut>(period: Duration, pass: F) -> JoinHandle<()>
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let period = period.max(Duration::from_millis(10));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            pass().await;
+        }
+    })
+}

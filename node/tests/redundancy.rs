@@ -1,0 +1,869 @@
+//! Blob redundancy with real processes: six `keelson serve` nodes in three fault domains
+//! (replicas = 3), driven over raw HTTP.
+//!
+//! One cluster goes through the whole life of its blobs: pushes land as three copies in three
+//! fault domains (disk overhead 3.0×); a whole fault domain is killed and every image still pulls
+//! byte-identical from every survivor; repair restores three live copies (`cluster status`
+//! reaches zero under-replicated blobs and zero bytes to move), also after the dead nodes are
+//! removed and replaced; flipped bits in stored files are caught (on read for small blobs, by the
+//! scrub for large ones) and healed from another holder; and online GC removes deleted images'
+//! blobs from every disk while concurrent pushes that share (and re-use) their layers all stay
+//! pullable.
+//!
+//! The background jobs run on short test intervals (environment variables of `keelson serve`).
+//! Everything is polled with deadlines, never slept for. Node logs: `<tempdir>/nK/keelson.log`.
+//! Run: `cargo test -p keelson --test redundancy -- --nocapture` (prints the measured overheads).
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use sha2::{Digest as _, Sha256};
+use support::ClusterNode;
+
+/// Background job settings for the test: fast passes, short grace, no throttling.
+const JOB_ENV: [(&str, &str); 7] = [
+    ("KEELSON_REPAIR_INTERVAL_MS", "300"),
+    ("KEELSON_REPAIR_LOST_AFTER_MS", "3000"),
+    ("KEELSON_REPAIR_RATE_MIB", "0"),
+    ("KEELSON_SCRUB_INTERVAL_MS", "1500"),
+    ("KEELSON_SCRUB_RATE_MIB", "0"),
+    ("KEELSON_GC_INTERVAL_MS", "500"),
+    ("KEELSON_GC_GRACE_MS", "4000"),
+];
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const MIB: usize = 1 << 20;
+
+// ---------------------------------------------------------------------------------------------
+// Utilities
+// ---------------------------------------------------------------------------------------------
+
+fn digest_of(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+/// Deterministic incompressible bytes (xorshift64*).
+fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        out.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+fn tail(text: &str, max: usize) -> &str {
+    let mut start = text.len().saturating_sub(max);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    &text[start..]
+}
+
+/// A blocking GET of the management status of one node.
+fn status_of(addr: std::net::SocketAddr) -> Result<Value, String> {
+    use std::io::{Read, Write};
+    let mut s =
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| format!("{addr}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    let req = format!("GET /api/v1/cluster/status HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).map_err(|e| format!("{addr}: {e}"))?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).map_err(|e| format!("{addr}: {e}"))?;
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text.split_once("\r\n\r\n").ok_or("no HTTP header end")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(format!("{addr}: {head} {body}"));
+    }
+    serde_json::from_str(body).map_err(|e| format!("{addr}: {e}: {body}"))
+}
+
+/// Flips every bit of one byte in the middle of a file.
+fn flip_byte(path: &Path) {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let at = f.metadata().unwrap().len() / 2;
+    let mut b = [0u8];
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.read_exact(&mut b).unwrap();
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.write_all(&[b[0] ^ 0xff]).unwrap();
+    f.sync_all().unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Images
+// ---------------------------------------------------------------------------------------------
+
+/// An image as pushed: its manifest bytes and every blob it references.
+#[derive(Clone)]
+struct Image {
+    repo: String,
+    tag: String,
+    manifest: Vec<u8>,
+    blobs: Vec<(String, Arc<Vec<u8>>)>,
+}
+
+impl Image {
+    /// An OCI image of a small unique config and the given layers.
+    fn new(repo: &str, tag: &str, layers: &[Arc<Vec<u8>>]) -> Image {
+        let config = Arc::new(
+            serde_json::to_vec(&json!({
+                "architecture": "amd64", "os": "linux",
+                "config": { "Labels": { "image": format!("{repo}:{tag}") } },
+                "rootfs": { "type": "layers", "diff_ids": [] },
+            }))
+            .unwrap(),
+        );
+        let descriptor =
+            |media: &str, bytes: &[u8]| json!({ "mediaType": media, "digest": digest_of(bytes), "size": bytes.len() });
+        let manifest = serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": descriptor("application/vnd.oci.image.config.v1+json", &config),
+            "layers": layers.iter().map(|l| descriptor("application/vnd.oci.image.layer.v1.tar", l)).collect::<Vec<_>>(),
+        }))
+        .unwrap();
+        let mut blobs = vec![(digest_of(&config), config)];
+        blobs.extend(layers.iter().map(|l| (digest_of(l), l.clone())));
+        Image {
+            repo: repo.to_string(),
+            tag: tag.to_string(),
+            manifest,
+            blobs,
+        }
+    }
+
+    fn digest(&self) -> String {
+        digest_of(&self.manifest)
+    }
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+/// Pushes a blob the way registry clients do: HEAD, then (when `mount_from` is given) a
+/// cross-repository mount, else a monolithic upload.
+async fn push_blob(
+    c: &reqwest::Client,
+    node: &str,
+    repo: &str,
+    digest: &str,
+    bytes: &[u8],
+    mount_from: Option<&str>,
+) -> Result<(), String> {
+    let head = c
+        .head(format!("http://{node}/v2/{repo}/blobs/{digest}"))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if head.status() == 200 {
+        return Ok(());
+    }
+    if let Some(from) = mount_from {
+        let r = c
+            .post(format!(
+                "http://{node}/v2/{repo}/blobs/uploads/?mount={digest}&from={from}"
+            ))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if r.status() == 201 {
+            return Ok(());
+        }
+        // 202: not mountable (collected meanwhile): upload into the session it opened.
+        if r.status() == 202 {
+            let location = r
+                .headers()
+                .get("location")
+                .and_then(|l| l.to_str().ok())
+                .ok_or("mount fallback without Location")?
+                .to_string();
+            let url = if location.starts_with("http") {
+                location
+            } else {
+                format!("http://{node}{location}")
+            };
+            let sep = if url.contains('?') { '&' } else { '?' };
+            let put = c
+                .put(format!("{url}{sep}digest={digest}"))
+                .body(bytes.to_vec())
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            return match put.status().as_u16() {
+                201 => Ok(()),
+                s => Err(format!(
+                    "upload after refused mount of {digest}: {s} {}",
+                    put.text().await.unwrap_or_default()
+                )),
+            };
+        }
+        return Err(format!("mount of {digest}: {}", r.status()));
+    }
+    let r = c
+        .post(format!("http://{node}/v2/{repo}/blobs/uploads/?digest={digest}"))
+        .body(bytes.to_vec())
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    match r.status().as_u16() {
+        201 => Ok(()),
+        s => Err(format!(
+            "push of {digest} to {repo}: {s} {}",
+            r.text().await.unwrap_or_default()
+        )),
+    }
+}
+
+async fn push_image(
+    c: &reqwest::Client,
+    node: &str,
+    image: &Image,
+    mount_from: &BTreeMap<String, String>,
+) -> Result<(), String> {
+    for (digest, bytes) in &image.blobs {
+        push_blob(
+            c,
+            node,
+            &image.repo,
+            digest,
+            bytes,
+            mount_from.get(digest).map(String::as_str),
+        )
+        .await?;
+    }
+    let r = c
+        .put(format!("http://{node}/v2/{}/manifests/{}", image.repo, image.tag))
+        .header("content-type", OCI_MANIFEST)
+        .body(image.manifest.clone())
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    match r.status().as_u16() {
+        201 => Ok(()),
+        s => Err(format!(
+            "manifest {}:{}: {s} {}",
+            image.repo,
+            image.tag,
+            r.text().await.unwrap_or_default()
+        )),
+    }
+}
+
+/// Pulls an image through `node`; every byte must match what was pushed.
+async fn pull_image(c: &reqwest::Client, node: &str, image: &Image) -> Result<(), String> {
+    let r = c
+        .get(format!("http://{node}/v2/{}/manifests/{}", image.repo, image.tag))
+        .header("accept", OCI_MANIFEST)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if r.status() != 200 {
+        return Err(format!("{node}: manifest {}:{}: {}", image.repo, image.tag, r.status()));
+    }
+    let body = r.bytes().await.map_err(|e| e.to_string())?;
+    if body.as_ref() != image.manifest.as_slice() {
+        return Err(format!("{node}: manifest {}:{} differs", image.repo, image.tag));
+    }
+    for (digest, bytes) in &image.blobs {
+        let r = c
+            .get(format!("http://{node}/v2/{}/blobs/{digest}", image.repo))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if r.status() != 200 {
+            return Err(format!("{node}: blob {digest}: {}", r.status()));
+        }
+        let got = r
+            .bytes()
+            .await
+            .map_err(|e| format!("{node}: blob {digest} body: {e}"))?;
+        if got.len() != bytes.len() || digest_of(&got) != *digest {
+            return Err(format!("{node}: blob {digest} differs ({} bytes)", got.len()));
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The cluster under test
+// ---------------------------------------------------------------------------------------------
+
+struct Cluster {
+    nodes: Vec<ClusterNode>,
+    dir: PathBuf,
+    /// Environment of every node: [`JOB_ENV`] plus the test's own.
+    env: Vec<(&'static str, &'static str)>,
+}
+
+impl Cluster {
+    /// Starts `(id, fault domain)` nodes and forms them into one cluster (init on the first).
+    fn form(dir: &Path, spec: &[(u64, &str)], extra_env: &[(&'static str, &'static str)]) -> Cluster {
+        let mut cluster = Cluster {
+            nodes: Vec::new(),
+            dir: dir.to_path_buf(),
+            env: JOB_ENV.iter().chain(extra_env).copied().collect(),
+        };
+        for (id, fd) in spec {
+            cluster.start_node(*id, fd);
+        }
+        let first = cluster.node(spec[0].0).host();
+        cluster.cli(&first, &["init"]);
+        for (id, _) in &spec[1..] {
+            cluster.add(&first, *id);
+        }
+        cluster.wait("every node sees the full membership", Duration::from_secs(60), || {
+            for n in &cluster.nodes {
+                let s = status_of(n.api)?;
+                let members = s["members"].as_array().map_or(0, |m| m.len());
+                if members != spec.len() || s["leader"].as_u64().is_none() {
+                    return Err(format!("node {}: {s}", n.id));
+                }
+            }
+            Ok(())
+        });
+        cluster
+    }
+
+    fn start_node(&mut self, id: u64, fault_domain: &str) {
+        let node = ClusterNode::start_with_env(&self.dir.join(format!("n{id}")), id, fault_domain, &self.env);
+        self.nodes.push(node);
+    }
+
+    fn node(&self, id: u64) -> &ClusterNode {
+        self.nodes
+            .iter()
+            .find(|n| n.id == id)
+            .unwrap_or_else(|| panic!("no node {id}"))
+    }
+
+    fn logs(&self) -> String {
+        let mut out = String::new();
+        for n in &self.nodes {
+            out.push_str(&format!("\n--- node {} ({}) keelson.log (tail):\n", n.id, n.host()));
+            out.push_str(tail(&n.log(), 4000));
+        }
+        out
+    }
+
+    fn cli(&self, node: &str, args: &[&str]) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_keelson"))
+            .args(["cluster", "--node", node])
+            .args(args)
+            .output()
+            .expect("run keelson cluster");
+        if !out.status.success() {
+            panic!(
+                "keelson cluster {args:?} failed: {}{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+                self.logs()
+            );
+        }
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn add(&self, via: &str, id: u64) {
+        let n = self.node(id);
+        let id_s = id.to_string();
+        let peer = n.peer.to_string();
+        let api = n.host();
+        self.cli(
+            via,
+            &["add", &id_s, &peer, "--api", &api, "--fault-domain", &n.fault_domain],
+        );
+    }
+
+    /// Polls `check` until it succeeds; panics with the last failure and the logs at the deadline.
+    fn wait<T>(&self, what: &str, limit: Duration, mut check: impl FnMut() -> Result<T, String>) -> T {
+        let deadline = Instant::now() + limit;
+        loop {
+            match check() {
+                Ok(v) => return v,
+                Err(e) if Instant::now() >= deadline => {
+                    panic!("{what}: not reached in {} s; last: {e}{}", limit.as_secs(), self.logs())
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+    }
+
+    /// The status as the current leader reports it (only the leader runs repair).
+    fn leader_status(&self, alive: &[u64]) -> Result<Value, String> {
+        let any = status_of(self.node(alive[0]).api)?;
+        let leader = any["leader"].as_u64().ok_or("no leader")?;
+        if !alive.contains(&leader) {
+            return Err(format!("leader {leader} is not among {alive:?}"));
+        }
+        status_of(self.node(leader).api)
+    }
+
+    /// Waits until the leader has made at least `copies` repair copies and its last repair pass
+    /// reports nothing under-replicated and nothing to move.
+    fn wait_repaired(&self, what: &str, alive: &[u64], copies: u64) -> Value {
+        self.wait(what, Duration::from_secs(60), || {
+            let s = self.leader_status(alive)?;
+            let made = s["blob_jobs"]["repair.copies"].as_u64().unwrap_or(0);
+            if s["under_replicated"] == json!(0) && s["bytes_to_move"] == json!(0) && made >= copies {
+                Ok(s)
+            } else {
+                Err(format!(
+                    "leader reports under_replicated={} bytes_to_move={} repair.copies={made}",
+                    s["under_replicated"], s["bytes_to_move"]
+                ))
+            }
+        })
+    }
+
+    fn blob_path(&self, id: u64, digest: &str) -> PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self.node(id).data_dir.join("blobs/sha256").join(&hex[..2]).join(hex)
+    }
+
+    /// The nodes among `ids` whose disk holds `digest`.
+    fn holders(&self, ids: &[u64], digest: &str) -> Vec<u64> {
+        ids.iter()
+            .copied()
+            .filter(|id| self.blob_path(*id, digest).is_file())
+            .collect()
+    }
+
+    /// Bytes of blob and shard files on the disks of `ids`.
+    fn disk_bytes(&self, ids: &[u64]) -> u64 {
+        let mut total = 0;
+        for id in ids {
+            for dir in ["blobs/sha256", "blobs/shards"] {
+                let root = self.node(*id).data_dir.join(dir);
+                for fan in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+                    if fan.file_name() == "tmp" {
+                        continue;
+                    }
+                    for f in std::fs::read_dir(fan.path()).into_iter().flatten().flatten() {
+                        total += f.metadata().map(|m| m.len()).unwrap_or(0);
+                    }
+                }
+            }
+        }
+        total
+    }
+
+    /// The shard files of `digest` on the disks of `ids`: (node, shard index).
+    fn shards(&self, ids: &[u64], digest: &str) -> Vec<(u64, usize)> {
+        let hex = digest.trim_start_matches("sha256:");
+        let mut out = Vec::new();
+        for id in ids {
+            let dir = self.node(*id).data_dir.join("blobs/shards").join(&hex[..2]);
+            for f in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let name = f.file_name().to_string_lossy().into_owned();
+                if let Some(index) = name.strip_prefix(&format!("{hex}.")).and_then(|i| i.parse().ok()) {
+                    out.push((*id, index));
+                }
+            }
+        }
+        out
+    }
+
+    /// Disk bytes on `ids` over the logical bytes of the distinct blobs of `images`; waits (with
+    /// a deadline) until it is within `tolerance` of `expected` (orphans are cleaned up lazily).
+    fn overhead(&self, what: &str, ids: &[u64], images: &[&Image], expected: f64, tolerance: f64) -> f64 {
+        let logical: u64 = images
+            .iter()
+            .flat_map(|i| i.blobs.iter())
+            .map(|(d, b)| (d.clone(), b.len() as u64))
+            .collect::<BTreeMap<_, _>>()
+            .values()
+            .sum();
+        let ratio = self.wait(what, Duration::from_secs(30), || {
+            let ratio = self.disk_bytes(ids) as f64 / logical as f64;
+            if (ratio - expected).abs() <= tolerance {
+                Ok(ratio)
+            } else {
+                Err(format!(
+                    "overhead {ratio:.3} (want {expected} ± {tolerance}) on nodes {ids:?}"
+                ))
+            }
+        });
+        println!(
+            "disk overhead {what}: {ratio:.3}x ({} logical bytes on nodes {ids:?})",
+            logical
+        );
+        ratio
+    }
+}
+
+/// Pulls every image through every node of `ids` (a blob shared by images of one repository is
+/// fetched once per node).
+async fn pull_everywhere(cluster: &Cluster, c: &reqwest::Client, ids: &[u64], images: &[&Image]) {
+    for id in ids {
+        let host = cluster.node(*id).host();
+        let mut seen = BTreeSet::new();
+        for image in images {
+            let mut fresh = (*image).clone();
+            fresh
+                .blobs
+                .retain(|(d, _)| seen.insert((image.repo.clone(), d.clone())));
+            if let Err(e) = pull_image(c, &host, &fresh).await {
+                panic!("pull through node {id} failed: {e}{}", cluster.logs());
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Replicas: fault-domain loss, repair, replacement, scrub, GC under load
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_survive_a_fault_domain_repair_scrub_and_gc_under_load() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = [(1, "fd1"), (2, "fd1"), (3, "fd2"), (4, "fd2"), (5, "fd3"), (6, "fd3")];
+    let mut cluster = Cluster::form(tmp.path(), &spec, &[]);
+    let c = http();
+
+    // Images: `shared` is in img-a and img-b; `reused` (in img-a) is re-used by the load below
+    // only after img-a was deleted; every image also has a layer of its own.
+    let layer = |seed| Arc::new(pseudo_random(3 * MIB, seed));
+    let (shared, reused) = (layer(1), layer(2));
+    let img_a = Image::new("test/a", "v1", &[shared.clone(), layer(3), reused.clone()]);
+    let img_b = Image::new("test/b", "v1", &[shared.clone(), layer(4)]);
+    let img_c = Image::new("test/c", "v1", &[layer(5), layer(6)]);
+    let no_mounts = BTreeMap::new();
+    for (image, via) in [(&img_a, 1), (&img_b, 3), (&img_c, 5)] {
+        if let Err(e) = push_image(&c, &cluster.node(via).host(), image, &no_mounts).await {
+            panic!("push failed: {e}{}", cluster.logs());
+        }
+    }
+    let all = [1, 2, 3, 4, 5, 6];
+    // Three copies of every blob, one per fault domain (a layer pushed again into another
+    // repository is linked, and the second upload's file is removed by that node's scrub).
+    for image in [&img_a, &img_b, &img_c] {
+        for (digest, _) in &image.blobs {
+            cluster.wait("three copies in three fault domains", Duration::from_secs(30), || {
+                let holders = cluster.holders(&all, digest);
+                let domains: BTreeSet<&str> = holders
+                    .iter()
+                    .map(|id| cluster.node(*id).fault_domain.as_str())
+                    .collect();
+                if (holders.len(), domains.len()) == (3, 3) {
+                    Ok(())
+                } else {
+                    Err(format!("{digest} on {holders:?}"))
+                }
+            });
+        }
+    }
+    let replicated = cluster.overhead("after the pushes", &all, &[&img_a, &img_b, &img_c], 3.0, 0.01);
+
+    // Lose fault domain fd3 entirely: every image still pulls, byte-identical, from every survivor.
+    for id in [5, 6] {
+        cluster.nodes.iter_mut().find(|n| n.id == id).unwrap().kill();
+    }
+    let alive = [1, 2, 3, 4];
+    pull_everywhere(&cluster, &c, &alive, &[&img_a, &img_b, &img_c]).await;
+
+    // The leader notices the silent members and re-creates their copies in the other domains:
+    // every blob lost exactly one copy.
+    let distinct: BTreeSet<&String> = [&img_a, &img_b, &img_c]
+        .iter()
+        .flat_map(|i| i.blobs.iter().map(|(d, _)| d))
+        .collect();
+    cluster.wait_repaired("repair after losing fd3", &alive, distinct.len() as u64);
+    cluster.overhead(
+        "after repair, on the four survivors",
+        &alive,
+        &[&img_a, &img_b, &img_c],
+        3.0,
+        0.01,
+    );
+
+    // Replace the dead nodes: remove them, add two fresh ones in fd3.
+    let n1 = cluster.node(1).host();
+    cluster.cli(&n1, &["remove", "5"]);
+    cluster.cli(&n1, &["remove", "6"]);
+    cluster.start_node(7, "fd3");
+    cluster.start_node(8, "fd3");
+    cluster.add(&n1, 7);
+    cluster.add(&n1, 8);
+    let alive = [1, 2, 3, 4, 7, 8];
+    let status = cluster.wait_repaired("repair after replacing fd3", &alive, distinct.len() as u64);
+    let table = cluster.cli(&n1, &["status"]);
+    println!("keelson cluster status after the replacement:\n{table}");
+    assert!(table.contains("under-replicated: 0  bytes to move: 0"), "{table}");
+    assert_eq!(status["members"].as_array().map(|m| m.len()), Some(6), "{status}");
+    pull_everywhere(&cluster, &c, &[7], &[&img_a, &img_b, &img_c]).await;
+    let repaired = cluster.overhead("after replacing fd3", &alive, &[&img_a, &img_b, &img_c], 3.0, 0.01);
+
+    // Bit rot. A small blob (a fresh image's config, never read yet) is verified when read: the
+    // pull through its holder still succeeds, from another copy, and the copy is healed.
+    let img_d = Image::new("test/d", "v1", &[layer(7)]);
+    push_image(&c, &cluster.node(7).host(), &img_d, &no_mounts)
+        .await
+        .unwrap();
+    let (config, _) = &img_d.blobs[0];
+    let x = cluster.holders(&alive, config)[0];
+    flip_byte(&cluster.blob_path(x, config));
+    if let Err(e) = pull_image(&c, &cluster.node(x).host(), &img_d).await {
+        panic!(
+            "pull through node {x} with a corrupt config copy: {e}{}",
+            cluster.logs()
+        );
+    }
+    // A large layer is caught by the scrub, quarantined and fetched again.
+    let (big, big_bytes) = &img_c.blobs[1];
+    let y = cluster.holders(&alive, big)[0];
+    flip_byte(&cluster.blob_path(y, big));
+    for (id, digest, bytes) in [(x, config, &img_d.blobs[0].1), (y, big, big_bytes)] {
+        cluster.wait("corrupt copy healed", Duration::from_secs(30), || {
+            let now = std::fs::read(cluster.blob_path(id, digest)).map_err(|e| e.to_string())?;
+            if now == **bytes {
+                Ok(())
+            } else {
+                Err(format!("node {id}'s copy of {digest} is still corrupt"))
+            }
+        });
+    }
+    let s = status_of(cluster.node(y).api).unwrap();
+    assert!(s["blob_jobs"]["scrub.repaired"].as_u64().unwrap_or(0) >= 1, "{s}");
+    assert!(cluster.node(y).log().contains("corrupt blob copy quarantined"));
+    pull_everywhere(&cluster, &c, &[x, y], &[&img_c, &img_d]).await;
+
+    // GC under load: delete img-a while a pusher keeps pushing images that share its `shared`
+    // layer; once GC has marked img-a's blobs, the pusher also starts re-using `reused` (by a
+    // cross-repository mount from test/a, falling back to an upload when it was collected).
+    let gone: Vec<String> = img_a
+        .blobs
+        .iter()
+        .map(|(d, _)| d.clone())
+        .filter(|d| *d != digest_of(&shared) && *d != digest_of(&reused))
+        .collect();
+    let r = c
+        .delete(format!(
+            "http://{}/v2/test/a/manifests/{}",
+            cluster.node(2).host(),
+            img_a.digest()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let stop = Arc::new(AtomicBool::new(false));
+    let reuse = Arc::new(AtomicBool::new(false));
+    let pusher = {
+        let (stop, reuse) = (stop.clone(), reuse.clone());
+        let (shared, reused) = (shared.clone(), reused.clone());
+        let hosts: Vec<String> = alive.iter().map(|id| cluster.node(*id).host()).collect();
+        let mounts = BTreeMap::from([(digest_of(&reused), "test/a".to_string())]);
+        tokio::spawn(async move {
+            let c = http();
+            let mut acked = Vec::new();
+            let mut failures = Vec::new();
+            let mut k = 0;
+            while !stop.load(Ordering::SeqCst) && k < 400 {
+                let layers = if reuse.load(Ordering::SeqCst) {
+                    vec![shared.clone(), reused.clone()]
+                } else {
+                    vec![shared.clone()]
+                };
+                let image = Image::new("load/app", &format!("t{k}"), &layers);
+                match push_image(&c, &hosts[k % hosts.len()], &image, &mounts).await {
+                    Ok(()) => acked.push(image),
+                    Err(e) => failures.push(e),
+                }
+                k += 1;
+                // Pacing of the load generator (not synchronisation).
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            (acked, failures)
+        })
+    };
+    let leader_counter = |name: &str| -> Result<u64, String> {
+        Ok(cluster.leader_status(&alive)?["blob_jobs"][name].as_u64().unwrap_or(0))
+    };
+    cluster.wait("GC marks img-a's blobs", Duration::from_secs(30), || {
+        if leader_counter("gc.marked")? > 0 {
+            Ok(())
+        } else {
+            Err("no mark yet".into())
+        }
+    });
+    reuse.store(true, Ordering::SeqCst);
+    cluster.wait(
+        "img-a's own blobs gone from every disk",
+        Duration::from_secs(60),
+        || {
+            let left: Vec<(String, Vec<u64>)> = gone
+                .iter()
+                .map(|d| (d.clone(), cluster.holders(&alive, d)))
+                .filter(|(_, h)| !h.is_empty())
+                .collect();
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("still on disk: {left:?}"))
+            }
+        },
+    );
+    stop.store(true, Ordering::SeqCst);
+    let (acked, failures) = pusher.await.unwrap();
+    assert!(
+        failures.is_empty(),
+        "pushes under GC failed: {failures:?}{}",
+        cluster.logs()
+    );
+    assert!(
+        acked.iter().any(|i| i.blobs.len() == 3),
+        "no pushed image re-used the marked layer"
+    );
+    println!("GC under load: {} images pushed while img-a was collected", acked.len());
+    let s = cluster.leader_status(&alive).unwrap();
+    println!("leader's blob job counters: {}", s["blob_jobs"]);
+    assert!(
+        s["blob_jobs"]["gc.swept"].as_u64().unwrap_or(0) >= gone.len() as u64,
+        "{s}"
+    );
+    // Everything acknowledged stays pullable; img-a is gone, img-b (sharing a layer) is not.
+    let acked_refs: Vec<&Image> = acked.iter().collect();
+    pull_everywhere(&cluster, &c, &[1, 8], &acked_refs).await;
+    pull_everywhere(&cluster, &c, &[3, 7], &[&img_b, &img_c, &img_d]).await;
+    assert!(pull_image(&c, &cluster.node(4).host(), &img_a).await.is_err());
+    let mut live: Vec<&Image> = vec![&img_b, &img_c, &img_d];
+    live.extend(acked.iter());
+    let after_gc = cluster.overhead("after GC", &alive, &live, 3.0, 0.01);
+    println!(
+        "measured disk overhead (replicas=3): {replicated:.3}x after push, {repaired:.3}x after repair, {after_gc:.3}x after GC"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reed-Solomon 4+2: six nodes in six fault domains, any two lost
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reed_solomon_4_2_survives_losing_any_two_nodes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = [(1, "fd1"), (2, "fd2"), (3, "fd3"), (4, "fd4"), (5, "fd5"), (6, "fd6")];
+    let mut cluster = Cluster::form(tmp.path(), &spec, &[("KEELSON_ERASURE", "4+2")]);
+    let c = http();
+    // Large layers are coded (one of a size that is no multiple of a stripe); the small layer
+    // and the configs are replicated.
+    let big = Arc::new(pseudo_random(5 * MIB + 12345, 11));
+    let img_x = Image::new("rs/x", "v1", &[Arc::new(pseudo_random(3 * MIB, 12)), big.clone()]);
+    let img_y = Image::new(
+        "rs/y",
+        "v1",
+        &[
+            Arc::new(pseudo_random(100 << 10, 13)),
+            Arc::new(pseudo_random(2 * MIB, 14)),
+        ],
+    );
+    let no_mounts = BTreeMap::new();
+    for (image, via) in [(&img_x, 1), (&img_y, 4)] {
+        if let Err(e) = push_image(&c, &cluster.node(via).host(), image, &no_mounts).await {
+            panic!("push failed: {e}{}", cluster.logs());
+        }
+    }
+    let all = [1, 2, 3, 4, 5, 6];
+    // Every large blob: six shards, one per node (hence one per fault domain).
+    let (k, m, chunk, sum) = (4u64, 2u64, 256u64 << 10, 32u64);
+    let mut expected_disk = 0u64;
+    let mut coded_logical = 0u64;
+    for image in [&img_x, &img_y] {
+        for (digest, bytes) in &image.blobs {
+            let size = bytes.len() as u64;
+            if size < MIB as u64 {
+                expected_disk += 3 * size;
+                continue;
+            }
+            let shards = cluster.shards(&all, digest);
+            let nodes: BTreeSet<u64> = shards.iter().map(|(n, _)| *n).collect();
+            let indexes: BTreeSet<usize> = shards.iter().map(|(_, i)| *i).collect();
+            assert_eq!(
+                (shards.len(), nodes.len(), indexes.len()),
+                (6, 6, 6),
+                "{digest}: {shards:?}"
+            );
+            let stripes = size.div_ceil(k * chunk);
+            expected_disk += (k + m) * stripes * (chunk + sum);
+            coded_logical += size;
+        }
+    }
+    let logical: u64 = [&img_x, &img_y]
+        .iter()
+        .flat_map(|i| i.blobs.iter())
+        .map(|(_, b)| b.len() as u64)
+        .sum();
+    let want = expected_disk as f64 / logical as f64;
+    for id in all {
+        eprintln!("DEBUG node {id}: {} bytes; files: {:?}", cluster.disk_bytes(&[id]), cluster.shards(&[id], &digest_of(&big)));
+    }
+    // The pushing node's whole-blob input file is removed by its scrub after the grace period.
+    let measured = cluster.overhead("rs=4+2 after the pushes", &all, &[&img_x, &img_y], want, 0.005);
+    let coded_only = (expected_disk - 3 * (logical - coded_logical)) as f64 / coded_logical as f64;
+    println!("measured disk overhead (rs=4+2): {measured:.3}x overall, {coded_only:.3}x for the coded blobs ((k+m)/k = 1.5 plus padding and chunk seals)");
+    assert!((coded_only - 1.5).abs() < 0.05, "{coded_only}");
+
+    // Lose two nodes (no leader among them): every image still pulls, byte-identical, from every
+    // survivor, and ranges read only what they need.
+    for id in [2, 5] {
+        cluster.nodes.iter_mut().find(|n| n.id == id).unwrap().kill();
+    }
+    let alive = [1, 3, 4, 6];
+    pull_everywhere(&cluster, &c, &alive, &[&img_x, &img_y]).await;
+    let big_digest = digest_of(&big);
+    for (from, to) in [
+        (0u64, 99u64),
+        (1_048_570, 2_200_000),
+        (5 * MIB as u64, 5 * MIB as u64 + 12344),
+    ] {
+        let r = c
+            .get(format!("http://{}/v2/rs/x/blobs/{big_digest}", cluster.node(3).host()))
+            .header("range", format!("bytes={from}-{to}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 206);
+        let got = r.bytes().await.unwrap();
+        assert!(
+            got.as_ref() == &big[from as usize..=to as usize],
+            "range {from}-{to} differs"
+        );
+    }
+
+    // Repair rebuilds the two lost shards of each coded blob on the survivors.
+    let s = cluster.wait("coded blobs repaired", Duration::from_secs(60), || {
+        let s = cluster.leader_status(&alive)?;
+        let rebuilt = s["blob_jobs"]["repair.shards"].as_u64().unwrap_or(0);
+        if s["under_replicated"] == json!(0) && rebuilt >= 6 {
+            Ok(s)
+        } else {
+            Err(format!(
+                "under_replicated={} repair.shards={rebuilt}",
+                s["under_replicated"]
+            ))
+        }
+    });
+    println!("leader's blob job counters (rs): {}", s["blob_jobs"]);
+    // Now any further loss of two survivors' worth of shards is covered again: kill one more.
+    cluster.nodes.iter_mut().find(|n| n.id == 6).unwrap().kill();
+    pull_everywhere(&cluster, &c, &[1, 3, 4], &[&img_x, &img_y]).await;
+}
