@@ -80,12 +80,7 @@ pub async fn fetch_remote(
 /// fault domains first; succeeds once at least `k+1` shards are durable (a push then survives
 /// the loss of any one more shard holder before repair restores the rest). Shards that failed
 /// are `None` in the layout, for repair to rebuild.
-pub async fn store_coded(
-    reg: &Registry,
-    digest: &Digest,
-    size: u64,
-    scheme: Scheme,
-) -> Result<CodedLayout, ApiError> {
+pub async fn store_coded(reg: &Registry, digest: &Digest, size: u64, scheme: Scheme) -> Result<CodedLayout, ApiError> {
     let members = reg.catalog.members();
     let candidates: Vec<Candidate> = members
         .iter()
@@ -101,11 +96,14 @@ pub async fn store_coded(
         .filter_map(|id| members.get(id).map(|(node, _)| node.peer_addr.clone()))
         .collect();
     if addrs.len() != n {
-        return Err(ApiError::new(ErrorCode::Unavailable, "not enough members for erasure coding; retry")
-            .with_header("Retry-After", "1".into()));
+        return Err(
+            ApiError::new(ErrorCode::Unavailable, "not enough members for erasure coding; retry")
+                .with_header("Retry-After", "1".into()),
+        );
     }
     let geometry = Geometry::new(scheme.k, scheme.m, CHUNK, size);
-    let results = keelson_storage::erasure::write::store_coded(&reg.peers, &reg.store, digest, geometry, &addrs).await?;
+    let results =
+        keelson_storage::erasure::write::store_coded(&reg.peers, &reg.store, digest, geometry, &addrs).await?;
     let mut shards = Vec::with_capacity(n);
     for (i, result) in results.into_iter().enumerate() {
         match result {

@@ -21,7 +21,8 @@ pub mod types;
 
 pub use catalog::CatalogReader;
 pub use command::{
-    BlobRecord, CatalogCommand, CatalogResponse, CodedLayout, GcState, ManifestRecord, ReferrerRecord, Rejection, RepoRecord, SweptBlob,
+    BlobRecord, CatalogCommand, CatalogResponse, CodedLayout, GcState, ManifestRecord, ReferrerRecord, Rejection,
+    RepoRecord, SweptBlob,
 };
 pub use node::{Catalog, CatalogConfig, CatalogError, ClusterStatus, MemberStatus};
 

@@ -201,8 +201,14 @@ async fn gc_epochs_fence_references_and_holders_change_by_compare_and_set() {
         now_ms: 10,
     };
     assert_eq!(propose(mark.clone()).await, CatalogResponse::Applied);
-    assert!(matches!(propose(mark).await, CatalogResponse::Rejected(Rejection::Stale(_))));
-    assert_eq!(reader.gc_candidates().unwrap(), vec![digest('a'), digest('b'), digest('c')]);
+    assert!(matches!(
+        propose(mark).await,
+        CatalogResponse::Rejected(Rejection::Stale(_))
+    ));
+    assert_eq!(
+        reader.gc_candidates().unwrap(),
+        vec![digest('a'), digest('b'), digest('c')]
+    );
 
     // A manifest referencing a, and a re-link of b, fence them out of the sweep.
     let r = propose(CatalogCommand::PutManifest {
@@ -230,7 +236,11 @@ async fn gc_epochs_fence_references_and_holders_change_by_compare_and_set() {
     };
     let r = propose(CatalogCommand::GcSweep {
         epoch: state.epoch,
-        blobs: vec![swept('a', &["acme/app"]), swept('b', &["acme/app"]), swept('c', &["acme/app"])],
+        blobs: vec![
+            swept('a', &["acme/app"]),
+            swept('b', &["acme/app"]),
+            swept('c', &["acme/app"]),
+        ],
     })
     .await;
     assert_eq!(r, CatalogResponse::Applied);

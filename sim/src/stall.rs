@@ -54,7 +54,13 @@ const POLL: Duration = Duration::from_micros(100);
 fn now_nanos() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: a valid timespec to fill; the raw system call bypasses the interposed clock.
-    unsafe { libc::syscall(libc::SYS_clock_gettime, libc::CLOCK_MONOTONIC, &mut ts as *mut libc::timespec) };
+    unsafe {
+        libc::syscall(
+            libc::SYS_clock_gettime,
+            libc::CLOCK_MONOTONIC,
+            &mut ts as *mut libc::timespec,
+        )
+    };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64 + 1
 }
 
@@ -75,7 +81,9 @@ pub fn virtual_now() -> Option<Duration> {
     if !on_sim_thread() || SIM_TID.load(Ordering::Relaxed) == 0 {
         return None;
     }
-    Some(Duration::from_nanos(VIRTUAL_BASE_NANOS + SIM_NOW_NANOS.load(Ordering::SeqCst)))
+    Some(Duration::from_nanos(
+        VIRTUAL_BASE_NANOS + SIM_NOW_NANOS.load(Ordering::SeqCst),
+    ))
 }
 
 fn gettid() -> i64 {
@@ -183,9 +191,19 @@ fn settle(before: &[ThreadState], woken: usize) {
                 let detail: Vec<String> = threads()
                     .iter()
                     .map(|t| {
-                        let comm = std::fs::read_to_string(format!("/proc/self/task/{}/comm", t.tid)).unwrap_or_default();
-                        let sc = std::fs::read_to_string(format!("/proc/self/task/{}/syscall", t.tid)).unwrap_or_default();
-                        format!("{} {} parked={} vol={} before={:?} sc={}", t.tid, comm.trim(), t.parked, t.voluntary, before.iter().find(|b| b.tid == t.tid).map(|b| b.voluntary), sc.split(' ').next().unwrap_or(""))
+                        let comm =
+                            std::fs::read_to_string(format!("/proc/self/task/{}/comm", t.tid)).unwrap_or_default();
+                        let sc =
+                            std::fs::read_to_string(format!("/proc/self/task/{}/syscall", t.tid)).unwrap_or_default();
+                        format!(
+                            "{} {} parked={} vol={} before={:?} sc={}",
+                            t.tid,
+                            comm.trim(),
+                            t.parked,
+                            t.voluntary,
+                            before.iter().find(|b| b.tid == t.tid).map(|b| b.voluntary),
+                            sc.split(' ').next().unwrap_or("")
+                        )
                     })
                     .collect();
                 eprintln!("stall: settle gave up (woken {woken}): {}", detail.join(" | "));

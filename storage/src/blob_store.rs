@@ -283,8 +283,17 @@ impl BlobStore {
     }
 
     /// Removes a blob's local copy and shards unless it is pinned (a push or repair of it is in
-    /// flight).
+    /// flight): garbage collection.
     pub fn delete_unpinned(&self, digest: &Digest) -> io::Result<Deletion> {
+        self.delete_guarded(digest, true)
+    }
+
+    /// Removes only the whole-blob file (not the shards) unless it is pinned.
+    pub fn delete_file_unpinned(&self, digest: &Digest) -> io::Result<Deletion> {
+        self.delete_guarded(digest, false)
+    }
+
+    fn delete_guarded(&self, digest: &Digest, with_shards: bool) -> io::Result<Deletion> {
         let guard = self.pins.guard();
         if guard.is_pinned(digest) {
             return Ok(Deletion::Pinned);
@@ -295,7 +304,7 @@ impl BlobStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Deletion::Absent,
             Err(e) => return Err(e),
         };
-        if self.remove_shards(digest, None)? > 0 {
+        if with_shards && self.remove_shards(digest, None)? > 0 {
             deleted = Deletion::Deleted;
         }
         drop(guard);
@@ -479,7 +488,9 @@ impl BlobStore {
             for entry in std::fs::read_dir(fan.path())? {
                 let entry = entry?;
                 let name = entry.file_name().to_string_lossy().into_owned();
-                let Some((hex, index)) = name.split_once('.') else { continue };
+                let Some((hex, index)) = name.split_once('.') else {
+                    continue;
+                };
                 let (Ok(digest), Ok(index)) = (Digest::parse(&format!("sha256:{hex}")), index.parse::<usize>()) else {
                     continue;
                 };

@@ -43,10 +43,7 @@ pub struct PinGuard<'a>(MutexGuard<'a, Inner>);
 impl PinGuard<'_> {
     pub fn is_pinned(&self, digest: &Digest) -> bool {
         let ttl = self.0.ttl;
-        self.0
-            .pinned
-            .get(digest)
-            .is_some_and(|at| at.elapsed() < ttl)
+        self.0.pinned.get(digest).is_some_and(|at| at.elapsed() < ttl)
     }
 }
 

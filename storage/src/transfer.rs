@@ -28,8 +28,8 @@ pub mod proto {
 use proto::blob_peer_client::BlobPeerClient;
 use proto::blob_peer_server::{BlobPeer, BlobPeerServer};
 use proto::{
-    BlobChunk, DeleteReply, DeleteRequest, FetchRequest, GetRequest, GetShardRequest, PingReply, PingRequest,
-    PutReply, RebuildRequest, ShardChunk,
+    BlobChunk, DeleteReply, DeleteRequest, FetchRequest, GetRequest, GetShardRequest, PingReply, PingRequest, PutReply,
+    RebuildRequest, ShardChunk,
 };
 
 /// Replica sessions are upload sessions under this pseudo-repository.
@@ -98,7 +98,9 @@ where
             return Err(e);
         }
         if received != size {
-            return Err(StorageError::Peer(format!("replica has {received} bytes, expected {size}")));
+            return Err(StorageError::Peer(format!(
+                "replica has {received} bytes, expected {size}"
+            )));
         }
         uploads.finish(&id, REPLICA_REPO, digest).await
     }
@@ -200,7 +202,15 @@ impl BlobPeer for BlobService {
                 .map(|c| Bytes::from(c.data))
                 .map_err(|status| StorageError::Peer(status.message().to_string()))
         });
-        match write_shard(&self.store, &digest, first.index as usize, first.length, head.chain(rest)).await {
+        match write_shard(
+            &self.store,
+            &digest,
+            first.index as usize,
+            first.length,
+            head.chain(rest),
+        )
+        .await
+        {
             Ok(size) => Ok(Response::new(PutReply { size })),
             Err(e) => Err(Status::unavailable(e.to_string())),
         }
@@ -242,11 +252,7 @@ impl BlobPeer for BlobService {
             .as_ref()
             .ok_or_else(|| Status::unimplemented("this node cannot fetch from peers"))?;
         let geometry = crate::erasure::Geometry::new(req.k as usize, req.m as usize, req.chunk as usize, req.size);
-        let sources: Vec<Option<String>> = req
-            .sources
-            .into_iter()
-            .map(|s| (!s.is_empty()).then_some(s))
-            .collect();
+        let sources: Vec<Option<String>> = req.sources.into_iter().map(|s| (!s.is_empty()).then_some(s)).collect();
         match crate::erasure::write::rebuild_shard(peers, &self.store, &digest, geometry, &sources, req.index as usize)
             .await
         {
@@ -435,7 +441,13 @@ impl BlobPeers {
     }
 
     /// Asks the node at `addr` to copy `digest` from one of `sources`.
-    pub async fn ask_fetch(&self, addr: &str, digest: &Digest, size: u64, sources: Vec<String>) -> Result<(), StorageError> {
+    pub async fn ask_fetch(
+        &self,
+        addr: &str,
+        digest: &Digest,
+        size: u64,
+        sources: Vec<String>,
+    ) -> Result<(), StorageError> {
         let mut client = self.client(addr)?;
         client
             .fetch(FetchRequest {

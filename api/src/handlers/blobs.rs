@@ -136,7 +136,11 @@ pub async fn get<B>(
             Err(e) => return Err(e.into()),
         }
     } else {
-        body::chunks(reg.store.map_range(&digest, start, len).map_err(keelson_storage::StorageError::Io)?)
+        body::chunks(
+            reg.store
+                .map_range(&digest, start, len)
+                .map_err(keelson_storage::StorageError::Io)?,
+        )
     };
     Ok(reply.body(body))
 }
@@ -145,7 +149,12 @@ pub async fn get<B>(
 /// blob is a candidate of a pending GC sweep, re-link it (which fences it out of the sweep) so
 /// the manifest that follows still finds it.
 async fn touch_if_collectable(reg: &Cx<'_>, name: &str, digest: &Digest) {
-    if !reg.catalog.reader().is_gc_candidate(&digest.to_string()).unwrap_or(false) {
+    if !reg
+        .catalog
+        .reader()
+        .is_gc_candidate(&digest.to_string())
+        .unwrap_or(false)
+    {
         return;
     }
     let touch = CatalogCommand::MountBlob {

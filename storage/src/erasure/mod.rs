@@ -133,8 +133,7 @@ pub fn encode_stripe(k: usize, m: usize, chunk: usize, data: &[u8]) -> Result<Ve
             c
         })
         .collect();
-    let recovery =
-        reed_solomon_simd::encode(k, m, originals.iter()).map_err(|e| ErasureError::Codec(e.to_string()))?;
+    let recovery = reed_solomon_simd::encode(k, m, originals.iter()).map_err(|e| ErasureError::Codec(e.to_string()))?;
     originals.extend(recovery);
     Ok(originals)
 }
@@ -153,7 +152,11 @@ pub fn decode_stripe(
     if chunks.iter().flatten().count() < k {
         return Err(ErasureError::TooFewShards(stripe));
     }
-    let originals = chunks.iter().take(k).enumerate().filter_map(|(i, c)| c.as_ref().map(|c| (i, c)));
+    let originals = chunks
+        .iter()
+        .take(k)
+        .enumerate()
+        .filter_map(|(i, c)| c.as_ref().map(|c| (i, c)));
     let recovery = chunks
         .iter()
         .skip(k)
@@ -200,9 +203,7 @@ mod tests {
         let all = encode_stripe(k, m, chunk, &data).unwrap();
         assert_eq!(all.len(), 6);
         for lost in [[0, 1], [2, 5], [4, 5], [0, 3]] {
-            let chunks: Vec<Option<Vec<u8>>> = (0..6)
-                .map(|i| (!lost.contains(&i)).then(|| all[i].clone()))
-                .collect();
+            let chunks: Vec<Option<Vec<u8>>> = (0..6).map(|i| (!lost.contains(&i)).then(|| all[i].clone())).collect();
             let back = decode_stripe(k, m, 0, &chunks).unwrap().concat();
             assert_eq!(&back[..200], &data[..]);
             assert!(back[200..].iter().all(|b| *b == 0));

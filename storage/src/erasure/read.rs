@@ -61,7 +61,9 @@ impl StripeReader {
     async fn open_one(&mut self, stripe: u64) -> bool {
         while let Some(index) = self.tried.iter().position(|t| !t) {
             self.tried[index] = true;
-            let Some(Some(addr)) = self.sources.get(index) else { continue };
+            let Some(Some(addr)) = self.sources.get(index) else {
+                continue;
+            };
             let count = self.last - stripe + 1;
             match self
                 .peers
@@ -155,7 +157,11 @@ pub fn stream_range(
             let base = stripe * sb;
             let from = start.max(base) - base;
             let to = end.min(base + sb) - base;
-            if tx.send(Ok(Bytes::from(data).slice(from as usize..to as usize))).await.is_err() {
+            if tx
+                .send(Ok(Bytes::from(data).slice(from as usize..to as usize)))
+                .await
+                .is_err()
+            {
                 return;
             }
         }

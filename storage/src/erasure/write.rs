@@ -52,10 +52,14 @@ pub async fn store_coded(
         }
         Ok(())
     });
-    let puts = receivers.into_iter().zip(targets.iter()).enumerate().map(|(i, (rx, addr))| {
-        let length = geometry.shard_bytes();
-        async move { peers.put_shard(addr, digest, i, length, rx).await }
-    });
+    let puts = receivers
+        .into_iter()
+        .zip(targets.iter())
+        .enumerate()
+        .map(|(i, (rx, addr))| {
+            let length = geometry.shard_bytes();
+            async move { peers.put_shard(addr, digest, i, length, rx).await }
+        });
     let (encoded, results) = tokio::join!(encoder, futures_util::future::join_all(puts));
     encoded.map_err(|e| StorageError::Io(io::Error::other(e)))??;
     Ok(results)
@@ -94,6 +98,9 @@ pub async fn rebuild_shard(
         }
     };
     let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
-    let (_, written) = tokio::join!(produce, write_shard(store, digest, index, geometry.shard_bytes(), stream));
+    let (_, written) = tokio::join!(
+        produce,
+        write_shard(store, digest, index, geometry.shard_bytes(), stream)
+    );
     written
 }

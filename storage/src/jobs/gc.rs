@@ -44,7 +44,9 @@ pub fn garbage<'a>(
 ) -> Vec<&'a str> {
     records
         .into_iter()
-        .filter(|(digest, record)| !referenced.contains(*digest) && record.created_ms.saturating_add(grace_ms) <= now_ms)
+        .filter(|(digest, record)| {
+            !referenced.contains(*digest) && record.created_ms.saturating_add(grace_ms) <= now_ms
+        })
         .map(|(digest, _)| digest)
         .collect()
 }
@@ -136,7 +138,9 @@ impl BlobJobs {
                 continue;
             }
             outcome.swept += 1;
-            let Ok(digest) = Digest::parse(&blob.digest) else { continue };
+            let Ok(digest) = Digest::parse(&blob.digest) else {
+                continue;
+            };
             for holder in holders.get(&blob.digest).map(Vec::as_slice).unwrap_or_default() {
                 if self.delete_copy(*holder, &digest).await {
                     outcome.files_deleted += 1;
@@ -145,7 +149,12 @@ impl BlobJobs {
         }
         self.health.count("gc.swept", outcome.swept as u64);
         self.health.count("gc.files_deleted", outcome.files_deleted as u64);
-        tracing::info!(epoch = state.epoch, swept = outcome.swept, files_deleted = outcome.files_deleted, "GC swept");
+        tracing::info!(
+            epoch = state.epoch,
+            swept = outcome.swept,
+            files_deleted = outcome.files_deleted,
+            "GC swept"
+        );
         Ok(outcome)
     }
 

@@ -43,7 +43,12 @@ impl BlobJobs {
     }
 
     /// Rebuilds the shards the layout gives to this node that are missing here.
-    async fn heal_shards(&self, digest: &crate::digest::Digest, size: u64, layout: &keelson_raft::CodedLayout) -> usize {
+    async fn heal_shards(
+        &self,
+        digest: &crate::digest::Digest,
+        size: u64,
+        layout: &keelson_raft::CodedLayout,
+    ) -> usize {
         let me = self.node_id();
         let members = self.catalog.members();
         let sources: Vec<Option<String>> = layout
@@ -51,14 +56,15 @@ impl BlobJobs {
             .iter()
             .map(|h| h.and_then(|h| members.get(&h).map(|(n, _)| n.peer_addr.clone())))
             .collect();
-        let geometry =
-            crate::erasure::Geometry::new(layout.k as usize, layout.m as usize, layout.chunk as usize, size);
+        let geometry = crate::erasure::Geometry::new(layout.k as usize, layout.m as usize, layout.chunk as usize, size);
         let mut restored = 0;
         for (index, holder) in layout.shards.iter().enumerate() {
             if *holder != Some(me) || self.store.has_shard(digest, index) {
                 continue;
             }
-            match crate::erasure::write::rebuild_shard(&self.peers, &self.store, digest, geometry, &sources, index).await {
+            match crate::erasure::write::rebuild_shard(&self.peers, &self.store, digest, geometry, &sources, index)
+                .await
+            {
                 Ok(_) => {
                     restored += 1;
                     self.health.count("scrub.repaired", 1);

@@ -64,12 +64,8 @@ pub fn survey<'a>(
                 out.view.unavailable += 1;
                 continue;
             }
-            let geometry = crate::erasure::Geometry::new(
-                layout.k as usize,
-                layout.m as usize,
-                layout.chunk as usize,
-                record.size,
-            );
+            let geometry =
+                crate::erasure::Geometry::new(layout.k as usize, layout.m as usize, layout.chunk as usize, record.size);
             out.view.under_replicated += 1;
             out.view.bytes_to_move += geometry.shard_bytes() * lost.len() as u64;
             out.items.push(RepairItem {
@@ -247,7 +243,12 @@ impl BlobJobs {
             return 0;
         }
         // Keep every holder that is still a member (a silent one may come back with its copy).
-        let mut holders: Vec<NodeId> = item.holders.iter().copied().filter(|h| members.contains_key(h)).collect();
+        let mut holders: Vec<NodeId> = item
+            .holders
+            .iter()
+            .copied()
+            .filter(|h| members.contains_key(h))
+            .collect();
         holders.dedup();
         for a in &added {
             if !holders.contains(a) {
@@ -294,7 +295,12 @@ impl BlobJobs {
         };
         // New nodes (distinct fault domains first), then, with fewer live nodes than shards,
         // live nodes again in turn.
-        let mut targets = extend(candidates, &item.live, item.live.len() + lost.len(), digest.hex().as_bytes());
+        let mut targets = extend(
+            candidates,
+            &item.live,
+            item.live.len() + lost.len(),
+            digest.hex().as_bytes(),
+        );
         targets.drain(..item.live.len().min(targets.len()));
         let mut cycle = candidates.iter().map(|c| c.id).cycle();
         while targets.len() < lost.len() && !candidates.is_empty() {
@@ -387,9 +393,17 @@ mod tests {
         assert_eq!(s.view.unavailable, 1);
         assert_eq!(s.items[1].live, vec![2]);
         // Two live members: two copies are all that can be had.
-        let s = survey(records.iter().map(|(d, r)| (d.as_str(), r, None)), &BTreeSet::from([1, 3]), 3);
+        let s = survey(
+            records.iter().map(|(d, r)| (d.as_str(), r, None)),
+            &BTreeSet::from([1, 3]),
+            3,
+        );
         assert_eq!((s.view.under_replicated, s.view.unavailable), (0, 2), "{s:?}");
-        let s = survey(records.iter().map(|(d, r)| (d.as_str(), r, None)), &BTreeSet::from([1, 5]), 3);
+        let s = survey(
+            records.iter().map(|(d, r)| (d.as_str(), r, None)),
+            &BTreeSet::from([1, 5]),
+            3,
+        );
         assert_eq!(s.view.under_replicated, 3, "{s:?}");
     }
 }

@@ -43,7 +43,7 @@ impl BlobJobs {
                 if fresh && old {
                     let store = self.store.clone();
                     let digest = file.digest.clone();
-                    let done = tokio::task::spawn_blocking(move || store.delete_unpinned(&digest))
+                    let done = tokio::task::spawn_blocking(move || store.delete_file_unpinned(&digest))
                         .await
                         .map_err(|e| std::io::Error::other(e.to_string()))??;
                     if done == Deletion::Deleted {
@@ -82,7 +82,12 @@ impl BlobJobs {
 
     /// The same for shard files: each chunk's seal is checked; shards the layout does not give
     /// to this node are orphans.
-    async fn scrub_shards(&self, fresh: bool, outcome: &mut ScrubOutcome, throttle: &mut Throttle) -> Result<(), JobError> {
+    async fn scrub_shards(
+        &self,
+        fresh: bool,
+        outcome: &mut ScrubOutcome,
+        throttle: &mut Throttle,
+    ) -> Result<(), JobError> {
         let store = self.store.clone();
         let shards = tokio::task::spawn_blocking(move || store.list_shards())
             .await
