@@ -19,6 +19,9 @@ use crate::handlers;
 use crate::registry::Registry;
 use crate::routes::{self, Route};
 
+/// Longest wait for a request head.
+const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Serves one accepted connection until the peer closes it.
 pub async fn serve<IO>(io: IO, registry: Arc<Registry>)
 where
@@ -29,7 +32,13 @@ where
         async move { Ok::<_, Infallible>(handle(registry, req).await) }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().keep_alive(true).max_buf_size(1 << 20);
+    // A client must send its request head within HEADER_TIMEOUT (no slow-loris on headers).
+    builder
+        .http1()
+        .keep_alive(true)
+        .max_buf_size(1 << 20)
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT);
     builder
         .http2()
         .max_concurrent_streams(256)

@@ -15,6 +15,9 @@ use crate::error::{upload_range, ApiError, ErrorCode};
 use crate::names;
 use crate::routes::{query_get, query_pairs};
 
+/// Longest pause tolerated between two pieces of an upload body.
+const BODY_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 fn upload_location(name: &str, id: &str) -> String {
     format!("/v2/{name}/blobs/uploads/{id}")
 }
@@ -75,7 +78,14 @@ async fn append(reg: &Cx<'_>, name: &str, id: &str, req: Request<Incoming>) -> R
         .map_err(|e| with_location(e.into(), name, id))?;
     let mut body = req.into_body();
     let mut failure = None;
-    while let Some(frame) = body.frame().await {
+    // A body that stops arriving must not hold the session (and a disk thread) forever.
+    loop {
+        let Ok(next) = tokio::time::timeout(BODY_IDLE_TIMEOUT, body.frame()).await else {
+            let idle = format!("no body bytes for {} s", BODY_IDLE_TIMEOUT.as_secs());
+            failure = Some(ApiError::from(StorageError::Body(idle)));
+            break;
+        };
+        let Some(frame) = next else { break };
         match frame {
             Ok(frame) => {
                 if let Ok(data) = frame.into_data() {
