@@ -205,6 +205,30 @@ mod tests {
             ("127.0.0.1:7000", 9, "rack-b")
         );
         assert_eq!(c.data_dir, PathBuf::from("./keelson-data"));
+        assert_eq!(c.blob_jobs.erasure, None);
+        assert_eq!(c.blob_jobs.gc_grace, Duration::from_secs(3600));
+        std::fs::write(&file, "erasure = \"4+2\"\ngc-grace-ms = 5\nrepair-rate-mib = 2\n").unwrap();
+        let c = ServeArgs {
+            config: Some(file.clone()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(
+            c.blob_jobs.erasure,
+            Some(keelson_storage::erasure::Scheme { k: 4, m: 2 })
+        );
+        assert_eq!(
+            (c.blob_jobs.gc_grace, c.blob_jobs.repair_rate),
+            (Duration::from_millis(5), 2 << 20)
+        );
+        std::fs::write(&file, "erasure = \"4\"\n").unwrap();
+        assert!(ServeArgs {
+            config: Some(file.clone()),
+            ..Default::default()
+        }
+        .resolve()
+        .is_err());
         std::fs::write(&file, "lisen = 1\n").unwrap();
         assert!(ServeArgs {
             config: Some(file),

@@ -14,6 +14,10 @@
 //! Everything is polled with deadlines, never slept for. Node logs: `<tempdir>/nK/keelson.log`.
 //! Run: `cargo test -p keelson --test redundancy -- --nocapture` (prints the measured overheads).
 
+// Each test holds the process-wide SERIAL guard for its whole body (six node processes per test
+// are plenty for two cores).
+#![allow(clippy::await_holding_lock)]
+
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -37,6 +41,13 @@ const JOB_ENV: [(&str, &str); 7] = [
     ("KEELSON_GC_INTERVAL_MS", "500"),
     ("KEELSON_GC_GRACE_MS", "4000"),
 ];
+/// One cluster at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const MIB: usize = 1 << 20;
 
@@ -536,6 +547,7 @@ async fn pull_everywhere(cluster: &Cluster, c: &reqwest::Client, ids: &[u64], im
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_survive_a_fault_domain_repair_scrub_and_gc_under_load() {
+    let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let spec = [(1, "fd1"), (2, "fd1"), (3, "fd2"), (4, "fd2"), (5, "fd3"), (6, "fd3")];
     let mut cluster = Cluster::form(tmp.path(), &spec, &[]);
@@ -761,6 +773,7 @@ async fn three_replicas_survive_a_fault_domain_repair_scrub_and_gc_under_load() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reed_solomon_4_2_survives_losing_any_two_nodes() {
+    let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let spec = [(1, "fd1"), (2, "fd2"), (3, "fd3"), (4, "fd4"), (5, "fd5"), (6, "fd6")];
     let mut cluster = Cluster::form(tmp.path(), &spec, &[("KEELSON_ERASURE", "4+2")]);
@@ -836,13 +849,38 @@ async fn reed_solomon_4_2_survives_losing_any_two_nodes() {
                 .sum();
             let ratio = on_disk as f64 / bytes.len() as f64;
             println!("rs=4+2 blob of {} bytes: {ratio:.4}x on disk", bytes.len());
-            if bytes.len() % (4 * 256 << 10) == 0 {
+            if bytes.len() % (4 * (256 << 10)) == 0 {
                 assert!((ratio - 1.5).abs() < 0.001, "{digest}: {ratio}");
             }
         }
     }
     let coded_only = (expected_disk - 3 * (logical - coded_logical)) as f64 / coded_logical as f64;
     println!("measured disk overhead (rs=4+2): {measured:.3}x overall, {coded_only:.3}x for the coded blobs");
+
+    // A damaged data shard: reads use a parity shard for the damaged stripe (its seal fails),
+    // and the shard is quarantined and rebuilt, byte for byte, from the others.
+    let three = &img_x.blobs[1].0;
+    let (holder, index) = *cluster.shards(&all, three).iter().find(|(_, i)| *i == 0).unwrap();
+    let hex = three.trim_start_matches("sha256:");
+    let shard_file = cluster
+        .node(holder)
+        .data_dir
+        .join("blobs/shards")
+        .join(&hex[..2])
+        .join(format!("{hex}.{index}"));
+    let original = std::fs::read(&shard_file).unwrap();
+    flip_byte(&shard_file);
+    let other = all.iter().copied().find(|id| *id != holder).unwrap();
+    pull_everywhere(&cluster, &c, &[other], &[&img_x]).await;
+    cluster.wait(
+        "damaged shard rebuilt",
+        Duration::from_secs(30),
+        || match std::fs::read(&shard_file) {
+            Ok(now) if now == original => Ok(()),
+            Ok(_) => Err("shard still damaged".into()),
+            Err(e) => Err(format!("shard not back yet: {e}")),
+        },
+    );
 
     // Lose two nodes (no leader among them): every image still pulls, byte-identical, from every
     // survivor, and ranges read only what they need.
@@ -885,12 +923,23 @@ async fn reed_solomon_4_2_survives_losing_any_two_nodes() {
         }
     });
     println!("leader's blob job counters (rs): {}", s["blob_jobs"]);
-    // The layout is whole again (some survivors hold two shards). Remove the dead nodes from
-    // the membership (keeping a Raft majority) and lose the leader, which holds two shards:
-    // exactly k shards are left, and every image still pulls.
-    let via = cluster.node(3).host();
+    // The layout is whole again: the six shards of each coded blob on the four survivors, so
+    // some hold two. Remove the dead nodes from the membership (keeping a Raft majority), then
+    // lose a survivor holding two shards of the large layer: exactly k = 4 shards are left, and
+    // every image still pulls.
+    let victim = alive
+        .iter()
+        .copied()
+        .max_by_key(|id| cluster.shards(&[*id], &big_digest).len())
+        .unwrap();
+    assert_eq!(cluster.shards(&alive, &big_digest).len(), 6);
+    assert_eq!(cluster.shards(&[victim], &big_digest).len(), 2);
+    let via = cluster
+        .node(alive.iter().copied().find(|id| *id != victim).unwrap())
+        .host();
     cluster.cli(&via, &["remove", "2"]);
     cluster.cli(&via, &["remove", "5"]);
-    cluster.nodes.iter_mut().find(|n| n.id == 1).unwrap().kill();
-    pull_everywhere(&cluster, &c, &[3, 4, 6], &[&img_x, &img_y]).await;
+    cluster.nodes.iter_mut().find(|n| n.id == victim).unwrap().kill();
+    let rest: Vec<u64> = alive.iter().copied().filter(|id| *id != victim).collect();
+    pull_everywhere(&cluster, &c, &rest, &[&img_x, &img_y]).await;
 }

@@ -182,19 +182,20 @@ pub async fn start(reg: &Cx<'_>, name: &str, req: Request<Incoming>) -> Result<R
     let pairs = query_pairs(req.uri().query());
     if let (Some(mount), Some(from)) = (query_get(&pairs, "mount"), query_get(&pairs, "from")) {
         let digest = Digest::parse(mount)?;
-        if names::validate_repo(from).is_ok() && authorize_repo(reg, from, Action::Pull).is_ok() {
-            if super::linked_blob(reg, from, &digest.to_string()).await?.is_some() {
-                // MountBlob never re-creates a record: if GC collected the blob meanwhile it is
-                // rejected and the client uploads the bytes instead.
-                let mount = CatalogCommand::MountBlob {
-                    repo: name.to_string(),
-                    digest: digest.to_string(),
-                    now_ms: reg.clock.now_ms(),
-                };
-                match reg.catalog.propose(mount).await? {
-                    CatalogResponse::Applied => return Ok(created(name, &digest)),
-                    CatalogResponse::Rejected(r) => tracing::info!(%digest, reason = %r, "mount refused; uploading"),
-                }
+        if names::validate_repo(from).is_ok()
+            && authorize_repo(reg, from, Action::Pull).is_ok()
+            && super::linked_blob(reg, from, &digest.to_string()).await?.is_some()
+        {
+            // MountBlob never re-creates a record: if GC collected the blob meanwhile it is
+            // rejected and the client uploads the bytes instead.
+            let mount = CatalogCommand::MountBlob {
+                repo: name.to_string(),
+                digest: digest.to_string(),
+                now_ms: reg.clock.now_ms(),
+            };
+            match reg.catalog.propose(mount).await? {
+                CatalogResponse::Applied => return Ok(created(name, &digest)),
+                CatalogResponse::Rejected(r) => tracing::info!(%digest, reason = %r, "mount refused; uploading"),
             }
         }
         // Not mountable: fall back to a fresh upload session.

@@ -293,21 +293,7 @@ impl BlobJobs {
         let Ok(digest) = Digest::parse(&item.digest) else {
             return 0;
         };
-        // New nodes (distinct fault domains first), then, with fewer live nodes than shards,
-        // live nodes again in turn.
-        let mut targets = extend(
-            candidates,
-            &item.live,
-            item.live.len() + lost.len(),
-            digest.hex().as_bytes(),
-        );
-        targets.drain(..item.live.len().min(targets.len()));
-        let mut cycle = candidates.iter().map(|c| c.id).cycle();
-        while targets.len() < lost.len() && !candidates.is_empty() {
-            if let Some(id) = cycle.next() {
-                targets.push(id);
-            }
-        }
+        let targets = shard_targets(candidates, &layout.shards, lost.len(), digest.hex().as_bytes());
         let live: BTreeSet<NodeId> = candidates.iter().map(|c| c.id).collect();
         let sources: Vec<Option<String>> = layout
             .shards
@@ -366,6 +352,54 @@ impl BlobJobs {
     }
 }
 
+/// Live nodes for `count` rebuilt shards: each goes to the node holding the fewest shards of
+/// the blob, then in the fault domain holding the fewest, rotating with `spread_key` among equals.
+pub fn shard_targets(
+    candidates: &[Candidate],
+    shards: &[Option<NodeId>],
+    count: usize,
+    spread_key: &[u8],
+) -> Vec<NodeId> {
+    if candidates.is_empty() {
+        return Vec::new();
+    }
+    let mut order: Vec<&Candidate> = candidates.iter().collect();
+    order.sort_by_key(|c| c.id);
+    let rotate = spread_key
+        .iter()
+        .take(8)
+        .fold(0usize, |acc, b| acc.wrapping_mul(31).wrapping_add(*b as usize));
+    let len = order.len();
+    order.rotate_left(rotate % len);
+    let mut per_node: BTreeMap<NodeId, usize> = BTreeMap::new();
+    let mut per_domain: BTreeMap<&str, usize> = BTreeMap::new();
+    for holder in shards.iter().flatten() {
+        if let Some(c) = candidates.iter().find(|c| c.id == *holder) {
+            *per_node.entry(c.id).or_default() += 1;
+            *per_domain.entry(c.fault_domain.as_str()).or_default() += 1;
+        }
+    }
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        let Some(best) = order
+            .iter()
+            .min_by_key(|c| {
+                (
+                    per_node.get(&c.id).copied().unwrap_or(0),
+                    per_domain.get(c.fault_domain.as_str()).copied().unwrap_or(0),
+                )
+            })
+            .copied()
+        else {
+            break;
+        };
+        *per_node.entry(best.id).or_default() += 1;
+        *per_domain.entry(best.fault_domain.as_str()).or_default() += 1;
+        out.push(best.id);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -376,6 +410,44 @@ mod tests {
             holders: holders.to_vec(),
             created_ms: 0,
         }
+    }
+
+    #[test]
+    fn rebuilt_shards_spread_over_the_least_loaded_nodes() {
+        let c = |id, fd: &str| Candidate {
+            id,
+            fault_domain: fd.to_string(),
+        };
+        let live = [c(1, "a"), c(3, "c"), c(4, "d"), c(6, "f")];
+        let shards = [Some(1), Some(2), Some(3), Some(4), Some(5), Some(6)];
+        for key in 0u8..10 {
+            let t = shard_targets(&live, &shards, 2, &[key]);
+            assert_eq!(t.len(), 2);
+            assert_ne!(t[0], t[1], "{t:?}");
+        }
+        let fresh = [c(1, "a"), c(7, "c"), c(8, "c"), c(9, "d")];
+        let t = shard_targets(&fresh, &[Some(1), None, None], 2, b"k");
+        assert!(t.contains(&9) && (t.contains(&7) || t.contains(&8)), "{t:?}");
+    }
+
+    #[test]
+    fn survey_counts_lost_shards() {
+        let record = rec(3 << 20, &[1, 2, 3, 4, 5, 6]);
+        let layout = CodedLayout {
+            k: 4,
+            m: 2,
+            chunk: 256 << 10,
+            shards: vec![Some(1), Some(2), Some(3), Some(4), Some(5), Some(6)],
+        };
+        let s = survey([("x", &record, Some(&layout))], &BTreeSet::from([1, 2, 3, 4]), 3);
+        assert_eq!(s.view.under_replicated, 1);
+        assert_eq!(s.view.bytes_to_move, 2 * 3 * ((256 << 10) + 32));
+        assert_eq!(
+            s.items[0].coded.as_ref().map(|(_, lost)| lost.clone()),
+            Some(vec![4, 5])
+        );
+        let s = survey([("x", &record, Some(&layout))], &BTreeSet::from([1, 2, 3]), 3);
+        assert_eq!(s.view.unavailable, 1);
     }
 
     #[test]
