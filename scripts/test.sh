@@ -27,4 +27,4 @@ echo "== tests"
 cargo test --release --workspace -- --test-threads=2
 
 echo "== benchmark smoke run"
-deploy/bench.sh --quick
+deploy/bench.sh --quick --no-build
