@@ -44,6 +44,13 @@ pub struct BlobService {
 }
 
 impl BlobService {
+    /// The client this node uses to pull from peers (repair, rebuild), or UNIMPLEMENTED.
+    fn fetching_peers(&self) -> Result<&BlobPeers, Status> {
+        self.peers
+            .as_ref()
+            .ok_or_else(|| Status::unimplemented("this node cannot fetch from peers"))
+    }
+
     pub fn new(store: BlobStore, uploads: std::sync::Arc<Uploads>) -> Self {
         BlobService {
             store,
@@ -111,6 +118,11 @@ where
     result
 }
 
+/// The digest an RPC names, or INVALID_ARGUMENT.
+fn requested_digest(text: &str) -> Result<Digest, Status> {
+    Digest::parse(text).map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<BlobChunk, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -138,7 +150,7 @@ impl BlobPeer for BlobService {
 
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<Self::GetStream>, Status> {
         let req = request.into_inner();
-        let digest = Digest::parse(&req.digest).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let digest = requested_digest(&req.digest)?;
         let rx = match self.store.stream_range(&digest, req.offset, req.length) {
             Ok(rx) => rx,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Status::not_found("blob not held here")),
@@ -157,11 +169,8 @@ impl BlobPeer for BlobService {
 
     async fn fetch(&self, request: Request<FetchRequest>) -> Result<Response<PutReply>, Status> {
         let req = request.into_inner();
-        let digest = Digest::parse(&req.digest).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let peers = self
-            .peers
-            .as_ref()
-            .ok_or_else(|| Status::unimplemented("this node cannot fetch from peers"))?;
+        let digest = requested_digest(&req.digest)?;
+        let peers = self.fetching_peers()?;
         match peers
             .copy_from(&req.sources, &self.uploads, &self.store, &digest, req.size)
             .await
@@ -220,7 +229,7 @@ impl BlobPeer for BlobService {
 
     async fn get_shard(&self, request: Request<GetShardRequest>) -> Result<Response<Self::GetShardStream>, Status> {
         let req = request.into_inner();
-        let digest = Digest::parse(&req.digest).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let digest = requested_digest(&req.digest)?;
         let rx = match self.store.stream_shard(
             &digest,
             req.index as usize,
@@ -246,11 +255,8 @@ impl BlobPeer for BlobService {
 
     async fn rebuild_shard(&self, request: Request<RebuildRequest>) -> Result<Response<PutReply>, Status> {
         let req = request.into_inner();
-        let digest = Digest::parse(&req.digest).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let peers = self
-            .peers
-            .as_ref()
-            .ok_or_else(|| Status::unimplemented("this node cannot fetch from peers"))?;
+        let digest = requested_digest(&req.digest)?;
+        let peers = self.fetching_peers()?;
         let geometry = crate::erasure::Geometry::new(req.k as usize, req.m as usize, req.chunk as usize, req.size);
         let sources: Vec<Option<String>> = req.sources.into_iter().map(|s| (!s.is_empty()).then_some(s)).collect();
         match crate::erasure::write::rebuild_shard(peers, &self.store, &digest, geometry, &sources, req.index as usize)
