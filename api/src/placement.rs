@@ -1,8 +1,10 @@
 //! Where a pushed blob's copies (or erasure-coded shards) go and where a pull finds them: the
 //! API-side glue between the catalog's membership, the placement rule and node-to-node transfer.
 
+use std::collections::BTreeMap;
+
 use bytes::Bytes;
-use keelson_raft::{BlobRecord, CodedLayout, NodeId};
+use keelson_raft::{BlobRecord, CodedLayout, NodeId, NodeInfo};
 use keelson_storage::erasure::{Geometry, Scheme, CHUNK};
 use keelson_storage::placement::{choose, Candidate};
 use keelson_storage::{Digest, StorageError};
@@ -11,18 +13,23 @@ use tokio::sync::mpsc;
 use crate::error::{ApiError, ErrorCode};
 use crate::registry::Registry;
 
-/// Copies `digest` (already durable locally) to the other chosen holders; returns every holder
-/// that has it durably, this node first. Fails when fewer than the write quorum do.
-pub async fn replicate(reg: &Registry, digest: &Digest, size: u64) -> Result<Vec<NodeId>, ApiError> {
-    let members = reg.catalog.members();
-    let local = reg.catalog.node_id();
-    let candidates: Vec<Candidate> = members
+/// The members as placement candidates (id and fault domain).
+fn candidates(members: &BTreeMap<NodeId, (NodeInfo, bool)>) -> Vec<Candidate> {
+    members
         .iter()
         .map(|(id, (node, _))| Candidate {
             id: *id,
             fault_domain: node.fault_domain.clone(),
         })
-        .collect();
+        .collect()
+}
+
+/// Copies `digest` (already durable locally) to the other chosen holders; returns every holder
+/// that has it durably, this node first. Fails when fewer than the write quorum do.
+pub async fn replicate(reg: &Registry, digest: &Digest, size: u64) -> Result<Vec<NodeId>, ApiError> {
+    let members = reg.catalog.members();
+    let local = reg.catalog.node_id();
+    let candidates = candidates(&members);
     let copies = reg.redundancy.replicas.min(members.len().max(1));
     let quorum = reg.redundancy.write_quorum.min(copies).max(1);
     let targets = choose(&candidates, local, copies, digest.hex().as_bytes());
@@ -82,13 +89,7 @@ pub async fn fetch_remote(
 /// are `None` in the layout, for repair to rebuild.
 pub async fn store_coded(reg: &Registry, digest: &Digest, size: u64, scheme: Scheme) -> Result<CodedLayout, ApiError> {
     let members = reg.catalog.members();
-    let candidates: Vec<Candidate> = members
-        .iter()
-        .map(|(id, (node, _))| Candidate {
-            id: *id,
-            fault_domain: node.fault_domain.clone(),
-        })
-        .collect();
+    let candidates = candidates(&members);
     let n = scheme.k + scheme.m;
     let targets = choose(&candidates, reg.catalog.node_id(), n, digest.hex().as_bytes());
     let addrs: Vec<String> = targets
