@@ -39,6 +39,7 @@ PACKAGES=(
     "iptables             cmd:iptables"
     "busybox-static       dpkg"
     "curl                 cmd:curl"
+    "openssl              cmd:openssl"
     "jq                   cmd:jq"
     "wrk                  cmd:wrk"
     "docker-registry      cmd:docker-registry"

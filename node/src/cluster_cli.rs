@@ -93,11 +93,13 @@ pub async fn run(target: &Target, command: ClusterCommand) -> Result<(), CliErro
 pub fn render(s: &ClusterStatus) -> String {
     let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
     let mut out = format!(
-        "leader: {}  term: {}  last log: {}  applied: {}  (reported by node {}, {})\n",
+        "leader: {}  term: {}  last log: {}  applied: {}  snapshot: {}  purged: {}  (reported by node {}, {})\n",
         opt(s.leader),
         s.term,
         opt(s.last_log_index),
         opt(s.applied_index),
+        opt(s.snapshot_index),
+        opt(s.purged_index),
         s.node_id,
         s.state
     );

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use keelson_raft::tls::PeerTls;
 use keelson_storage::jobs::JobSettings;
 use serde::Deserialize;
 
@@ -84,6 +85,21 @@ pub struct ServeArgs {
     /// [default: 1048576].
     #[arg(long, env = "KEELSON_ERASURE_MIN_BYTES")]
     pub erasure_min_bytes: Option<u64>,
+    /// Log entries applied between two catalog snapshots; older entries are then purged and a
+    /// member that lags further behind is sent the snapshot [default: 20000].
+    #[arg(long, env = "KEELSON_SNAPSHOT_EVERY_LOGS")]
+    pub snapshot_every_logs: Option<u64>,
+    /// This node's certificate (PEM) for mutual TLS on the peer endpoint; with --peer-tls-key
+    /// and --peer-tls-ca, peers talk only TLS and accept only certificates of that CA
+    /// (`deploy/certs.sh` makes them) [default: plain TCP].
+    #[arg(long, env = "KEELSON_PEER_TLS_CERT")]
+    pub peer_tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --peer-tls-cert.
+    #[arg(long, env = "KEELSON_PEER_TLS_KEY")]
+    pub peer_tls_key: Option<PathBuf>,
+    /// The cluster CA (PEM) every peer's certificate must chain to.
+    #[arg(long, env = "KEELSON_PEER_TLS_CA")]
+    pub peer_tls_ca: Option<PathBuf>,
 }
 
 /// The `auth` setting.
@@ -108,6 +124,9 @@ pub struct ServeConfig {
     pub replicas: usize,
     pub auth: AuthSetting,
     pub max_tokens_per_user: usize,
+    pub snapshot_every_logs: u64,
+    /// Mutual TLS between peers, when configured.
+    pub peer_tls: Option<PeerTls>,
     /// Background blob jobs: repair, scrub, GC (`replicas` is taken from the field above).
     pub blob_jobs: JobSettings,
 }
@@ -121,6 +140,10 @@ pub enum ConfigError {
     Parse(String, toml::de::Error),
     #[error(transparent)]
     Erasure(keelson_storage::erasure::ErasureError),
+    #[error("peer TLS needs all of peer-tls-cert, peer-tls-key and peer-tls-ca (missing {0})")]
+    PartialTls(&'static str),
+    #[error(transparent)]
+    Tls(#[from] keelson_raft::tls::TlsError),
 }
 
 impl ServeArgs {
@@ -149,6 +172,22 @@ impl ServeArgs {
             replicas: self.replicas.or(file.replicas).unwrap_or(3),
             auth: self.auth.or(file.auth).unwrap_or(AuthSetting::Enforce),
             max_tokens_per_user: self.max_tokens_per_user.or(file.max_tokens_per_user).unwrap_or(2),
+            snapshot_every_logs: self
+                .snapshot_every_logs
+                .or(file.snapshot_every_logs)
+                .unwrap_or(20_000)
+                .max(1),
+            peer_tls: match (
+                self.peer_tls_cert.or(file.peer_tls_cert),
+                self.peer_tls_key.or(file.peer_tls_key),
+                self.peer_tls_ca.or(file.peer_tls_ca),
+            ) {
+                (None, None, None) => None,
+                (Some(cert), Some(key), Some(ca)) => Some(PeerTls::load(&cert, &key, &ca)?),
+                (None, _, _) => return Err(ConfigError::PartialTls("peer-tls-cert")),
+                (_, None, _) => return Err(ConfigError::PartialTls("peer-tls-key")),
+                (_, _, None) => return Err(ConfigError::PartialTls("peer-tls-ca")),
+            },
             blob_jobs: {
                 let d = JobSettings::default();
                 let ms = |flag: Option<u64>, file: Option<u64>, default: Duration| {

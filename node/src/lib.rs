@@ -37,6 +37,8 @@ pub enum StartError {
     Config(#[from] config::ConfigError),
     #[error(transparent)]
     Catalog(#[from] keelson_raft::CatalogError),
+    #[error("peer TLS: {0}")]
+    PeerTls(String),
 }
 
 /// A started node.
@@ -164,12 +166,17 @@ where
         None => PeerChannels::default(),
         Some(d) => PeerChannels::with_dialer(d.clone()),
     };
+    let channels = match &config.peer_tls {
+        None => channels,
+        Some(tls) => channels.with_tls(tls.clone()),
+    };
     let catalog = Catalog::open_with(
         CatalogConfig {
             node_id: config.node_id,
             node: self_node.clone(),
             dir: data_dir.join("raft"),
             bootstrap_single: single,
+            snapshot_every_logs: config.snapshot_every_logs,
         },
         channels,
     )
@@ -186,8 +193,14 @@ where
             .with_peers(BlobPeers::new(catalog.channels().clone()))
             .into_server();
         let incoming = peer.incoming;
+        let mut server = tonic::transport::Server::builder();
+        if let Some(tls) = &config.peer_tls {
+            server = server
+                .tls_config(tls.server_config())
+                .map_err(|e| StartError::PeerTls(e.to_string()))?;
+        }
         tasks.push(tokio::spawn(async move {
-            let served = tonic::transport::Server::builder()
+            let served = server
                 .tcp_nodelay(true)
                 .initial_stream_window_size(4 << 20)
                 .initial_connection_window_size(8 << 20)

@@ -162,12 +162,26 @@ impl Cluster {
     /// Starts nodes 1..=3 in fault domains fd1..fd3 and forms the cluster with the CLI: `init` on
     /// node 1, then `add 2`, `add 3` (each returns once the node is a caught-up voter).
     fn form(dir: &Path) -> Cluster {
+        Cluster::form_with_env(dir, &[])
+    }
+
+    /// [`Cluster::form`] with extra environment for every node.
+    fn form_with_env(dir: &Path, env: &[(&str, &str)]) -> Cluster {
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Cluster::form_with(dir, |_| env.clone())
+    }
+
+    /// [`Cluster::form`] with extra environment for node `id` from `env_of(id)`.
+    fn form_with(dir: &Path, env_of: impl Fn(u64) -> Vec<(String, String)>) -> Cluster {
         let mut cluster = Cluster {
             nodes: Vec::new(),
             dir: dir.to_path_buf(),
         };
         for id in 1..=3 {
-            cluster.start_node(id, &format!("fd{id}"));
+            let env = env_of(id);
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let node = ClusterNode::start_with_env(&cluster.dir.join(format!("n{id}")), id, &format!("fd{id}"), &env);
+            cluster.nodes.push(node);
         }
         let n1 = cluster.node(1).host();
         cluster.cli(&n1, &["init"]);
@@ -1173,11 +1187,18 @@ fn applied(node: &ClusterNode) -> Option<u64> {
 // 3. Leader crash under load
 // ---------------------------------------------------------------------------------------------
 
+/// A number `node` reports in its status.
+fn status_number(node: &ClusterNode, field: &str) -> Option<u64> {
+    status_of(node.api).ok()?[field].as_u64()
+}
+
+/// The killed leader comes back after the survivors have snapshotted and purged the log it
+/// would need, so it can only catch up by installing a snapshot streamed from the new leader.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_killed_mid_stream_loses_no_acknowledged_push() {
     let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
-    let mut cluster = Cluster::form(tmp.path());
+    let mut cluster = Cluster::form_with_env(tmp.path(), &[("KEELSON_SNAPSHOT_EVERY_LOGS", "40")]);
     let old_leader = cluster.wait_converged("formed", &[1, 2, 3], Duration::from_secs(30));
     let survivors: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != old_leader).collect();
 
@@ -1191,7 +1212,9 @@ async fn leader_killed_mid_stream_loses_no_acknowledged_push() {
     .await;
 
     // kill -9 the leader while the writers keep going (round-robin still includes it: pushes
-    // sent to the dead node fail and stay unacknowledged).
+    // sent to the dead node fail and stay unacknowledged). Its log ends a few entries at most
+    // after the last index it reports.
+    let log_at_kill = status_number(cluster.node(old_leader), "last_log_index").expect("leader status");
     cluster.node_mut(old_leader).kill();
     let killed_at = Instant::now();
     let before = load.acked().len();
@@ -1229,6 +1252,21 @@ async fn leader_killed_mid_stream_loses_no_acknowledged_push() {
         |l| l.acked_since(killed_at) >= 20,
     )
     .await;
+    // Keep pushing until the new leader has purged its log well past the dead node's.
+    let purged_past = log_at_kill + 100;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let purged = loop {
+        let purged = status_number(cluster.node(new_leader), "purged_index");
+        if purged > Some(purged_past) {
+            break purged.unwrap_or_default();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "leader {new_leader} did not purge its log past {purged_past} in 90 s (purged {purged:?}){}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     load.stop().await;
     let acked = load.acked();
     let after = acked.iter().filter(|a| a.started >= killed_at).count();
@@ -1282,6 +1320,15 @@ async fn leader_killed_mid_stream_loses_no_acknowledged_push() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let snapshot = status_number(cluster.node(old_leader), "snapshot_index");
+    eprintln!(
+        "node {old_leader} (log ended near {log_at_kill}) caught up with the leader's log purged to {purged}: \
+         snapshot index {snapshot:?}"
+    );
+    assert!(
+        snapshot >= Some(purged),
+        "node {old_leader} caught up without a snapshot covering the purged log ({snapshot:?} < {purged})"
+    );
     cluster.wait_converged("three voters again", &[1, 2, 3], Duration::from_secs(30));
 
     // It serves the tags pushed while it was down (and, pulled through it, their blobs).
@@ -1501,4 +1548,96 @@ async fn upload_session_requests_reach_their_owner_from_any_node() {
             "node {id} serves the blob"
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. Mutual TLS between peers
+// ---------------------------------------------------------------------------------------------
+
+/// `curl` against a node's peer endpoint; true when an HTTP answer came back (any status).
+fn curl_reaches(args: &[&str]) -> (bool, String) {
+    let out = exec(
+        Command::new(need("curl"))
+            .args(["-sS", "-o", "/dev/null", "--max-time", "10"])
+            .args(args),
+        Duration::from_secs(30),
+    );
+    (out.ok, format!("{} {}", out.status, out.stderr.trim()))
+}
+
+/// With certificates configured, the cluster forms, replicates and serves over mutual TLS only:
+/// the peer endpoint refuses plaintext, a client without a certificate and a certificate of
+/// another CA, and answers a certificate of the cluster's CA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_speak_mutual_tls_when_certificates_are_configured() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let certs = tmp.path().join("certs");
+    let rogue = tmp.path().join("rogue");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/certs.sh");
+    for (dir, nodes) in [
+        (&certs, vec!["node1=127.0.0.1", "node2=127.0.0.1", "node3=127.0.0.1"]),
+        (&rogue, vec!["node1=127.0.0.1"]),
+    ] {
+        let out = exec(
+            Command::new(need("bash")).arg(&script).arg(dir).args(nodes),
+            Duration::from_secs(60),
+        );
+        assert!(out.ok, "certs.sh failed: {} {}", out.stdout, out.stderr);
+    }
+    let pem = |dir: &Path, name: &str| dir.join(name).display().to_string();
+    let cluster = Cluster::form_with(tmp.path(), |id| {
+        vec![
+            ("KEELSON_PEER_TLS_CERT".into(), pem(&certs, &format!("node{id}.pem"))),
+            ("KEELSON_PEER_TLS_KEY".into(), pem(&certs, &format!("node{id}.key"))),
+            ("KEELSON_PEER_TLS_CA".into(), pem(&certs, "ca.pem")),
+        ]
+    });
+
+    // Writes forwarded from a follower, blob copies and reads across nodes all cross TLS.
+    let leader = cluster.wait_converged("formed over TLS", &[1, 2, 3], Duration::from_secs(30));
+    let follower = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap();
+    let client = http_client();
+    let mut acked = Vec::new();
+    for i in 0..5 {
+        let target = (follower, cluster.node(follower).url());
+        let pushed = push_image(&client, &target, "tls/app", &format!("v{i}"), 7000 + i).await;
+        acked.push(pushed.unwrap_or_else(|e| panic!("push over TLS peers failed: {e}{}", cluster.logs())));
+    }
+    for id in [1, 2, 3] {
+        let problems = check_pullable(&client, cluster.node(id), &acked, true).await;
+        assert_no_problems(&format!("node {id} over TLS peers"), &problems, &cluster);
+    }
+
+    let peer = cluster.node(1).peer;
+    let url = format!("https://{peer}/");
+    let (plain_ok, plain) = curl_reaches(&["--http2-prior-knowledge", &format!("http://{peer}/")]);
+    assert!(
+        !plain_ok,
+        "plaintext HTTP/2 reached the TLS-only peer endpoint ({plain})"
+    );
+    let (anonymous_ok, anonymous) = curl_reaches(&["--http2", "--cacert", &pem(&certs, "ca.pem"), &url]);
+    assert!(!anonymous_ok, "a client without a certificate was served ({anonymous})");
+    let (rogue_ok, rogue_said) = curl_reaches(&[
+        "--http2",
+        "--cacert",
+        &pem(&certs, "ca.pem"),
+        "--cert",
+        &pem(&rogue, "node1.pem"),
+        "--key",
+        &pem(&rogue, "node1.key"),
+        &url,
+    ]);
+    assert!(!rogue_ok, "a certificate of another CA was accepted ({rogue_said})");
+    let (member_ok, member) = curl_reaches(&[
+        "--http2",
+        "--cacert",
+        &pem(&certs, "ca.pem"),
+        "--cert",
+        &pem(&certs, "node2.pem"),
+        "--key",
+        &pem(&certs, "node2.key"),
+        &url,
+    ]);
+    assert!(member_ok, "a certificate of the cluster CA was refused ({member})");
 }

@@ -48,6 +48,8 @@ pub const KEY_COMMITTED: &[u8] = b"committed";
 pub const KEY_LAST_PURGED: &[u8] = b"last_purged";
 pub const KEY_LAST_APPLIED: &[u8] = b"last_applied";
 pub const KEY_MEMBERSHIP: &[u8] = b"membership";
+/// Set while a snapshot is being installed (its id); see `snapshot.rs`.
+pub const KEY_INSTALLING: &[u8] = b"installing";
 
 /// Joins key parts with NUL separators.
 pub fn join(parts: &[&str]) -> Vec<u8> {

@@ -16,7 +16,9 @@ pub mod node;
 pub mod peer;
 mod read_cache;
 mod read_index;
+mod snapshot;
 mod state_machine;
+pub mod tls;
 pub mod types;
 
 pub use catalog::CatalogReader;

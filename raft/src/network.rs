@@ -27,6 +27,7 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::proto::raft_peer_client::RaftPeerClient;
 use crate::proto::Payload;
+use crate::tls::PeerTls;
 use crate::types::{NodeId, NodeInfo, TypeConfig};
 
 /// A connected byte stream to another node (a TCP socket in the binary, a simulated one in the
@@ -145,6 +146,8 @@ pub struct PeerChannels {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     /// `None`: plain TCP through tonic's own connector.
     dialer: Option<Dialer>,
+    /// `Some`: every connection is mutual TLS with these credentials.
+    tls: Option<PeerTls>,
 }
 
 /// A peer address that cannot be dialled.
@@ -158,6 +161,16 @@ impl PeerChannels {
         PeerChannels {
             channels: Default::default(),
             dialer: Some(dialer),
+            tls: None,
+        }
+    }
+
+    /// These channels, speaking mutual TLS with `tls` on every connection.
+    pub fn with_tls(self, tls: PeerTls) -> PeerChannels {
+        PeerChannels {
+            channels: Default::default(),
+            tls: Some(tls),
+            ..self
         }
     }
 
@@ -166,8 +179,15 @@ impl PeerChannels {
         if let Some(ch) = map.get(addr) {
             return Ok(ch.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|_| BadPeerAddr(addr.to_string()))?
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut endpoint =
+            Endpoint::from_shared(format!("{scheme}://{addr}")).map_err(|_| BadPeerAddr(addr.to_string()))?;
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint
+                .tls_config(tls.client_config())
+                .map_err(|e| BadPeerAddr(format!("{addr}: {e}")))?;
+        }
+        let endpoint = endpoint
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))

@@ -32,7 +32,14 @@ pub struct CatalogConfig {
     pub dir: PathBuf,
     /// Make this node the single voter of a new cluster if it has never been initialised.
     pub bootstrap_single: bool,
+    /// Log entries applied between two snapshots (the log before a snapshot is then purged,
+    /// keeping [`LOG_KEPT_AFTER_SNAPSHOT`] entries at most for members that are just behind).
+    pub snapshot_every_logs: u64,
 }
+
+/// Entries kept below the last snapshot, so a briefly lagging member catches up from the log
+/// rather than by a whole snapshot.
+pub const LOG_KEPT_AFTER_SNAPSHOT: u64 = 1000;
 
 /// Failures of catalog operations, as the API must tell them apart.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -89,6 +96,12 @@ pub struct ClusterStatus {
     pub last_log_index: Option<u64>,
     pub committed_index: Option<u64>,
     pub applied_index: Option<u64>,
+    /// Last log index covered by this node's newest snapshot (built or installed).
+    #[serde(default)]
+    pub snapshot_index: Option<u64>,
+    /// Log entries up to this index are purged from this node's log.
+    #[serde(default)]
+    pub purged_index: Option<u64>,
     pub members: Vec<MemberStatus>,
     /// Blobs with fewer live copies than the cluster keeps, as of the leader's last repair pass
     /// (`None` when the reporting node is not the leader or has not finished a pass yet).
@@ -125,8 +138,8 @@ impl Catalog {
             election_timeout_min: 1000,
             election_timeout_max: 2000,
             max_payload_entries: 256,
-            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(20_000),
-            max_in_snapshot_log_to_keep: 1000,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_every_logs),
+            max_in_snapshot_log_to_keep: LOG_KEPT_AFTER_SNAPSHOT.min(config.snapshot_every_logs / 2),
             ..Default::default()
         }
         .validate()
@@ -388,6 +401,8 @@ impl Catalog {
             last_log_index: m.last_log_index,
             committed_index: m.last_applied.map(|l| l.index),
             applied_index: m.last_applied.map(|l| l.index),
+            snapshot_index: m.snapshot.map(|l| l.index),
+            purged_index: m.purged.map(|l| l.index),
             members,
             under_replicated: None,
             bytes_to_move: None,

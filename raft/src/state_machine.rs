@@ -4,9 +4,9 @@
 //! Each entry is applied in one write batch together with the new `last_applied` log id, so the
 //! catalog and its applied position never disagree after a crash. Writes are not fsynced here:
 //! every entry applied is already durable in the log (same rocksdb WAL), and openraft re-applies
-//! from `last_applied` on restart.
+//! from `last_applied` on restart. Snapshots are files built from rocksdb checkpoints
+//! (`snapshot.rs`).
 
-use std::io::Cursor;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
@@ -14,19 +14,20 @@ use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
     EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageIOError, StoredMembership,
 };
-use rocksdb::{IteratorMode, WriteBatch};
-use serde::{Deserialize, Serialize};
+use rocksdb::WriteBatch;
+use serde::Serialize;
 
 use crate::command::*;
 use crate::db::Db;
 use crate::identity::IdentityState;
 use crate::keys::*;
 use crate::read_cache::ReadCache;
+use crate::snapshot::{SnapshotError, SnapshotFiles};
 use crate::types::{Entry, NodeId, NodeInfo, StorageError, TypeConfig};
 
 pub struct StateMachineStore {
     db: Db,
-    snapshot_dir: PathBuf,
+    snapshots: Arc<SnapshotFiles>,
     snapshot_seq: u64,
     identity: SharedIdentity,
     cache: Arc<ReadCache>,
@@ -35,24 +36,22 @@ pub struct StateMachineStore {
 /// The in-memory identity state, shared with every reader on this node.
 pub type SharedIdentity = Arc<RwLock<IdentityState>>;
 
-/// A snapshot as written to disk: its metadata and every catalog key/value pair.
-#[derive(Serialize, Deserialize)]
-struct SnapshotFile {
-    meta: SnapshotMeta<NodeId, NodeInfo>,
-    /// (column family, key, value)
-    entries: Vec<(String, Vec<u8>, Vec<u8>)>,
-}
-
 fn io_err<E: std::error::Error + 'static>(e: E) -> StorageError {
     StorageIOError::write_state_machine(&e).into()
 }
 
 impl StateMachineStore {
     pub fn new(db: Db, snapshot_dir: PathBuf) -> Result<Self, std::io::Error> {
-        std::fs::create_dir_all(&snapshot_dir)?;
+        let snapshots = SnapshotFiles::new(snapshot_dir)?;
+        if snapshots
+            .resume_interrupted_install(&db)
+            .map_err(std::io::Error::other)?
+        {
+            tracing::warn!("a snapshot install was cut short by a crash; installed it again");
+        }
         let store = StateMachineStore {
             db,
-            snapshot_dir,
+            snapshots: Arc::new(snapshots),
             snapshot_seq: 0,
             identity: Default::default(),
             cache: Default::default(),
@@ -414,31 +413,6 @@ impl StateMachineStore {
             }
         })
     }
-
-    fn snapshot_path(&self) -> PathBuf {
-        self.snapshot_dir.join("current.snapshot")
-    }
-
-    fn read_snapshot_file(&self) -> Result<Option<Vec<u8>>, StorageError> {
-        match std::fs::read(self.snapshot_path()) {
-            Ok(bytes) => Ok(Some(bytes)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(StorageIOError::read_snapshot(None, &e).into()),
-        }
-    }
-
-    fn write_snapshot_file(&self, bytes: &[u8]) -> Result<(), StorageError> {
-        let tmp = self.snapshot_dir.join("current.snapshot.tmp");
-        let write = || -> std::io::Result<()> {
-            use std::io::Write;
-            let mut file = std::fs::File::create(&tmp)?;
-            file.write_all(bytes)?;
-            file.sync_all()?;
-            std::fs::rename(&tmp, self.snapshot_path())?;
-            std::fs::File::open(&self.snapshot_dir)?.sync_all()
-        };
-        write().map_err(|e| StorageIOError::write_snapshot(None, &e).into())
-    }
 }
 
 fn keys_repo(repo: &str) -> Vec<u8> {
@@ -447,45 +421,15 @@ fn keys_repo(repo: &str) -> Vec<u8> {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let view = self.db.snapshot();
-        let read_meta = |key: &[u8]| -> Result<Option<Vec<u8>>, StorageError> {
-            view.get_cf(self.cf(CF_SM_META)?, key).map_err(io_err)
-        };
-        let last_applied: Option<LogId<NodeId>> = match read_meta(KEY_LAST_APPLIED)? {
-            Some(b) => bincode::deserialize(&b).map_err(io_err)?,
-            None => None,
-        };
-        let membership: StoredMembership<NodeId, NodeInfo> = match read_meta(KEY_MEMBERSHIP)? {
-            Some(b) => bincode::deserialize(&b).map_err(io_err)?,
-            None => StoredMembership::default(),
-        };
-        let mut entries = Vec::new();
-        for name in CATALOG_CFS {
-            for item in view.iterator_cf(self.cf(name)?, IteratorMode::Start) {
-                let (k, v) = item.map_err(io_err)?;
-                entries.push((name.to_string(), k.to_vec(), v.to_vec()));
-            }
-        }
-        drop(view);
         self.snapshot_seq += 1;
-        let snapshot_id = match last_applied {
-            Some(id) => format!("{}-{}-{}", id.leader_id, id.index, self.snapshot_seq),
-            None => format!("none-{}", self.snapshot_seq),
-        };
-        let meta = SnapshotMeta {
-            last_log_id: last_applied,
-            last_membership: membership,
-            snapshot_id,
-        };
-        let bytes = bincode::serialize(&SnapshotFile {
-            meta: meta.clone(),
-            entries,
-        })
-        .map_err(io_err)?;
-        self.write_snapshot_file(&bytes)?;
+        let (db, snapshots, seq) = (self.db.clone(), self.snapshots.clone(), self.snapshot_seq);
+        let (meta, file) = tokio::task::spawn_blocking(move || snapshots.build(&db, seq))
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(None, &e))?
+            .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(bytes)),
+            snapshot: Box::new(tokio::fs::File::from_std(file)),
         })
     }
 }
@@ -536,51 +480,57 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         StateMachineStore {
             db: self.db.clone(),
-            snapshot_dir: self.snapshot_dir.clone(),
+            snapshots: self.snapshots.clone(),
             snapshot_seq: self.snapshot_seq + 1,
             identity: self.identity.clone(),
             cache: self.cache.clone(),
         }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        let path = self.snapshots.receiving_path();
+        let file = tokio::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        Ok(Box::new(file))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<NodeId, NodeInfo>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        mut snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError> {
-        let bytes = snapshot.into_inner();
-        let file: SnapshotFile =
-            bincode::deserialize(&bytes).map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
-        let mut batch = WriteBatch::default();
-        for name in CATALOG_CFS {
-            let cf = self.cf(name)?;
-            // Every catalog key is shorter than 64 KiB of 0xff.
-            batch.delete_range_cf(cf, Vec::<u8>::new(), vec![0xffu8; 65536]);
-        }
-        for (name, k, v) in &file.entries {
-            batch.put_cf(self.cf(name)?, k, v);
-        }
-        self.put(&mut batch, CF_SM_META, KEY_LAST_APPLIED, &meta.last_log_id)?;
-        self.put(&mut batch, CF_SM_META, KEY_MEMBERSHIP, &meta.last_membership)?;
-        let mut opts = rocksdb::WriteOptions::default();
-        opts.set_sync(true);
-        self.cache.write(|| self.db.write_opt(batch, &opts)).map_err(io_err)?;
-        self.reload_identity()?;
-        self.write_snapshot_file(&bytes)
+        use tokio::io::AsyncWriteExt;
+        let signature = meta.signature();
+        let failed = |e: &dyn std::fmt::Display| {
+            StorageIOError::write_snapshot(Some(signature.clone()), &std::io::Error::other(e.to_string()))
+        };
+        // Chunks were written through tokio's file, which finishes writes in the background.
+        snapshot.flush().await.map_err(|e| failed(&e))?;
+        drop(snapshot);
+        let (db, snapshots, owned_meta) = (self.db.clone(), self.snapshots.clone(), meta.clone());
+        let cache = self.cache.clone();
+        let installed: Result<(), SnapshotError> =
+            tokio::task::spawn_blocking(move || cache.write(|| snapshots.install_received(&db, &owned_meta)))
+                .await
+                .map_err(|e| failed(&e))?;
+        installed.map_err(|e| failed(&e))?;
+        self.reload_identity()
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let Some(bytes) = self.read_snapshot_file()? else {
-            return Ok(None);
-        };
-        let file: SnapshotFile = bincode::deserialize(&bytes).map_err(|e| StorageIOError::read_snapshot(None, &e))?;
-        Ok(Some(Snapshot {
-            meta: file.meta,
-            snapshot: Box::new(Cursor::new(bytes)),
+        let current = self
+            .snapshots
+            .open_current()
+            .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+        Ok(current.map(|(meta, file)| Snapshot {
+            meta,
+            snapshot: Box::new(tokio::fs::File::from_std(file)),
         }))
     }
 }

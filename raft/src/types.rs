@@ -1,9 +1,7 @@
 //! The openraft type configuration: what a node is, what a log entry carries, what it answers.
 
-use std::fmt;
-use std::io::Cursor;
-
 use serde::{Deserialize, Serialize};
+use std::fmt;
 
 use crate::command::{CatalogCommand, CatalogResponse};
 
@@ -38,6 +36,7 @@ openraft::declare_raft_types!(
         R = CatalogResponse,
         NodeId = NodeId,
         Node = NodeInfo,
+        SnapshotData = tokio::fs::File,
 );
 
 /// The openraft instance type.

@@ -15,6 +15,7 @@ async fn open(dir: &std::path::Path) -> Catalog {
         node: NodeInfo::default(),
         dir: dir.to_path_buf(),
         bootstrap_single: true,
+        snapshot_every_logs: 20_000,
     };
     // A just-closed node may still be releasing the rocksdb lock in its last tasks.
     let mut attempts = 0;
