@@ -133,6 +133,12 @@ async fn route(reg: &Registry, req: Request<Incoming>) -> Result<Response<Body>,
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     let route = routes::parse(&path);
+    if reg.catalog.is_removed() && !matches!(&route, Route::Cluster { rest } if *rest == "status") {
+        return Err(ApiError::new(
+            ErrorCode::Unavailable,
+            "this node was removed from the cluster; use another member",
+        ));
+    }
     if route == Route::Token {
         return match method {
             Method::GET | Method::POST => handlers::token::issue(reg, req).await,

@@ -56,10 +56,17 @@ pub async fn run(target: &Target, command: ClusterCommand) -> Result<(), CliErro
             say(&format!("node {id} added as a voter"));
         }
         ClusterCommand::Remove { id } => {
-            target
+            let answer = target
                 .call("DELETE", &format!("/api/v1/cluster/members/{id}"), None)
                 .await?;
-            say(&format!("node {id} removed"));
+            if answer["told"] == true {
+                say(&format!("node {id} removed; it was told and has stopped serving"));
+            } else {
+                say(&format!(
+                    "node {id} removed; it could not be told (unreachable): stop it, and wipe its data \
+                     directory before adding it again"
+                ));
+            }
         }
         ClusterCommand::Status { json } => {
             let mut status: ClusterStatus =

@@ -188,7 +188,7 @@ where
     );
     let mut tasks = Vec::new();
     if let Some(peer) = peer {
-        let raft_service = PeerService::new(catalog.raft().clone()).into_server();
+        let raft_service = PeerService::new(&catalog).into_server();
         let blob_service = BlobService::new(store.clone(), uploads.clone())
             .with_peers(BlobPeers::new(catalog.channels().clone()))
             .into_server();

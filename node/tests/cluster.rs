@@ -1426,7 +1426,43 @@ async fn members_added_and_removed_under_load() {
     )
     .await;
     load.stop().await;
+
+    // Node 1 was told: it says so, answers clients with 503, and will not start again on its
+    // old data (its catalog stopped following the cluster).
+    assert!(printed.contains("it was told"), "remove printed {printed:?}");
+    let s = status_of(cluster.node(1).api).expect("removed node's status");
+    assert_eq!(s["state"], "removed", "{s}");
+    let answer = http_client()
+        .get(format!("{}/v2/", cluster.node(1).url()))
+        .send()
+        .await
+        .expect("removed node answers");
+    assert_eq!(answer.status(), 503);
+    let body: Value = answer.json().await.expect("OCI error JSON");
+    assert_eq!(body["errors"][0]["code"], "UNAVAILABLE", "{body}");
     cluster.node_mut(1).kill();
+    let restart = exec(
+        Command::new(env!("CARGO_BIN_EXE_keelson"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--peer-listen",
+                "127.0.0.1:0",
+                "--node-id",
+                "1",
+            ])
+            .arg("--data-dir")
+            .arg(&cluster.node(1).data_dir)
+            .env("KEELSON_AUTH", "off"),
+        Duration::from_secs(60),
+    );
+    assert!(
+        !restart.ok && restart.stderr.contains("was removed from its cluster"),
+        "a removed node started again on its old data: {} {}",
+        restart.status,
+        restart.stderr
+    );
     let acked = load.acked();
     eprintln!(
         "{} pushes acknowledged, {} failed; leader now {leader}",

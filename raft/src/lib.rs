@@ -16,6 +16,7 @@ pub mod node;
 pub mod peer;
 mod read_cache;
 mod read_index;
+pub mod removal;
 mod snapshot;
 mod state_machine;
 pub mod tls;

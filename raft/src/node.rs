@@ -17,6 +17,7 @@ use crate::log_store::LogStore;
 use crate::network::{decode, encode, GrpcNetwork, PeerChannels};
 use crate::peer::{ForwardError, ForwardReply, ForwardResult, Forwarded};
 use crate::read_index::ReadBatcher;
+use crate::removal::{LeaveNotice, Removal};
 use crate::state_machine::StateMachineStore;
 use crate::types::{KeelsonRaft, NodeId, NodeInfo};
 
@@ -54,6 +55,8 @@ pub enum CatalogError {
     Membership(String),
     #[error("catalog read failed: {0}")]
     Read(#[from] crate::catalog::ReadError),
+    #[error("node {0} was removed from its cluster; delete its data directory to add it again as a new member")]
+    Removed(NodeId),
 }
 
 /// One node's catalog: openraft plus a reader of the applied state.
@@ -64,6 +67,7 @@ pub struct Catalog {
     node_id: NodeId,
     channels: PeerChannels,
     reads: Arc<ReadBatcher>,
+    removal: Removal,
 }
 
 /// Why a forwarded request got no answer.
@@ -126,6 +130,10 @@ impl Catalog {
     pub async fn open_with(config: CatalogConfig, channels: PeerChannels) -> Result<Catalog, CatalogError> {
         let open_err = |e: &dyn std::fmt::Display| CatalogError::Open(e.to_string());
         std::fs::create_dir_all(&config.dir).map_err(|e| open_err(&e))?;
+        let removal = Removal::at(&config.dir);
+        if removal.is_removed() {
+            return Err(CatalogError::Removed(config.node_id));
+        }
         let db = crate::db::open(&config.dir.join("catalog")).map_err(|e| open_err(&e))?;
         let log_store = LogStore::new(db.clone());
         let state_machine =
@@ -156,6 +164,7 @@ impl Catalog {
             node_id: config.node_id,
             channels,
             reads: Arc::new(ReadBatcher::default()),
+            removal,
         };
         if config.bootstrap_single && !catalog.is_initialized().await? {
             catalog
@@ -272,9 +281,43 @@ impl Catalog {
         self.on_leader(Forwarded::AddMember { id, node }).await.map(|_| ())
     }
 
-    /// Removes a node from the voters and the learners.
-    pub async fn remove_member(&self, id: NodeId) -> Result<(), CatalogError> {
-        self.on_leader(Forwarded::RemoveMember { id }).await.map(|_| ())
+    /// Removes a node from the voters and the learners, then tells it so. Returns whether the
+    /// removed node got the message (when not, it must be stopped by hand).
+    pub async fn remove_member(&self, id: NodeId) -> Result<bool, CatalogError> {
+        let peer_addr = self.members().get(&id).map(|(node, _)| node.peer_addr.clone());
+        self.on_leader(Forwarded::RemoveMember { id }).await?;
+        if id == self.node_id {
+            return Ok(crate::peer::leave(&self.raft, &self.removal)
+                .inspect_err(|e| tracing::warn!(error = %e, "recording this node's removal"))
+                .is_ok());
+        }
+        let Some(addr) = peer_addr else {
+            return Ok(false);
+        };
+        let notice = encode(&LeaveNotice { id }).map_err(|e| CatalogError::Unavailable(e.to_string()))?;
+        for attempt in 1..=3 {
+            let told = async {
+                let mut client = self.channels.raft_client(&addr).map_err(|e| e.to_string())?;
+                tokio::time::timeout(Duration::from_secs(2), client.leave(notice.clone()))
+                    .await
+                    .map_err(|_| "timed out".to_string())?
+                    .map_err(|e| e.message().to_string())
+            };
+            match told.await {
+                Ok(_) => return Ok(true),
+                Err(e) => tracing::warn!(node = id, attempt, error = %e, "telling a removed node it was removed"),
+            }
+        }
+        Ok(false)
+    }
+
+    /// True once this node has been removed from the cluster (see [`crate::removal`]).
+    pub fn is_removed(&self) -> bool {
+        self.removal.is_removed()
+    }
+
+    pub(crate) fn removal(&self) -> &Removal {
+        &self.removal
     }
 
     async fn wait_applied(&self, index: u64) -> Result<(), CatalogError> {
@@ -389,6 +432,7 @@ impl Catalog {
         ClusterStatus {
             node_id: self.node_id,
             state: match m.state {
+                _ if self.removal.is_removed() => "removed",
                 ServerState::Leader => "leader",
                 ServerState::Follower => "follower",
                 ServerState::Candidate => "candidate",

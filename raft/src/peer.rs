@@ -9,8 +9,10 @@ use tonic::{Request, Response, Status};
 
 use crate::command::{CatalogCommand, CatalogResponse};
 use crate::network::{decode, encode};
+use crate::node::Catalog;
 use crate::proto::raft_peer_server::RaftPeer;
 use crate::proto::Payload;
+use crate::removal::{LeaveNotice, Removal};
 use crate::types::{KeelsonRaft, NodeId, NodeInfo};
 
 /// A request a follower forwards to the leader.
@@ -50,11 +52,17 @@ pub type ForwardResult = Result<ForwardReply, ForwardError>;
 /// The gRPC service a node exposes to its peers.
 pub struct PeerService {
     raft: KeelsonRaft,
+    node_id: NodeId,
+    removal: Removal,
 }
 
 impl PeerService {
-    pub fn new(raft: KeelsonRaft) -> Self {
-        PeerService { raft }
+    pub fn new(catalog: &Catalog) -> Self {
+        PeerService {
+            raft: catalog.raft().clone(),
+            node_id: catalog.node_id(),
+            removal: catalog.removal().clone(),
+        }
     }
 
     pub fn into_server(self) -> crate::proto::raft_peer_server::RaftPeerServer<Self> {
@@ -95,4 +103,32 @@ impl RaftPeer for PeerService {
         let req: Forwarded = decode(request.get_ref()).map_err(bad_request)?;
         reply(&crate::node::serve_forwarded(&self.raft, req).await)
     }
+
+    async fn leave(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let notice: LeaveNotice = decode(request.get_ref()).map_err(bad_request)?;
+        if notice.id != self.node_id {
+            return Err(Status::invalid_argument(format!(
+                "this is node {}, not node {}",
+                self.node_id, notice.id
+            )));
+        }
+        leave(&self.raft, &self.removal).map_err(|e| Status::internal(e.to_string()))?;
+        reply(&())
+    }
+}
+
+/// Marks this node removed and stops its Raft (in the background, so the answer still goes out).
+pub(crate) fn leave(raft: &KeelsonRaft, removal: &Removal) -> std::io::Result<()> {
+    if removal.is_removed() {
+        return Ok(());
+    }
+    removal.mark()?;
+    tracing::warn!("this node was removed from the cluster; its Raft stops and it answers 503 from now on");
+    let raft = raft.clone();
+    tokio::spawn(async move {
+        if let Err(e) = raft.shutdown().await {
+            tracing::warn!(error = %e, "stopping raft after removal");
+        }
+    });
+    Ok(())
 }

@@ -118,8 +118,11 @@ pub async fn cluster(reg: &Cx<'_>, rest: &str, req: Request<Incoming>) -> Result
             if !reg.catalog.members().contains_key(&id) {
                 return Err(bad_request(format!("node {id} is not a member")).with_status(StatusCode::NOT_FOUND));
             }
-            reg.catalog.remove_member(id).await.map_err(catalog_error)?;
-            Ok(json_reply(StatusCode::OK, &serde_json::json!({ "removed": id })))
+            let told = reg.catalog.remove_member(id).await.map_err(catalog_error)?;
+            Ok(json_reply(
+                StatusCode::OK,
+                &serde_json::json!({ "removed": id, "told": told }),
+            ))
         }
         _ => Err(ApiError::new(ErrorCode::Unsupported, "no such management route").with_status(StatusCode::NOT_FOUND)),
     }
