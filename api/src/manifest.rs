@@ -111,7 +111,7 @@ pub fn validate(body: &[u8], content_type: Option<&str>, now_ms: u64) -> Result<
 }
 
 fn descriptor_digest(d: &Descriptor) -> Result<Digest, ApiError> {
-    Digest::parse(&d.digest().to_string()).map_err(|e| invalid(format!("descriptor digest: {e}")))
+    Digest::parse(d.digest().as_ref()).map_err(|e| invalid(format!("descriptor digest: {e}")))
 }
 
 fn subject(d: Option<&Descriptor>) -> Result<Option<String>, ApiError> {

@@ -17,7 +17,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a node (with no flags: a single-node registry on 127.0.0.1:5000, data in ./keelson-data).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage the cluster through any member's API.
     Cluster {
         #[command(flatten)]

@@ -328,8 +328,11 @@ fn read_header(reader: &mut impl Read) -> Result<Header, SnapshotError> {
     Ok(bincode::deserialize(&bytes)?)
 }
 
+/// One catalog entry in a snapshot file: column family index, key, value.
+type Record = (u8, Vec<u8>, Vec<u8>);
+
 /// The next record, or `None` at the end-of-records marker.
-fn read_record(reader: &mut impl Read) -> Result<Option<(u8, Vec<u8>, Vec<u8>)>, SnapshotError> {
+fn read_record(reader: &mut impl Read) -> Result<Option<Record>, SnapshotError> {
     let mut index = [0u8; 1];
     reader.read_exact(&mut index)?;
     if index[0] == END_OF_RECORDS {

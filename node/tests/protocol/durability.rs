@@ -70,7 +70,7 @@ async fn acknowledged_writes_survive_kill9() {
     let empty = reg.push_desc("acme/app", OCI_EMPTY, b"{}").await;
     let art = oci_manifest(
         &empty,
-        &[empty.clone()],
+        std::slice::from_ref(&empty),
         json!({"artifactType": "application/vnd.example.sbom.v1", "subject": desc(OCI_MANIFEST, &image).json()}),
     );
     let art_d = reg.put_manifest_ok("acme/app", &sha256(&art), OCI_MANIFEST, &art).await;

@@ -195,7 +195,7 @@ async fn referrer_before_subject() {
     let empty = empty_config(&reg, repo).await;
     let art = oci_manifest(
         &empty,
-        &[empty.clone()],
+        std::slice::from_ref(&empty),
         json!({"artifactType": SBOM, "subject": subject.json()}),
     );
     let art_digest = sha256(&art);
@@ -232,7 +232,7 @@ async fn referrers_of_an_index() {
     let empty = empty_config(&reg, repo).await;
     let art = oci_manifest(
         &empty,
-        &[empty.clone()],
+        std::slice::from_ref(&empty),
         json!({"artifactType": SBOM, "subject": desc(OCI_INDEX, &idx).json()}),
     );
     let r = reg.put_manifest(repo, &sha256(&art), OCI_MANIFEST, &art).await;
