@@ -134,10 +134,10 @@ impl BlobPeer for BlobService {
             .await?
             .ok_or_else(|| Status::invalid_argument("empty replica stream"))?;
         let digest = Digest::parse(&first.digest).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let head = futures_util::stream::iter((!first.data.is_empty()).then(|| Ok(Bytes::from(first.data))));
+        let head = futures_util::stream::iter((!first.data.is_empty()).then(|| Ok(first.data)));
         let rest = stream.map(|chunk| {
             chunk
-                .map(|c| Bytes::from(c.data))
+                .map(|c| c.data)
                 .map_err(|status| StorageError::Peer(status.message().to_string()))
         });
         match receive_blob(&self.uploads, &self.store, &digest, first.size, head.chain(rest)).await {
@@ -160,7 +160,7 @@ impl BlobPeer for BlobService {
             Ok(data) => Ok(BlobChunk {
                 digest: String::new(),
                 size: 0,
-                data: data.to_vec(),
+                data,
             }),
             Err(e) => Err(Status::unavailable(e.to_string())),
         });
@@ -352,11 +352,11 @@ impl BlobPeers {
     /// Streams a locally stored blob to the node at `addr`; returns once it holds it durably.
     pub async fn push(&self, addr: &str, store: &BlobStore, digest: &Digest, size: u64) -> Result<(), StorageError> {
         let mut client = self.client(addr)?;
-        let rx = store.stream_range(digest, 0, size)?;
+        let rx = store.stream_for_replica(digest, size)?;
         let header = futures_util::stream::once(futures_util::future::ready(BlobChunk {
             digest: digest.to_string(),
             size,
-            data: Vec::new(),
+            data: Bytes::new(),
         }));
         // A read error ends the stream early; the receiver then sees a short replica and refuses it.
         let body = tokio_stream::wrappers::ReceiverStream::new(rx)
@@ -365,7 +365,7 @@ impl BlobPeers {
             .map(|data| BlobChunk {
                 digest: String::new(),
                 size: 0,
-                data: data.to_vec(),
+                data,
             });
         client
             .put(header.chain(body))
@@ -398,7 +398,7 @@ impl BlobPeers {
             let mut sent = 0u64;
             while let Some(item) = stream.next().await {
                 let item = item
-                    .map(|c| Bytes::from(c.data))
+                    .map(|c| c.data)
                     .map_err(|s| io::Error::other(s.message().to_string()));
                 let failed = item.is_err();
                 if let Ok(data) = &item {
