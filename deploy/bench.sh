@@ -10,7 +10,8 @@
 # from one that does not (compared with distribution).
 #
 # Usage: deploy/bench.sh [options]
-#   --quick             smoke run: tiny sizes, 2 s runs, 2 rounds (CI can run it)
+#   --quick             smoke run: tiny sizes, 2 s runs, 2 rounds (CI can run it);
+#                       the cluster rows (--cluster) run in the first round only
 #   --rounds N          runs per workload and target (default 2); see --pick
 #   --pick best|median  which run of each target to show (default best)
 #   --only REGEX        run only the workloads whose name matches (grep -E)
@@ -134,8 +135,8 @@ fi
 # disk of this machine), the same mid-size pushes as single-node Keelson.
 cluster_pushes_big=1
 if [ "$cluster" = 1 ] && [ "$quick" = 0 ]; then
-  # Per round: 3 targets x (1 GiB + 512 MiB) pushes, plus the pulled blobs once; x copies.
-  need_gib=$(( need_gib + cluster_replicas * (rounds * 5 + 2) ))
+  # Per round: 3 targets x (1 GiB + 512 MiB) pushes, plus the pulled blob once; x copies.
+  need_gib=$(( need_gib + cluster_replicas * (rounds * 9 + 2) / 2 ))
 fi
 avail_gib=$(( $(df -Pk "$scratch" | awk 'NR==2 {print $4}') / 1024 / 1024 ))
 if [ "$avail_gib" -lt "$need_gib" ]; then
@@ -382,7 +383,7 @@ for w in "${workloads[@]}"; do
       # shellcheck disable=SC2086 # args is a word list on purpose
       run_one "$sq" "$round" "$t" "$name" $args
     done
-    if [ "$cluster" = 1 ] && [ -n "$ctargets" ]; then
+    if [ "$cluster" = 1 ] && [ -n "$ctargets" ] && { [ "$quick" = 0 ] || [ "$round" = 1 ]; }; then
       cargs=$args
       # Fewer big pushes per cluster run: each is stored once per copy on this machine's disk.
       [[ $name == "blob push $big mono"* ]] && cargs=${args/-n $pushes_big/-n $cluster_pushes_big}

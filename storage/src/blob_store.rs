@@ -208,25 +208,8 @@ impl BlobStore {
         offset: u64,
         len: u64,
     ) -> io::Result<mpsc::Receiver<io::Result<Bytes>>> {
-        self.stream(digest, offset, len, true)
-    }
-
-    /// Streams a whole blob to a node that stores it as a replica, without hashing it here: the
-    /// receiver hashes every replica and refuses one that does not match its digest, so hashing
-    /// on both ends would only cost the sender a second SHA-256 pass per copy it sends.
-    pub fn stream_for_replica(&self, digest: &Digest, size: u64) -> io::Result<mpsc::Receiver<io::Result<Bytes>>> {
-        self.stream(digest, 0, size, false)
-    }
-
-    fn stream(
-        &self,
-        digest: &Digest,
-        offset: u64,
-        len: u64,
-        verify_whole: bool,
-    ) -> io::Result<mpsc::Receiver<io::Result<Bytes>>> {
         let mut file = self.open_blob(digest)?;
-        let whole = verify_whole && offset == 0 && file.metadata()?.len() == len;
+        let whole = offset == 0 && file.metadata()?.len() == len;
         let (tx, rx) = mpsc::channel(4);
         let store = self.clone();
         let digest = digest.clone();
