@@ -184,13 +184,12 @@ impl BlobPeer for BlobService {
         };
         if req.length >= MAPPED_MIN {
             let messages = mapped_messages(&self.store, &digest, req.offset, req.length).map_err(not_found)?;
-            let stream = futures_util::stream::iter(messages.into_iter().map(|data| {
-                Ok(BlobChunk {
-                    digest: String::new(),
-                    size: 0,
-                    data,
-                })
-            }));
+            let chunks = messages.into_iter().map(|data| BlobChunk {
+                digest: String::new(),
+                size: 0,
+                data,
+            });
+            let stream = futures_util::stream::iter(chunks.map(Ok));
             return Ok(Response::new(Box::pin(stream)));
         }
         let rx = match self.store.stream_range(&digest, req.offset, req.length) {
