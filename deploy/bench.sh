@@ -2,10 +2,16 @@
 # Side-by-side benchmark: Keelson against the CNCF distribution registry
 # (/usr/bin/docker-registry, Debian's 2.8.2), both on 127.0.0.1, same workloads, runs
 # interleaved (A B A B ...), plus this machine's limits: SHA-256 speed, fsync'd disk
-# write speed, and a bare hyper server as the ceiling for small GETs.
+# write speed, and a bare hyper server as the ceiling for small GETs. With --cluster, a
+# local 3-node Keelson cluster (deploy/cluster.sh: three fault domains, `keelson lb`
+# round-robin in front) joins the same rounds: pushes through the leader, a follower and
+# the load balancer (compared with single-node Keelson), manifest GETs by tag on a
+# follower and through the load balancer, blob GETs from a node that holds the blob and
+# from one that does not (compared with distribution).
 #
 # Usage: deploy/bench.sh [options]
-#   --quick             smoke run: tiny sizes, 2 s runs, 2 rounds (CI can run it)
+#   --quick             smoke run: tiny sizes, 2 s runs, 2 rounds (CI can run it);
+#                       the cluster rows (--cluster) run in the first round only
 #   --rounds N          runs per workload and target (default 2); see --pick
 #   --pick best|median  which run of each target to show (default best)
 #   --only REGEX        run only the workloads whose name matches (grep -E)
@@ -19,6 +25,10 @@
 #                       without auth); enforce benchmarks its token flow as the
 #                       bootstrap admin. With --keelson-url, credentials come from
 #                       KEELSON_BENCH_KEELSON_USER / KEELSON_BENCH_KEELSON_PASSWORD
+#   --cluster           also start a local 3-node cluster and run the cluster rows
+#   --cluster-replicas N
+#                       copies of every blob in that cluster (default 2: two fault
+#                       domains, so every blob has a node that does not hold it)
 #   --no-baseline       do not start docker-registry (Keelson only)
 #   --no-limits         skip the openssl / dd measurements
 #   --no-build          use the binaries already in the target dir
@@ -34,7 +44,7 @@ root=$(cd "$here/.." && pwd)
 
 quick=0 rounds=2 pick=best only='' keelson_url=${KEELSON_BENCH_KEELSON_URL:-} keelson_pid=''
 keelson_auth=off keelson_user=${KEELSON_BENCH_KEELSON_USER:-} keelson_password=${KEELSON_BENCH_KEELSON_PASSWORD:-}
-baseline=1 limits=1 build=1 out=''
+baseline=1 limits=1 build=1 out='' cluster=0 cluster_replicas=2
 die() { echo "bench.sh: $*" >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -45,6 +55,8 @@ while [ $# -gt 0 ]; do
     --keelson-url) keelson_url=${2:?}; shift ;;
     --keelson-pid) keelson_pid=${2:?}; shift ;;
     --keelson-auth) keelson_auth=${2:?}; shift ;;
+    --cluster) cluster=1 ;;
+    --cluster-replicas) cluster_replicas=${2:?}; shift ;;
     --no-baseline) baseline=0 ;;
     --no-limits) limits=0 ;;
     --no-build) build=0 ;;
@@ -57,6 +69,7 @@ done
 [[ $rounds =~ ^[1-9][0-9]*$ ]] || die "--rounds wants a positive number"
 [[ $pick == best || $pick == median ]] || die "--pick is best or median"
 [[ $keelson_auth == off || $keelson_auth == enforce ]] || die "--keelson-auth is off or enforce"
+[[ $cluster_replicas =~ ^[1-3]$ ]] || die "--cluster-replicas is 1, 2 or 3"
 
 # Only loopback targets: this script must never send load anywhere else.
 loopback_url() {
@@ -74,12 +87,12 @@ distribution=/usr/bin/docker-registry
 
 if [ "$build" = 1 ]; then
   pkgs=(-p keelson-bench)
-  [ -z "$keelson_url" ] && pkgs+=(-p keelson)
+  { [ -z "$keelson_url" ] || [ "$cluster" = 1 ]; } && pkgs+=(-p keelson)
   echo "== building (${pkgs[*]})"
   (cd "$root" && cargo build --release "${pkgs[@]}")
 fi
 [ -x "$bench" ] || die "$bench is missing (run without --no-build)"
-[ -n "$keelson_url" ] || [ -x "$keelson" ] || die "$keelson is missing"
+{ [ -n "$keelson_url" ] && [ "$cluster" = 0 ]; } || [ -x "$keelson" ] || die "$keelson is missing"
 if [ "$baseline" = 1 ] && [ ! -x "$distribution" ]; then
   echo "bench.sh: $distribution not found (apt-get install docker-registry); running Keelson only" >&2
   baseline=0
@@ -96,8 +109,10 @@ logs=$out/logs
 pids=()
 cleanup() {
   local st=$?
+  # cluster.sh stops its nodes and load balancer when it gets SIGTERM.
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  [ -d "${scratch:-}/c" ] && "$here/cluster.sh" stop "$scratch/c" >/dev/null 2>&1
   rm -rf "$scratch"
   exit "$st"
 }
@@ -114,7 +129,14 @@ else
   big=1GiB mid=64MiB chunk=8MiB pushes_big=3 pushes_mid=8 dur=10s warm=1s
   dd_count=1024 ossl_secs=3
   # Per round and target: 3 + 1 (pull) GiB + 2 x 512 MiB, plus slack.
-  need_gib=$(( rounds * 2 * 6 + 2 ))
+  need_gib=$(( rounds * 2 * 5 + 2 ))
+fi
+# Cluster pushes: one big push per run (each is stored --cluster-replicas times on the one
+# disk of this machine), the same mid-size pushes as single-node Keelson.
+cluster_pushes_big=1
+if [ "$cluster" = 1 ] && [ "$quick" = 0 ]; then
+  # Per round: 3 targets x (1 GiB + 512 MiB) pushes, plus the pulled blob once; x copies.
+  need_gib=$(( need_gib + cluster_replicas * (rounds * 9 + 2) / 2 ))
 fi
 avail_gib=$(( $(df -Pk "$scratch" | awk 'NR==2 {print $4}') / 1024 / 1024 ))
 if [ "$avail_gib" -lt "$need_gib" ]; then
@@ -203,6 +225,49 @@ EOF
   targets+=(distribution)
 fi
 
+declare -A cluster_url
+cluster_pids='' cluster_user='' cluster_password=''
+if [ "$cluster" = 1 ]; then
+  cdir=$scratch/c
+  mkdir -p "$cdir"
+  cports=()
+  for _ in 1 2 3 4 5 6 7; do
+    p=$(free_port)
+    while [[ " ${cports[*]} " == *" $p "* ]]; do p=$(free_port); done
+    cports+=("$p")
+  done
+  cluster_env=(env KEELSON_BIN="$keelson" KEELSON_HOST=127.0.0.1 KEELSON_LB_PORT="${cports[0]}"
+    KEELSON_API_PORTS="${cports[1]} ${cports[2]} ${cports[3]}"
+    KEELSON_PEER_PORTS="${cports[4]} ${cports[5]} ${cports[6]}"
+    KEELSON_REPLICAS="$cluster_replicas" KEELSON_AUTH="$keelson_auth" RUST_LOG="${RUST_LOG:-warn}")
+  if [ "$keelson_auth" = enforce ]; then
+    cluster_user=keelson/admin
+    cluster_password=$(head -c 24 /dev/urandom | base64 | tr -d '/+=\n')
+    cluster_env+=(KEELSON_BOOTSTRAP_TOKEN="$cluster_password")
+  fi
+  "${cluster_env[@]}" "$here/cluster.sh" start "$cdir" >"$logs/cluster.log" 2>&1 &
+  cluster_script=$!; pids+=("$cluster_script")
+  for _ in $(seq 1 900); do
+    kill -0 "$cluster_script" 2>/dev/null || die "the cluster did not start (log: $logs/cluster.log, $cdir/node*/keelson.log)"
+    [ -f "$cdir/formed" ] && port_open 127.0.0.1 "${cports[0]}" && break
+    sleep 0.1
+  done
+  port_open 127.0.0.1 "${cports[0]}" || die "the cluster did not start within 90 s (log: $logs/cluster.log)"
+  cluster_status() {
+    env KEELSON_TOKEN="$cluster_password" KEELSON_USER="$cluster_user" \
+      "$keelson" cluster --node "127.0.0.1:${cports[1]}" status --json
+  }
+  leader=$(cluster_status | tr -d ' \n' | sed -n 's/.*"leader":\([0-9]*\).*/\1/p')
+  [[ $leader =~ ^[1-3]$ ]] || die "no cluster leader (log: $logs/cluster.log)"
+  follower=$(( leader % 3 + 1 ))
+  node_url() { echo "http://127.0.0.1:${cports[$1]}"; }
+  cluster_url[leader]=$(node_url "$leader")
+  cluster_url[follower]=$(node_url "$follower")
+  cluster_url[lb]=http://127.0.0.1:${cports[0]}
+  cluster_pids=$(head -3 "$cdir/pids" | paste -sd, -)
+  echo "== 3-node cluster (replicas $cluster_replicas, auth $keelson_auth): leader node $leader ${cluster_url[leader]}, follower node $follower ${cluster_url[follower]}, lb ${cluster_url[lb]}, node pids $cluster_pids, data $cdir"
+fi
+
 "$bench" bare-server --listen 127.0.0.1:0 --size 4KiB --addr-file "$scratch/bare.addr" \
   >"$logs/bare.log" 2>&1 &
 pid[bare-hyper]=$!; pids+=("${pid[bare-hyper]}")
@@ -211,36 +276,42 @@ for _ in $(seq 1 100); do [ -s "$scratch/bare.addr" ] && break; sleep 0.1; done
 url[bare-hyper]=http://$(head -1 "$scratch/bare.addr")
 echo "== bare hyper server pid ${pid[bare-hyper]} at ${url[bare-hyper]}"
 
-# name | bare-hyper ceiling? (1/0) | keelson-bench arguments
+# name | bare-hyper ceiling? (1/0) | keelson-bench arguments | cluster targets | compared with
+# Cluster targets: leader, follower, lb (the load balancer), holder / non-holder (a follower
+# that holds the pulled blob / one that does not: the blob is pushed through the leader).
 workloads=(
-  "blob push $big mono c1|0|blob-push --size $big -c 1 -n $pushes_big"
-  "blob push $mid x$pushes_mid c4|0|blob-push --size $mid -c 4 -n $pushes_mid"
+  "blob push $big mono c1|0|blob-push --size $big -c 1 -n $pushes_big|leader follower lb|keelson"
+  "blob push $mid x$pushes_mid c4|0|blob-push --size $mid -c 4 -n $pushes_mid|leader follower lb|keelson"
   "blob push $mid chunked $chunk x$pushes_mid c4|0|blob-push-chunked --size $mid --chunk $chunk -c 4 -n $pushes_mid"
-  "blob pull $big c1|0|blob-pull --size $big -c 1 -d $dur"
-  "blob GET 4KiB c32|1|blob-pull --size 4KiB -c 32 -d $dur --warmup $warm"
-  "manifest GET tag c32|1|manifest-get-tag -c 32 -d $dur --warmup $warm"
+  "blob pull $big c1|0|blob-pull --size $big -c 1 -d $dur|holder non-holder|distribution"
+  "blob GET 4KiB c32|1|blob-pull --size 4KiB -c 32 -d $dur --warmup $warm|holder non-holder|distribution"
+  "manifest GET tag c32|1|manifest-get-tag -c 32 -d $dur --warmup $warm|follower lb|distribution"
   "manifest GET digest c32|1|manifest-get-digest -c 32 -d $dur --warmup $warm"
   "manifest PUT c4|0|manifest-put -c 4 -d $dur"
   "tags list (100 tags) c4|0|tags-list --tags 100 -c 4 -d $dur --warmup $warm"
 )
 
 failures=()
-# run_one SEQ ROUND LABEL NAME ARGS...: one run of one workload against one target.
+# run_one SEQ ROUND LABEL NAME ARGS...: one run of one workload against one target. Cluster
+# targets (label cluster-*) get their URL and options in ARGS.
 run_one() {
   local seq=$1 round=$2 label=$3 name=$4; shift 4
   local slug f
   slug=$(echo "$name" | tr -c 'A-Za-z0-9\n' '-')
   f="$out/runs/$seq-$slug-$label-r$round.json"
-  local pidarg=()
+  local pidarg=() urlarg=()
   [ -n "${pid[$label]:-}" ] && pidarg=(--server-pid "${pid[$label]}")
+  [ -n "${url[$label]:-}" ] && urlarg=(--url "${url[$label]}")
   # Credentials go to Keelson's runs only, through the environment (not argv).
   local creds=(env -u KEELSON_BENCH_USER -u KEELSON_BENCH_PASSWORD)
   if [ "$label" = keelson ] && [ -n "$keelson_user" ]; then
     creds=(env "KEELSON_BENCH_USER=$keelson_user" "KEELSON_BENCH_PASSWORD=$keelson_password")
+  elif [[ $label == cluster-* ]] && [ -n "$cluster_user" ]; then
+    creds=(env "KEELSON_BENCH_USER=$cluster_user" "KEELSON_BENCH_PASSWORD=$cluster_password")
   fi
   printf '  '
   local rc=0
-  "${creds[@]}" "$bench" "$@" --url "${url[$label]}" --label "$label" --name "$name" \
+  "${creds[@]}" "$bench" "$@" "${urlarg[@]}" --label "$label" --name "$name" \
     --repo "bench/r$round-$seq" "${pidarg[@]}" --json "$f" --output line \
     2>"$f.err" || rc=$?
   if [ "$rc" -ne 0 ]; then
@@ -253,9 +324,55 @@ run_one() {
   [ -s "$f.err" ] || rm -f "$f.err"
 }
 
+# holders_of DIGEST: the cluster nodes (1-3) with a copy of the blob in their local store.
+holders_of() {
+  local hex=${1#sha256:} n
+  for n in 1 2 3; do
+    [ -f "$cdir/node$n/blobs/sha256/${hex:0:2}/$hex" ] && echo "$n"
+  done
+  return 0
+}
+
+# run_cluster SEQ ROUND NAME VERSUS TARGETS ARGS...: the workload against each cluster target.
+run_cluster() {
+  local seq=$1 round=$2 name=$3 versus=$4 targets=$5; shift 5
+  local t extra
+  for t in $targets; do
+    extra=()
+    case $t in
+      leader|follower|lb) extra=(--url "${cluster_url[$t]}") ;;
+      holder|non-holder)
+        # A seeded blob pushed through the leader: find the follower that got a replica and
+        # the one that did not, then pull there (the setup push through the leader finds the
+        # blob stored and only links it).
+        local seed=$(( 1000 + 10#$seq )) prime="$out/runs/prime-$seq-r$round.json" digest holders n pick=''
+        local size
+        size=$(grep -oE -- '--size [^ ]+' <<<"$*" | awk '{print $2}')
+        "$bench" blob-pull --size "$size" -n 1 --seed "$seed" --url "${cluster_url[leader]}" --repo "bench/r$round-$seq-prime" \
+          --json "$prime" --output none 2>"$prime.err" || { echo "  cluster prime failed: $(head -c 300 "$prime.err")"; failures+=("$name / cluster prime"); return; }
+        digest=$(grep -oE '"blob_digest": "sha256:[0-9a-f]{64}"' "$prime" | grep -oE 'sha256:[0-9a-f]{64}')
+        rm -f "$prime" "$prime.err"
+        holders=" $(holders_of "$digest" | tr '\n' ' ')"
+        for n in 1 2 3; do
+          [ "$n" = "$leader" ] && continue
+          if [ "$t" = holder ] && [[ $holders == *" $n "* ]]; then pick=$n; fi
+          if [ "$t" = non-holder ] && [[ $holders != *" $n "* ]]; then pick=$n; fi
+        done
+        if [ -z "$pick" ]; then
+          echo "  cluster-$t: skipped (copies of the blob on nodes:$holders)"
+          continue
+        fi
+        extra=(--url "$(node_url "$pick")" --setup-url "${cluster_url[leader]}" --seed "$seed")
+        ;;
+    esac
+    run_one "$seq" "$round" "cluster-$t" "$name" "$@" "${extra[@]}" --server-pid "$cluster_pids" \
+      --versus-label "$versus"
+  done
+}
+
 seq=0
 for w in "${workloads[@]}"; do
-  IFS='|' read -r name ceiling args <<<"$w"
+  IFS='|' read -r name ceiling args ctargets versus <<<"$w"
   seq=$(( seq + 1 ))
   sq=$(printf '%02d' "$seq")
   if [ -n "$only" ] && ! grep -qE -- "$only" <<<"$name"; then continue; fi
@@ -266,6 +383,13 @@ for w in "${workloads[@]}"; do
       # shellcheck disable=SC2086 # args is a word list on purpose
       run_one "$sq" "$round" "$t" "$name" $args
     done
+    if [ "$cluster" = 1 ] && [ -n "$ctargets" ] && { [ "$quick" = 0 ] || [ "$round" = 1 ]; }; then
+      cargs=$args
+      # Fewer big pushes per cluster run: each is stored once per copy on this machine's disk.
+      [[ $name == "blob push $big mono"* ]] && cargs=${args/-n $pushes_big/-n $cluster_pushes_big}
+      # shellcheck disable=SC2086 # cargs is a word list on purpose
+      run_cluster "$sq" "$round" "$name" "$versus" "$ctargets" $cargs
+    fi
     if [ "$ceiling" = 1 ]; then
       # The same client, concurrency and duration against a server that does nothing.
       conc=$(grep -oE -- '-c [0-9]+' <<<"$args" | awk '{print $2}')
@@ -287,6 +411,7 @@ if [ "$limits" = 1 ]; then
   ddline=$(dd if=/dev/zero of="$scratch/ddtest" bs=1M count="$dd_count" conv=fsync 2>&1 | tail -1)
   rm -f "$scratch/ddtest"
   echo "dd bs=1M count=$dd_count conv=fsync to the data filesystem: ${ddline##*, }"
+  dd_mbps=$(awk '{v=$1; if ($2 ~ /^GB/) v*=1000; if ($2 ~ /^kB/) v/=1000; printf "%.0f", v}' <<<"${ddline##*, }")
 fi
 echo "bare hyper GET ceiling: the bare-hyper column (a 4 KiB body to every request, same client)"
 
@@ -301,6 +426,33 @@ if [ ${#reports[@]} -eq 0 ]; then
   exit 1
 fi
 "$bench" compare --labels "$labels" --pick "$pick" --json "$out/compare.json" "${reports[@]}"
+
+# best_mbps SEQ LABEL: the best MB/s of workload SEQ's runs on target LABEL (empty if none).
+best_mbps() {
+  local f
+  for f in "$out"/runs/"$1"-*-"$2"-r*.json; do
+    grep -oE '"mb_per_s": [0-9.]+' "$f" | awk '{print $2}'
+  done | sort -g | tail -1
+}
+if [ -n "${dd_mbps:-}" ] && [ "${dd_mbps:-0}" -gt 0 ]; then
+  echo
+  echo "Push ceiling: a push ends with an fsync, so no registry pushes faster than this disk"
+  echo "takes fsync'd writes (dd conv=fsync above: $dd_mbps MB/s)."
+  k=$(best_mbps 01 keelson) d=$(best_mbps 01 distribution)
+  if [ -n "$k" ]; then
+    awk -v k="$k" -v dd="$dd_mbps" -v d="${d:-0}" 'BEGIN {
+      printf "  blob push 1 big blob: keelson %.0f MB/s = %.0f%% of the disk", k, 100 * k / dd
+      if (d > 0) printf "; distribution %.0f MB/s; 4x distribution would be %.0f MB/s = %.0f%% of the disk", d, 4 * d, 400 * d / dd
+      printf "\n" }'
+  fi
+  if [ "$cluster" = 1 ]; then
+    awk -v dd="$dd_mbps" -v r="$cluster_replicas" -v k="${k:-0}" 'BEGIN {
+      printf "  cluster: the three nodes share this one disk and a push is stored on %d of them before\n", r
+      printf "  its 201, so a cluster push cannot exceed %.0f MB/s", dd / r
+      if (k > 0) printf " = %.2fx single-node Keelson in this run", dd / r / k
+      printf "\n" }'
+  fi
+fi
 [ "$keep_out" = 1 ] && echo && echo "reports: $out"
 if [ ${#failures[@]} -gt 0 ]; then
   echo

@@ -4,7 +4,8 @@
 #   2. builds the workspace once, in release mode (tests, the keelson binary and the benchmark
 #      tool share that one build),
 #   3. checks formatting, runs every test (unit, raft, protocol, crash, real clients),
-#   4. runs a short smoke run of the benchmark tool against Keelson and the reference registry.
+#   4. runs a short smoke run of the benchmark tool against Keelson, the reference registry and a
+#      local 3-node cluster.
 # Honours CARGO_TARGET_DIR (a cache outside the clone), never requires it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,4 +28,4 @@ echo "== tests"
 cargo test --release --workspace -- --test-threads=2
 
 echo "== benchmark smoke run"
-deploy/bench.sh --quick --no-build
+deploy/bench.sh --quick --no-build --cluster

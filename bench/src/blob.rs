@@ -9,7 +9,7 @@
 //! dedupe them, while the server still has to receive, hash and store every byte.
 
 use bytes::Bytes;
-use rand::RngCore;
+use rand::{RngCore, SeedableRng};
 use sha2::{Digest, Sha256};
 
 use crate::body::ReqBody;
@@ -72,11 +72,20 @@ impl Blob {
 
 impl BlobSource {
     pub fn new(size: u64) -> Result<Self, BlobSizeError> {
+        Self::from_rng(size, rand::thread_rng())
+    }
+
+    /// The same blobs for the same `seed` and size in every run (a script can push a blob in
+    /// one run, find where a cluster placed it, and pull it in the next).
+    pub fn seeded(size: u64, seed: u64) -> Result<Self, BlobSizeError> {
+        Self::from_rng(size, rand::rngs::StdRng::seed_from_u64(seed))
+    }
+
+    fn from_rng(size: u64, mut rng: impl RngCore) -> Result<Self, BlobSizeError> {
         if size < TAIL as u64 {
             return Err(BlobSizeError(size));
         }
         let mut buf = vec![0u8; size as usize - TAIL];
-        let mut rng = rand::thread_rng();
         rng.fill_bytes(&mut buf);
         let hashed = buf.len() / 64 * 64;
         let mut prefix_state = Sha256::new();

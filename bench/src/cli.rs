@@ -61,6 +61,22 @@ pub struct RunArgs {
     /// Registry base URL, e.g. http://127.0.0.1:5000 (http only).
     #[arg(long, env = "KEELSON_BENCH_URL")]
     pub url: String,
+    /// Do the workload's setup (the pushes before timing starts) through this URL instead of
+    /// --url, e.g. another node of the same cluster: a pull then reads from a node that got
+    /// the blob from its peers, not from the client.
+    #[arg(long)]
+    pub setup_url: Option<String>,
+    /// Compare this run with the run of target LABEL in `compare`'s relative table (e.g. a
+    /// cluster row against single-node Keelson or against distribution).
+    #[arg(long)]
+    pub versus_label: Option<String>,
+    /// The row name of the run --versus-label names (default: this run's --name).
+    #[arg(long)]
+    pub versus_name: Option<String>,
+    /// blob-pull: generate the blob from this seed, so every run with the same seed and
+    /// --size pulls the same blob (default: a new random blob per run).
+    #[arg(long)]
+    pub seed: Option<u64>,
     /// Repository to use (at least two path segments); default bench/<workload>.
     #[arg(long)]
     pub repo: Option<String>,

@@ -103,11 +103,11 @@ fn dispatch(cmd: Command) -> Result<ExitCode, BenchError> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Compare(a) => {
-            let rows = compare::build(&a.files, &a.labels, a.pick)?;
+            let cmp = compare::build(&a.files, &a.labels, a.pick)?;
             let mut out = std::io::stdout().lock();
-            compare::print(&mut out, &rows, &a.labels, a.pick).map_err(BenchError::Stdout)?;
+            compare::print(&mut out, &cmp, &a.labels, a.pick).map_err(BenchError::Stdout)?;
             if let Some(path) = a.json {
-                let text = serde_json::to_string_pretty(&rows).map_err(|e| ReportError::Write {
+                let text = serde_json::to_string_pretty(&cmp).map_err(|e| ReportError::Write {
                     path: path.clone(),
                     source: e.into(),
                 })?;
@@ -145,6 +145,7 @@ fn run_workload(workload: Workload, a: RunArgs) -> Result<ExitCode, BenchError> 
         verify: a.verify,
         tags: a.tags,
         path: a.path.clone(),
+        seed: a.seed,
     };
     let credentials = match (&a.user, &a.password) {
         (Some(user), Some(password)) => Some(Credentials {
@@ -153,32 +154,41 @@ fn run_workload(workload: Workload, a: RunArgs) -> Result<ExitCode, BenchError> 
         }),
         _ => None,
     };
-    let reg = Arc::new(Registry::new(
-        &a.url,
-        &repo,
-        Options {
-            http2: a.http2,
-            credentials,
-            allow_remote: a.allow_remote,
-        },
-    )?);
+    let options = || Options {
+        http2: a.http2,
+        credentials: credentials.clone(),
+        allow_remote: a.allow_remote,
+    };
+    let reg = Arc::new(Registry::new(&a.url, &repo, options())?);
+    let setup = match &a.setup_url {
+        Some(url) => Arc::new(Registry::new(url, &repo, options())?),
+        None => reg.clone(),
+    };
     let rt = runtime(a.threads)?;
     let sampler = if a.server_pid.is_empty() {
         None
     } else {
         Some(RssSampler::start(a.server_pid.clone(), Duration::from_millis(100))?)
     };
-    let result = rt.block_on(workloads::run(workload, reg.clone(), &params, &plan));
+    let result = rt.block_on(workloads::run(workload, reg.clone(), setup.clone(), &params, &plan));
     let server_rss = sampler.map(RssSampler::finish);
-    let mut outcome = result.map_err(|source| BenchError::Setup {
+    let workloads::Ran {
+        mut outcome,
+        blob_digest,
+    } = result.map_err(|source| BenchError::Setup {
         workload: workload.name(),
         source,
     })?;
+    let name = a.name.clone().unwrap_or_else(|| workload.name().to_string());
 
     let secs = outcome.elapsed.as_secs_f64().max(1e-9);
     let rec = &mut outcome.recorder;
     let report = RunReport {
-        name: a.name.clone().unwrap_or_else(|| workload.name().to_string()),
+        versus: a.versus_label.clone().map(|label| report::Versus {
+            label,
+            name: a.versus_name.clone().unwrap_or_else(|| name.clone()),
+        }),
+        name,
         label: a.label.clone(),
         workload: workload.name().to_string(),
         url: reg.base().to_string(),
@@ -212,6 +222,8 @@ fn run_workload(workload: Workload, a: RunArgs) -> Result<ExitCode, BenchError> 
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0),
+        setup_url: (!Arc::ptr_eq(&reg, &setup)).then(|| setup.base().to_string()),
+        blob_digest,
     };
     // The runtime's idle pooled connections are dropped with it.
     rt.shutdown_timeout(Duration::from_secs(1));

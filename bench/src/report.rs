@@ -60,6 +60,22 @@ pub struct RunReport {
     pub server_rss: Option<RssStats>,
     /// When the run ended, seconds since the Unix epoch.
     pub finished_unix_s: u64,
+    /// Where the setup pushes went, when not to `url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub setup_url: Option<String>,
+    /// The digest of the blob a pull run read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blob_digest: Option<String>,
+    /// The run this one is compared with in `compare`'s relative table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub versus: Option<Versus>,
+}
+
+/// A run to compare with: the run of target `label` in row `name`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Versus {
+    pub label: String,
+    pub name: String,
 }
 
 impl RunReport {
@@ -232,6 +248,9 @@ mod tests {
             latency: None,
             server_rss: None,
             finished_unix_s: 0,
+            setup_url: None,
+            blob_digest: None,
+            versus: None,
         };
         let dir = std::env::temp_dir().join(format!("kb-report-{}", std::process::id()));
         r.write_json(&dir).expect("write");

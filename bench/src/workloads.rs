@@ -67,15 +67,35 @@ pub struct Params {
     pub verify: bool,
     pub tags: usize,
     pub path: String,
+    /// blob-pull: the blob's content comes from this seed (the same blob in every run).
+    pub seed: Option<u64>,
 }
 
-/// Sets `workload` up against `reg`, then runs it as `plan` says.
-pub async fn run(workload: Workload, reg: Arc<Registry>, p: &Params, plan: &Plan) -> Result<Outcome, SetupError> {
+/// What a run did: the measurement, and the digest of the one blob a pull run read (so a
+/// script can find which nodes of a cluster hold it).
+pub struct Ran {
+    pub outcome: Outcome,
+    pub blob_digest: Option<String>,
+}
+
+/// Sets `workload` up through `setup` (the registry itself, or another node of the same
+/// cluster), then runs it against `reg` as `plan` says.
+pub async fn run(
+    workload: Workload,
+    reg: Arc<Registry>,
+    setup: Arc<Registry>,
+    p: &Params,
+    plan: &Plan,
+) -> Result<Ran, SetupError> {
     if workload != Workload::Get {
         reg.authenticate().await?;
+        if !Arc::ptr_eq(&reg, &setup) {
+            setup.authenticate().await?;
+        }
     }
     let repo = p.repo.clone();
-    Ok(match workload {
+    let mut blob_digest = None;
+    let outcome = match workload {
         Workload::BlobPush | Workload::BlobPushChunked => {
             let op = BlobPush {
                 reg,
@@ -86,10 +106,15 @@ pub async fn run(workload: Workload, reg: Arc<Registry>, p: &Params, plan: &Plan
             runner::run(op, plan).await
         }
         Workload::BlobPull => {
-            let blob = BlobSource::new(p.size)?.blob(0);
-            ops::push_monolithic(&reg, &repo, &blob).await?;
+            let src = match p.seed {
+                Some(seed) => BlobSource::seeded(p.size, seed)?,
+                None => BlobSource::new(p.size)?,
+            };
+            let blob = src.blob(0);
+            ops::push_monolithic(&setup, &repo, &blob).await?;
             // One verified read, so a corrupt registry fails setup, not just --verify runs.
             ops::get_blob(&reg, &repo, &blob.digest, blob.len(), true).await?;
+            blob_digest = Some(blob.digest.clone());
             let op = BlobPull {
                 reg,
                 repo,
@@ -111,10 +136,10 @@ pub async fn run(workload: Workload, reg: Arc<Registry>, p: &Params, plan: &Plan
             runner::run(op, plan).await
         }
         Workload::ManifestGetTag | Workload::ManifestGetDigest => {
-            let (config, layer) = push_image_blobs(&reg, &repo, p.size).await?;
+            let (config, layer) = push_image_blobs(&setup, &repo, p.size).await?;
             let doc = Bytes::from(manifest_json(&config, &layer, "get"));
             let digest = digest_of(&doc);
-            ops::put_manifest(&reg, &repo, "bench-get", OCI_MANIFEST, doc.clone()).await?;
+            ops::put_manifest(&setup, &repo, "bench-get", OCI_MANIFEST, doc.clone()).await?;
             let reference = if workload == Workload::ManifestGetTag {
                 "bench-get".to_string()
             } else {
@@ -130,11 +155,11 @@ pub async fn run(workload: Workload, reg: Arc<Registry>, p: &Params, plan: &Plan
             runner::run(op, plan).await
         }
         Workload::TagsList => {
-            let (config, layer) = push_image_blobs(&reg, &repo, p.size).await?;
+            let (config, layer) = push_image_blobs(&setup, &repo, p.size).await?;
             let doc = Bytes::from(manifest_json(&config, &layer, "tags"));
             let tags: Vec<String> = (0..p.tags).map(|i| format!("tag-{i:04}")).collect();
             for t in &tags {
-                ops::put_manifest(&reg, &repo, t, OCI_MANIFEST, doc.clone()).await?;
+                ops::put_manifest(&setup, &repo, t, OCI_MANIFEST, doc.clone()).await?;
             }
             let (len, body) = ops::tags_list(&reg, &repo, true).await?;
             check_tags(&body.unwrap_or_default(), &tags)?;
@@ -147,7 +172,8 @@ pub async fn run(workload: Workload, reg: Arc<Registry>, p: &Params, plan: &Plan
             };
             runner::run(op, plan).await
         }
-    })
+    };
+    Ok(Ran { outcome, blob_digest })
 }
 
 /// Pushes a layer of `size` bytes and a config naming it; returns (config, layer).

@@ -204,6 +204,9 @@ where
                 .tcp_nodelay(true)
                 .initial_stream_window_size(4 << 20)
                 .initial_connection_window_size(8 << 20)
+                // Replicas arrive in 1 MiB messages: let peers send them in 1 MiB frames
+                // instead of 64 frames of 16 KiB each.
+                .max_frame_size(1 << 20)
                 .add_service(raft_service)
                 .add_service(blob_service)
                 .serve_with_incoming(incoming)

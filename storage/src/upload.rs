@@ -192,7 +192,10 @@ impl Uploads {
             let mut pending: Vec<u8> = Vec::with_capacity(WRITE_BUFFER);
             let mut result = Ok(());
             while let Some(chunk) = rx.blocking_recv() {
-                if pending.len() + chunk.len() > WRITE_BUFFER {
+                if pending.is_empty() && chunk.len() >= WRITE_BUFFER {
+                    // Already a full write (the writer's staging or a peer's chunk): no copy.
+                    result = live.append(&chunk);
+                } else if pending.len() + chunk.len() > WRITE_BUFFER {
                     result = live.append(&pending).and_then(|_| live.append(&chunk));
                     pending.clear();
                 } else {
