@@ -43,7 +43,8 @@ pub struct ServeArgs {
     /// Region this cluster serves (one cluster per region) [default: local].
     #[arg(long, env = "KEELSON_REGION")]
     pub region: Option<String>,
-    /// Copies kept of every blob [default: 3, capped by the member count].
+    /// Bootstrap default redundancy `replicas=N`: copies kept of every blob (capped by the
+    /// member count); see --erasure [default: 3].
     #[arg(long, env = "KEELSON_REPLICAS")]
     pub replicas: Option<usize>,
     /// `enforce` (default): identity and policies on every route; `off`: anonymous full access,
@@ -76,10 +77,20 @@ pub struct ServeArgs {
     /// sweep [default: 3600000].
     #[arg(long, env = "KEELSON_GC_GRACE_MS")]
     pub gc_grace_ms: Option<u64>,
-    /// Erasure-code large blobs as `k+m` shards on k+m nodes in distinct fault domains (e.g.
-    /// `4+2`) instead of replicating them [default: off, every blob replicated].
+    /// Bootstrap default redundancy: erasure-code large blobs as `k+m` shards on k+m nodes in
+    /// distinct fault domains (e.g. `4+2`). Committed as the cluster default by `cluster init`
+    /// when none is set; afterwards the catalog's setting (`keelson admin redundancy-set`) rules
+    /// and this flag is ignored [default: off, `replicas=N`].
     #[arg(long, env = "KEELSON_ERASURE")]
     pub erasure: Option<String>,
+    /// Bytes of this node's disk Keelson may fill with blobs [default: the whole filesystem].
+    /// Placement weighs nodes by their free space and skips nearly full ones (5% left).
+    #[arg(long, env = "KEELSON_CAPACITY_BYTES")]
+    pub capacity_bytes: Option<u64>,
+    /// Milliseconds between two capacity measurements (reported through Raft when they
+    /// changed by 1% or more) [default: 30000].
+    #[arg(long, env = "KEELSON_CAPACITY_INTERVAL_MS")]
+    pub capacity_interval_ms: Option<u64>,
     /// Blobs smaller than this many bytes are replicated even when erasure coding is on
     /// [default: 1048576].
     #[arg(long, env = "KEELSON_ERASURE_MIN_BYTES")]
@@ -110,6 +121,10 @@ pub struct ServeConfig {
     pub max_tokens_per_user: usize,
     /// Background blob jobs: repair, scrub, GC (`replicas` is taken from the field above).
     pub blob_jobs: JobSettings,
+    /// Bytes of the disk blobs may use (`None`: the filesystem's size).
+    pub capacity_bytes: Option<u64>,
+    /// Time between two capacity measurements.
+    pub capacity_interval: Duration,
 }
 
 /// A configuration file that cannot be used.
@@ -149,6 +164,13 @@ impl ServeArgs {
             replicas: self.replicas.or(file.replicas).unwrap_or(3),
             auth: self.auth.or(file.auth).unwrap_or(AuthSetting::Enforce),
             max_tokens_per_user: self.max_tokens_per_user.or(file.max_tokens_per_user).unwrap_or(2),
+            capacity_bytes: self.capacity_bytes.or(file.capacity_bytes),
+            capacity_interval: Duration::from_millis(
+                self.capacity_interval_ms
+                    .or(file.capacity_interval_ms)
+                    .unwrap_or(30_000)
+                    .max(10),
+            ),
             blob_jobs: {
                 let d = JobSettings::default();
                 let ms = |flag: Option<u64>, file: Option<u64>, default: Duration| {

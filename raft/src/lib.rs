@@ -16,6 +16,7 @@ pub mod node;
 pub mod peer;
 mod read_cache;
 mod read_index;
+pub mod redundancy;
 mod state_machine;
 pub mod types;
 
@@ -25,6 +26,7 @@ pub use command::{
     RepoRecord, SweptBlob,
 };
 pub use node::{Catalog, CatalogConfig, CatalogError, ClusterStatus, MemberStatus};
+pub use redundancy::{NodeCapacity, RedundancyPolicy};
 
 /// Generated gRPC types of the peer protocol.
 pub mod proto {

@@ -6,6 +6,7 @@
 
 pub mod blob_store;
 pub mod cache;
+pub mod capacity;
 pub mod digest;
 pub mod erasure;
 pub mod error;
