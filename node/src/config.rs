@@ -88,7 +88,8 @@ pub struct ServeArgs {
     #[arg(long, env = "KEELSON_CAPACITY_BYTES")]
     pub capacity_bytes: Option<u64>,
     /// Milliseconds between two capacity measurements (reported through Raft when they
-    /// changed by 1% or more) [default: 30000].
+    /// changed by 1% or more); 0 turns reports off, and placement then weighs this node like
+    /// an average one [default: 30000].
     #[arg(long, env = "KEELSON_CAPACITY_INTERVAL_MS")]
     pub capacity_interval_ms: Option<u64>,
     /// Blobs smaller than this many bytes are replicated even when erasure coding is on
@@ -123,8 +124,8 @@ pub struct ServeConfig {
     pub blob_jobs: JobSettings,
     /// Bytes of the disk blobs may use (`None`: the filesystem's size).
     pub capacity_bytes: Option<u64>,
-    /// Time between two capacity measurements.
-    pub capacity_interval: Duration,
+    /// Time between two capacity measurements (`None`: no reports).
+    pub capacity_interval: Option<Duration>,
 }
 
 /// A configuration file that cannot be used.
@@ -165,12 +166,14 @@ impl ServeArgs {
             auth: self.auth.or(file.auth).unwrap_or(AuthSetting::Enforce),
             max_tokens_per_user: self.max_tokens_per_user.or(file.max_tokens_per_user).unwrap_or(2),
             capacity_bytes: self.capacity_bytes.or(file.capacity_bytes),
-            capacity_interval: Duration::from_millis(
-                self.capacity_interval_ms
-                    .or(file.capacity_interval_ms)
-                    .unwrap_or(30_000)
-                    .max(10),
-            ),
+            capacity_interval: match self
+                .capacity_interval_ms
+                .or(file.capacity_interval_ms)
+                .unwrap_or(30_000)
+            {
+                0 => None,
+                ms => Some(Duration::from_millis(ms.max(10))),
+            },
             blob_jobs: {
                 let d = JobSettings::default();
                 let ms = |flag: Option<u64>, file: Option<u64>, default: Duration| {

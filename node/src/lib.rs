@@ -247,12 +247,14 @@ where
             tracing::warn!(error = %e.message, "could not commit the default redundancy policy");
         }
     }
-    tasks.push(capacity::spawn(
-        registry.clone(),
-        data_dir.join("blobs"),
-        config.capacity_bytes,
-        config.capacity_interval,
-    ));
+    if let Some(interval) = config.capacity_interval {
+        tasks.push(capacity::spawn(
+            registry.clone(),
+            data_dir.join("blobs"),
+            config.capacity_bytes,
+            interval,
+        ));
+    }
     tasks.push(tokio::spawn(flush_token_uses(registry.clone())));
     tasks.extend(jobs::spawn(&registry, config.blob_jobs.clone()));
 

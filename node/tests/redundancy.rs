@@ -624,7 +624,7 @@ async fn three_replicas_survive_a_fault_domain_repair_scrub_and_gc_under_load() 
     let mut cluster = Cluster::form(tmp.path(), &spec, &[], &quotas);
     let c = http();
     let free = cluster.wait_capacities(&[1, 2, 3, 4, 5, 6]);
-    assert_eq!(free[&2], 0, "{free:?}");
+    assert!(free[&2] <= 1, "{free:?}");
     assert!(free[&4] <= 256 << 20 && free[&3] > free[&4], "{free:?}");
 
     // Images: `shared` is in img-a and img-b; `reused` (in img-a) is re-used by the load below
