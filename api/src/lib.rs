@@ -18,6 +18,7 @@ pub mod routes;
 pub mod server;
 
 pub use access::AuthMode;
+pub use handlers::admin::bootstrap_redundancy;
 pub use handlers::identity::bootstrap_admin;
 pub use registry::{Clock, Limits, Redundancy, Registry, SystemClock};
 pub use server::serve;

@@ -13,32 +13,29 @@ use tokio::sync::mpsc;
 use crate::error::{ApiError, ErrorCode};
 use crate::registry::Registry;
 
-/// The members as placement candidates (id and fault domain).
-fn candidates(members: &BTreeMap<NodeId, (NodeInfo, bool)>) -> Vec<Candidate> {
-    members
-        .iter()
-        .map(|(id, (node, _))| Candidate {
-            id: *id,
-            fault_domain: node.fault_domain.clone(),
-        })
-        .collect()
+/// The members as placement candidates, with the capacities they reported.
+fn candidates(reg: &Registry, members: &BTreeMap<NodeId, (NodeInfo, bool)>) -> Result<Vec<Candidate>, ApiError> {
+    let capacities = reg.catalog.reader().capacities()?;
+    Ok(Candidate::from_members(members, &capacities))
 }
 
-/// Copies `digest` (already durable locally) to the other chosen holders; returns every holder
-/// that has it durably, this node first. Fails when fewer than the write quorum do.
-pub async fn replicate(reg: &Registry, digest: &Digest, size: u64) -> Result<Vec<NodeId>, ApiError> {
+/// Copies `digest` (already durable locally) to the chosen holders — `copies` nodes in distinct
+/// fault domains, weighted by free space — and returns every holder that has it durably. Fails
+/// when fewer than the write quorum do.
+pub async fn replicate(reg: &Registry, digest: &Digest, size: u64, copies: usize) -> Result<Vec<NodeId>, ApiError> {
     let members = reg.catalog.members();
     let local = reg.catalog.node_id();
-    let candidates = candidates(&members);
-    let copies = reg.redundancy.replicas.min(members.len().max(1));
+    let candidates = candidates(reg, &members)?;
+    let copies = copies.min(members.len()).max(1);
     let quorum = reg.redundancy.write_quorum.min(copies).max(1);
-    let targets = choose(&candidates, local, copies, digest.hex().as_bytes());
+    let targets = choose(&candidates, local, copies, size, digest.hex().as_bytes());
     let pushes = targets.iter().filter(|id| **id != local).filter_map(|id| {
         let addr = members.get(id)?.0.peer_addr.clone();
         let id = *id;
         Some(async move { (id, reg.peers.push(&addr, &reg.store, digest, size).await) })
     });
-    let mut holders = vec![local];
+    // The local copy counts only when placement kept it (a nearly full node passes it on).
+    let mut holders: Vec<NodeId> = targets.iter().copied().filter(|id| *id == local).collect();
     for (id, result) in futures_util::future::join_all(pushes).await {
         match result {
             Ok(()) => holders.push(id),
@@ -89,9 +86,16 @@ pub async fn fetch_remote(
 /// are `None` in the layout, for repair to rebuild.
 pub async fn store_coded(reg: &Registry, digest: &Digest, size: u64, scheme: Scheme) -> Result<CodedLayout, ApiError> {
     let members = reg.catalog.members();
-    let candidates = candidates(&members);
+    let candidates = candidates(reg, &members)?;
     let n = scheme.k + scheme.m;
-    let targets = choose(&candidates, reg.catalog.node_id(), n, digest.hex().as_bytes());
+    let shard_bytes = Geometry::new(scheme.k, scheme.m, CHUNK, size).shard_bytes();
+    let targets = choose(
+        &candidates,
+        reg.catalog.node_id(),
+        n,
+        shard_bytes,
+        digest.hex().as_bytes(),
+    );
     let addrs: Vec<String> = targets
         .iter()
         .filter_map(|id| members.get(id).map(|(node, _)| node.peer_addr.clone()))

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use keelson_raft::Catalog;
+use keelson_raft::{Catalog, RedundancyPolicy};
 use keelson_storage::{BlobPeers, BlobStore, Uploads};
 
 /// Wall-clock milliseconds, injectable so the simulation can drive time.
@@ -31,18 +31,34 @@ pub struct Limits {
     pub max_page: usize,
 }
 
-/// How many copies of each blob the cluster keeps.
+/// This node's redundancy settings. The policy a push uses is catalog state (the cluster default,
+/// or the repository's own, see [`Registry::policy_for`]); `replicas` and `erasure` only make the
+/// bootstrap default, used until a cluster default is committed.
 #[derive(Debug, Clone)]
 pub struct Redundancy {
-    /// Copies placed for every blob (capped by the number of members).
+    /// Copies of the bootstrap default `replicas=N`.
     pub replicas: usize,
-    /// Copies that must be durable before a push is acknowledged (capped likewise).
+    /// Copies that must be durable before a push is acknowledged (capped by the copies placed).
     pub write_quorum: usize,
-    /// Erasure coding of large blobs (`k+m` shards) instead of copies; needs at least k+m
-    /// members, else blobs are replicated.
+    /// The bootstrap default is `rs=k+m` instead.
     pub erasure: Option<keelson_storage::erasure::Scheme>,
-    /// Blobs smaller than this are replicated even with erasure coding on.
+    /// Blobs smaller than this are replicated even when their policy is erasure coding.
     pub erasure_min_bytes: u64,
+}
+
+impl Redundancy {
+    /// The policy of this node's settings (the bootstrap default).
+    pub fn bootstrap_policy(&self) -> RedundancyPolicy {
+        match self.erasure {
+            Some(s) => RedundancyPolicy::Erasure {
+                k: s.k as u16,
+                m: s.m as u16,
+            },
+            None => RedundancyPolicy::Replicas(
+                self.replicas.clamp(1, keelson_raft::redundancy::MAX_REPLICAS as usize) as u16
+            ),
+        }
+    }
 }
 
 impl Default for Redundancy {
@@ -61,6 +77,26 @@ impl Default for Limits {
         Limits {
             max_manifest_bytes: crate::manifest::MAX_MANIFEST_BYTES,
             max_page: 10_000,
+        }
+    }
+}
+
+impl Registry {
+    /// The cluster's default redundancy policy: the committed one, else this node's bootstrap
+    /// default.
+    pub fn cluster_policy(&self) -> Result<RedundancyPolicy, keelson_raft::catalog::ReadError> {
+        Ok(self
+            .catalog
+            .reader()
+            .cluster_redundancy()?
+            .unwrap_or_else(|| self.redundancy.bootstrap_policy()))
+    }
+
+    /// The redundancy policy pushes to `repo` use: its own, else the cluster default.
+    pub fn policy_for(&self, repo: &str) -> Result<RedundancyPolicy, keelson_raft::catalog::ReadError> {
+        match self.catalog.reader().repo_redundancy(repo)? {
+            Some(policy) => Ok(policy),
+            None => self.cluster_policy(),
         }
     }
 }

@@ -85,6 +85,20 @@ pub enum AdminCommand {
         public: bool,
         #[arg(long)]
         compartment: Option<String>,
+        /// Its redundancy policy, `replicas=N` or `rs=k+m` [default: the cluster's].
+        #[arg(long)]
+        redundancy: Option<String>,
+    },
+    /// Set how a repository's blobs are kept: `replicas=N`, `rs=k+m` (e.g. rs=4+2; blobs under
+    /// 1 MiB stay replicated), or `default` for the cluster's policy. Applies to blobs pushed
+    /// from now on; a blob already stored keeps its layout.
+    RepoRedundancy {
+        name: String,
+        policy: String,
+    },
+    /// Show (without POLICY) or set the cluster's default redundancy policy.
+    Redundancy {
+        policy: Option<String>,
     },
     RepoShow {
         name: String,
@@ -203,9 +217,29 @@ pub async fn run(target: &Target, command: AdminCommand) -> Result<(), CliError>
             name,
             public,
             compartment,
+            redundancy,
         } => {
-            let body = json!({ "name": name, "public": public, "compartment": compartment });
+            let body = json!({ "name": name, "public": public, "compartment": compartment, "redundancy": redundancy });
             target.call("POST", "/api/v1/repos", Some(body)).await?
+        }
+        RepoRedundancy { name, policy } => {
+            target
+                .call(
+                    "PATCH",
+                    &format!("/api/v1/repos/{name}"),
+                    Some(json!({ "redundancy": policy })),
+                )
+                .await?
+        }
+        Redundancy { policy: None } => target.call("GET", "/api/v1/cluster/redundancy", None).await?,
+        Redundancy { policy: Some(policy) } => {
+            target
+                .call(
+                    "PUT",
+                    "/api/v1/cluster/redundancy",
+                    Some(json!({ "redundancy": policy })),
+                )
+                .await?
         }
         RepoShow { name } => target.call("GET", &format!("/api/v1/repos/{name}"), None).await?,
         RepoVisibility { name, visibility } => {

@@ -111,8 +111,8 @@ pub fn render(s: &ClusterStatus) -> String {
         s.state
     );
     out.push_str(&format!(
-        "{:<4} {:<8} {:<22} {:<22} {:<14} {}\n",
-        "ID", "ROLE", "API", "PEER", "FAULT-DOMAIN", "LAG"
+        "{:<4} {:<8} {:<22} {:<22} {:<14} {:<6} {}\n",
+        "ID", "ROLE", "API", "PEER", "FAULT-DOMAIN", "LAG", "FREE"
     ));
     for m in &s.members {
         let role = if Some(m.id) == s.leader {
@@ -123,19 +123,32 @@ pub fn render(s: &ClusterStatus) -> String {
             "learner"
         };
         out.push_str(&format!(
-            "{:<4} {:<8} {:<22} {:<22} {:<14} {}\n",
+            "{:<4} {:<8} {:<22} {:<22} {:<14} {:<6} {}\n",
             m.id,
             role,
             m.api_addr,
             m.peer_addr,
             m.fault_domain,
-            opt(m.lag)
+            opt(m.lag),
+            free_space(m.free_bytes, m.capacity_bytes)
         ));
     }
     out.push_str(&format!(
-        "blobs: under-replicated: {}  bytes to move: {}  (leader's last repair pass)\n",
+        "blobs: under-replicated: {}  bytes to move: {}  misplaced: {}  (leader's last repair pass)\n",
         opt(s.under_replicated),
-        opt(s.bytes_to_move)
+        opt(s.bytes_to_move),
+        opt(s.blob_jobs.get("repair.misplaced").copied())
     ));
     out
+}
+
+/// `12.3/100.0 GiB` (free of capacity), or `-` before the member's first capacity report.
+fn free_space(free: Option<u64>, total: Option<u64>) -> String {
+    match (free, total) {
+        (Some(free), Some(total)) => {
+            let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+            format!("{:.1}/{:.1} GiB", gib(free), gib(total))
+        }
+        _ => "-".to_string(),
+    }
 }

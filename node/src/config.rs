@@ -44,7 +44,8 @@ pub struct ServeArgs {
     /// Region this cluster serves (one cluster per region) [default: local].
     #[arg(long, env = "KEELSON_REGION")]
     pub region: Option<String>,
-    /// Copies kept of every blob [default: 3, capped by the member count].
+    /// Bootstrap default redundancy `replicas=N`: copies kept of every blob (capped by the
+    /// member count); see --erasure [default: 3].
     #[arg(long, env = "KEELSON_REPLICAS")]
     pub replicas: Option<usize>,
     /// `enforce` (default): identity and policies on every route; `off`: anonymous full access,
@@ -77,10 +78,21 @@ pub struct ServeArgs {
     /// sweep [default: 3600000].
     #[arg(long, env = "KEELSON_GC_GRACE_MS")]
     pub gc_grace_ms: Option<u64>,
-    /// Erasure-code large blobs as `k+m` shards on k+m nodes in distinct fault domains (e.g.
-    /// `4+2`) instead of replicating them [default: off, every blob replicated].
+    /// Bootstrap default redundancy: erasure-code large blobs as `k+m` shards on k+m nodes in
+    /// distinct fault domains (e.g. `4+2`). Committed as the cluster default by `cluster init`
+    /// when none is set; afterwards the catalog's setting (`keelson admin redundancy-set`) rules
+    /// and this flag is ignored [default: off, `replicas=N`].
     #[arg(long, env = "KEELSON_ERASURE")]
     pub erasure: Option<String>,
+    /// Bytes of this node's disk Keelson may fill with blobs [default: the whole filesystem].
+    /// Placement weighs nodes by their free space and skips nearly full ones (5% left).
+    #[arg(long, env = "KEELSON_CAPACITY_BYTES")]
+    pub capacity_bytes: Option<u64>,
+    /// Milliseconds between two capacity measurements (reported through Raft when they
+    /// changed by 1% or more); 0 turns reports off, and placement then weighs this node like
+    /// an average one [default: 30000].
+    #[arg(long, env = "KEELSON_CAPACITY_INTERVAL_MS")]
+    pub capacity_interval_ms: Option<u64>,
     /// Blobs smaller than this many bytes are replicated even when erasure coding is on
     /// [default: 1048576].
     #[arg(long, env = "KEELSON_ERASURE_MIN_BYTES")]
@@ -129,6 +141,10 @@ pub struct ServeConfig {
     pub peer_tls: Option<PeerTls>,
     /// Background blob jobs: repair, scrub, GC (`replicas` is taken from the field above).
     pub blob_jobs: JobSettings,
+    /// Bytes of the disk blobs may use (`None`: the filesystem's size).
+    pub capacity_bytes: Option<u64>,
+    /// Time between two capacity measurements (`None`: no reports).
+    pub capacity_interval: Option<Duration>,
 }
 
 /// A configuration file that cannot be used.
@@ -187,6 +203,15 @@ impl ServeArgs {
                 (None, _, _) => return Err(ConfigError::PartialTls("peer-tls-cert")),
                 (_, None, _) => return Err(ConfigError::PartialTls("peer-tls-key")),
                 (_, _, None) => return Err(ConfigError::PartialTls("peer-tls-ca")),
+            },
+            capacity_bytes: self.capacity_bytes.or(file.capacity_bytes),
+            capacity_interval: match self
+                .capacity_interval_ms
+                .or(file.capacity_interval_ms)
+                .unwrap_or(30_000)
+            {
+                0 => None,
+                ms => Some(Duration::from_millis(ms.max(10))),
             },
             blob_jobs: {
                 let d = JobSettings::default();

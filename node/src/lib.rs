@@ -4,6 +4,7 @@
 //! The binary (`main.rs`) only parses the command line and calls [`start`].
 
 pub mod admin_cli;
+pub mod capacity;
 pub mod cluster_cli;
 pub mod config;
 pub mod http_client;
@@ -258,6 +259,17 @@ where
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e.message, "could not bootstrap the administrator"),
         }
+        if let Err(e) = keelson_api::bootstrap_redundancy(&registry).await {
+            tracing::warn!(error = %e.message, "could not commit the default redundancy policy");
+        }
+    }
+    if let Some(interval) = config.capacity_interval {
+        tasks.push(capacity::spawn(
+            registry.clone(),
+            data_dir.join("blobs"),
+            config.capacity_bytes,
+            interval,
+        ));
     }
     tasks.push(tokio::spawn(flush_token_uses(registry.clone())));
     tasks.extend(jobs::spawn(&registry, config.blob_jobs.clone()));

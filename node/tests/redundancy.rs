@@ -1,5 +1,6 @@
 //! Blob redundancy with real processes: six `keelson serve` nodes in three fault domains
-//! (replicas = 3), driven over raw HTTP.
+//! (replicas = 3), and six in six with erasure-coded and replicated repositories side by side,
+//! driven over raw HTTP.
 //!
 //! One cluster goes through the whole life of its blobs: pushes land as three copies in three
 //! fault domains (disk overhead 3.0×); a whole fault domain is killed and every image still pulls
@@ -32,7 +33,7 @@ use sha2::{Digest as _, Sha256};
 use support::ClusterNode;
 
 /// Background job settings for the test: fast passes, short grace, no throttling.
-const JOB_ENV: [(&str, &str); 7] = [
+const JOB_ENV: [(&str, &str); 8] = [
     ("KEELSON_REPAIR_INTERVAL_MS", "300"),
     ("KEELSON_REPAIR_LOST_AFTER_MS", "3000"),
     ("KEELSON_REPAIR_RATE_MIB", "0"),
@@ -40,6 +41,7 @@ const JOB_ENV: [(&str, &str); 7] = [
     ("KEELSON_SCRUB_RATE_MIB", "0"),
     ("KEELSON_GC_INTERVAL_MS", "500"),
     ("KEELSON_GC_GRACE_MS", "4000"),
+    ("KEELSON_CAPACITY_INTERVAL_MS", "300"),
 ];
 /// One cluster at a time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -325,15 +327,23 @@ struct Cluster {
     dir: PathBuf,
     /// Environment of every node: [`JOB_ENV`] plus the test's own.
     env: Vec<(&'static str, &'static str)>,
+    /// Extra environment of single nodes: (node id, name, value).
+    node_env: Vec<(u64, &'static str, &'static str)>,
 }
 
 impl Cluster {
     /// Starts `(id, fault domain)` nodes and forms them into one cluster (init on the first).
-    fn form(dir: &Path, spec: &[(u64, &str)], extra_env: &[(&'static str, &'static str)]) -> Cluster {
+    fn form(
+        dir: &Path,
+        spec: &[(u64, &str)],
+        extra_env: &[(&'static str, &'static str)],
+        node_env: &[(u64, &'static str, &'static str)],
+    ) -> Cluster {
         let mut cluster = Cluster {
             nodes: Vec::new(),
             dir: dir.to_path_buf(),
             env: JOB_ENV.iter().chain(extra_env).copied().collect(),
+            node_env: node_env.to_vec(),
         };
         for (id, fd) in spec {
             cluster.start_node(*id, fd);
@@ -357,8 +367,55 @@ impl Cluster {
     }
 
     fn start_node(&mut self, id: u64, fault_domain: &str) {
-        let node = ClusterNode::start_with_env(&self.dir.join(format!("n{id}")), id, fault_domain, &self.env);
+        let mut env = self.env.clone();
+        env.extend(
+            self.node_env
+                .iter()
+                .filter(|(n, _, _)| *n == id)
+                .map(|(_, k, v)| (*k, *v)),
+        );
+        let node = ClusterNode::start_with_env(&self.dir.join(format!("n{id}")), id, fault_domain, &env);
         self.nodes.push(node);
+    }
+
+    /// `keelson admin <args>` through `node`; its JSON answer.
+    fn admin(&self, node: &str, args: &[&str]) -> Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_keelson"))
+            .args(["admin", "--node", node])
+            .args(args)
+            .output()
+            .expect("run keelson admin");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() {
+            panic!(
+                "keelson admin {args:?} failed: {stdout}{}{}",
+                String::from_utf8_lossy(&out.stderr),
+                self.logs()
+            );
+        }
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("keelson admin {args:?}: {e}: {stdout}"))
+    }
+
+    /// Waits until every member's capacity report is in the catalog (seen by the leader);
+    /// returns free bytes by node id.
+    fn wait_capacities(&self, alive: &[u64]) -> BTreeMap<u64, u64> {
+        self.wait("every member reported its capacity", Duration::from_secs(30), || {
+            let s = self.leader_status(alive)?;
+            let mut free = BTreeMap::new();
+            for m in s["members"].as_array().ok_or("no members")? {
+                let id = m["id"].as_u64().ok_or("member without id")?;
+                let f = m["free_bytes"].as_u64().ok_or(format!("node {id} has not reported"))?;
+                free.insert(id, f);
+            }
+            Ok(free)
+        })
+    }
+
+    /// Fault domains of the nodes among `ids` holding a whole copy of `digest`, with the holders.
+    fn copy_domains(&self, ids: &[u64], digest: &str) -> (Vec<u64>, BTreeSet<String>) {
+        let holders = self.holders(ids, digest);
+        let domains = holders.iter().map(|id| self.node(*id).fault_domain.clone()).collect();
+        (holders, domains)
     }
 
     fn node(&self, id: u64) -> &ClusterNode {
@@ -478,6 +535,14 @@ impl Cluster {
         total
     }
 
+    /// Bytes of the whole-blob files of `digest` on the disks of `ids`.
+    fn disk_bytes_of(&self, ids: &[u64], digest: &str) -> u64 {
+        ids.iter()
+            .filter_map(|id| std::fs::metadata(self.blob_path(*id, digest)).ok())
+            .map(|m| m.len())
+            .sum()
+    }
+
     /// The shard files of `digest` on the disks of `ids`: (node, shard index).
     fn shards(&self, ids: &[u64], digest: &str) -> Vec<(u64, usize)> {
         let hex = digest.trim_start_matches("sha256:");
@@ -550,8 +615,17 @@ async fn three_replicas_survive_a_fault_domain_repair_scrub_and_gc_under_load() 
     let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let spec = [(1, "fd1"), (2, "fd1"), (3, "fd2"), (4, "fd2"), (5, "fd3"), (6, "fd3")];
-    let mut cluster = Cluster::form(tmp.path(), &spec, &[]);
+    // Capacity skew: node 2 may use no disk at all (always nearly full), node 4 only 256 MiB,
+    // the others the whole filesystem.
+    let quotas = [
+        (2, "KEELSON_CAPACITY_BYTES", "1"),
+        (4, "KEELSON_CAPACITY_BYTES", "268435456"),
+    ];
+    let mut cluster = Cluster::form(tmp.path(), &spec, &[], &quotas);
     let c = http();
+    let free = cluster.wait_capacities(&[1, 2, 3, 4, 5, 6]);
+    assert!(free[&2] <= 1, "{free:?}");
+    assert!(free[&4] <= 256 << 20 && free[&3] > free[&4], "{free:?}");
 
     // Images: `shared` is in img-a and img-b; `reused` (in img-a) is re-used by the load below
     // only after img-a was deleted; every image also has a layer of its own.
@@ -585,6 +659,18 @@ async fn three_replicas_survive_a_fault_domain_repair_scrub_and_gc_under_load() 
             });
         }
     }
+    // Placement follows capacity: nothing on the full node 2 (fd1's copies are all on node 1),
+    // and in fd2 the node with far more free space holds more copies.
+    let distinct: BTreeSet<&String> = [&img_a, &img_b, &img_c]
+        .iter()
+        .flat_map(|i| i.blobs.iter().map(|(d, _)| d))
+        .collect();
+    let copies_on = |id: u64| distinct.iter().filter(|d| cluster.blob_path(id, d).is_file()).count();
+    let per_node: BTreeMap<u64, usize> = all.iter().map(|id| (*id, copies_on(*id))).collect();
+    println!("copies per node with node 2 full and node 4 capped at 256 MiB: {per_node:?}");
+    assert_eq!(per_node[&2], 0, "{per_node:?}");
+    assert_eq!(per_node[&1], distinct.len(), "{per_node:?}");
+    assert!(per_node[&3] > per_node[&4], "{per_node:?}");
     let replicated = cluster.overhead("after the pushes", &all, &[&img_a, &img_b, &img_c], 3.0, 0.01);
 
     // Lose fault domain fd3 entirely: every image still pulls, byte-identical, from every survivor.
@@ -596,10 +682,6 @@ async fn three_replicas_survive_a_fault_domain_repair_scrub_and_gc_under_load() 
 
     // The leader notices the silent members and re-creates their copies in the other domains:
     // every blob lost exactly one copy.
-    let distinct: BTreeSet<&String> = [&img_a, &img_b, &img_c]
-        .iter()
-        .flat_map(|i| i.blobs.iter().map(|(d, _)| d))
-        .collect();
     cluster.wait_repaired("repair after losing fd3", &alive, distinct.len() as u64);
     cluster.overhead(
         "after repair, on the four survivors",
@@ -618,10 +700,30 @@ async fn three_replicas_survive_a_fault_domain_repair_scrub_and_gc_under_load() 
     cluster.add(&n1, 7);
     cluster.add(&n1, 8);
     let alive = [1, 2, 3, 4, 7, 8];
+    // After the repair every blob had two copies in fd1 or fd2; with fd3 back, rebalancing moves
+    // one of them to fd3 (new copy committed first, old one deleted after) until every blob's
+    // three copies are in three fault domains again.
     let status = cluster.wait_repaired("repair after replacing fd3", &alive, distinct.len() as u64);
+    for digest in &distinct {
+        cluster.wait(
+            "copies rebalanced over three fault domains",
+            Duration::from_secs(30),
+            || match cluster.copy_domains(&alive, digest) {
+                (holders, domains) if holders.len() == 3 && domains.len() == 3 => Ok(()),
+                (holders, _) => Err(format!("{digest} on {holders:?}")),
+            },
+        );
+    }
+    let moved = cluster.leader_status(&alive).unwrap()["blob_jobs"]["rebalance.copies"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(moved >= distinct.len() as u64, "rebalance.copies = {moved}");
     let table = cluster.cli(&n1, &["status"]);
     println!("keelson cluster status after the replacement:\n{table}");
-    assert!(table.contains("under-replicated: 0  bytes to move: 0"), "{table}");
+    assert!(
+        table.contains("under-replicated: 0  bytes to move: 0  misplaced: 0"),
+        "{table}"
+    );
     assert_eq!(status["members"].as_array().map(|m| m.len()), Some(6), "{status}");
     pull_everywhere(&cluster, &c, &[7], &[&img_a, &img_b, &img_c]).await;
     let repaired = cluster.overhead("after replacing fd3", &alive, &[&img_a, &img_b, &img_c], 3.0, 0.01);
@@ -772,12 +874,26 @@ async fn three_replicas_survive_a_fault_domain_repair_scrub_and_gc_under_load() 
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reed_solomon_4_2_survives_losing_any_two_nodes() {
+async fn reed_solomon_4_2_and_replicas_per_repo_survive_losing_any_two_nodes() {
     let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let spec = [(1, "fd1"), (2, "fd2"), (3, "fd3"), (4, "fd4"), (5, "fd5"), (6, "fd6")];
-    let mut cluster = Cluster::form(tmp.path(), &spec, &[("KEELSON_ERASURE", "4+2")]);
+    let mut cluster = Cluster::form(tmp.path(), &spec, &[], &[]);
     let c = http();
+    // The cluster default (committed by `cluster init` from the first node's settings) is
+    // replicas=3; repositories rs/x and rs/y are erasure coded, rep/z keeps the default.
+    let n1 = cluster.node(1).host();
+    let default = cluster.admin(&n1, &["redundancy"]);
+    assert_eq!(default, json!({ "redundancy": "replicas=3", "committed": true }));
+    cluster.admin(&n1, &["repo-create", "rs/x", "--redundancy", "rs=4+2"]);
+    cluster.admin(&n1, &["repo-create", "rs/y"]);
+    let set = cluster.admin(&n1, &["repo-redundancy", "rs/y", "rs=4+2"]);
+    assert_eq!(set["redundancy"], "rs=4+2", "{set}");
+    let shown = cluster.admin(&cluster.node(4).host(), &["repo-show", "rs/y"]);
+    assert_eq!(
+        (&shown["redundancy"], &shown["redundancy_source"]),
+        (&json!("rs=4+2"), &json!("repo"))
+    );
     // Large layers are coded (one of a size that is no multiple of a stripe); the small layer
     // and the configs are replicated.
     let big = Arc::new(pseudo_random(5 * MIB + 12345, 11));
@@ -790,21 +906,44 @@ async fn reed_solomon_4_2_survives_losing_any_two_nodes() {
             Arc::new(pseudo_random(2 * MIB, 14)),
         ],
     );
+    // rep/z shares `big` with rs/x: the first durable layout (coded) stays, rep/z links it.
+    let z_own = Arc::new(pseudo_random(3 * MIB, 15));
+    let img_z = Image::new("rep/z", "v1", &[z_own.clone(), big.clone()]);
     let no_mounts = BTreeMap::new();
-    for (image, via) in [(&img_x, 1), (&img_y, 4)] {
+    for (image, via) in [(&img_x, 1), (&img_y, 4), (&img_z, 2)] {
         if let Err(e) = push_image(&c, &cluster.node(via).host(), image, &no_mounts).await {
             panic!("push failed: {e}{}", cluster.logs());
         }
     }
+    let shown = cluster.admin(&n1, &["repo-show", "rep/z"]);
+    assert_eq!(
+        (&shown["redundancy"], &shown["redundancy_source"]),
+        (&json!("replicas=3"), &json!("cluster"))
+    );
     let all = [1, 2, 3, 4, 5, 6];
-    // Every large blob: six shards, one per node (hence one per fault domain).
+    let z_own_digest = digest_of(&z_own);
+    assert!(cluster.shards(&all, &z_own_digest).is_empty());
+    cluster.wait(
+        "rep/z's own layer: three whole copies",
+        Duration::from_secs(30),
+        || match cluster.copy_domains(&all, &z_own_digest) {
+            (holders, domains) if holders.len() == 3 && domains.len() == 3 => Ok(()),
+            (holders, _) => Err(format!("on {holders:?}")),
+        },
+    );
+    // Every large blob of the rs repositories: six shards, one per node (hence one per fault
+    // domain).
     let (k, m, chunk, sum) = (4u64, 2u64, 256u64 << 10, 32u64);
     let mut expected_disk = 0u64;
     let mut coded_logical = 0u64;
-    for image in [&img_x, &img_y] {
+    let mut counted = BTreeSet::new();
+    for image in [&img_x, &img_y, &img_z] {
         for (digest, bytes) in &image.blobs {
+            if !counted.insert(digest.clone()) {
+                continue;
+            }
             let size = bytes.len() as u64;
-            if size < MIB as u64 {
+            if size < MIB as u64 || !image.repo.starts_with("rs/") {
                 expected_disk += 3 * size;
                 continue;
             }
@@ -821,14 +960,23 @@ async fn reed_solomon_4_2_survives_losing_any_two_nodes() {
             coded_logical += size;
         }
     }
-    let logical: u64 = [&img_x, &img_y]
+    let logical: u64 = [&img_x, &img_y, &img_z]
         .iter()
         .flat_map(|i| i.blobs.iter())
-        .map(|(_, b)| b.len() as u64)
+        .map(|(d, b)| (d.clone(), b.len() as u64))
+        .collect::<BTreeMap<_, _>>()
+        .values()
         .sum();
     let want = expected_disk as f64 / logical as f64;
-    // The pushing node's whole-blob input file is removed by its scrub after the grace period.
-    let measured = cluster.overhead("rs=4+2 after the pushes", &all, &[&img_x, &img_y], want, 0.005);
+    // The pushing node's whole-blob input file (and rep/z's upload of `big`, linked to the coded
+    // blob) is removed by its scrub after the grace period.
+    let measured = cluster.overhead(
+        "rs=4+2 and replicas=3 repositories after the pushes",
+        &all,
+        &[&img_x, &img_y, &img_z],
+        want,
+        0.005,
+    );
     // Per coded blob: shard bytes on all disks over the blob's size, (k+m)/k = 1.5 plus the
     // chunk seals (32 B per 256 KiB) and, for sizes that are no multiple of a stripe, padding.
     for image in [&img_x, &img_y] {
@@ -855,7 +1003,11 @@ async fn reed_solomon_4_2_survives_losing_any_two_nodes() {
         }
     }
     let coded_only = (expected_disk - 3 * (logical - coded_logical)) as f64 / coded_logical as f64;
-    println!("measured disk overhead (rs=4+2): {measured:.3}x overall, {coded_only:.3}x for the coded blobs");
+    let z_ratio = cluster.disk_bytes_of(&all, &z_own_digest) as f64 / z_own.len() as f64;
+    println!(
+        "measured disk overhead per policy: rs=4+2 {coded_only:.3}x (coded blobs), replicas=3 {z_ratio:.3}x (rep/z's own layer), {measured:.3}x overall"
+    );
+    assert!((z_ratio - 3.0).abs() < 1e-9, "{z_ratio}");
 
     // A damaged data shard: reads use a parity shard for the damaged stripe (its seal fails),
     // and the shard is quarantined and rebuilt, byte for byte, from the others.
@@ -888,7 +1040,7 @@ async fn reed_solomon_4_2_survives_losing_any_two_nodes() {
         cluster.nodes.iter_mut().find(|n| n.id == id).unwrap().kill();
     }
     let alive = [1, 3, 4, 6];
-    pull_everywhere(&cluster, &c, &alive, &[&img_x, &img_y]).await;
+    pull_everywhere(&cluster, &c, &alive, &[&img_x, &img_y, &img_z]).await;
     let big_digest = digest_of(&big);
     for (from, to) in [
         (0u64, 99u64),
@@ -941,5 +1093,5 @@ async fn reed_solomon_4_2_survives_losing_any_two_nodes() {
     cluster.cli(&via, &["remove", "5"]);
     cluster.nodes.iter_mut().find(|n| n.id == victim).unwrap().kill();
     let rest: Vec<u64> = alive.iter().copied().filter(|id| *id != victim).collect();
-    pull_everywhere(&cluster, &c, &rest, &[&img_x, &img_y]).await;
+    pull_everywhere(&cluster, &c, &rest, &[&img_x, &img_y, &img_z]).await;
 }

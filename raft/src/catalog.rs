@@ -7,7 +7,11 @@
 use rocksdb::{Direction, IteratorMode};
 
 use crate::command::*;
+use std::collections::BTreeMap;
 use std::sync::Arc;
+
+use crate::redundancy::{NodeCapacity, RedundancyPolicy};
+use crate::types::NodeId;
 
 use crate::db::Db;
 use crate::identity::IdentityState;
@@ -193,6 +197,36 @@ impl CatalogReader {
     /// The shard layout of an erasure-coded blob (`None`: replicated, or unknown).
     pub fn coded(&self, digest: &str) -> Result<Option<CodedLayout>> {
         self.get(CF_CODED, digest.as_bytes())
+    }
+
+    /// The cluster's default redundancy policy, when one was committed.
+    pub fn cluster_redundancy(&self) -> Result<Option<RedundancyPolicy>> {
+        self.get(CF_PLACEMENT, KEY_CLUSTER_POLICY)
+    }
+
+    /// The repository's own redundancy policy (`None`: it uses the cluster default).
+    pub fn repo_redundancy(&self, repo: &str) -> Result<Option<RedundancyPolicy>> {
+        self.get(CF_PLACEMENT, &repo_policy_key(repo))
+    }
+
+    /// The copy count a replicated blob was placed for (`None`: coded, unknown, or pushed
+    /// before copy counts were recorded).
+    pub fn blob_copies(&self, digest: &str) -> Result<Option<u16>> {
+        self.get(CF_PLACEMENT, &copies_key(digest))
+    }
+
+    /// Every node's last reported capacity.
+    pub fn capacities(&self) -> Result<BTreeMap<NodeId, NodeCapacity>> {
+        let mut out = BTreeMap::new();
+        for item in self.db.prefix_iterator_cf(self.cf(CF_PLACEMENT)?, CAPACITY_PREFIX) {
+            let (key, value) = item.map_err(err)?;
+            let Some(id) = key.strip_prefix(CAPACITY_PREFIX) else {
+                break;
+            };
+            let id: [u8; 8] = id.try_into().map_err(err)?;
+            out.insert(NodeId::from_be_bytes(id), bincode::deserialize(&value).map_err(err)?);
+        }
+        Ok(out)
     }
 
     /// The garbage collector's epoch and pending mark.

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::identity::{IdentityCommand, IdentityRejection};
+use crate::redundancy::{NodeCapacity, RedundancyPolicy};
 use crate::types::NodeId;
 
 /// A change to the catalog. Digests are `algorithm:hex` strings validated by the proposer.
@@ -90,6 +91,26 @@ pub enum CatalogCommand {
         expected: Vec<Option<NodeId>>,
         shards: Vec<Option<NodeId>>,
     },
+    /// Set (`Some`) or clear (`None`) the redundancy policy of `repo`, or with `repo: None` the
+    /// cluster default. A repository without a policy of its own uses the default. Rejected for
+    /// an unknown repository.
+    SetRedundancy {
+        repo: Option<String>,
+        policy: Option<RedundancyPolicy>,
+    },
+    /// A blob's bytes are durable on `holders`, placed for `copies` copies; link it into `repo`
+    /// (creating the repo). The first durable layout of a blob wins: when the blob is already
+    /// stored (replicated or coded), it is only linked, and its target copy count stays.
+    LinkReplicas {
+        repo: String,
+        digest: String,
+        size: u64,
+        holders: Vec<NodeId>,
+        copies: u16,
+        now_ms: u64,
+    },
+    /// Node `node` measured its disk: placement weighs it by `capacity.free`.
+    ReportCapacity { node: NodeId, capacity: NodeCapacity },
 }
 
 /// Where the shards of an erasure-coded blob live: `k` data and `m` parity shards, striped in

@@ -39,6 +39,7 @@ pub fn open(path: &Path) -> Result<Db, rocksdb::Error> {
         cf(CF_IDENTITY),
         cf(CF_GC),
         cf(CF_CODED),
+        cf(CF_PLACEMENT),
     ];
     Ok(Arc::new(DB::open_cf_descriptors(&opts, path, descriptors)?))
 }

@@ -17,9 +17,13 @@ pub const CF_IDENTITY: &str = "identity";
 pub const CF_GC: &str = "gc";
 /// Shard layouts of erasure-coded blobs, by digest.
 pub const CF_CODED: &str = "coded";
+/// Placement inputs: the cluster's redundancy policy (`policy`), each repository's own
+/// (`policy\0<repo>`), the copy count of replicated blobs (`copies\0<digest>`) and the nodes'
+/// reported capacities (`capacity\0<id, big-endian>`).
+pub const CF_PLACEMENT: &str = "placement";
 
 /// The column families holding replicated catalog state (what a snapshot contains).
-pub const CATALOG_CFS: [&str; 9] = [
+pub const CATALOG_CFS: [&str; 10] = [
     CF_REPOS,
     CF_TAGS,
     CF_MANIFESTS,
@@ -29,7 +33,34 @@ pub const CATALOG_CFS: [&str; 9] = [
     CF_IDENTITY,
     CF_GC,
     CF_CODED,
+    CF_PLACEMENT,
 ];
+
+pub const KEY_CLUSTER_POLICY: &[u8] = b"policy";
+pub const REPO_POLICY_PREFIX: &[u8] = b"policy\0";
+pub const COPIES_PREFIX: &[u8] = b"copies\0";
+pub const CAPACITY_PREFIX: &[u8] = b"capacity\0";
+
+fn prefixed(prefix: &[u8], rest: &[u8]) -> Vec<u8> {
+    let mut key = prefix.to_vec();
+    key.extend_from_slice(rest);
+    key
+}
+
+/// The key of a repository's own redundancy policy.
+pub fn repo_policy_key(repo: &str) -> Vec<u8> {
+    prefixed(REPO_POLICY_PREFIX, repo.as_bytes())
+}
+
+/// The key of a replicated blob's target copy count.
+pub fn copies_key(digest: &str) -> Vec<u8> {
+    prefixed(COPIES_PREFIX, digest.as_bytes())
+}
+
+/// The key of a node's reported capacity.
+pub fn capacity_key(node: u64) -> Vec<u8> {
+    prefixed(CAPACITY_PREFIX, &node.to_be_bytes())
+}
 
 pub const KEY_GC_STATE: &[u8] = b"state";
 pub const GC_CANDIDATE_PREFIX: &[u8] = b"cand\0";

@@ -20,6 +20,7 @@ pub mod node;
 pub mod peer;
 mod read_cache;
 mod read_index;
+pub mod redundancy;
 pub mod removal;
 mod snapshot;
 mod state_machine;
@@ -32,6 +33,7 @@ pub use command::{
     RepoRecord, SweptBlob,
 };
 pub use node::{Catalog, CatalogConfig, CatalogError, ClusterStatus, MemberStatus};
+pub use redundancy::{NodeCapacity, RedundancyPolicy};
 
 /// Generated gRPC types of the peer protocol.
 pub mod proto {

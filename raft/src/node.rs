@@ -88,6 +88,11 @@ pub struct MemberStatus {
     pub voter: bool,
     /// Log entries the leader has not yet seen replicated to this member (leader's view only).
     pub lag: Option<u64>,
+    /// The member's last capacity report: bytes its blobs may use, and bytes still free.
+    #[serde(default)]
+    pub capacity_bytes: Option<u64>,
+    #[serde(default)]
+    pub free_bytes: Option<u64>,
 }
 
 /// What `cluster status` reports.
@@ -407,6 +412,7 @@ impl Catalog {
 
     /// What `cluster status` shows, from this node's point of view.
     pub fn status(&self) -> ClusterStatus {
+        let capacities = self.reader.capacities().unwrap_or_default();
         let m = self.raft.metrics().borrow().clone();
         let membership = m.membership_config.membership();
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
@@ -426,6 +432,8 @@ impl Catalog {
                     fault_domain: node.fault_domain.clone(),
                     voter: voters.contains(id),
                     lag: matched.map(|matched| last.unwrap_or(0).saturating_sub(matched)),
+                    capacity_bytes: capacities.get(id).map(|c| c.total),
+                    free_bytes: capacities.get(id).map(|c| c.free),
                 }
             })
             .collect();

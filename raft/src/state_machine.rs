@@ -266,6 +266,7 @@ impl StateMachineStore {
                     return Ok(Rejected(Rejection::RepoUnknown));
                 }
                 batch.delete_cf(self.cf(CF_REPOS)?, keys_repo(&repo));
+                batch.delete_cf(self.cf(CF_PLACEMENT)?, repo_policy_key(&repo));
                 let prefix = repo_prefix(&repo);
                 for cf_name in [CF_TAGS, CF_MANIFESTS, CF_REPO_BLOBS, CF_REFERRERS] {
                     let cf = self.cf(cf_name)?;
@@ -344,6 +345,7 @@ impl StateMachineStore {
                     }
                     batch.delete_cf(self.cf(CF_BLOBS)?, blob.digest.as_bytes());
                     batch.delete_cf(self.cf(CF_CODED)?, blob.digest.as_bytes());
+                    batch.delete_cf(self.cf(CF_PLACEMENT)?, copies_key(&blob.digest));
                     for repo in &blob.repos {
                         batch.delete_cf(self.cf(CF_REPO_BLOBS)?, join(&[repo, &blob.digest]));
                     }
@@ -403,6 +405,62 @@ impl StateMachineStore {
                 self.put(batch, CF_CODED, digest.as_bytes(), &layout)?;
                 Applied
             }
+            CatalogCommand::SetRedundancy { repo, policy } => {
+                let key = match &repo {
+                    None => KEY_CLUSTER_POLICY.to_vec(),
+                    Some(repo) => {
+                        if !self.exists(CF_REPOS, &keys_repo(repo))? {
+                            return Ok(Rejected(Rejection::RepoUnknown));
+                        }
+                        repo_policy_key(repo)
+                    }
+                };
+                match policy {
+                    Some(policy) => self.put(batch, CF_PLACEMENT, &key, &policy)?,
+                    None => batch.delete_cf(self.cf(CF_PLACEMENT)?, key),
+                }
+                Applied
+            }
+            CatalogCommand::LinkReplicas {
+                repo,
+                digest,
+                size,
+                holders,
+                copies,
+                now_ms,
+            } => {
+                self.ensure_repo(batch, &repo, now_ms)?;
+                // The first durable layout wins: a coded blob stays coded (this push's copies are
+                // orphans the holders' scrub removes), a replicated one keeps its copy count.
+                if !self.exists(CF_CODED, digest.as_bytes())? {
+                    let record = match self.get::<BlobRecord>(CF_BLOBS, digest.as_bytes())? {
+                        Some(mut existing) => {
+                            for h in holders {
+                                if !existing.holders.contains(&h) {
+                                    existing.holders.push(h);
+                                }
+                            }
+                            existing
+                        }
+                        None => {
+                            self.put(batch, CF_PLACEMENT, &copies_key(&digest), &copies)?;
+                            BlobRecord {
+                                size,
+                                holders,
+                                created_ms: now_ms,
+                            }
+                        }
+                    };
+                    self.put(batch, CF_BLOBS, digest.as_bytes(), &record)?;
+                }
+                batch.put_cf(self.cf(CF_REPO_BLOBS)?, join(&[&repo, &digest]), []);
+                self.unmark(batch, &digest)?;
+                Applied
+            }
+            CatalogCommand::ReportCapacity { node, capacity } => {
+                self.put(batch, CF_PLACEMENT, &capacity_key(node), &capacity)?;
+                Applied
+            }
             CatalogCommand::UnlinkBlob { repo, digest } => {
                 let key = join(&[&repo, &digest]);
                 if !self.exists(CF_REPO_BLOBS, &key)? {
@@ -455,8 +513,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut answers = Vec::new();
         for entry in entries {
             let mut batch = WriteBatch::default();
-            let touches_catalog =
-                matches!(&entry.payload, EntryPayload::Normal(c) if !matches!(c, CatalogCommand::Identity(_)));
+            let touches_catalog = matches!(&entry.payload, EntryPayload::Normal(c) if !matches!(c, CatalogCommand::Identity(_) | CatalogCommand::ReportCapacity { .. }));
             let answer = match entry.payload {
                 EntryPayload::Blank => CatalogResponse::Applied,
                 EntryPayload::Normal(cmd) => self.apply_command(&mut batch, cmd)?,

@@ -289,3 +289,149 @@ async fn gc_epochs_fence_references_and_holders_change_by_compare_and_set() {
     assert_eq!(reader.blob(&digest('a')).unwrap().map(|b| b.holders), Some(vec![1, 3]));
     catalog.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redundancy_policies_copy_counts_and_capacities() {
+    use keelson_raft::{CodedLayout, NodeCapacity, RedundancyPolicy, SweptBlob};
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = open(dir.path()).await;
+    let applied = |r: CatalogResponse| assert_eq!(r, CatalogResponse::Applied);
+    let rs = RedundancyPolicy::Erasure { k: 4, m: 2 };
+
+    // A repository must exist before it gets a policy of its own; the default needs none.
+    let unknown = CatalogCommand::SetRedundancy {
+        repo: Some("acme/big".into()),
+        policy: Some(rs),
+    };
+    assert_eq!(
+        catalog.propose(unknown.clone()).await.unwrap(),
+        CatalogResponse::Rejected(Rejection::RepoUnknown)
+    );
+    applied(
+        catalog
+            .propose(CatalogCommand::SetRedundancy {
+                repo: None,
+                policy: Some(RedundancyPolicy::Replicas(3)),
+            })
+            .await
+            .unwrap(),
+    );
+    applied(
+        catalog
+            .propose(CatalogCommand::CreateRepo {
+                repo: "acme/big".into(),
+                compartment: None,
+                public: false,
+                now_ms: 1,
+            })
+            .await
+            .unwrap(),
+    );
+    applied(catalog.propose(unknown).await.unwrap());
+
+    // The first durable layout wins: coded first, a later replicated push only links it.
+    let layout = CodedLayout {
+        k: 4,
+        m: 2,
+        chunk: 1024,
+        shards: (1..=6).map(Some).collect(),
+    };
+    applied(
+        catalog
+            .propose(CatalogCommand::LinkCoded {
+                repo: "acme/big".into(),
+                digest: digest('c'),
+                size: 10_000,
+                layout: layout.clone(),
+                now_ms: 2,
+            })
+            .await
+            .unwrap(),
+    );
+    let replicated = |d: char, holders: Vec<u64>| CatalogCommand::LinkReplicas {
+        repo: "acme/small".into(),
+        digest: digest(d),
+        size: 10_000,
+        holders,
+        copies: 2,
+        now_ms: 3,
+    };
+    applied(catalog.propose(replicated('c', vec![7, 8])).await.unwrap());
+    applied(catalog.propose(replicated('r', vec![1, 2])).await.unwrap());
+    applied(
+        catalog
+            .propose(CatalogCommand::ReportCapacity {
+                node: 2,
+                capacity: NodeCapacity {
+                    total: 100,
+                    free: 40,
+                    reported_ms: 4,
+                },
+            })
+            .await
+            .unwrap(),
+    );
+    let check = |catalog: &Catalog| {
+        let r = catalog.reader();
+        assert_eq!(r.cluster_redundancy().unwrap(), Some(RedundancyPolicy::Replicas(3)));
+        assert_eq!(r.repo_redundancy("acme/big").unwrap(), Some(rs));
+        assert_eq!(r.repo_redundancy("acme/small").unwrap(), None);
+        assert_eq!(r.coded(&digest('c')).unwrap(), Some(layout.clone()));
+        assert_eq!(
+            r.blob_in_repo("acme/small", &digest('c')).unwrap().unwrap().holders,
+            (1..=6).collect::<Vec<_>>()
+        );
+        assert_eq!(r.blob_copies(&digest('c')).unwrap(), None);
+        assert_eq!(r.blob_copies(&digest('r')).unwrap(), Some(2));
+        assert_eq!(r.capacities().unwrap().get(&2).map(|c| c.free), Some(40));
+    };
+    check(&catalog);
+    drop(catalog);
+    let catalog = open(dir.path()).await;
+    check(&catalog);
+
+    // Deleting the repository drops its policy; sweeping a blob drops its copy count.
+    applied(
+        catalog
+            .propose(CatalogCommand::DeleteRepo {
+                repo: "acme/big".into(),
+            })
+            .await
+            .unwrap(),
+    );
+    assert_eq!(catalog.reader().repo_redundancy("acme/big").unwrap(), None);
+    applied(
+        catalog
+            .propose(CatalogCommand::UnlinkBlob {
+                repo: "acme/small".into(),
+                digest: digest('r'),
+            })
+            .await
+            .unwrap(),
+    );
+    let epoch = catalog.reader().gc_state().unwrap().epoch;
+    applied(
+        catalog
+            .propose(CatalogCommand::GcMark {
+                epoch,
+                candidates: vec![digest('r')],
+                now_ms: 5,
+            })
+            .await
+            .unwrap(),
+    );
+    applied(
+        catalog
+            .propose(CatalogCommand::GcSweep {
+                epoch,
+                blobs: vec![SweptBlob {
+                    digest: digest('r'),
+                    repos: vec![],
+                }],
+            })
+            .await
+            .unwrap(),
+    );
+    assert_eq!(catalog.reader().blob(&digest('r')).unwrap(), None);
+    assert_eq!(catalog.reader().blob_copies(&digest('r')).unwrap(), None);
+}

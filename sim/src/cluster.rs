@@ -69,6 +69,9 @@ pub async fn node_host(spec: NodeSpec) -> turmoil::Result {
         region: Some("sim".into()),
         replicas: Some(3),
         auth: Some(keelson::config::AuthSetting::Off),
+        // The real disk's free space would make runs of one seed differ; every node then
+        // weighs alike in placement.
+        capacity_interval_ms: Some(0),
         ..Default::default()
     }
     .resolve()?;

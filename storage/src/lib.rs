@@ -10,6 +10,7 @@
 
 pub mod blob_store;
 pub mod cache;
+pub mod capacity;
 pub mod digest;
 pub mod erasure;
 pub mod error;

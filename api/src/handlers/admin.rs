@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use keelson_raft::NodeInfo;
+use keelson_raft::redundancy::PolicyParseError;
+use keelson_raft::{CatalogCommand, NodeInfo, RedundancyPolicy};
 use serde::Deserialize;
 
 use super::Reply;
@@ -22,6 +23,12 @@ pub struct MemberSpec {
     pub peer_addr: String,
     #[serde(default = "default_domain")]
     pub fault_domain: String,
+}
+
+/// The cluster's default redundancy policy as `PUT /api/v1/cluster/redundancy` takes it.
+#[derive(Debug, Deserialize)]
+struct RedundancyBody {
+    redundancy: String,
 }
 
 fn default_domain() -> String {
@@ -72,6 +79,7 @@ pub async fn cluster(reg: &Cx<'_>, rest: &str, req: Request<Incoming>) -> Result
                 status.under_replicated = Some(view.under_replicated);
                 status.bytes_to_move = Some(view.bytes_to_move);
                 status.blob_jobs.insert("repair.unavailable".into(), view.unavailable);
+                status.blob_jobs.insert("repair.misplaced".into(), view.misplaced);
             }
             status.blob_jobs.extend(reg.blob_health.counters());
             let status = serde_json::to_value(status).map_err(|e| bad_request(e.to_string()))?;
@@ -91,12 +99,38 @@ pub async fn cluster(reg: &Cx<'_>, rest: &str, req: Request<Incoming>) -> Result
             reg.catalog.wait_for_leader(std::time::Duration::from_secs(30)).await?;
             let supplied = std::env::var("KEELSON_BOOTSTRAP_TOKEN").ok().filter(|t| !t.is_empty());
             let token = super::identity::bootstrap_admin(reg, supplied).await?;
+            bootstrap_redundancy(reg).await?;
             let mut answer = serde_json::json!({ "initialized": true, "admin_user": "keelson/admin" });
             if let Some(token) = token {
                 // Shown once, to whoever initialised the cluster.
                 answer["admin_token"] = serde_json::json!(token);
             }
             Ok(json_reply(StatusCode::OK, &answer))
+        }
+        ("GET", "redundancy") => {
+            access::administer_cluster(reg)?;
+            let committed = reg.catalog.reader().cluster_redundancy()?.is_some();
+            let answer = serde_json::json!({ "redundancy": reg.cluster_policy()?.to_string(), "committed": committed });
+            Ok(json_reply(StatusCode::OK, &answer))
+        }
+        ("PUT", "redundancy") => {
+            access::administer_cluster(reg)?;
+            let body: RedundancyBody = read_json(req)
+                .await?
+                .ok_or_else(|| bad_request("{\"redundancy\": \"replicas=N\" or \"rs=k+m\"} required"))?;
+            let policy: RedundancyPolicy = body
+                .redundancy
+                .parse()
+                .map_err(|e: PolicyParseError| bad_request(e.to_string()))?;
+            let cmd = CatalogCommand::SetRedundancy {
+                repo: None,
+                policy: Some(policy),
+            };
+            super::commit(reg, cmd).await?;
+            Ok(json_reply(
+                StatusCode::OK,
+                &serde_json::json!({ "redundancy": policy.to_string(), "committed": true }),
+            ))
         }
         ("POST", "members") => {
             access::administer_cluster(reg)?;
@@ -134,4 +168,22 @@ fn node_info(m: MemberSpec) -> NodeInfo {
         peer_addr: m.peer_addr,
         fault_domain: m.fault_domain,
     }
+}
+
+/// Commits this node's redundancy settings as the cluster default when none is committed yet
+/// (on `cluster init`), so that every node places blobs alike from then on, whatever flags the
+/// others were started with.
+pub async fn bootstrap_redundancy(reg: &crate::registry::Registry) -> Result<(), ApiError> {
+    if reg.catalog.reader().cluster_redundancy()?.is_some() {
+        return Ok(());
+    }
+    let policy = reg.redundancy.bootstrap_policy();
+    super::commit(
+        reg,
+        CatalogCommand::SetRedundancy {
+            repo: None,
+            policy: Some(policy),
+        },
+    )
+    .await
 }

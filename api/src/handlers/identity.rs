@@ -7,7 +7,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use keelson_raft::identity::{AuthToken, IdentityCommand, Policy};
-use keelson_raft::CatalogCommand;
+use keelson_raft::{CatalogCommand, RedundancyPolicy};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -97,6 +97,33 @@ struct RepoBody {
     /// `""` moves the repository back to the root compartment.
     #[serde(default)]
     compartment: Option<String>,
+    /// `replicas=N` or `rs=k+m`; `"default"` (or `""`) makes the repository use the cluster's.
+    #[serde(default)]
+    redundancy: Option<String>,
+}
+
+/// The policy change a repository body asks for: `None` no change, `Some(None)` back to the
+/// cluster default.
+fn requested_policy(text: Option<&str>) -> Result<Option<Option<RedundancyPolicy>>, ApiError> {
+    match text.map(str::trim) {
+        None => Ok(None),
+        Some("" | "default") => Ok(Some(None)),
+        Some(text) => text
+            .parse()
+            .map(|p| Some(Some(p)))
+            .map_err(|e: keelson_raft::redundancy::PolicyParseError| bad_request(e.to_string())),
+    }
+}
+
+/// The repository's redundancy as its JSON shows it: the policy pushes use and where it comes
+/// from (`repo` or `cluster`).
+fn redundancy_json(cx: &Cx<'_>, name: &str) -> Result<Value, ApiError> {
+    let own = cx.catalog.reader().repo_redundancy(name)?;
+    let (policy, source) = match own {
+        Some(p) => (p, "repo"),
+        None => (cx.cluster_policy()?, "cluster"),
+    };
+    Ok(json!({ "redundancy": policy.to_string(), "redundancy_source": source }))
 }
 
 async fn identity(cx: &Cx<'_>, cmd: IdentityCommand) -> Result<(), ApiError> {
@@ -315,6 +342,7 @@ pub async fn route(cx: &Cx<'_>, rest: &str, req: Request<Incoming>) -> Result<Re
             names::validate_repo(&name)?;
             access::authorize(cx, Action::Administer, &name)?;
             let compartment = body.compartment.filter(|c| !c.is_empty());
+            let policy = requested_policy(body.redundancy.as_deref())?;
             let cmd = CatalogCommand::CreateRepo {
                 repo: name.clone(),
                 compartment,
@@ -322,7 +350,13 @@ pub async fn route(cx: &Cx<'_>, rest: &str, req: Request<Incoming>) -> Result<Re
                 now_ms: now,
             };
             commit(cx, cmd).await?;
-            Ok(json_reply(StatusCode::CREATED, &json!({ "repo": name })))
+            if let Some(policy) = policy {
+                let repo = Some(name.clone());
+                commit(cx, CatalogCommand::SetRedundancy { repo, policy }).await?;
+            }
+            let mut answer = json!({ "repo": name });
+            answer["redundancy"] = redundancy_json(cx, &name)?["redundancy"].clone();
+            Ok(json_reply(StatusCode::CREATED, &answer))
         }
         (_, ["repos", ..]) => {
             let name = parts[1..].join("/");
@@ -335,24 +369,37 @@ pub async fn route(cx: &Cx<'_>, rest: &str, req: Request<Incoming>) -> Result<Re
                         .reader()
                         .repo(&name)?
                         .ok_or_else(|| ApiError::not_found("repository not found"))?;
-                    ok(
-                        json!({ "name": name, "public": record.public, "compartment": record.compartment, "created_ms": record.created_ms }),
-                    )
+                    let mut answer = json!({ "name": name, "public": record.public, "compartment": record.compartment, "created_ms": record.created_ms });
+                    if let (Some(out), Value::Object(redundancy)) =
+                        (answer.as_object_mut(), redundancy_json(cx, &name)?)
+                    {
+                        out.extend(redundancy);
+                    }
+                    ok(answer)
                 }
                 Method::PATCH => {
                     access::authorize(cx, Action::Administer, &name)?;
                     let body: RepoBody = read_json(req).await?;
                     let compartment = body.compartment.map(|c| Some(c).filter(|c| !c.is_empty()));
-                    commit(
-                        cx,
-                        CatalogCommand::UpdateRepo {
-                            repo: name.clone(),
-                            public: body.public,
-                            compartment,
-                        },
-                    )
-                    .await?;
-                    ok(json!({ "repo": name }))
+                    let policy = requested_policy(body.redundancy.as_deref())?;
+                    if policy.is_none() || body.public.is_some() || compartment.is_some() {
+                        commit(
+                            cx,
+                            CatalogCommand::UpdateRepo {
+                                repo: name.clone(),
+                                public: body.public,
+                                compartment,
+                            },
+                        )
+                        .await?;
+                    }
+                    if let Some(policy) = policy {
+                        let repo = Some(name.clone());
+                        commit(cx, CatalogCommand::SetRedundancy { repo, policy }).await?;
+                    }
+                    let mut answer = json!({ "repo": name });
+                    answer["redundancy"] = redundancy_json(cx, &name)?["redundancy"].clone();
+                    ok(answer)
                 }
                 Method::DELETE => {
                     access::authorize(cx, Action::Delete, &name)?;

@@ -5,7 +5,8 @@
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use keelson_raft::{CatalogCommand, CatalogResponse};
+use keelson_raft::{CatalogCommand, CatalogResponse, RedundancyPolicy};
+use keelson_storage::erasure::Scheme;
 use keelson_storage::{Digest, StorageError};
 
 use super::{authorize_repo, commit, header, Reply};
@@ -142,38 +143,56 @@ async fn complete(reg: &Cx<'_>, name: &str, id: &str, digest: &Digest) -> Result
             }
         }
     }
-    if let Some(scheme) = reg.redundancy.erasure {
-        if size >= reg.redundancy.erasure_min_bytes && members.len() >= scheme.k + scheme.m {
-            let layout = crate::placement::store_coded(reg, digest, size, scheme).await?;
-            commit(
-                reg,
-                CatalogCommand::LinkCoded {
-                    repo: name.to_string(),
-                    digest: digest.to_string(),
-                    size,
-                    layout,
-                    now_ms: reg.clock.now_ms(),
-                },
-            )
-            .await?;
-            // The whole-blob file was only the encoder's input; this node's scrub removes it
-            // after the grace period (it is pinned until then).
-            return Ok(created(name, digest));
+    let policy = reg.policy_for(name)?;
+    let copies = match policy {
+        RedundancyPolicy::Replicas(n) => n,
+        RedundancyPolicy::Erasure { k, m } => {
+            let scheme = Scheme {
+                k: k as usize,
+                m: m as usize,
+            };
+            if size >= reg.redundancy.erasure_min_bytes && members.len() >= scheme.k + scheme.m {
+                let layout = crate::placement::store_coded(reg, digest, size, scheme).await?;
+                commit(
+                    reg,
+                    CatalogCommand::LinkCoded {
+                        repo: name.to_string(),
+                        digest: digest.to_string(),
+                        size,
+                        layout,
+                        now_ms: reg.clock.now_ms(),
+                    },
+                )
+                .await?;
+                // The whole-blob file was only the encoder's input; this node's scrub removes
+                // it after the grace period (it is pinned until then).
+                return Ok(created(name, digest));
+            }
+            // Small blobs (and clusters too small for k+m) are replicated, with at least as
+            // many losses survivable as the code allows.
+            small_blob_copies(m)
         }
-    }
-    let holders = crate::placement::replicate(reg, digest, size).await?;
+    };
+    let holders = crate::placement::replicate(reg, digest, size, copies as usize).await?;
     commit(
         reg,
-        CatalogCommand::LinkBlob {
+        CatalogCommand::LinkReplicas {
             repo: name.to_string(),
             digest: digest.to_string(),
             size,
             holders,
+            copies,
             now_ms: reg.clock.now_ms(),
         },
     )
     .await?;
     Ok(created(name, digest))
+}
+
+/// Copies of a small blob in a repository coded with `m` parity shards: three, or `m + 1` when
+/// the code survives more losses.
+fn small_blob_copies(m: u16) -> u16 {
+    (m + 1).max(3)
 }
 
 /// POST `/v2/<name>/blobs/uploads/` (`?digest=` monolithic, `?mount=&from=` cross-mount).

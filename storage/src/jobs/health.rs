@@ -13,6 +13,9 @@ pub struct RedundancyView {
     pub bytes_to_move: u64,
     /// Blobs with no live copy at all (nothing to repair from).
     pub unavailable: u64,
+    /// Blobs at full redundancy whose copies or shards rebalancing still moves (crowded into
+    /// one fault domain while another has room, or more copies than wanted).
+    pub misplaced: u64,
 }
 
 #[derive(Default)]

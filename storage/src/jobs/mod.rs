@@ -1,5 +1,5 @@
-//! Background blob jobs: repair (leader), garbage collection (leader), scrub and heal (every
-//! node). Each job is a `pass` function that recomputes what to do from the catalog and the
+//! Background blob jobs: repair and rebalancing (leader), garbage collection (leader), scrub and
+//! heal (every node). Each job is a `pass` function that recomputes what to do from the catalog and the
 //! local disk, so a pass interrupted by a crash or a leader change is simply redone by the next
 //! one; the node crate runs the passes on timers.
 //!
@@ -10,6 +10,7 @@ pub mod gc;
 pub mod heal;
 pub mod health;
 pub mod liveness;
+pub mod rebalance;
 pub mod repair;
 pub mod scrub;
 pub mod throttle;

@@ -45,14 +45,16 @@ pub struct Survey {
 }
 
 /// Compares each record with the live members: pure, so it is tested without a cluster.
+/// Each record comes with its coded layout (if coded) and the copy count it was placed for
+/// (`None`: `replicas`, the node's default, for blobs pushed before copy counts were recorded).
 pub fn survey<'a>(
-    records: impl IntoIterator<Item = (&'a str, &'a BlobRecord, Option<&'a CodedLayout>)>,
+    records: impl IntoIterator<Item = (&'a str, &'a BlobRecord, Option<&'a CodedLayout>, Option<u16>)>,
     live: &BTreeSet<NodeId>,
     replicas: usize,
 ) -> Survey {
-    let want = replicas.min(live.len()).max(1);
     let mut out = Survey::default();
-    for (digest, record, coded) in records {
+    for (digest, record, coded, copies) in records {
+        let want = copies.map_or(replicas, usize::from).min(live.len()).max(1);
         if let Some(layout) = coded {
             let lost: Vec<usize> = (0..layout.shards.len())
                 .filter(|i| !layout.shards[*i].is_some_and(|h| live.contains(&h)))
@@ -149,22 +151,45 @@ impl BlobJobs {
             }
         }
         let mut layouts: BTreeMap<String, CodedLayout> = BTreeMap::new();
+        let mut copies: BTreeMap<String, u16> = BTreeMap::new();
         for (digest, _) in &records {
             if let Some(layout) = reader.coded(digest)? {
                 layouts.insert(digest.clone(), layout);
+            } else if let Some(n) = reader.blob_copies(digest)? {
+                copies.insert(digest.clone(), n);
             }
         }
         let found = survey(
-            records.iter().map(|(d, r)| (d.as_str(), r, layouts.get(d))),
+            records
+                .iter()
+                .map(|(d, r)| (d.as_str(), r, layouts.get(d), copies.get(d).copied())),
             &live,
             self.settings.replicas,
         );
-        drop(records);
+        let members = self.catalog.members();
+        let capacities = reader.capacities()?;
+        let candidates: Vec<Candidate> = Candidate::from_members(&members, &capacities)
+            .into_iter()
+            .filter(|c| live.contains(&c.id))
+            .collect();
         let mut view = found.view;
-        self.health.set_view(Some(view));
         if found.items.is_empty() {
-            return Ok(Some(view));
+            // Full redundancy everywhere: now copies crowded into one fault domain may move.
+            let moves = super::rebalance::plan(
+                records
+                    .iter()
+                    .map(|(d, r)| (d.as_str(), r, layouts.get(d), copies.get(d).copied())),
+                &candidates,
+                self.settings.replicas,
+            );
+            drop(records);
+            view.misplaced = moves.len() as u64;
+            view.bytes_to_move = moves.iter().map(|m| m.bytes).sum();
+            self.health.set_view(Some(view));
+            return Ok(Some(self.rebalance(moves, &members, view).await));
         }
+        drop(records);
+        self.health.set_view(Some(view));
         tracing::info!(
             under_replicated = view.under_replicated,
             bytes_to_move = view.bytes_to_move,
@@ -172,15 +197,6 @@ impl BlobJobs {
             live = ?live,
             "repair pass"
         );
-        let members = self.catalog.members();
-        let candidates: Vec<Candidate> = members
-            .iter()
-            .filter(|(id, _)| live.contains(id))
-            .map(|(id, (node, _))| Candidate {
-                id: *id,
-                fault_domain: node.fault_domain.clone(),
-            })
-            .collect();
         let mut throttle = Throttle::new(self.settings.repair_rate);
         for item in found.items {
             if !self.is_leader() {
@@ -224,7 +240,7 @@ impl BlobJobs {
             return 0;
         };
         let want = item.live.len() + item.missing;
-        let targets = extend(candidates, &item.live, want, digest.hex().as_bytes());
+        let targets = extend(candidates, &item.live, want, item.size, digest.hex().as_bytes());
         let sources = self.peer_addrs(&item.live);
         let fetches = targets[item.live.len().min(targets.len())..].iter().filter_map(|t| {
             let addr = members.get(t)?.0.peer_addr.clone();
@@ -293,7 +309,13 @@ impl BlobJobs {
         let Ok(digest) = Digest::parse(&item.digest) else {
             return 0;
         };
-        let targets = shard_targets(candidates, &layout.shards, lost.len(), digest.hex().as_bytes());
+        let targets = shard_targets(
+            candidates,
+            &layout.shards,
+            lost.len(),
+            geometry.shard_bytes(),
+            digest.hex().as_bytes(),
+        );
         let live: BTreeSet<NodeId> = candidates.iter().map(|c| c.id).collect();
         let sources: Vec<Option<String>> = layout
             .shards
@@ -352,50 +374,45 @@ impl BlobJobs {
     }
 }
 
-/// Live nodes for `count` rebuilt shards: each goes to the node holding the fewest shards of
-/// the blob, then in the fault domain holding the fewest, rotating with `spread_key` among equals.
+/// Live nodes for `count` rebuilt shards of `need` bytes each: each goes to the node holding the
+/// fewest shards of the blob, then in the fault domain holding the fewest, the placement rank
+/// (free space, digest) deciding among equals; nearly full nodes are skipped.
 pub fn shard_targets(
     candidates: &[Candidate],
     shards: &[Option<NodeId>],
     count: usize,
+    need: u64,
     spread_key: &[u8],
 ) -> Vec<NodeId> {
-    if candidates.is_empty() {
-        return Vec::new();
-    }
-    let mut order: Vec<&Candidate> = candidates.iter().collect();
-    order.sort_by_key(|c| c.id);
-    let rotate = spread_key
-        .iter()
-        .take(8)
-        .fold(0usize, |acc, b| acc.wrapping_mul(31).wrapping_add(*b as usize));
-    let len = order.len();
-    order.rotate_left(rotate % len);
+    let order: Vec<NodeId> = crate::placement::extend(candidates, &[], candidates.len(), need, spread_key);
+    let domain = |id: NodeId| {
+        candidates
+            .iter()
+            .find(|c| c.id == id)
+            .map(|c| c.fault_domain.as_str())
+            .unwrap_or("")
+    };
     let mut per_node: BTreeMap<NodeId, usize> = BTreeMap::new();
     let mut per_domain: BTreeMap<&str, usize> = BTreeMap::new();
     for holder in shards.iter().flatten() {
-        if let Some(c) = candidates.iter().find(|c| c.id == *holder) {
-            *per_node.entry(c.id).or_default() += 1;
-            *per_domain.entry(c.fault_domain.as_str()).or_default() += 1;
+        if candidates.iter().any(|c| c.id == *holder) {
+            *per_node.entry(*holder).or_default() += 1;
+            *per_domain.entry(domain(*holder)).or_default() += 1;
         }
     }
     let mut out = Vec::with_capacity(count);
     for _ in 0..count {
-        let Some(best) = order
-            .iter()
-            .min_by_key(|c| {
-                (
-                    per_node.get(&c.id).copied().unwrap_or(0),
-                    per_domain.get(c.fault_domain.as_str()).copied().unwrap_or(0),
-                )
-            })
-            .copied()
-        else {
+        let Some(best) = order.iter().copied().min_by_key(|id| {
+            (
+                per_node.get(id).copied().unwrap_or(0),
+                per_domain.get(domain(*id)).copied().unwrap_or(0),
+            )
+        }) else {
             break;
         };
-        *per_node.entry(best.id).or_default() += 1;
-        *per_domain.entry(best.fault_domain.as_str()).or_default() += 1;
-        out.push(best.id);
+        *per_node.entry(best).or_default() += 1;
+        *per_domain.entry(domain(best)).or_default() += 1;
+        out.push(best);
     }
     out
 }
@@ -414,19 +431,16 @@ mod tests {
 
     #[test]
     fn rebuilt_shards_spread_over_the_least_loaded_nodes() {
-        let c = |id, fd: &str| Candidate {
-            id,
-            fault_domain: fd.to_string(),
-        };
+        let c = |id, fd: &str| Candidate::new(id, fd);
         let live = [c(1, "a"), c(3, "c"), c(4, "d"), c(6, "f")];
         let shards = [Some(1), Some(2), Some(3), Some(4), Some(5), Some(6)];
         for key in 0u8..10 {
-            let t = shard_targets(&live, &shards, 2, &[key]);
+            let t = shard_targets(&live, &shards, 2, 10, &[key]);
             assert_eq!(t.len(), 2);
             assert_ne!(t[0], t[1], "{t:?}");
         }
         let fresh = [c(1, "a"), c(7, "c"), c(8, "c"), c(9, "d")];
-        let t = shard_targets(&fresh, &[Some(1), None, None], 2, b"k");
+        let t = shard_targets(&fresh, &[Some(1), None, None], 2, 10, b"k");
         assert!(t.contains(&9) && (t.contains(&7) || t.contains(&8)), "{t:?}");
     }
 
@@ -439,14 +453,14 @@ mod tests {
             chunk: 256 << 10,
             shards: vec![Some(1), Some(2), Some(3), Some(4), Some(5), Some(6)],
         };
-        let s = survey([("x", &record, Some(&layout))], &BTreeSet::from([1, 2, 3, 4]), 3);
+        let s = survey([("x", &record, Some(&layout), None)], &BTreeSet::from([1, 2, 3, 4]), 3);
         assert_eq!(s.view.under_replicated, 1);
         assert_eq!(s.view.bytes_to_move, 2 * 3 * ((256 << 10) + 32));
         assert_eq!(
             s.items[0].coded.as_ref().map(|(_, lost)| lost.clone()),
             Some(vec![4, 5])
         );
-        let s = survey([("x", &record, Some(&layout))], &BTreeSet::from([1, 2, 3]), 3);
+        let s = survey([("x", &record, Some(&layout), None)], &BTreeSet::from([1, 2, 3]), 3);
         assert_eq!(s.view.unavailable, 1);
     }
 
@@ -459,20 +473,20 @@ mod tests {
             ("d".to_string(), rec(40, &[1, 2, 3])),
         ];
         let live = BTreeSet::from([1, 2, 3, 4]);
-        let s = survey(records.iter().map(|(d, r)| (d.as_str(), r, None)), &live, 3);
+        let s = survey(records.iter().map(|(d, r)| (d.as_str(), r, None, None)), &live, 3);
         assert_eq!(s.view.under_replicated, 2);
         assert_eq!(s.view.bytes_to_move, 10 + 2 * 20);
         assert_eq!(s.view.unavailable, 1);
         assert_eq!(s.items[1].live, vec![2]);
         // Two live members: two copies are all that can be had.
         let s = survey(
-            records.iter().map(|(d, r)| (d.as_str(), r, None)),
+            records.iter().map(|(d, r)| (d.as_str(), r, None, None)),
             &BTreeSet::from([1, 3]),
             3,
         );
         assert_eq!((s.view.under_replicated, s.view.unavailable), (0, 2), "{s:?}");
         let s = survey(
-            records.iter().map(|(d, r)| (d.as_str(), r, None)),
+            records.iter().map(|(d, r)| (d.as_str(), r, None, None)),
             &BTreeSet::from([1, 5]),
             3,
         );
