@@ -53,7 +53,6 @@ impl keelson_api::Clock for SimClock {
 
 /// A node host's software: the real node on simulated listeners, running until crashed.
 pub async fn node_host(spec: NodeSpec) -> turmoil::Result {
-    tokio::spawn(crate::stall::pusher(spec.name.clone()));
     let ip = turmoil::lookup(spec.name.as_str());
     let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
     let api = TcpListener::bind((any, API_PORT)).await?;

@@ -17,10 +17,10 @@ pub mod faults;
 pub mod history;
 pub mod invariants;
 pub mod linearizability;
+pub mod lockstep;
 pub mod net;
 pub mod report;
 pub mod scenario;
-pub mod stall;
 pub mod workload;
 
 pub use report::{SeedReport, Totals};

@@ -128,8 +128,7 @@ pub fn run(seed: u64, config: &Config) -> Result<Outcome, RunError> {
 }
 
 /// Where the nodes' data directories go: `KEELSON_SIM_DIR`, else memory-backed `/dev/shm` when
-/// there is one (fsync is then free, so blocking I/O never outlasts the stall watchdog's grace),
-/// else the system temp directory.
+/// there is one (fsync is then free, so runs are faster), else the system temp directory.
 fn data_root() -> std::path::PathBuf {
     if let Some(dir) = std::env::var_os("KEELSON_SIM_DIR") {
         return dir.into();
@@ -163,7 +162,7 @@ fn run_here(seed: u64, config: &Config) -> Result<Outcome, RunError> {
         })
         .collect();
     let shared = Rc::new(Shared::new(config.keep_trace));
-    let watchdog = crate::stall::Watchdog::start().map_err(RunError::Thread)?;
+    let alarm = crate::lockstep::HangAlarm::start(seed).map_err(RunError::Thread)?;
 
     let mut sim = turmoil::Builder::new()
         .simulation_duration(Duration::from_millis(config.max_sim_ms))
@@ -225,10 +224,12 @@ fn run_here(seed: u64, config: &Config) -> Result<Outcome, RunError> {
         Duration::from_millis(config.max_latency_ms),
     );
     loop {
-        crate::stall::set_sim_now(sim.elapsed());
+        crate::lockstep::set_sim_now(sim.elapsed());
         let now = sim.elapsed().as_millis() as u64;
         injector.advance(&mut sim, &shared, now);
-        match sim.step() {
+        let stepped = sim.step();
+        crate::lockstep::step_done();
+        match stepped {
             Ok(true) => break,
             Ok(false) => {}
             Err(e) => {
@@ -239,15 +240,11 @@ fn run_here(seed: u64, config: &Config) -> Result<Outcome, RunError> {
     }
     let sim_ms = sim.elapsed().as_millis() as u64;
     drop(sim);
-    shared.count("sim.time_pushes", watchdog.pushes());
-    if watchdog.lost_kicks() > 0 {
-        shared.count("sim.lost_kicks", watchdog.lost_kicks());
-    }
-    let unsettled = crate::stall::settle_timeouts();
+    let unsettled = crate::lockstep::settle_timeouts();
     if unsettled > 0 {
         shared.count("sim.settle_timeouts", unsettled);
     }
-    drop(watchdog);
+    drop(alarm);
     let panics = PANICS.lock().map(|p| p.clone()).unwrap_or_default();
     for p in panics {
         shared.fail("panic", p);
