@@ -16,7 +16,8 @@ use turmoil::net::TcpListener;
 
 use crate::client;
 use crate::history::{now_ms, Shared};
-use crate::net::{self, API_PORT, PEER_PORT};
+pub use crate::net::PEER_PORT;
+use crate::net::{self, API_PORT};
 
 /// Unix time (ms) the simulated clock starts at.
 pub const EPOCH_MS: u64 = 1_750_000_000_000;
@@ -66,7 +67,8 @@ pub async fn node_host(spec: NodeSpec) -> turmoil::Result {
         node_id: Some(spec.id),
         fault_domain: Some(spec.fault_domain.clone()),
         region: Some("sim".into()),
-        replicas: Some(3),
+        replicas: Some(crate::redundancy::REPLICAS),
+        repair_interval_ms: Some(crate::redundancy::REPAIR_INTERVAL_MS),
         auth: Some(keelson::config::AuthSetting::Off),
         ..Default::default()
     }
@@ -109,6 +111,11 @@ pub struct Status {
     pub term: u64,
     pub applied_index: Option<u64>,
     pub members: Vec<MemberStatus>,
+    /// The repair job's last survey (set on the leader once a pass ran).
+    #[serde(default)]
+    pub under_replicated: Option<u64>,
+    #[serde(default)]
+    pub blob_jobs: std::collections::BTreeMap<String, u64>,
 }
 
 pub async fn status(host: &str, timeout: Duration) -> Result<Status, String> {
@@ -121,7 +128,7 @@ pub async fn status(host: &str, timeout: Duration) -> Result<Status, String> {
     serde_json::from_slice(&reply.body).map_err(|e| format!("bad status JSON: {e}"))
 }
 
-async fn post_json(host: &str, path: &str, body: String) -> Result<client::Reply, String> {
+pub async fn post_json(host: &str, path: &str, body: String) -> Result<client::Reply, String> {
     client::request(
         &api_addr(host),
         Method::POST,
@@ -194,7 +201,21 @@ pub async fn form(shared: &Shared, nodes: &[NodeSpec]) -> Result<(), String> {
     }
 }
 
-fn answer_label(answer: &Result<client::Reply, String>) -> String {
+/// `DELETE` on the management API.
+pub async fn delete(host: &str, path: &str) -> Result<client::Reply, String> {
+    client::request(
+        &api_addr(host),
+        Method::DELETE,
+        path,
+        &[],
+        Bytes::new(),
+        Duration::from_secs(15),
+    )
+    .await
+    .map_err(|e| e.label().to_string())
+}
+
+pub fn answer_label(answer: &Result<client::Reply, String>) -> String {
     match answer {
         Ok(r) => r.status.to_string(),
         Err(e) => e.clone(),

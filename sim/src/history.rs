@@ -58,6 +58,8 @@ pub struct Shared {
     /// Sim time (ms) at which every fault was healed.
     pub healed_at: Cell<Option<u64>>,
     pub workers_done: Cell<usize>,
+    /// The members once the membership changes are done (node ids); the verifier checks these.
+    pub final_members: RefCell<Option<Vec<u64>>>,
     pub verified: Cell<bool>,
     pub counters: RefCell<BTreeMap<String, u64>>,
     pub failures: RefCell<Vec<Failure>>,

@@ -5,7 +5,8 @@
 //!   matching its digest, every manifest answered 201 (and never the target of a delete) likewise;
 //! - all nodes end with identical tags (committed entries never change or diverge);
 //! - every tag's history is linearizable (final reads included);
-//! - at most one node claimed leadership in any term.
+//! - at most one node claimed leadership in any term;
+//! - redundancy is restored after healing (see [`crate::redundancy`]).
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -59,11 +60,18 @@ pub async fn verifier(
     repos: Vec<String>,
     tags: Vec<String>,
 ) -> turmoil::Result {
-    while shared.healed_at.get().is_none() || shared.workers_done.get() < workers {
+    while shared.healed_at.get().is_none()
+        || shared.workers_done.get() < workers
+        || shared.final_members.borrow().is_none()
+    {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Only the final members: a removed node's view and copies do not count.
+    let members = shared.final_members.borrow().clone().unwrap_or_default();
+    let nodes: Vec<NodeSpec> = nodes.into_iter().filter(|n| members.contains(&n.id)).collect();
     shared.trace(now_ms(), "verify: waiting for convergence");
     converge(&shared, &nodes).await;
+    crate::redundancy::check(&shared, &nodes).await;
     final_tags(&shared, &nodes, &repos, &tags).await;
     acked_blobs(&shared, &nodes).await;
     acked_manifests(&shared, &nodes).await;

@@ -14,6 +14,7 @@ use crate::determinism;
 use crate::faults::{self, FaultKind, Injector};
 use crate::history::{now_ms, Shared};
 use crate::invariants;
+use crate::membership;
 use crate::report::SeedReport;
 use crate::workload::{self, WorkerSpec};
 
@@ -34,6 +35,8 @@ pub struct Config {
     pub max_sim_ms: u64,
     pub repos: Vec<String>,
     pub tags: Vec<String>,
+    /// Let the seed add a spare node and/or remove one during the faults.
+    pub membership_changes: bool,
     /// Keep the trace's lines (for `--trace`), not just its hash.
     pub keep_trace: bool,
 }
@@ -51,6 +54,7 @@ impl Default for Config {
             max_sim_ms: 400_000,
             repos: vec!["sim/app".into(), "sim/base/db".into()],
             tags: vec!["latest".into(), "stable".into(), "v1".into()],
+            membership_changes: true,
             keep_trace: false,
         }
     }
@@ -147,11 +151,23 @@ fn run_here(seed: u64, config: &Config) -> Result<Outcome, RunError> {
     }
     determinism::anchor();
     let mut rng = StdRng::seed_from_u64(seed);
-    let dirs: Vec<tempfile::TempDir> = (0..config.nodes)
+    let changes = if config.membership_changes {
+        membership::Changes::draw(&mut rng, config.nodes, config.fault_window_ms)
+    } else {
+        membership::Changes {
+            plan: membership::Plan::Keep,
+            add_at_ms: 0,
+            remove_at_ms: 0,
+            first_contact: 0,
+        }
+    };
+    let total = config.nodes + usize::from(changes.plan.adds());
+    let dirs: Vec<tempfile::TempDir> = (0..total)
         .map(|_| tempfile::Builder::new().prefix("keelson-sim-").tempdir_in(data_root()))
         .collect::<Result<_, _>>()
         .map_err(RunError::DataDir)?;
-    let nodes: Vec<NodeSpec> = dirs
+    // Every node that takes part: the original ones, then the spare the plan may add.
+    let mut nodes: Vec<NodeSpec> = dirs
         .iter()
         .enumerate()
         .map(|(i, dir)| NodeSpec {
@@ -161,6 +177,12 @@ fn run_here(seed: u64, config: &Config) -> Result<Outcome, RunError> {
             data_dir: dir.path().to_path_buf(),
         })
         .collect();
+    // A replacement goes into the fault domain of the node it replaces, as an operator would.
+    if let membership::Plan::Replace { remove } = changes.plan {
+        nodes[config.nodes].fault_domain = nodes[remove].fault_domain.clone();
+    }
+    let originals: Vec<NodeSpec> = nodes[..config.nodes].to_vec();
+    let spare = nodes.get(config.nodes).cloned();
     let shared = Rc::new(Shared::new(config.keep_trace));
     let alarm = crate::lockstep::HangAlarm::start(seed).map_err(RunError::Thread)?;
 
@@ -179,13 +201,14 @@ fn run_here(seed: u64, config: &Config) -> Result<Outcome, RunError> {
         sim.host(node.name.as_str(), move || cluster::node_host(spec.clone()));
     }
     {
-        let (shared, nodes) = (shared.clone(), nodes.clone());
+        let (shared, originals, changes) = (shared.clone(), originals.clone(), changes.clone());
         sim.client("admin", async move {
-            match cluster::form(&shared, &nodes).await {
+            match cluster::form(&shared, &originals).await {
                 Ok(()) => shared.trace(now_ms(), "admin cluster formed"),
                 Err(e) => shared.fail("cluster_formation", e),
             }
             shared.formed_at.set(Some(now_ms()));
+            membership::run(&shared, changes, originals, spare).await;
             Ok(())
         });
     }
