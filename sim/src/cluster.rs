@@ -31,6 +31,8 @@ pub struct NodeSpec {
     pub fault_domain: String,
     /// Outside the host, so a crashed and restarted node reopens the same stores.
     pub data_dir: PathBuf,
+    /// How far this node's wall clock is off true (simulated) time.
+    pub clock_skew_ms: i64,
 }
 
 impl NodeSpec {
@@ -43,12 +45,14 @@ pub fn api_addr(host: &str) -> String {
     format!("{host}:{API_PORT}")
 }
 
-/// The simulated wall clock handed to the node.
-struct SimClock;
+/// The simulated wall clock handed to the node, off by the node's skew.
+struct SimClock {
+    skew_ms: i64,
+}
 
 impl keelson_api::Clock for SimClock {
     fn now_ms(&self) -> u64 {
-        EPOCH_MS + now_ms()
+        (EPOCH_MS + now_ms()).saturating_add_signed(self.skew_ms)
     }
 }
 
@@ -69,13 +73,17 @@ pub async fn node_host(spec: NodeSpec) -> turmoil::Result {
         region: Some("sim".into()),
         replicas: Some(crate::redundancy::REPLICAS),
         repair_interval_ms: Some(crate::redundancy::REPAIR_INTERVAL_MS),
+        gc_interval_ms: Some(crate::skew::GC_INTERVAL_MS),
+        gc_grace_ms: Some(crate::skew::GC_GRACE_MS),
         auth: Some(keelson::config::AuthSetting::Off),
         ..Default::default()
     }
     .resolve()?;
     let env = Environment {
         dialer: Some(net::dialer()),
-        clock: Arc::new(SimClock),
+        clock: Arc::new(SimClock {
+            skew_ms: spec.clock_skew_ms,
+        }),
     };
     let node = keelson::start_with(
         config,

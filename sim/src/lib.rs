@@ -23,6 +23,7 @@ pub mod net;
 pub mod redundancy;
 pub mod report;
 pub mod scenario;
+pub mod skew;
 pub mod workload;
 
 pub use report::{SeedReport, Totals};

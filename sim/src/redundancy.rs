@@ -2,7 +2,7 @@
 //! leader's real repair job (on its timer, [`REPAIR_INTERVAL_MS`] in the simulation) must bring
 //! every blob back to full redundancy. The verifier waits for a repair survey that started after
 //! convergence and found nothing short of copies, then looks at the disks themselves: every
-//! acknowledged blob must be in `min(replicas, nodes)` nodes' stores, spread over as many fault
+//! acknowledged blob that GC must keep (referenced by a kept manifest) must be in `min(replicas, nodes)` nodes' stores, spread over as many fault
 //! domains as the members offer (up to that number), with bytes matching its digest. The catalog's holder lists alone could claim copies that are
 //! not there; the files cannot.
 
@@ -24,8 +24,8 @@ pub const REPLICAS: usize = 3;
 const REPAIR_WITHIN: Duration = Duration::from_secs(60);
 
 /// The leader's repair view: `(under_replicated, unavailable)`, when its last pass left one, and
-/// how many copies its repair job made so far.
-async fn leader_view(nodes: &[NodeSpec]) -> Option<((u64, u64), u64)> {
+/// its job counters.
+async fn leader_view(nodes: &[NodeSpec]) -> Option<((u64, u64), std::collections::BTreeMap<String, u64>)> {
     for node in nodes {
         let Ok(s) = cluster::status(&node.name, Duration::from_secs(1)).await else {
             continue;
@@ -36,8 +36,7 @@ async fn leader_view(nodes: &[NodeSpec]) -> Option<((u64, u64), u64)> {
             return None;
         }
         let unavailable = l.blob_jobs.get("repair.unavailable").copied().unwrap_or(0);
-        let copies = l.blob_jobs.get("repair.copies").copied().unwrap_or(0);
-        return l.under_replicated.map(|u| ((u, unavailable), copies));
+        return l.under_replicated.map(|u| ((u, unavailable), l.blob_jobs));
     }
     None
 }
@@ -51,9 +50,11 @@ pub async fn check(shared: &Shared, nodes: &[NodeSpec]) {
     let mut last = None;
     while now_ms() < deadline {
         let view = leader_view(nodes).await;
-        last = view.map(|(v, _)| v);
-        if let Some(((0, 0), copies)) = view {
-            shared.count("inv.repair_copies_by_leader", copies);
+        last = view.as_ref().map(|(v, _)| *v);
+        if let Some(((0, 0), jobs)) = view {
+            for key in ["repair.copies", "gc.marked", "gc.swept", "gc.files_deleted"] {
+                shared.count(format!("jobs.{key}"), jobs.get(key).copied().unwrap_or(0));
+            }
             clean = true;
             break;
         }
@@ -73,8 +74,9 @@ pub async fn check(shared: &Shared, nodes: &[NodeSpec]) {
     let want_domains = want.min(all_domains.len());
     let mut seen = BTreeSet::new();
     let blobs = shared.acked_blobs.borrow().clone();
+    let protected = shared.protected_blobs();
     for blob in blobs {
-        if !seen.insert(blob.digest.clone()) {
+        if !protected.contains(&blob.digest) || !seen.insert(blob.digest.clone()) {
             continue;
         }
         shared.count("inv.redundancy_blobs", 1);

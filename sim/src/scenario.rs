@@ -162,6 +162,7 @@ fn run_here(seed: u64, config: &Config) -> Result<Outcome, RunError> {
         }
     };
     let total = config.nodes + usize::from(changes.plan.adds());
+    let skews = crate::skew::draw(&mut rng, total);
     let dirs: Vec<tempfile::TempDir> = (0..total)
         .map(|_| tempfile::Builder::new().prefix("keelson-sim-").tempdir_in(data_root()))
         .collect::<Result<_, _>>()
@@ -175,6 +176,7 @@ fn run_here(seed: u64, config: &Config) -> Result<Outcome, RunError> {
             name: format!("node{}", i + 1),
             fault_domain: format!("fd{}", i % 3 + 1),
             data_dir: dir.path().to_path_buf(),
+            clock_skew_ms: skews[i],
         })
         .collect();
     // A replacement goes into the fault domain of the node it replaces, as an operator would.
@@ -184,6 +186,10 @@ fn run_here(seed: u64, config: &Config) -> Result<Outcome, RunError> {
     let originals: Vec<NodeSpec> = nodes[..config.nodes].to_vec();
     let spare = nodes.get(config.nodes).cloned();
     let shared = Rc::new(Shared::new(config.keep_trace));
+    for node in nodes.iter().filter(|n| n.clock_skew_ms != 0) {
+        shared.trace(0, format!("clock {} skew {} ms", node.name, node.clock_skew_ms));
+        shared.count("fault.clock-skewed-node", 1);
+    }
     let alarm = crate::lockstep::HangAlarm::start(seed).map_err(RunError::Thread)?;
 
     let mut sim = turmoil::Builder::new()

@@ -160,6 +160,7 @@ impl Client {
         self.rng.fill_bytes(&mut data);
         let digest = digest_of(&data);
         let node = self.node();
+        let pushed_at_ms = now_ms();
         let path = format!("/v2/{repo}/blobs/uploads/?digest={digest}");
         let result = client::request(
             &api_addr(&node),
@@ -181,6 +182,7 @@ impl Client {
                 self.shared.acked_blobs.borrow_mut().push(AckedBlob {
                     repo: repo.to_string(),
                     digest: digest.clone(),
+                    pushed_at_ms,
                 });
                 self.blobs
                     .entry(repo.to_string())
@@ -234,12 +236,30 @@ impl Client {
         self.put_tag(repo, tag, body, "move-tag").await;
     }
 
+    /// When the push of the earliest pushed blob `manifest` names started (blobs this run pushed).
+    fn oldest_push_ms(&self, manifest: &[u8]) -> Option<u64> {
+        let v: serde_json::Value = serde_json::from_slice(manifest).ok()?;
+        let layers = v["layers"].as_array().cloned().unwrap_or_default();
+        let named: Vec<String> = std::iter::once(&v["config"])
+            .chain(layers.iter())
+            .filter_map(|d| d["digest"].as_str().map(str::to_string))
+            .collect();
+        self.shared
+            .acked_blobs
+            .borrow()
+            .iter()
+            .filter(|b| named.contains(&b.digest))
+            .map(|b| b.pushed_at_ms)
+            .min()
+    }
+
     async fn put_tag(&mut self, repo: &str, tag: &str, body: Bytes, what: &str) {
         let digest = digest_of(&body);
         let value = self.shared.intern(&digest);
         let key: TagKey = (repo.to_string(), tag.to_string());
         let node = self.node();
         let call = self.shared.tick();
+        let call_ms = now_ms();
         let result = client::request(
             &api_addr(&node),
             Method::PUT,
@@ -281,14 +301,23 @@ impl Client {
             Answer::Refused(reply) => {
                 let code = error_code(reply);
                 if code == "MANIFEST_BLOB_UNKNOWN" || code == "BLOB_UNKNOWN" {
-                    // Only blobs whose push was acknowledged are referenced.
-                    self.shared.fail(
-                        "acked_blob_unknown",
-                        format!(
-                            "PUT {repo}:{tag} on {node}: {} {code} for blobs acknowledged before",
-                            reply.status
-                        ),
-                    );
+                    // Only blobs whose push was acknowledged are referenced; GC may have
+                    // collected one unreferenced long enough (see `crate::skew`), never a fresh one.
+                    let oldest = self.oldest_push_ms(&body);
+                    if oldest.is_some_and(|t| call_ms < t + crate::skew::never_collected_within_ms()) {
+                        self.shared.fail(
+                            "acked_blob_unknown",
+                            format!(
+                                "PUT {repo}:{tag} on {node}: {} {code} for blobs acknowledged less than {} ms before",
+                                reply.status,
+                                crate::skew::never_collected_within_ms()
+                            ),
+                        );
+                    } else {
+                        self.shared.count("op.push-manifest.blob-collected", 1);
+                        // Push fresh blobs for the next manifests of this repository.
+                        self.blobs.remove(repo);
+                    }
                 }
             }
             Answer::Unknown(_) => self.shared.register_op(&key, RegOp::Write(value), call, None),
