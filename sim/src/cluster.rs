@@ -103,6 +103,21 @@ pub async fn node_host(spec: NodeSpec) -> turmoil::Result {
     Ok(())
 }
 
+/// The load balancer's host name (clients reach it at `lb:<API_PORT>`).
+pub const LB_HOST: &str = "lb";
+
+/// The load balancer host: `keelson lb`'s round-robin relay on the simulated network, over every
+/// node (a node that is down or not a member is skipped or answers for itself, as in a real
+/// deployment whose balancer lags the membership).
+pub async fn lb_host(backends: Vec<String>) -> turmoil::Result {
+    let listener = TcpListener::bind((IpAddr::V4(Ipv4Addr::UNSPECIFIED), API_PORT)).await?;
+    let listener = &listener;
+    let accept = move || async move { listener.accept().await.map(|(stream, _)| stream) };
+    let connect = |addr: String| turmoil::net::TcpStream::connect(addr);
+    keelson::lb::balance(accept, backends, connect).await?;
+    Ok(())
+}
+
 /// A member as `cluster status` reports it.
 #[derive(Debug, Clone, Deserialize)]
 pub struct MemberStatus {

@@ -207,6 +207,10 @@ fn run_here(seed: u64, config: &Config) -> Result<Outcome, RunError> {
         sim.host(node.name.as_str(), move || cluster::node_host(spec.clone()));
     }
     {
+        let backends: Vec<String> = nodes.iter().map(NodeSpec::api).collect();
+        sim.host(cluster::LB_HOST, move || cluster::lb_host(backends.clone()));
+    }
+    {
         let (shared, originals, changes) = (shared.clone(), originals.clone(), changes.clone());
         sim.client("admin", async move {
             match cluster::form(&shared, &originals).await {
@@ -218,12 +222,21 @@ fn run_here(seed: u64, config: &Config) -> Result<Outcome, RunError> {
             Ok(())
         });
     }
-    let mut others = vec!["admin".to_string(), "monitor".to_string(), "verifier".to_string()];
+    let mut others = vec![
+        "admin".to_string(),
+        "monitor".to_string(),
+        "verifier".to_string(),
+        cluster::LB_HOST.to_string(),
+    ];
     for c in 0..config.clients {
         let spec = WorkerSpec {
             name: format!("client{}", c + 1),
             seed: rng.gen(),
-            nodes: nodes.iter().map(|n| n.name.clone()).collect(),
+            nodes: nodes
+                .iter()
+                .map(|n| n.name.clone())
+                .chain(std::iter::once(cluster::LB_HOST.to_string()))
+                .collect(),
             repos: config.repos.clone(),
             tags: config.tags.clone(),
             ops: config.ops_per_client,

@@ -31,7 +31,7 @@ pub struct WorkerSpec {
     /// Host name (`client<n>`).
     pub name: String,
     pub seed: u64,
-    /// Node host names to spread requests over.
+    /// Host names to spread requests over: the nodes and the load balancer.
     pub nodes: Vec<String>,
     pub repos: Vec<String>,
     pub tags: Vec<String>,
@@ -69,6 +69,16 @@ fn label(answer: &Answer) -> String {
     match answer {
         Answer::Done(r) | Answer::Refused(r) => format!("{} {}", r.status, error_code(r)),
         Answer::Unknown(why) => why.clone(),
+    }
+}
+
+/// The path (and query) of a `Location` header, absolute or not.
+fn path_of(location: &str) -> String {
+    match location.split_once("://") {
+        Some((_, rest)) => rest
+            .find('/')
+            .map_or_else(|| "/".to_string(), |i| rest[i..].to_string()),
+        None => location.to_string(),
     }
 }
 
@@ -161,22 +171,27 @@ impl Client {
         let digest = digest_of(&data);
         let node = self.node();
         let pushed_at_ms = now_ms();
-        let path = format!("/v2/{repo}/blobs/uploads/?digest={digest}");
-        let result = client::request(
-            &api_addr(&node),
-            Method::POST,
-            &path,
-            &[("content-type", "application/octet-stream")],
-            Bytes::from(data),
-            REQUEST_TIMEOUT,
-        )
-        .await;
-        let answer = classify(result, 201);
-        self.trace(
-            &node,
-            format!("push-blob {repo} {} -> {}", short(&digest), label(&answer)),
-        );
-        self.shared.count(format!("op.push-blob.{}", outcome(&answer)), 1);
+        let (what, answer) = if self.rng.gen_bool(0.4) {
+            let pieces = self.rng.gen_range(2..=4);
+            (
+                "push-chunked",
+                self.upload_chunked(&node, repo, &data, &digest, pieces).await,
+            )
+        } else {
+            let path = format!("/v2/{repo}/blobs/uploads/?digest={digest}");
+            let result = client::request(
+                &api_addr(&node),
+                Method::POST,
+                &path,
+                &[("content-type", "application/octet-stream")],
+                Bytes::from(data),
+                REQUEST_TIMEOUT,
+            )
+            .await;
+            ("push-blob", classify(result, 201))
+        };
+        self.trace(&node, format!("{what} {repo} {} -> {}", short(&digest), label(&answer)));
+        self.shared.count(format!("op.{what}.{}", outcome(&answer)), 1);
         match answer {
             Answer::Done(_) => {
                 self.shared.acked_blobs.borrow_mut().push(AckedBlob {
@@ -192,6 +207,62 @@ impl Client {
             }
             _ => None,
         }
+    }
+
+    /// A chunked upload through `entry` (a node, or the load balancer, which sends every request
+    /// to the next node, so the session's owner is reached through the upload proxy): `POST`,
+    /// `pieces` `PATCH`es with `Content-Range`, then `PUT ?digest=`. Answers the first step that
+    /// did not succeed, or the final `PUT`.
+    async fn upload_chunked(&mut self, entry: &str, repo: &str, data: &[u8], digest: &str, pieces: usize) -> Answer {
+        let addr = api_addr(entry);
+        let started = client::request(
+            &addr,
+            Method::POST,
+            &format!("/v2/{repo}/blobs/uploads/"),
+            &[],
+            Bytes::new(),
+            REQUEST_TIMEOUT,
+        )
+        .await;
+        let mut location = match classify(started, 202) {
+            Answer::Done(r) => match r.header("location") {
+                Some(l) => path_of(l),
+                None => return Answer::Unknown("post-no-location".into()),
+            },
+            other => return other,
+        };
+        let step = data.len().div_ceil(pieces).max(1);
+        for (i, piece) in data.chunks(step).enumerate() {
+            let start = i * step;
+            let range = format!("{start}-{}", start + piece.len() - 1);
+            let patched = client::request(
+                &addr,
+                Method::PATCH,
+                &location,
+                &[("content-type", "application/octet-stream"), ("content-range", &range)],
+                Bytes::copy_from_slice(piece),
+                REQUEST_TIMEOUT,
+            )
+            .await;
+            location = match classify(patched, 202) {
+                Answer::Done(r) => match r.header("location") {
+                    Some(l) => path_of(l),
+                    None => return Answer::Unknown("patch-no-location".into()),
+                },
+                other => return other,
+            };
+        }
+        let sep = if location.contains('?') { '&' } else { '?' };
+        let finished = client::request(
+            &addr,
+            Method::PUT,
+            &format!("{location}{sep}digest={digest}"),
+            &[],
+            Bytes::new(),
+            REQUEST_TIMEOUT,
+        )
+        .await;
+        classify(finished, 201)
     }
 
     /// A new manifest over two acknowledged blobs of `repo` (pushing them first if needed).
