@@ -16,7 +16,8 @@ use turmoil::net::TcpListener;
 
 use crate::client;
 use crate::history::{now_ms, Shared};
-use crate::net::{self, API_PORT, PEER_PORT};
+pub use crate::net::PEER_PORT;
+use crate::net::{self, API_PORT};
 
 /// Unix time (ms) the simulated clock starts at.
 pub const EPOCH_MS: u64 = 1_750_000_000_000;
@@ -30,6 +31,8 @@ pub struct NodeSpec {
     pub fault_domain: String,
     /// Outside the host, so a crashed and restarted node reopens the same stores.
     pub data_dir: PathBuf,
+    /// How far this node's wall clock is off true (simulated) time.
+    pub clock_skew_ms: i64,
 }
 
 impl NodeSpec {
@@ -42,18 +45,19 @@ pub fn api_addr(host: &str) -> String {
     format!("{host}:{API_PORT}")
 }
 
-/// The simulated wall clock handed to the node.
-struct SimClock;
+/// The simulated wall clock handed to the node, off by the node's skew.
+struct SimClock {
+    skew_ms: i64,
+}
 
 impl keelson_api::Clock for SimClock {
     fn now_ms(&self) -> u64 {
-        EPOCH_MS + now_ms()
+        (EPOCH_MS + now_ms()).saturating_add_signed(self.skew_ms)
     }
 }
 
 /// A node host's software: the real node on simulated listeners, running until crashed.
 pub async fn node_host(spec: NodeSpec) -> turmoil::Result {
-    tokio::spawn(crate::stall::pusher(spec.name.clone()));
     let ip = turmoil::lookup(spec.name.as_str());
     let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
     let api = TcpListener::bind((any, API_PORT)).await?;
@@ -67,7 +71,10 @@ pub async fn node_host(spec: NodeSpec) -> turmoil::Result {
         node_id: Some(spec.id),
         fault_domain: Some(spec.fault_domain.clone()),
         region: Some("sim".into()),
-        replicas: Some(3),
+        replicas: Some(crate::redundancy::REPLICAS),
+        repair_interval_ms: Some(crate::redundancy::REPAIR_INTERVAL_MS),
+        gc_interval_ms: Some(crate::skew::GC_INTERVAL_MS),
+        gc_grace_ms: Some(crate::skew::GC_GRACE_MS),
         auth: Some(keelson::config::AuthSetting::Off),
         // The real disk's free space would make runs of one seed differ; every node then
         // weighs alike in placement.
@@ -77,7 +84,9 @@ pub async fn node_host(spec: NodeSpec) -> turmoil::Result {
     .resolve()?;
     let env = Environment {
         dialer: Some(net::dialer()),
-        clock: Arc::new(SimClock),
+        clock: Arc::new(SimClock {
+            skew_ms: spec.clock_skew_ms,
+        }),
     };
     let node = keelson::start_with(
         config,
@@ -97,6 +106,21 @@ pub async fn node_host(spec: NodeSpec) -> turmoil::Result {
     Ok(())
 }
 
+/// The load balancer's host name (clients reach it at `lb:<API_PORT>`).
+pub const LB_HOST: &str = "lb";
+
+/// The load balancer host: `keelson lb`'s round-robin relay on the simulated network, over every
+/// node (a node that is down or not a member is skipped or answers for itself, as in a real
+/// deployment whose balancer lags the membership).
+pub async fn lb_host(backends: Vec<String>) -> turmoil::Result {
+    let listener = TcpListener::bind((IpAddr::V4(Ipv4Addr::UNSPECIFIED), API_PORT)).await?;
+    let listener = &listener;
+    let accept = move || async move { listener.accept().await.map(|(stream, _)| stream) };
+    let connect = |addr: String| turmoil::net::TcpStream::connect(addr);
+    keelson::lb::balance(accept, backends, connect).await?;
+    Ok(())
+}
+
 /// A member as `cluster status` reports it.
 #[derive(Debug, Clone, Deserialize)]
 pub struct MemberStatus {
@@ -113,6 +137,11 @@ pub struct Status {
     pub term: u64,
     pub applied_index: Option<u64>,
     pub members: Vec<MemberStatus>,
+    /// The repair job's last survey (set on the leader once a pass ran).
+    #[serde(default)]
+    pub under_replicated: Option<u64>,
+    #[serde(default)]
+    pub blob_jobs: std::collections::BTreeMap<String, u64>,
 }
 
 pub async fn status(host: &str, timeout: Duration) -> Result<Status, String> {
@@ -125,7 +154,7 @@ pub async fn status(host: &str, timeout: Duration) -> Result<Status, String> {
     serde_json::from_slice(&reply.body).map_err(|e| format!("bad status JSON: {e}"))
 }
 
-async fn post_json(host: &str, path: &str, body: String) -> Result<client::Reply, String> {
+pub async fn post_json(host: &str, path: &str, body: String) -> Result<client::Reply, String> {
     client::request(
         &api_addr(host),
         Method::POST,
@@ -198,7 +227,21 @@ pub async fn form(shared: &Shared, nodes: &[NodeSpec]) -> Result<(), String> {
     }
 }
 
-fn answer_label(answer: &Result<client::Reply, String>) -> String {
+/// `DELETE` on the management API.
+pub async fn delete(host: &str, path: &str) -> Result<client::Reply, String> {
+    client::request(
+        &api_addr(host),
+        Method::DELETE,
+        path,
+        &[],
+        Bytes::new(),
+        Duration::from_secs(15),
+    )
+    .await
+    .map_err(|e| e.label().to_string())
+}
+
+pub fn answer_label(answer: &Result<client::Reply, String>) -> String {
     match answer {
         Ok(r) => r.status.to_string(),
         Err(e) => e.clone(),

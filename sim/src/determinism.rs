@@ -8,7 +8,7 @@
 //! thread where [`seed_thread`] installed a seeded generator they answer from it, everywhere else
 //! (and for every other system call) they forward to the C library.
 //!
-//! The same `syscall` interposer also tells [`crate::stall`] when the simulation thread parks.
+//! The same `syscall` interposer also tells [`crate::lockstep`] when the simulation thread parks.
 //!
 //! Limits: tokio also mixes a process-global counter into each runtime's seed, so one seed replays
 //! bit for bit only in a fresh process, which is why sweeps run every seed in its own process.
@@ -112,23 +112,9 @@ mod interpose {
         if n == libc::SYS_getrandom && super::fill_seeded(a1 as *mut u8, a2 as usize) {
             return a2;
         }
-        // A timed futex wait of the simulation thread is its tokio runtime parking: tell the
-        // stall watchdog (see `crate::stall`).
         let cmd = a2 & 0x7f;
-        if n == libc::SYS_futex
-            && (cmd == libc::FUTEX_WAIT as c_long || cmd == libc::FUTEX_WAIT_BITSET as c_long)
-            && a4 != 0
-            && crate::stall::on_sim_thread()
-        {
-            crate::stall::wait_begins();
-            let r = forward(n, [a1, a2, a3, a4, a5, a6]);
-            // SAFETY: errno is thread-local and always readable.
-            let timed_out = r == -1 && unsafe { *libc::__errno_location() } == libc::ETIMEDOUT;
-            crate::stall::wait_ends(timed_out);
-            return r;
-        }
         // A wake-up by the simulation thread: let the woken threads finish reacting before it
-        // goes on (see `crate::stall`).
+        // goes on (see `crate::lockstep`).
         if n == libc::SYS_futex
             && matches!(
                 cmd as i32,
@@ -138,9 +124,9 @@ mod interpose {
                     | libc::FUTEX_REQUEUE
                     | libc::FUTEX_CMP_REQUEUE
             )
-            && crate::stall::on_sim_thread()
+            && crate::lockstep::on_sim_thread()
         {
-            return crate::stall::wake(|| forward(n, [a1, a2, a3, a4, a5, a6]));
+            return crate::lockstep::wake(|| forward(n, [a1, a2, a3, a4, a5, a6]));
         }
         forward(n, [a1, a2, a3, a4, a5, a6])
     }
@@ -172,8 +158,8 @@ mod interpose {
         }
         // SAFETY: the C library's pthread_create, called with the caller's arguments.
         let real = unsafe { std::mem::transmute::<usize, RawPthreadCreate>(ptr) };
-        if crate::stall::on_sim_thread() {
-            crate::stall::spawn(|| unsafe { real(thread, attr, start, arg) })
+        if crate::lockstep::on_sim_thread() {
+            crate::lockstep::spawn(|| unsafe { real(thread, attr, start, arg) })
         } else {
             unsafe { real(thread, attr, start, arg) }
         }
@@ -182,14 +168,14 @@ mod interpose {
     type RawClockGettime = unsafe extern "C" fn(libc::clockid_t, *mut libc::timespec) -> libc::c_int;
 
     /// `clock_gettime(3)`: `CLOCK_MONOTONIC` on the simulation thread is simulated time (see
-    /// `crate::stall::virtual_now`); everything else is the real clock.
+    /// `crate::lockstep::virtual_now`); everything else is the real clock.
     ///
     /// # Safety
     /// Same contract as the C library's `clock_gettime`.
     #[no_mangle]
     pub unsafe extern "C" fn clock_gettime(clock: libc::clockid_t, tp: *mut libc::timespec) -> libc::c_int {
         if clock == libc::CLOCK_MONOTONIC && !tp.is_null() {
-            if let Some(now) = crate::stall::virtual_now() {
+            if let Some(now) = crate::lockstep::virtual_now() {
                 // SAFETY: the caller hands a writable timespec.
                 unsafe {
                     (*tp).tv_sec = now.as_secs() as libc::time_t;

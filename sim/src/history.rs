@@ -26,6 +26,8 @@ pub struct Failure {
 pub struct AckedBlob {
     pub repo: String,
     pub digest: String,
+    /// Sim time (ms) at which its push started.
+    pub pushed_at_ms: u64,
 }
 
 /// A manifest push that was answered 201.
@@ -58,6 +60,8 @@ pub struct Shared {
     /// Sim time (ms) at which every fault was healed.
     pub healed_at: Cell<Option<u64>>,
     pub workers_done: Cell<usize>,
+    /// The members once the membership changes are done (node ids); the verifier checks these.
+    pub final_members: RefCell<Option<Vec<u64>>>,
     pub verified: Cell<bool>,
     pub counters: RefCell<BTreeMap<String, u64>>,
     pub failures: RefCell<Vec<Failure>>,
@@ -135,6 +139,28 @@ impl Shared {
     /// Every tag's history.
     pub fn registers(&self) -> BTreeMap<TagKey, Vec<Op>> {
         self.registers.borrow().clone()
+    }
+
+    /// Blobs that GC must never collect: those referenced by an acknowledged manifest that no
+    /// client tried to delete.
+    pub fn protected_blobs(&self) -> BTreeSet<String> {
+        let deleted = self.delete_attempted.borrow();
+        let mut out = BTreeSet::new();
+        for m in self.acked_manifests.borrow().iter() {
+            if deleted.contains(&(m.repo.clone(), m.digest.clone())) {
+                continue;
+            }
+            let Ok(v) = serde_json::from_slice::<serde_json::Value>(&m.body) else {
+                continue;
+            };
+            let layers = v["layers"].as_array().cloned().unwrap_or_default();
+            for d in std::iter::once(&v["config"]).chain(layers.iter()) {
+                if let Some(d) = d["digest"].as_str() {
+                    out.insert(d.to_string());
+                }
+            }
+        }
+        out
     }
 
     /// The digest an interned number stands for (for failure messages).

@@ -1,11 +1,13 @@
 //! The invariants, checked once every fault is healed and the clients are done:
 //!
 //! - the cluster converges (one leader, every node applied the same log);
-//! - no acknowledged push is lost: every blob answered 201 is readable from every node with bytes
-//!   matching its digest, every manifest answered 201 (and never the target of a delete) likewise;
+//! - no acknowledged push is lost: every manifest answered 201 (and never the target of a delete)
+//!   is readable from every node, and so is every blob it references, with bytes matching its
+//!   digest (GC runs, so an acknowledged blob no kept manifest references may be collected);
 //! - all nodes end with identical tags (committed entries never change or diverge);
 //! - every tag's history is linearizable (final reads included);
-//! - at most one node claimed leadership in any term.
+//! - at most one node claimed leadership in any term;
+//! - redundancy is restored after healing (see [`crate::redundancy`]).
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -59,11 +61,18 @@ pub async fn verifier(
     repos: Vec<String>,
     tags: Vec<String>,
 ) -> turmoil::Result {
-    while shared.healed_at.get().is_none() || shared.workers_done.get() < workers {
+    while shared.healed_at.get().is_none()
+        || shared.workers_done.get() < workers
+        || shared.final_members.borrow().is_none()
+    {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Only the final members: a removed node's view and copies do not count.
+    let members = shared.final_members.borrow().clone().unwrap_or_default();
+    let nodes: Vec<NodeSpec> = nodes.into_iter().filter(|n| members.contains(&n.id)).collect();
     shared.trace(now_ms(), "verify: waiting for convergence");
     converge(&shared, &nodes).await;
+    crate::redundancy::check(&shared, &nodes).await;
     final_tags(&shared, &nodes, &repos, &tags).await;
     acked_blobs(&shared, &nodes).await;
     acked_manifests(&shared, &nodes).await;
@@ -215,10 +224,16 @@ async fn final_tags(shared: &Shared, nodes: &[NodeSpec], repos: &[String], tags:
     }
 }
 
-/// Every acknowledged blob from every node.
+/// Every acknowledged blob GC must keep (see [`Shared::protected_blobs`]) from every node; the
+/// others may have been collected.
 async fn acked_blobs(shared: &Shared, nodes: &[NodeSpec]) {
     let blobs = shared.acked_blobs.borrow().clone();
+    let protected = shared.protected_blobs();
     for blob in blobs {
+        if !protected.contains(&blob.digest) {
+            shared.count("inv.blobs_collectable_skipped", 1);
+            continue;
+        }
         let mut served = Vec::new();
         let mut refused = Vec::new();
         for node in nodes {

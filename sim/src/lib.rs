@@ -2,11 +2,13 @@
 //!
 //! Several real Keelson nodes — the code the binary runs, started through
 //! [`keelson::start_with`] — run inside one [turmoil] simulation, on its network and its clock.
-//! A seed decides everything: the clients' operations, the faults (partitions, one-way and lossy
-//! links, slow networks, crashes and restarts), the network's latencies and every random draw the
-//! nodes make. After the faults are healed the run checks that no acknowledged push was lost,
-//! that every tag's history is linearizable, that no term had two leaders and that all nodes hold
-//! the same catalog. Equal seeds give equal traces (see [`determinism`] for how, and its limits).
+//! A seed decides everything: the clients' operations (some through a load-balancer host), the
+//! faults (partitions, one-way and lossy links, slow networks, crashes and restarts, membership
+//! changes, skewed clocks), the network's latencies and every random draw the nodes make. After
+//! the faults are healed the run checks that no acknowledged push was lost, that every tag's
+//! history is linearizable, that no term had two leaders, that all members hold the same catalog
+//! and that repair restored every blob's redundancy. Equal seeds give equal traces (see
+//! [`determinism`] and [`lockstep`] for how).
 //!
 //! `cargo test -p keelson-sim` runs a fixed set of seeds; the `keelson-sim` binary sweeps many.
 
@@ -17,10 +19,13 @@ pub mod faults;
 pub mod history;
 pub mod invariants;
 pub mod linearizability;
+pub mod lockstep;
+pub mod membership;
 pub mod net;
+pub mod redundancy;
 pub mod report;
 pub mod scenario;
-pub mod stall;
+pub mod skew;
 pub mod workload;
 
 pub use report::{SeedReport, Totals};

@@ -48,6 +48,9 @@ struct Cli {
     /// Fault window after the cluster formed, in seconds (0: no faults).
     #[arg(long, default_value_t = 25)]
     fault_secs: u64,
+    /// Never add or remove nodes (by default the seed may do both during the faults).
+    #[arg(long)]
+    no_membership_changes: bool,
 }
 
 impl Cli {
@@ -62,6 +65,7 @@ impl Cli {
             } else {
                 keelson_sim::faults::FaultKind::ALL.to_vec()
             },
+            membership_changes: !self.no_membership_changes,
             keep_trace: self.trace,
             ..Config::default()
         }
@@ -69,7 +73,7 @@ impl Cli {
 
     /// The flags a child process needs to run one seed of this sweep the same way.
     fn child_args(&self, seed: u64) -> Vec<String> {
-        vec![
+        let mut args: Vec<String> = vec![
             "--seed".into(),
             seed.to_string(),
             "--json".into(),
@@ -81,7 +85,11 @@ impl Cli {
             self.ops.to_string(),
             "--fault-secs".into(),
             self.fault_secs.to_string(),
-        ]
+        ];
+        if self.no_membership_changes {
+            args.push("--no-membership-changes".into());
+        }
+        args
     }
 }
 

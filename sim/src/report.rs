@@ -111,6 +111,11 @@ impl Totals {
         section(&mut out, "faults injected", "fault.");
         section(&mut out, "client operations (kind.outcome)", "op.");
         section(&mut out, "invariant checks", "inv.");
+        section(
+            &mut out,
+            "background jobs (the leader's counters at verification)",
+            "jobs.",
+        );
         out.push_str(&format!(
             "raft status samples: {}\n",
             self.counters.get("raft.status_samples").copied().unwrap_or(0)

@@ -14,6 +14,7 @@ use crate::determinism;
 use crate::faults::{self, FaultKind, Injector};
 use crate::history::{now_ms, Shared};
 use crate::invariants;
+use crate::membership;
 use crate::report::SeedReport;
 use crate::workload::{self, WorkerSpec};
 
@@ -34,6 +35,8 @@ pub struct Config {
     pub max_sim_ms: u64,
     pub repos: Vec<String>,
     pub tags: Vec<String>,
+    /// Let the seed add a spare node and/or remove one during the faults.
+    pub membership_changes: bool,
     /// Keep the trace's lines (for `--trace`), not just its hash.
     pub keep_trace: bool,
 }
@@ -51,6 +54,7 @@ impl Default for Config {
             max_sim_ms: 400_000,
             repos: vec!["sim/app".into(), "sim/base/db".into()],
             tags: vec!["latest".into(), "stable".into(), "v1".into()],
+            membership_changes: true,
             keep_trace: false,
         }
     }
@@ -128,8 +132,7 @@ pub fn run(seed: u64, config: &Config) -> Result<Outcome, RunError> {
 }
 
 /// Where the nodes' data directories go: `KEELSON_SIM_DIR`, else memory-backed `/dev/shm` when
-/// there is one (fsync is then free, so blocking I/O never outlasts the stall watchdog's grace),
-/// else the system temp directory.
+/// there is one (fsync is then free, so runs are faster), else the system temp directory.
 fn data_root() -> std::path::PathBuf {
     if let Some(dir) = std::env::var_os("KEELSON_SIM_DIR") {
         return dir.into();
@@ -148,11 +151,24 @@ fn run_here(seed: u64, config: &Config) -> Result<Outcome, RunError> {
     }
     determinism::anchor();
     let mut rng = StdRng::seed_from_u64(seed);
-    let dirs: Vec<tempfile::TempDir> = (0..config.nodes)
+    let changes = if config.membership_changes {
+        membership::Changes::draw(&mut rng, config.nodes, config.fault_window_ms)
+    } else {
+        membership::Changes {
+            plan: membership::Plan::Keep,
+            add_at_ms: 0,
+            remove_at_ms: 0,
+            first_contact: 0,
+        }
+    };
+    let total = config.nodes + usize::from(changes.plan.adds());
+    let skews = crate::skew::draw(&mut rng, total);
+    let dirs: Vec<tempfile::TempDir> = (0..total)
         .map(|_| tempfile::Builder::new().prefix("keelson-sim-").tempdir_in(data_root()))
         .collect::<Result<_, _>>()
         .map_err(RunError::DataDir)?;
-    let nodes: Vec<NodeSpec> = dirs
+    // Every node that takes part: the original ones, then the spare the plan may add.
+    let mut nodes: Vec<NodeSpec> = dirs
         .iter()
         .enumerate()
         .map(|(i, dir)| NodeSpec {
@@ -160,10 +176,21 @@ fn run_here(seed: u64, config: &Config) -> Result<Outcome, RunError> {
             name: format!("node{}", i + 1),
             fault_domain: format!("fd{}", i % 3 + 1),
             data_dir: dir.path().to_path_buf(),
+            clock_skew_ms: skews[i],
         })
         .collect();
+    // A replacement goes into the fault domain of the node it replaces, as an operator would.
+    if let membership::Plan::Replace { remove } = changes.plan {
+        nodes[config.nodes].fault_domain = nodes[remove].fault_domain.clone();
+    }
+    let originals: Vec<NodeSpec> = nodes[..config.nodes].to_vec();
+    let spare = nodes.get(config.nodes).cloned();
     let shared = Rc::new(Shared::new(config.keep_trace));
-    let watchdog = crate::stall::Watchdog::start().map_err(RunError::Thread)?;
+    for node in nodes.iter().filter(|n| n.clock_skew_ms != 0) {
+        shared.trace(0, format!("clock {} skew {} ms", node.name, node.clock_skew_ms));
+        shared.count("fault.clock-skewed-node", 1);
+    }
+    let alarm = crate::lockstep::HangAlarm::start(seed).map_err(RunError::Thread)?;
 
     let mut sim = turmoil::Builder::new()
         .simulation_duration(Duration::from_millis(config.max_sim_ms))
@@ -180,22 +207,36 @@ fn run_here(seed: u64, config: &Config) -> Result<Outcome, RunError> {
         sim.host(node.name.as_str(), move || cluster::node_host(spec.clone()));
     }
     {
-        let (shared, nodes) = (shared.clone(), nodes.clone());
+        let backends: Vec<String> = nodes.iter().map(NodeSpec::api).collect();
+        sim.host(cluster::LB_HOST, move || cluster::lb_host(backends.clone()));
+    }
+    {
+        let (shared, originals, changes) = (shared.clone(), originals.clone(), changes.clone());
         sim.client("admin", async move {
-            match cluster::form(&shared, &nodes).await {
+            match cluster::form(&shared, &originals).await {
                 Ok(()) => shared.trace(now_ms(), "admin cluster formed"),
                 Err(e) => shared.fail("cluster_formation", e),
             }
             shared.formed_at.set(Some(now_ms()));
+            membership::run(&shared, changes, originals, spare).await;
             Ok(())
         });
     }
-    let mut others = vec!["admin".to_string(), "monitor".to_string(), "verifier".to_string()];
+    let mut others = vec![
+        "admin".to_string(),
+        "monitor".to_string(),
+        "verifier".to_string(),
+        cluster::LB_HOST.to_string(),
+    ];
     for c in 0..config.clients {
         let spec = WorkerSpec {
             name: format!("client{}", c + 1),
             seed: rng.gen(),
-            nodes: nodes.iter().map(|n| n.name.clone()).collect(),
+            nodes: nodes
+                .iter()
+                .map(|n| n.name.clone())
+                .chain(std::iter::once(cluster::LB_HOST.to_string()))
+                .collect(),
             repos: config.repos.clone(),
             tags: config.tags.clone(),
             ops: config.ops_per_client,
@@ -225,10 +266,12 @@ fn run_here(seed: u64, config: &Config) -> Result<Outcome, RunError> {
         Duration::from_millis(config.max_latency_ms),
     );
     loop {
-        crate::stall::set_sim_now(sim.elapsed());
+        crate::lockstep::set_sim_now(sim.elapsed());
         let now = sim.elapsed().as_millis() as u64;
         injector.advance(&mut sim, &shared, now);
-        match sim.step() {
+        let stepped = sim.step();
+        crate::lockstep::step_done();
+        match stepped {
             Ok(true) => break,
             Ok(false) => {}
             Err(e) => {
@@ -239,15 +282,11 @@ fn run_here(seed: u64, config: &Config) -> Result<Outcome, RunError> {
     }
     let sim_ms = sim.elapsed().as_millis() as u64;
     drop(sim);
-    shared.count("sim.time_pushes", watchdog.pushes());
-    if watchdog.lost_kicks() > 0 {
-        shared.count("sim.lost_kicks", watchdog.lost_kicks());
-    }
-    let unsettled = crate::stall::settle_timeouts();
+    let unsettled = crate::lockstep::settle_timeouts();
     if unsettled > 0 {
         shared.count("sim.settle_timeouts", unsettled);
     }
-    drop(watchdog);
+    drop(alarm);
     let panics = PANICS.lock().map(|p| p.clone()).unwrap_or_default();
     for p in panics {
         shared.fail("panic", p);

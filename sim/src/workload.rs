@@ -31,7 +31,7 @@ pub struct WorkerSpec {
     /// Host name (`client<n>`).
     pub name: String,
     pub seed: u64,
-    /// Node host names to spread requests over.
+    /// Host names to spread requests over: the nodes and the load balancer.
     pub nodes: Vec<String>,
     pub repos: Vec<String>,
     pub tags: Vec<String>,
@@ -69,6 +69,16 @@ fn label(answer: &Answer) -> String {
     match answer {
         Answer::Done(r) | Answer::Refused(r) => format!("{} {}", r.status, error_code(r)),
         Answer::Unknown(why) => why.clone(),
+    }
+}
+
+/// The path (and query) of a `Location` header, absolute or not.
+fn path_of(location: &str) -> String {
+    match location.split_once("://") {
+        Some((_, rest)) => rest
+            .find('/')
+            .map_or_else(|| "/".to_string(), |i| rest[i..].to_string()),
+        None => location.to_string(),
     }
 }
 
@@ -160,27 +170,34 @@ impl Client {
         self.rng.fill_bytes(&mut data);
         let digest = digest_of(&data);
         let node = self.node();
-        let path = format!("/v2/{repo}/blobs/uploads/?digest={digest}");
-        let result = client::request(
-            &api_addr(&node),
-            Method::POST,
-            &path,
-            &[("content-type", "application/octet-stream")],
-            Bytes::from(data),
-            REQUEST_TIMEOUT,
-        )
-        .await;
-        let answer = classify(result, 201);
-        self.trace(
-            &node,
-            format!("push-blob {repo} {} -> {}", short(&digest), label(&answer)),
-        );
-        self.shared.count(format!("op.push-blob.{}", outcome(&answer)), 1);
+        let pushed_at_ms = now_ms();
+        let (what, answer) = if self.rng.gen_bool(0.4) {
+            let pieces = self.rng.gen_range(2..=4);
+            (
+                "push-chunked",
+                self.upload_chunked(&node, repo, &data, &digest, pieces).await,
+            )
+        } else {
+            let path = format!("/v2/{repo}/blobs/uploads/?digest={digest}");
+            let result = client::request(
+                &api_addr(&node),
+                Method::POST,
+                &path,
+                &[("content-type", "application/octet-stream")],
+                Bytes::from(data),
+                REQUEST_TIMEOUT,
+            )
+            .await;
+            ("push-blob", classify(result, 201))
+        };
+        self.trace(&node, format!("{what} {repo} {} -> {}", short(&digest), label(&answer)));
+        self.shared.count(format!("op.{what}.{}", outcome(&answer)), 1);
         match answer {
             Answer::Done(_) => {
                 self.shared.acked_blobs.borrow_mut().push(AckedBlob {
                     repo: repo.to_string(),
                     digest: digest.clone(),
+                    pushed_at_ms,
                 });
                 self.blobs
                     .entry(repo.to_string())
@@ -190,6 +207,62 @@ impl Client {
             }
             _ => None,
         }
+    }
+
+    /// A chunked upload through `entry` (a node, or the load balancer, which sends every request
+    /// to the next node, so the session's owner is reached through the upload proxy): `POST`,
+    /// `pieces` `PATCH`es with `Content-Range`, then `PUT ?digest=`. Answers the first step that
+    /// did not succeed, or the final `PUT`.
+    async fn upload_chunked(&mut self, entry: &str, repo: &str, data: &[u8], digest: &str, pieces: usize) -> Answer {
+        let addr = api_addr(entry);
+        let started = client::request(
+            &addr,
+            Method::POST,
+            &format!("/v2/{repo}/blobs/uploads/"),
+            &[],
+            Bytes::new(),
+            REQUEST_TIMEOUT,
+        )
+        .await;
+        let mut location = match classify(started, 202) {
+            Answer::Done(r) => match r.header("location") {
+                Some(l) => path_of(l),
+                None => return Answer::Unknown("post-no-location".into()),
+            },
+            other => return other,
+        };
+        let step = data.len().div_ceil(pieces).max(1);
+        for (i, piece) in data.chunks(step).enumerate() {
+            let start = i * step;
+            let range = format!("{start}-{}", start + piece.len() - 1);
+            let patched = client::request(
+                &addr,
+                Method::PATCH,
+                &location,
+                &[("content-type", "application/octet-stream"), ("content-range", &range)],
+                Bytes::copy_from_slice(piece),
+                REQUEST_TIMEOUT,
+            )
+            .await;
+            location = match classify(patched, 202) {
+                Answer::Done(r) => match r.header("location") {
+                    Some(l) => path_of(l),
+                    None => return Answer::Unknown("patch-no-location".into()),
+                },
+                other => return other,
+            };
+        }
+        let sep = if location.contains('?') { '&' } else { '?' };
+        let finished = client::request(
+            &addr,
+            Method::PUT,
+            &format!("{location}{sep}digest={digest}"),
+            &[],
+            Bytes::new(),
+            REQUEST_TIMEOUT,
+        )
+        .await;
+        classify(finished, 201)
     }
 
     /// A new manifest over two acknowledged blobs of `repo` (pushing them first if needed).
@@ -234,12 +307,30 @@ impl Client {
         self.put_tag(repo, tag, body, "move-tag").await;
     }
 
+    /// When the push of the earliest pushed blob `manifest` names started (blobs this run pushed).
+    fn oldest_push_ms(&self, manifest: &[u8]) -> Option<u64> {
+        let v: serde_json::Value = serde_json::from_slice(manifest).ok()?;
+        let layers = v["layers"].as_array().cloned().unwrap_or_default();
+        let named: Vec<String> = std::iter::once(&v["config"])
+            .chain(layers.iter())
+            .filter_map(|d| d["digest"].as_str().map(str::to_string))
+            .collect();
+        self.shared
+            .acked_blobs
+            .borrow()
+            .iter()
+            .filter(|b| named.contains(&b.digest))
+            .map(|b| b.pushed_at_ms)
+            .min()
+    }
+
     async fn put_tag(&mut self, repo: &str, tag: &str, body: Bytes, what: &str) {
         let digest = digest_of(&body);
         let value = self.shared.intern(&digest);
         let key: TagKey = (repo.to_string(), tag.to_string());
         let node = self.node();
         let call = self.shared.tick();
+        let call_ms = now_ms();
         let result = client::request(
             &api_addr(&node),
             Method::PUT,
@@ -281,14 +372,23 @@ impl Client {
             Answer::Refused(reply) => {
                 let code = error_code(reply);
                 if code == "MANIFEST_BLOB_UNKNOWN" || code == "BLOB_UNKNOWN" {
-                    // Only blobs whose push was acknowledged are referenced.
-                    self.shared.fail(
-                        "acked_blob_unknown",
-                        format!(
-                            "PUT {repo}:{tag} on {node}: {} {code} for blobs acknowledged before",
-                            reply.status
-                        ),
-                    );
+                    // Only blobs whose push was acknowledged are referenced; GC may have
+                    // collected one unreferenced long enough (see `crate::skew`), never a fresh one.
+                    let oldest = self.oldest_push_ms(&body);
+                    if oldest.is_some_and(|t| call_ms < t + crate::skew::never_collected_within_ms()) {
+                        self.shared.fail(
+                            "acked_blob_unknown",
+                            format!(
+                                "PUT {repo}:{tag} on {node}: {} {code} for blobs acknowledged less than {} ms before",
+                                reply.status,
+                                crate::skew::never_collected_within_ms()
+                            ),
+                        );
+                    } else {
+                        self.shared.count("op.push-manifest.blob-collected", 1);
+                        // Push fresh blobs for the next manifests of this repository.
+                        self.blobs.remove(repo);
+                    }
                 }
             }
             Answer::Unknown(_) => self.shared.register_op(&key, RegOp::Write(value), call, None),

@@ -6,8 +6,11 @@
 //! is rebuilt by hashing the bytes on disk the first time the session is touched, so an upload
 //! survives a crash and resumes at the offset the disk holds.
 //!
-//! Chunks are written and hashed on a blocking thread fed by a bounded queue, so the network
-//! side never waits on the disk for more than a few chunks and memory stays flat.
+//! Network frames are gathered into 1 MiB batches; each batch is written and hashed by one short
+//! blocking call started as soon as it is full, while the network delivers the next ones. A
+//! blocking call only ever works on bytes it already has — none waits for the network — so the
+//! disk overlaps the transfer, memory stays at a few batches, and a runtime whose clock must not
+//! move while blocking work is pending (the simulation's) is never held up by a slow client.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -18,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use bytes::{Bytes, BytesMut};
 use rand::RngCore;
 use sha2::{Digest as _, Sha256};
-use tokio::sync::{mpsc, Mutex as AsyncMutex, OwnedMutexGuard};
+use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 use tokio::task::JoinHandle;
 
 use crate::blob_store::{sync_dir, BlobStore};
@@ -175,48 +178,16 @@ impl Uploads {
 
     /// Opens the session for appending. `start`, when given, must equal the current offset.
     pub async fn writer(&self, id: &str, repo: &str, start: Option<u64>) -> Result<UploadWriter, StorageError> {
-        let mut guard = self.session(id, repo).await?;
-        let live = guard.live.take().ok_or(StorageError::UploadUnknown)?;
+        let guard = self.session(id, repo).await?;
+        let offset = guard.live.as_ref().ok_or(StorageError::UploadUnknown)?.offset;
         if let Some(start) = start {
-            if start != live.offset {
-                let offset = live.offset;
-                guard.live = Some(live);
+            if start != offset {
                 return Err(StorageError::OutOfOrder { start, offset });
             }
         }
-        let (tx, mut rx) = mpsc::channel::<Bytes>(QUEUE_CHUNKS);
-        // The worker owns the session lock until every queued chunk is on disk, so even a
-        // request cancelled halfway leaves the session consistent for the next one.
-        let worker = tokio::task::spawn_blocking(move || {
-            let mut live = live;
-            let mut pending: Vec<u8> = Vec::with_capacity(WRITE_BUFFER);
-            let mut result = Ok(());
-            while let Some(chunk) = rx.blocking_recv() {
-                if pending.is_empty() && chunk.len() >= WRITE_BUFFER {
-                    // Already a full write (the writer's staging or a peer's chunk): no copy.
-                    result = live.append(&chunk);
-                } else if pending.len() + chunk.len() > WRITE_BUFFER {
-                    result = live.append(&pending).and_then(|_| live.append(&chunk));
-                    pending.clear();
-                } else {
-                    pending.extend_from_slice(&chunk);
-                }
-                if result.is_err() {
-                    break;
-                }
-            }
-            if result.is_ok() {
-                result = live.append(&pending);
-            }
-            let offset = live.offset;
-            // After a failed write the file and the hash state may disagree: drop the live
-            // state so the next access rebuilds it from the disk.
-            guard.live = if result.is_ok() { Some(live) } else { None };
-            result.map(|_| offset)
-        });
         Ok(UploadWriter {
-            tx: Some(tx),
-            worker,
+            disk: Disk::Idle(guard),
+            queued: Vec::new(),
             staging: BytesMut::with_capacity(WRITE_BUFFER),
         })
     }
@@ -283,47 +254,104 @@ fn rehash(path: PathBuf) -> io::Result<Live> {
     Ok(Live { file, hasher, offset })
 }
 
-/// An open append to one session (the session stays locked until its worker is done).
+/// An open append to one session. The session stays locked until the writer is closed or
+/// dropped and its last batch is on disk, so even a request cancelled halfway leaves the session
+/// consistent (at the offset the disk holds) for the next one.
 pub struct UploadWriter {
-    tx: Option<mpsc::Sender<Bytes>>,
-    worker: JoinHandle<io::Result<u64>>,
-    /// Small network frames gathered into large chunks, so the disk thread wakes once per
+    disk: Disk,
+    /// Full batches waiting for the disk (at most `QUEUE_CHUNKS`).
+    queued: Vec<Bytes>,
+    /// Small network frames gathered into a batch, so the disk is touched once per
     /// `WRITE_BUFFER` bytes rather than once per frame.
     staging: BytesMut,
 }
 
+/// Where the session is: here, or with the blocking call that is writing batches into it.
+enum Disk {
+    Idle(OwnedMutexGuard<Session>),
+    Busy(JoinHandle<(OwnedMutexGuard<Session>, io::Result<()>)>),
+    /// The blocking call died (a panic); the session was released when it did.
+    Lost,
+}
+
+/// Appends `batches` to the session, in order. After a failed write the file and the hash state
+/// may disagree: the live state is dropped so the next access rebuilds it from the disk.
+fn write_batches(
+    mut guard: OwnedMutexGuard<Session>,
+    batches: Vec<Bytes>,
+) -> (OwnedMutexGuard<Session>, io::Result<()>) {
+    let Some(live) = guard.live.as_mut() else {
+        return (
+            guard,
+            Err(io::Error::other("upload session lost its state after a failed write")),
+        );
+    };
+    let mut result = Ok(());
+    for batch in &batches {
+        result = live.append(batch);
+        if result.is_err() {
+            guard.live = None;
+            break;
+        }
+    }
+    (guard, result)
+}
+
 impl UploadWriter {
-    /// Queues bytes for writing and hashing.
+    /// Takes bytes for writing and hashing; waits only when `QUEUE_CHUNKS` batches are queued.
     pub async fn write(&mut self, chunk: Bytes) -> Result<(), StorageError> {
         if self.staging.is_empty() && chunk.len() >= WRITE_BUFFER {
-            return self.send(chunk).await;
+            self.queued.push(chunk);
+        } else {
+            self.staging.extend_from_slice(&chunk);
+            if self.staging.len() >= WRITE_BUFFER {
+                self.queued.push(self.staging.split().freeze());
+                self.staging.reserve(WRITE_BUFFER);
+            }
         }
-        self.staging.extend_from_slice(&chunk);
-        if self.staging.len() >= WRITE_BUFFER {
-            let full = self.staging.split().freeze();
-            self.staging.reserve(WRITE_BUFFER);
-            self.send(full).await?;
+        if self.queued.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        let full = self.queued.len() >= QUEUE_CHUNKS;
+        self.pump(full).await
     }
 
-    async fn send(&mut self, chunk: Bytes) -> Result<(), StorageError> {
-        let tx = self.tx.as_ref().ok_or(StorageError::UploadUnknown)?;
-        tx.send(chunk)
-            .await
-            .map_err(|_| StorageError::Io(io::Error::other("upload writer stopped")))
+    /// Collects a finished (or, with `wait`, the running) blocking call, then starts the next one
+    /// on everything queued.
+    async fn pump(&mut self, wait: bool) -> Result<(), StorageError> {
+        if let Disk::Busy(handle) = &mut self.disk {
+            if !wait && !handle.is_finished() {
+                return Ok(());
+            }
+            let joined = handle.await;
+            self.disk = Disk::Lost;
+            let (guard, result) = joined.map_err(|e| StorageError::Io(io::Error::other(e)))?;
+            self.disk = Disk::Idle(guard);
+            result?;
+        }
+        if self.queued.is_empty() {
+            return Ok(());
+        }
+        match std::mem::replace(&mut self.disk, Disk::Lost) {
+            Disk::Idle(guard) => {
+                let batches = std::mem::take(&mut self.queued);
+                self.disk = Disk::Busy(tokio::task::spawn_blocking(move || write_batches(guard, batches)));
+                Ok(())
+            }
+            Disk::Busy(_) | Disk::Lost => Err(StorageError::Io(io::Error::other("upload writer stopped"))),
+        }
     }
 
-    /// Waits for every queued chunk to be written; returns the new offset.
+    /// Writes everything taken so far; returns the new offset.
     pub async fn close(mut self) -> Result<u64, StorageError> {
         if !self.staging.is_empty() {
-            let rest = self.staging.split().freeze();
-            self.send(rest).await?;
+            self.queued.push(self.staging.split().freeze());
         }
-        self.tx.take();
-        let offset = (&mut self.worker)
-            .await
-            .map_err(|e| StorageError::Io(io::Error::other(e)))??;
-        Ok(offset)
+        self.pump(true).await?;
+        self.pump(true).await?;
+        match &self.disk {
+            Disk::Idle(guard) => guard.live.as_ref().map(|l| l.offset).ok_or(StorageError::UploadUnknown),
+            Disk::Busy(_) | Disk::Lost => Err(StorageError::Io(io::Error::other("upload writer stopped"))),
+        }
     }
 }

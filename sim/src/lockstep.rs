@@ -1,54 +1,32 @@
-//! Keeps simulated time moving while a node's `spawn_blocking` task waits for network input.
+//! Keeps the node's blocking threads in lock-step with the simulation thread.
 //!
 //! turmoil runs every host on a tokio runtime whose clock is paused and advances only when the
-//! runtime is idle — and tokio never auto-advances a paused clock while any `spawn_blocking`
-//! task is alive. Keelson's upload sessions write through a blocking worker that stays alive,
-//! waiting on a channel, until the request body has arrived; the body can only arrive when
-//! simulated time moves on; so the host's tick would never end and the whole simulation would
-//! hang. (A real node is unaffected: real time does not wait for blocking tasks.)
+//! runtime is idle; tokio does not advance it while a `spawn_blocking` task is in flight, so a
+//! host's tick waits (in real time) for its blocking work to finish. Node code only hands blocking
+//! threads work they can finish on their own (disk I/O and hashing, never a wait for the network),
+//! so no tick waits for long. What remains is *when* a blocking task's completion is seen: if the
+//! simulation thread went on while a blocking thread was still working, the completion's place in
+//! the run queue would depend on the machine's speed. So whenever the simulation thread wakes a
+//! thread (a futex wake, see [`crate::determinism`]) or starts one, [`settle`] waits until every
+//! other thread of the process is parked again: the woken work is then done before the simulation
+//! goes on, whatever the machine's speed. Threads are observed through `/proc/self/task/*`.
 //!
-//! The fix here, without touching node code: a watchdog thread notices when the simulation
-//! thread is parked waiting for the clock *and* every tokio blocking thread is parked too (so no
-//! blocking task is doing I/O that would end the wait by itself), and then wakes a small
-//! "pusher" task in each node host; the first one to run (the stuck host's) advances that host's
-//! clock to the end of its tick, exactly what auto-advance would have done. Parking is observed
-//! through the `futex` calls the simulation thread makes (see [`crate::determinism`]) and the
-//! `/proc/self/task/*/syscall` state of tokio's blocking threads. Because the decision is taken
-//! only when the whole process is quiescent, it does not depend on how fast the machine is.
+//! The simulation thread's `CLOCK_MONOTONIC` is simulated time too ([`virtual_now`]), for the
+//! libraries that time things with `std::time::Instant`.
+//!
+//! Real time decides nothing here: it only bounds how long [`settle`] waits before it counts a
+//! settle that gave up (reported; a run with any is not guaranteed to replay), and [`HangAlarm`]
+//! ends a run whose simulation thread made no progress for minutes (a blocking task that waits
+//! for the network would freeze the clock).
 //!
 //! One simulation per process at a time: the state is process-wide.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The simulation thread's kernel thread id (0: none).
 static SIM_TID: AtomicI64 = AtomicI64::new(0);
-/// Whether the simulation thread is inside a timed futex wait right now.
-static SIM_WAITING: AtomicBool = AtomicBool::new(false);
-/// Nanoseconds (since [`origin`]) at which the simulation thread began waiting without being
-/// woken since; 0 while it is not idle.
-static IDLE_SINCE: AtomicU64 = AtomicU64::new(0);
-/// Kicks issued by the watchdog, and kicks consumed by a pusher.
-static KICKS: AtomicU64 = AtomicU64::new(0);
-static CONSUMED: AtomicU64 = AtomicU64::new(0);
-/// The latest waker of every pusher, by pusher id (kept across kicks, so a stuck host's pusher is
-/// always reachable).
-static WAKERS: Mutex<Vec<(u64, Waker)>> = Mutex::new(Vec::new());
-static NEXT_PUSHER: AtomicU64 = AtomicU64::new(1);
-/// Kicks after which the simulation thread did not wake (reported).
-static LOST_KICKS: AtomicU64 = AtomicU64::new(0);
-/// How many times simulated time was pushed (for the report).
-static PUSHES: AtomicU64 = AtomicU64::new(0);
-
-/// How long the process must have been quiescent before time is pushed.
-const QUIET: Duration = Duration::from_micros(300);
-/// How often the watchdog looks.
-const POLL: Duration = Duration::from_micros(100);
-
 /// Real monotonic nanoseconds, whatever thread asks (the simulation thread's `Instant::now()` is
 /// simulated time, see [`virtual_now`]).
 fn now_nanos() -> u64 {
@@ -97,20 +75,6 @@ pub fn on_sim_thread() -> bool {
     tid != 0 && tid == gettid()
 }
 
-/// Called by the `syscall` interposer around a timed futex wait of the simulation thread.
-pub fn wait_begins() {
-    let _ = IDLE_SINCE.compare_exchange(0, now_nanos(), Ordering::SeqCst, Ordering::SeqCst);
-    SIM_WAITING.store(true, Ordering::SeqCst);
-}
-
-/// Called after that wait; `timed_out` when nothing woke the thread.
-pub fn wait_ends(timed_out: bool) {
-    SIM_WAITING.store(false, Ordering::SeqCst);
-    if !timed_out {
-        IDLE_SINCE.store(0, Ordering::SeqCst);
-    }
-}
-
 /// One thread's scheduling state: whether it is parked in a futex wait, and how often it has
 /// blocked so far.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,11 +84,11 @@ struct ThreadState {
     voluntary: u64,
 }
 
-/// Every thread but the simulation thread and the watchdog.
+/// Every thread but the simulation thread and the hang alarm.
 fn threads() -> Vec<ThreadState> {
     let futex = if cfg!(target_arch = "aarch64") { "98 " } else { "202 " };
     let sim = SIM_TID.load(Ordering::SeqCst).to_string();
-    let dog = WATCHDOG_TID.load(Ordering::SeqCst).to_string();
+    let dog = ALARM_TID.load(Ordering::SeqCst).to_string();
     let mut out = Vec::new();
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return out;
@@ -215,7 +179,7 @@ fn settle(before: &[ThreadState], woken: usize) {
 
 /// Settles that gave up (reported: a run with any is not guaranteed to replay).
 static SETTLE_TIMEOUTS: AtomicU64 = AtomicU64::new(0);
-static WATCHDOG_TID: AtomicI64 = AtomicI64::new(0);
+static ALARM_TID: AtomicI64 = AtomicI64::new(0);
 
 /// Called by the interposer around a futex wake by the simulation thread.
 pub fn wake(forward: impl FnOnce() -> i64) -> i64 {
@@ -243,154 +207,72 @@ pub fn settle_timeouts() -> u64 {
     SETTLE_TIMEOUTS.load(Ordering::SeqCst)
 }
 
-/// The watchdog of one simulation; stops when dropped.
-pub struct Watchdog {
+/// Steps the simulation thread has finished (the hang alarm watches it move).
+static STEPS: AtomicU64 = AtomicU64::new(0);
+
+/// Called by the simulation loop after every step.
+pub fn step_done() {
+    STEPS.fetch_add(1, Ordering::SeqCst);
+}
+
+/// How long one step may take in real time before the run is declared hung.
+const HANG_LIMIT: Duration = Duration::from_secs(180);
+
+/// Registers the calling thread as the simulation thread and watches it for hangs; unregisters
+/// when dropped.
+pub struct HangAlarm {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-impl Watchdog {
-    /// Watches the calling thread (the simulation thread).
-    pub fn start() -> std::io::Result<Watchdog> {
+impl HangAlarm {
+    /// Registers the calling thread (the simulation thread). `seed` names the run in the alarm.
+    pub fn start(seed: u64) -> std::io::Result<HangAlarm> {
         SIM_TID.store(gettid(), Ordering::SeqCst);
-        IDLE_SINCE.store(0, Ordering::SeqCst);
-        PUSHES.store(0, Ordering::SeqCst);
         SETTLE_TIMEOUTS.store(0, Ordering::SeqCst);
-        LOST_KICKS.store(0, Ordering::SeqCst);
-        WAKERS.lock().unwrap_or_else(|p| p.into_inner()).clear();
         SIM_NOW_NANOS.store(0, Ordering::SeqCst);
-        CONSUMED.store(KICKS.load(Ordering::SeqCst), Ordering::SeqCst);
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
-            .name("sim-watchdog".into())
-            .spawn(move || watch(&flag))?;
-        Ok(Watchdog {
+            .name("sim-hang-alarm".into())
+            .spawn(move || watch(&flag, seed))?;
+        Ok(HangAlarm {
             stop,
             thread: Some(thread),
         })
     }
-
-    /// Kicks that woke nothing so far.
-    pub fn lost_kicks(&self) -> u64 {
-        LOST_KICKS.load(Ordering::SeqCst)
-    }
-
-    /// How many times time was pushed so far.
-    pub fn pushes(&self) -> u64 {
-        PUSHES.load(Ordering::SeqCst)
-    }
 }
 
-impl Drop for Watchdog {
+impl Drop for HangAlarm {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.thread.take() {
+            t.thread().unpark();
             let _ = t.join();
         }
         SIM_TID.store(0, Ordering::SeqCst);
     }
 }
 
-fn watch(stop: &AtomicBool) {
-    WATCHDOG_TID.store(gettid(), Ordering::SeqCst);
+/// Ends the process when the simulation thread is stuck in one step: nothing inside the
+/// simulation can end such a step, and a silent hang would stall a sweep or CI.
+fn watch(stop: &AtomicBool, seed: u64) {
+    ALARM_TID.store(gettid(), Ordering::SeqCst);
+    let mut seen = STEPS.load(Ordering::SeqCst);
+    let mut since = now_nanos();
     while !stop.load(Ordering::SeqCst) {
-        std::thread::sleep(POLL);
-        let idle = IDLE_SINCE.load(Ordering::SeqCst);
-        if idle == 0 || !SIM_WAITING.load(Ordering::SeqCst) {
-            continue;
+        std::thread::park_timeout(Duration::from_secs(1));
+        let steps = STEPS.load(Ordering::SeqCst);
+        if steps != seen {
+            seen = steps;
+            since = now_nanos();
+        } else if now_nanos() - since > HANG_LIMIT.as_nanos() as u64 {
+            eprintln!(
+                "keelson-sim: seed {seed} hung: one simulation step ran for {} s of real time \
+                 (a blocking task waiting for the network freezes the simulated clock)",
+                HANG_LIMIT.as_secs()
+            );
+            std::process::exit(3);
         }
-        if now_nanos().saturating_sub(idle) < QUIET.as_nanos() as u64 {
-            continue;
-        }
-        let before = threads();
-        if !before.iter().all(|t| t.parked) {
-            continue;
-        }
-        std::thread::sleep(QUIET);
-        if threads() != before {
-            continue;
-        }
-        if IDLE_SINCE.load(Ordering::SeqCst) != idle || !SIM_WAITING.load(Ordering::SeqCst) {
-            continue;
-        }
-        KICKS.fetch_add(1, Ordering::SeqCst);
-        let wakers: Vec<Waker> = WAKERS
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|(_, w)| w.clone())
-            .collect();
-        for w in wakers {
-            w.wake();
-        }
-        // Give the woken runtime a moment before looking again.
-        let kicked = now_nanos();
-        while !stop.load(Ordering::SeqCst) && IDLE_SINCE.load(Ordering::SeqCst) == idle {
-            if now_nanos() - kicked > 100_000_000 {
-                LOST_KICKS.fetch_add(1, Ordering::SeqCst);
-                break;
-            }
-            std::thread::sleep(POLL);
-        }
-    }
-}
-
-/// Resolves when the watchdog kicked and this is the first pusher to see it.
-struct Kick(u64);
-
-impl Future for Kick {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let take = || {
-            let kicks = KICKS.load(Ordering::SeqCst);
-            let consumed = CONSUMED.load(Ordering::SeqCst);
-            kicks > consumed
-                && CONSUMED
-                    .compare_exchange(consumed, kicks, Ordering::SeqCst, Ordering::SeqCst)
-                    .is_ok()
-        };
-        if take() {
-            return Poll::Ready(());
-        }
-        {
-            let mut wakers = WAKERS.lock().unwrap_or_else(|p| p.into_inner());
-            match wakers.iter_mut().find(|(id, _)| *id == self.0) {
-                Some((_, w)) => w.clone_from(cx.waker()),
-                None => wakers.push((self.0, cx.waker().clone())),
-            }
-        }
-        if take() {
-            return Poll::Ready(());
-        }
-        Poll::Pending
-    }
-}
-
-/// Runs inside every node host: ends the host's tick when the watchdog says it is stuck.
-pub async fn pusher(host: String) {
-    let debug = std::env::var_os("KEELSON_SIM_DEBUG_STALL").is_some();
-    let id = NEXT_PUSHER.fetch_add(1, Ordering::SeqCst);
-    let _registered = Registration(id);
-    loop {
-        Kick(id).await;
-        PUSHES.fetch_add(1, Ordering::SeqCst);
-        if debug {
-            eprintln!("stall: pushing {host} at {:?}", turmoil::sim_elapsed());
-        }
-        tokio::time::advance(Duration::from_millis(1)).await;
-    }
-}
-
-/// Removes a pusher's waker when its host's runtime drops it (crash).
-struct Registration(u64);
-
-impl Drop for Registration {
-    fn drop(&mut self) {
-        WAKERS
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|(id, _)| *id != self.0);
     }
 }
