@@ -5,6 +5,13 @@
 //! its listener is bound, and the harness then polls `GET /v2/` until it answers.
 #![allow(dead_code)]
 
+pub mod content;
+pub mod daemon;
+pub mod docker;
+pub mod oci;
+pub mod status;
+pub mod tools;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
