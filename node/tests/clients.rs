@@ -20,17 +20,18 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
+use support::content::{hex_of, pseudo_random, sha256_hex};
+use support::daemon::Daemon;
+use support::docker::{busybox_rootfs_tar, pushed_digest, Docker};
+use support::oci::{layout_blobs, layout_ref, skopeo, umoci_image, OCI_MANIFEST};
+use support::tools::{exec, need, tail, tool, INSTALL_HINT};
 use support::Keelson;
 
-const INSTALL_HINT: &str = "run scripts/install-deps.sh (as root) to install the registry clients these tests use";
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const HELM_CONFIG: &str = "application/vnd.cncf.helm.config.v1+json";
 const HELM_CHART: &str = "application/vnd.cncf.helm.chart.content.v1.tar+gzip";
@@ -40,106 +41,6 @@ const COMMAND_LIMIT: Duration = Duration::from_secs(300);
 // ---------------------------------------------------------------------------------------------
 // Small utilities
 // ---------------------------------------------------------------------------------------------
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
-/// The full path of `bin` on PATH, or a failing test that says how to install it.
-fn need(bin: &str) -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in std::env::split_paths(&path) {
-        let candidate = dir.join(bin);
-        if candidate.is_file() {
-            return candidate;
-        }
-    }
-    panic!("`{bin}` is not installed (not found on PATH): {INSTALL_HINT}");
-}
-
-/// A Command for a client binary that must be installed.
-fn tool(bin: &str) -> Command {
-    let mut cmd = Command::new(need(bin));
-    cmd.stdin(Stdio::null());
-    cmd
-}
-
-/// Deterministic incompressible bytes (xorshift64*), so layers are real-sized but reproducible.
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        out.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
-struct Output {
-    ok: bool,
-    status: String,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `cmd` with stdout/stderr captured (in anonymous temp files, so no pipe can fill up) and a
-/// time limit; a command still running at the limit is killed and reported as failed.
-fn exec(cmd: &mut Command, limit: Duration) -> Output {
-    let mut out_file = tempfile::tempfile().expect("temp file");
-    let mut err_file = tempfile::tempfile().expect("temp file");
-    cmd.stdout(Stdio::from(out_file.try_clone().unwrap()));
-    cmd.stderr(Stdio::from(err_file.try_clone().unwrap()));
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break Some(status);
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let read = |f: &mut fs::File| {
-        let mut s = Vec::new();
-        f.seek(SeekFrom::Start(0)).unwrap();
-        f.read_to_end(&mut s).unwrap();
-        String::from_utf8_lossy(&s).into_owned()
-    };
-    Output {
-        ok: status.map(|s| s.success()).unwrap_or(false),
-        status: match status {
-            Some(s) => s.to_string(),
-            None => format!("killed after the {} s time limit", limit.as_secs()),
-        },
-        stdout: read(&mut out_file),
-        stderr: read(&mut err_file),
-    }
-}
-
-/// Polls `probe` until it returns Ok or the deadline passes (then panics with the last error).
-fn wait_until(what: &str, limit: Duration, mut probe: impl FnMut() -> Result<(), String>) {
-    let deadline = Instant::now() + limit;
-    loop {
-        match probe() {
-            Ok(()) => return,
-            Err(e) if Instant::now() >= deadline => {
-                panic!("{what}: not ready after {} s; last error: {e}", limit.as_secs())
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(100)),
-        }
-    }
-}
-
-fn read_json(path: &Path) -> Value {
-    let bytes = fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("parse {}: {e}", path.display()))
-}
 
 /// A JSON array of strings, sorted (tag lists: compared as sets).
 fn sorted_strings(v: &Value) -> Vec<String> {
@@ -151,14 +52,6 @@ fn sorted_strings(v: &Value) -> Vec<String> {
         .collect();
     out.sort();
     out
-}
-
-fn tail(text: &str, max: usize) -> &str {
-    let mut start = text.len().saturating_sub(max);
-    while !text.is_char_boundary(start) {
-        start += 1;
-    }
-    &text[start..]
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -295,118 +188,6 @@ impl Registry {
 // skopeo / umoci / OCI layouts
 // ---------------------------------------------------------------------------------------------
 
-/// A skopeo command with a private signature policy (accept anything) so no system policy file
-/// is needed, and no TLS towards the loopback registry.
-fn skopeo(policy_dir: &Path) -> Command {
-    let policy = policy_dir.join("policy.json");
-    if !policy.exists() {
-        fs::write(&policy, br#"{"default":[{"type":"insecureAcceptAnything"}]}"#).unwrap();
-    }
-    let mut cmd = tool("skopeo");
-    cmd.arg("--policy").arg(policy);
-    cmd
-}
-
-/// The blobs of an OCI layout (`blobs/sha256/*`), by hex digest; asserts every blob's content
-/// hashes to its name.
-fn layout_blobs(layout: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut blobs = BTreeMap::new();
-    let dir = layout.join("blobs/sha256");
-    for entry in fs::read_dir(&dir).unwrap_or_else(|e| panic!("read {}: {e}", dir.display())) {
-        let entry = entry.unwrap();
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let bytes = fs::read(entry.path()).unwrap();
-        assert_eq!(
-            sha256_hex(&bytes),
-            name,
-            "blob {} in {} does not match its digest",
-            name,
-            layout.display()
-        );
-        blobs.insert(name, bytes);
-    }
-    blobs
-}
-
-/// The descriptor that `index.json` of an OCI layout has for `tag`.
-fn layout_ref(layout: &Path, tag: &str) -> Value {
-    let index = read_json(&layout.join("index.json"));
-    index["manifests"]
-        .as_array()
-        .expect("index.json has manifests")
-        .iter()
-        .find(|d| d["annotations"]["org.opencontainers.image.ref.name"] == tag)
-        .unwrap_or_else(|| panic!("no ref {tag} in {}: {index}", layout.join("index.json").display()))
-        .clone()
-}
-
-fn hex_of(digest: &str) -> &str {
-    digest
-        .strip_prefix("sha256:")
-        .unwrap_or_else(|| panic!("not a sha256 digest: {digest}"))
-}
-
-/// Builds a single-platform image with umoci in the OCI layout `layout` (created when missing)
-/// under `tag`: two layers (a small text file, then `payload_len` incompressible bytes plus an
-/// architecture marker), a config with the given architecture. Returns the manifest digest.
-fn umoci_image(work: &Path, layout: &Path, tag: &str, arch: &str, payload_len: usize, seed: u64) -> String {
-    let umoci = |args: &[&str]| {
-        let out = exec(tool("umoci").args(args), COMMAND_LIMIT);
-        assert!(
-            out.ok,
-            "umoci {args:?} failed ({}):\n{}\n{}",
-            out.status, out.stdout, out.stderr
-        );
-    };
-    let layout_s = layout.to_str().unwrap();
-    let image = format!("{layout_s}:{tag}");
-    if !layout.join("index.json").exists() {
-        umoci(&["init", "--layout", layout_s]);
-    }
-    umoci(&["new", "--image", &image]);
-    let bundle = work.join(format!("bundle-{tag}-{arch}"));
-    let bundle_s = bundle.to_str().unwrap();
-    umoci(&["unpack", "--rootless", "--image", &image, bundle_s]);
-    let rootfs = bundle.join("rootfs");
-    fs::create_dir_all(rootfs.join("etc")).unwrap();
-    fs::write(rootfs.join("etc/greeting"), format!("hello from {tag}/{arch}\n")).unwrap();
-    umoci(&["repack", "--image", &image, bundle_s]);
-    // A repack always diffs against the image the bundle was unpacked from: unpack the new image
-    // into a fresh bundle for the second layer.
-    fs::remove_dir_all(&bundle).unwrap();
-    umoci(&["unpack", "--rootless", "--image", &image, bundle_s]);
-    fs::create_dir_all(rootfs.join("opt/data")).unwrap();
-    fs::write(rootfs.join("opt/data/payload.bin"), pseudo_random(payload_len, seed)).unwrap();
-    fs::write(rootfs.join("opt/data/arch"), arch).unwrap();
-    umoci(&["repack", "--image", &image, bundle_s]);
-    umoci(&[
-        "config",
-        "--image",
-        &image,
-        "--architecture",
-        arch,
-        "--os",
-        "linux",
-        "--config.entrypoint",
-        "/bin/sh",
-        "--config.env",
-        "KEELSON_TEST=1",
-        "--config.label",
-        &format!("org.example.arch={arch}"),
-    ]);
-    umoci(&["gc", "--layout", layout_s]);
-    let desc = layout_ref(layout, tag);
-    assert_eq!(desc["mediaType"], OCI_MANIFEST);
-    let digest = desc["digest"].as_str().unwrap().to_string();
-    let manifest = read_json(&layout.join("blobs/sha256").join(hex_of(&digest)));
-    assert_eq!(
-        manifest["layers"].as_array().map(|l| l.len()),
-        Some(2),
-        "umoci built {manifest}"
-    );
-    digest
-}
-
 /// The skopeo `dir:` transport's files: manifest.json plus one file per blob (named by hex).
 fn dir_blobs(dir: &Path) -> (Vec<u8>, BTreeMap<String, Vec<u8>>) {
     let manifest = fs::read(dir.join("manifest.json")).expect("dir: has manifest.json");
@@ -441,7 +222,7 @@ fn skopeo_umoci_single_arch() {
     let host = reg.host();
 
     let layout = tmp.path().join("src-layout");
-    let digest = umoci_image(tmp.path(), &layout, "v1", "amd64", 3 << 20, 1);
+    let digest = umoci_image(tmp.path(), &layout, "v1", "amd64", 3 << 20, 1, COMMAND_LIMIT);
     let src_blobs = layout_blobs(&layout);
     let manifest_bytes = src_blobs[hex_of(&digest)].clone();
 
@@ -589,7 +370,7 @@ fn two_platform_layout(work: &Path, layout: &Path, tag: &str) -> (String, Vec<(S
     fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
     for (i, arch) in ["amd64", "arm64"].into_iter().enumerate() {
         let single = work.join(format!("layout-{arch}"));
-        let digest = umoci_image(work, &single, "img", arch, 512 << 10, 10 + i as u64);
+        let digest = umoci_image(work, &single, "img", arch, 512 << 10, 10 + i as u64, COMMAND_LIMIT);
         let desc = layout_ref(&single, "img");
         for (hex, bytes) in layout_blobs(&single) {
             fs::write(layout.join("blobs/sha256").join(hex), bytes).unwrap();
@@ -731,171 +512,8 @@ fn skopeo_two_platform_index() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Daemons: dockerd and containerd, each private to one test
+// containerd, private to one test (dockerd: support::docker)
 // ---------------------------------------------------------------------------------------------
-
-/// A daemon child process; on drop: SIGTERM, wait (bounded), then SIGKILL; then `extra_cleanup`.
-struct Daemon {
-    name: &'static str,
-    child: Option<Child>,
-    log: PathBuf,
-    /// Processes the daemon started that must not outlive the test (pid files).
-    child_pid_files: Vec<PathBuf>,
-    /// Mount points to unmount if the daemon left them behind.
-    mounts: Vec<PathBuf>,
-}
-
-impl Daemon {
-    fn spawn(name: &'static str, cmd: &mut Command, log: PathBuf) -> Daemon {
-        let log_file = fs::File::create(&log).unwrap();
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::from(log_file.try_clone().unwrap()))
-            .stderr(Stdio::from(log_file));
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
-        Daemon {
-            name,
-            child: Some(child),
-            log,
-            child_pid_files: Vec::new(),
-            mounts: Vec::new(),
-        }
-    }
-
-    fn log(&self) -> String {
-        tail(&fs::read_to_string(&self.log).unwrap_or_default(), 6000).to_string()
-    }
-
-    /// Polls `probe` (a client command) until it succeeds; fails early if the daemon died.
-    fn wait_ready(&mut self, limit: Duration, mut probe: impl FnMut() -> Command) {
-        let name = self.name;
-        let log = self.log.clone();
-        let child = self.child.as_mut().unwrap();
-        wait_until(&format!("{name} readiness"), limit, || {
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!(
-                    "{name} exited during startup ({status}); log:\n{}",
-                    fs::read_to_string(&log).unwrap_or_default()
-                );
-            }
-            let out = exec(&mut probe(), Duration::from_secs(30));
-            if out.ok {
-                Ok(())
-            } else {
-                Err(format!("{}{}", out.stdout, out.stderr))
-            }
-        });
-    }
-
-    fn signal(pid: u32, sig: &str) {
-        let _ = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(pid.to_string())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("--- {} log (tail):\n{}", self.name, self.log());
-        }
-        if let Some(mut child) = self.child.take() {
-            Daemon::signal(child.id(), "TERM");
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        for pid_file in &self.child_pid_files {
-            if let Some(pid) = fs::read_to_string(pid_file)
-                .ok()
-                .and_then(|s| s.trim().parse::<u32>().ok())
-            {
-                if Path::new(&format!("/proc/{pid}")).exists() {
-                    Daemon::signal(pid, "KILL");
-                }
-            }
-        }
-        for mount in &self.mounts {
-            let mounted = fs::read_to_string("/proc/self/mounts")
-                .unwrap_or_default()
-                .lines()
-                .any(|l| l.split_whitespace().nth(1) == Some(mount.to_str().unwrap()));
-            if mounted {
-                let _ = Command::new("umount").arg("-l").arg(mount).status();
-            }
-        }
-    }
-}
-
-/// A private dockerd whose sockets, data and state all live under `dir`.
-struct Docker {
-    sock: String,
-    config_dir: PathBuf,
-    daemon: Daemon,
-}
-
-impl Docker {
-    fn start(dir: &Path) -> Docker {
-        need("dockerd");
-        need("docker");
-        need("containerd");
-        need("runc");
-        let data_root = dir.join("data");
-        let exec_root = dir.join("exec");
-        let config_dir = dir.join("client-config");
-        fs::create_dir_all(&config_dir).unwrap();
-        fs::write(dir.join("daemon.json"), b"{}").unwrap();
-        let sock = format!("unix://{}", dir.join("docker.sock").display());
-        let mut cmd = tool("dockerd");
-        cmd.args([
-            "--storage-driver=vfs",
-            "--iptables=false",
-            "--ip6tables=false",
-            "--bridge=none",
-        ])
-        .arg("--config-file")
-        .arg(dir.join("daemon.json"))
-        .arg("--data-root")
-        .arg(&data_root)
-        .arg("--exec-root")
-        .arg(&exec_root)
-        .arg("--pidfile")
-        .arg(dir.join("docker.pid"))
-        .arg("-H")
-        .arg(&sock);
-        let mut daemon = Daemon::spawn("dockerd", &mut cmd, dir.join("dockerd.log"));
-        daemon.child_pid_files.push(exec_root.join("containerd/containerd.pid"));
-        daemon.mounts.push(data_root);
-        let mut docker = Docker {
-            sock,
-            config_dir,
-            daemon,
-        };
-        let probe_sock = docker.sock.clone();
-        let probe_cfg = docker.config_dir.clone();
-        docker.daemon.wait_ready(Duration::from_secs(90), || {
-            let mut c = tool("docker");
-            c.env("DOCKER_CONFIG", &probe_cfg)
-                .arg("-H")
-                .arg(&probe_sock)
-                .arg("info");
-            c
-        });
-        docker
-    }
-
-    fn cmd(&self) -> Command {
-        let mut c = tool("docker");
-        c.env("DOCKER_CONFIG", &self.config_dir).arg("-H").arg(&self.sock);
-        c
-    }
-}
 
 /// A private containerd whose root, state and sockets live under `dir`.
 struct Containerd {
@@ -961,41 +579,6 @@ disabled_plugins = [
 // docker
 // ---------------------------------------------------------------------------------------------
 
-/// A rootfs tarball: static busybox as /bin/busybox with sh/echo/cat links, and a marker file.
-fn busybox_rootfs_tar(dir: &Path) -> PathBuf {
-    let busybox = Path::new("/bin/busybox");
-    assert!(
-        busybox.is_file(),
-        "/bin/busybox is missing (Debian package busybox-static): {INSTALL_HINT}"
-    );
-    let rootfs = dir.join("rootfs");
-    fs::create_dir_all(rootfs.join("bin")).unwrap();
-    fs::create_dir_all(rootfs.join("etc")).unwrap();
-    fs::copy(busybox, rootfs.join("bin/busybox")).unwrap();
-    for applet in ["sh", "echo", "cat"] {
-        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
-    }
-    fs::write(rootfs.join("etc/keelson-marker"), "imported through keelson\n").unwrap();
-    let tar = dir.join("rootfs.tar");
-    let out = exec(
-        tool("tar").arg("-C").arg(&rootfs).arg("-cf").arg(&tar).arg("."),
-        COMMAND_LIMIT,
-    );
-    assert!(out.ok, "tar failed: {}{}", out.stdout, out.stderr);
-    tar
-}
-
-/// The manifest digest from `docker push` output (`TAG: digest: sha256:... size: N`).
-fn pushed_digest(push_output: &str) -> String {
-    push_output
-        .lines()
-        .find_map(|l| {
-            l.split_once("digest: ")
-                .map(|(_, rest)| rest.split_whitespace().next().unwrap().to_string())
-        })
-        .unwrap_or_else(|| panic!("no digest in docker push output:\n{push_output}"))
-}
-
 #[test]
 fn docker_push_pull() {
     need("docker");
@@ -1003,7 +586,7 @@ fn docker_push_pull() {
     let tmp = tempfile::tempdir().unwrap();
     let reg = Registry::start();
     let host = reg.host();
-    let tar = busybox_rootfs_tar(tmp.path());
+    let tar = busybox_rootfs_tar(tmp.path(), "imported through keelson\n", COMMAND_LIMIT);
     let docker = Docker::start(&tmp.path().join("docker"));
     let image = format!("{host}/demo/imported:v1");
 
@@ -1117,7 +700,7 @@ fn containerd_ctr_pull() {
     let host = reg.host();
 
     let layout = tmp.path().join("layout");
-    let digest = umoci_image(tmp.path(), &layout, "v1", "amd64", 1 << 20, 2);
+    let digest = umoci_image(tmp.path(), &layout, "v1", "amd64", 1 << 20, 2, COMMAND_LIMIT);
     let blobs = layout_blobs(&layout);
     reg.run(
         skopeo(tmp.path())
@@ -1205,7 +788,7 @@ fn podman_push_pull() {
     fs::create_dir_all(&pm).unwrap();
 
     let layout = tmp.path().join("layout");
-    let digest = umoci_image(tmp.path(), &layout, "v1", "amd64", 1 << 20, 3);
+    let digest = umoci_image(tmp.path(), &layout, "v1", "amd64", 1 << 20, 3, COMMAND_LIMIT);
     let config_hex = referenced_blobs(&layout_blobs(&layout)[hex_of(&digest)])
         .into_iter()
         .find(|h| {
@@ -1514,7 +1097,7 @@ fn authenticated_clients() {
 
     // skopeo with --creds pushes; with a wrong token it cannot.
     let layout = tmp.path().join("layout");
-    let digest = umoci_image(tmp.path(), &layout, "v1", "amd64", 1 << 16, 7);
+    let digest = umoci_image(tmp.path(), &layout, "v1", "amd64", 1 << 16, 7, COMMAND_LIMIT);
     let src = format!("oci:{}:v1", layout.display());
     let denied = exec(
         skopeo(tmp.path())
@@ -1547,7 +1130,7 @@ fn authenticated_clients() {
     );
     assert!(!bad.ok, "docker login with a wrong token must fail");
     reg.run(docker.cmd().args(["login", &host, "-u", "demo/ann", "-p", &token]));
-    let tar = busybox_rootfs_tar(tmp.path());
+    let tar = busybox_rootfs_tar(tmp.path(), "imported through keelson\n", COMMAND_LIMIT);
     let image = format!("{host}/demo/web:v1");
     reg.run(docker.cmd().args(["import"]).arg(&tar).arg(&image));
     let id = reg

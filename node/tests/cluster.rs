@@ -17,7 +17,6 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,11 +24,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
+use support::content::{digest_of, hex_of, pseudo_random};
+use support::docker::{busybox_rootfs_tar, pushed_digest, Docker};
+use support::oci::{layout_blobs, layout_ref, skopeo, umoci_image, OCI_MANIFEST};
+use support::status::status_of;
+use support::tools::{exec, need, tail};
 use support::{free_port, ClusterNode};
 
-const INSTALL_HINT: &str = "run scripts/install-deps.sh (as root) to install the registry clients these tests use";
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
 /// Time limit for one client command.
@@ -40,112 +41,6 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-// ---------------------------------------------------------------------------------------------
-// Small utilities (partly copied from clients.rs)
-// ---------------------------------------------------------------------------------------------
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
-fn digest_of(bytes: &[u8]) -> String {
-    format!("sha256:{}", sha256_hex(bytes))
-}
-
-fn hex_of(digest: &str) -> &str {
-    digest
-        .strip_prefix("sha256:")
-        .unwrap_or_else(|| panic!("not a sha256 digest: {digest}"))
-}
-
-/// The full path of `bin` on PATH, or a failing test that says how to install it.
-fn need(bin: &str) -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in std::env::split_paths(&path) {
-        let candidate = dir.join(bin);
-        if candidate.is_file() {
-            return candidate;
-        }
-    }
-    panic!("`{bin}` is not installed (not found on PATH): {INSTALL_HINT}");
-}
-
-fn tool(bin: &str) -> Command {
-    let mut cmd = Command::new(need(bin));
-    cmd.stdin(Stdio::null());
-    cmd
-}
-
-/// Deterministic incompressible bytes (xorshift64*).
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        out.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
-fn tail(text: &str, max: usize) -> &str {
-    let mut start = text.len().saturating_sub(max);
-    while !text.is_char_boundary(start) {
-        start += 1;
-    }
-    &text[start..]
-}
-
-struct Output {
-    ok: bool,
-    status: String,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `cmd` with captured output (temp files, so no pipe fills up) under a time limit.
-fn exec(cmd: &mut Command, limit: Duration) -> Output {
-    let mut out_file = tempfile::tempfile().expect("temp file");
-    let mut err_file = tempfile::tempfile().expect("temp file");
-    cmd.stdout(Stdio::from(out_file.try_clone().unwrap()));
-    cmd.stderr(Stdio::from(err_file.try_clone().unwrap()));
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break Some(status);
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let read = |f: &mut fs::File| {
-        let mut s = Vec::new();
-        f.seek(SeekFrom::Start(0)).unwrap();
-        f.read_to_end(&mut s).unwrap();
-        String::from_utf8_lossy(&s).into_owned()
-    };
-    Output {
-        ok: status.map(|s| s.success()).unwrap_or(false),
-        status: match status {
-            Some(s) => s.to_string(),
-            None => format!("killed after the {} s time limit", limit.as_secs()),
-        },
-        stdout: read(&mut out_file),
-        stderr: read(&mut err_file),
-    }
-}
-
-fn read_json(path: &Path) -> Value {
-    let bytes = fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("parse {}: {e}", path.display()))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -316,25 +211,6 @@ impl Cluster {
     }
 }
 
-/// A tiny blocking HTTP/1.1 GET (Connection: close) for management JSON.
-fn status_of(addr: std::net::SocketAddr) -> Result<Value, String> {
-    use std::io::Write;
-    let mut s =
-        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| format!("{addr}: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(|e| e.to_string())?;
-    let req = format!("GET /api/v1/cluster/status HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).map_err(|e| format!("{addr}: {e}"))?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).map_err(|e| format!("{addr}: {e}"))?;
-    let text = String::from_utf8_lossy(&buf);
-    let (head, body) = text.split_once("\r\n\r\n").ok_or("no HTTP header end")?;
-    if !head.starts_with("HTTP/1.1 200") {
-        return Err(format!("{addr}: {head} {body}"));
-    }
-    serde_json::from_str(body).map_err(|e| format!("{addr}: {e}: {body}"))
-}
-
 /// The path of a blob in a node's local store.
 fn blob_path(node: &ClusterNode, digest: &str) -> PathBuf {
     let hex = hex_of(digest);
@@ -347,81 +223,6 @@ fn http_client() -> reqwest::Client {
         .pool_max_idle_per_host(4)
         .build()
         .unwrap()
-}
-
-// ---------------------------------------------------------------------------------------------
-// skopeo / umoci (as in clients.rs)
-// ---------------------------------------------------------------------------------------------
-
-fn skopeo(policy_dir: &Path) -> Command {
-    let policy = policy_dir.join("policy.json");
-    if !policy.exists() {
-        fs::write(&policy, br#"{"default":[{"type":"insecureAcceptAnything"}]}"#).unwrap();
-    }
-    let mut cmd = tool("skopeo");
-    cmd.arg("--policy").arg(policy);
-    cmd
-}
-
-/// Blobs of an OCI layout by hex digest; each must hash to its name.
-fn layout_blobs(layout: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut blobs = BTreeMap::new();
-    let dir = layout.join("blobs/sha256");
-    for entry in fs::read_dir(&dir).unwrap_or_else(|e| panic!("read {}: {e}", dir.display())) {
-        let entry = entry.unwrap();
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let bytes = fs::read(entry.path()).unwrap();
-        assert_eq!(
-            sha256_hex(&bytes),
-            name,
-            "blob {name} in {} is corrupt",
-            layout.display()
-        );
-        blobs.insert(name, bytes);
-    }
-    blobs
-}
-
-fn layout_ref(layout: &Path, tag: &str) -> Value {
-    let index = read_json(&layout.join("index.json"));
-    index["manifests"]
-        .as_array()
-        .expect("index.json has manifests")
-        .iter()
-        .find(|d| d["annotations"]["org.opencontainers.image.ref.name"] == tag)
-        .unwrap_or_else(|| panic!("no ref {tag} in {index}"))
-        .clone()
-}
-
-/// A two-layer image built with umoci in `layout` under `tag`; returns its manifest digest.
-fn umoci_image(work: &Path, layout: &Path, tag: &str, payload_len: usize, seed: u64) -> String {
-    let umoci = |args: &[&str]| {
-        let out = exec(tool("umoci").args(args), COMMAND_LIMIT);
-        assert!(
-            out.ok,
-            "umoci {args:?} failed ({}):\n{}\n{}",
-            out.status, out.stdout, out.stderr
-        );
-    };
-    let layout_s = layout.to_str().unwrap();
-    let image = format!("{layout_s}:{tag}");
-    umoci(&["init", "--layout", layout_s]);
-    umoci(&["new", "--image", &image]);
-    let bundle = work.join(format!("bundle-{tag}"));
-    let bundle_s = bundle.to_str().unwrap();
-    umoci(&["unpack", "--rootless", "--image", &image, bundle_s]);
-    let rootfs = bundle.join("rootfs");
-    fs::create_dir_all(rootfs.join("etc")).unwrap();
-    fs::write(rootfs.join("etc/greeting"), format!("hello from {tag}\n")).unwrap();
-    umoci(&["repack", "--image", &image, bundle_s]);
-    fs::remove_dir_all(&bundle).unwrap();
-    umoci(&["unpack", "--rootless", "--image", &image, bundle_s]);
-    fs::create_dir_all(rootfs.join("opt/data")).unwrap();
-    fs::write(rootfs.join("opt/data/payload.bin"), pseudo_random(payload_len, seed)).unwrap();
-    umoci(&["repack", "--image", &image, bundle_s]);
-    umoci(&["config", "--image", &image, "--architecture", "amd64", "--os", "linux"]);
-    umoci(&["gc", "--layout", layout_s]);
-    layout_ref(layout, tag)["digest"].as_str().unwrap().to_string()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -465,7 +266,7 @@ async fn three_nodes_formed_with_cli_replicate_images_and_blobs() {
 
     // Push through node 1 with skopeo.
     let layout = tmp.path().join("src-layout");
-    let digest = umoci_image(tmp.path(), &layout, "v1", 1 << 20, 7);
+    let digest = umoci_image(tmp.path(), &layout, "v1", "amd64", 1 << 20, 7, COMMAND_LIMIT);
     let src_blobs = layout_blobs(&layout);
     let n1 = cluster.node(1).host();
     let out = exec(
@@ -564,186 +365,6 @@ async fn three_nodes_formed_with_cli_replicate_images_and_blobs() {
 // 2. docker push / rmi / pull through `keelson lb`
 // ---------------------------------------------------------------------------------------------
 
-/// A daemon child process; on drop: SIGTERM, wait (bounded), then SIGKILL, then cleanup.
-struct Daemon {
-    name: &'static str,
-    child: Option<Child>,
-    log: PathBuf,
-    child_pid_files: Vec<PathBuf>,
-    mounts: Vec<PathBuf>,
-}
-
-impl Daemon {
-    fn spawn(name: &'static str, cmd: &mut Command, log: PathBuf) -> Daemon {
-        let log_file = fs::File::create(&log).unwrap();
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::from(log_file.try_clone().unwrap()))
-            .stderr(Stdio::from(log_file));
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
-        Daemon {
-            name,
-            child: Some(child),
-            log,
-            child_pid_files: Vec::new(),
-            mounts: Vec::new(),
-        }
-    }
-
-    fn log(&self) -> String {
-        tail(&fs::read_to_string(&self.log).unwrap_or_default(), 6000).to_string()
-    }
-
-    fn signal(pid: u32, sig: &str) {
-        let _ = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(pid.to_string())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("--- {} log (tail):\n{}", self.name, self.log());
-        }
-        if let Some(mut child) = self.child.take() {
-            Daemon::signal(child.id(), "TERM");
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        for pid_file in &self.child_pid_files {
-            if let Some(pid) = fs::read_to_string(pid_file)
-                .ok()
-                .and_then(|s| s.trim().parse::<u32>().ok())
-            {
-                if Path::new(&format!("/proc/{pid}")).exists() {
-                    Daemon::signal(pid, "KILL");
-                }
-            }
-        }
-        for mount in &self.mounts {
-            let mounted = fs::read_to_string("/proc/self/mounts")
-                .unwrap_or_default()
-                .lines()
-                .any(|l| l.split_whitespace().nth(1) == Some(mount.to_str().unwrap()));
-            if mounted {
-                let _ = Command::new("umount").arg("-l").arg(mount).status();
-            }
-        }
-    }
-}
-
-/// A private dockerd whose sockets, data and state all live under `dir`.
-struct Docker {
-    sock: String,
-    config_dir: PathBuf,
-    _daemon: Daemon,
-}
-
-impl Docker {
-    fn start(dir: &Path) -> Docker {
-        need("dockerd");
-        need("docker");
-        need("containerd");
-        need("runc");
-        let data_root = dir.join("data");
-        let exec_root = dir.join("exec");
-        let config_dir = dir.join("client-config");
-        fs::create_dir_all(&config_dir).unwrap();
-        fs::write(dir.join("daemon.json"), b"{}").unwrap();
-        let sock = format!("unix://{}", dir.join("docker.sock").display());
-        let mut cmd = tool("dockerd");
-        cmd.args([
-            "--storage-driver=vfs",
-            "--iptables=false",
-            "--ip6tables=false",
-            "--bridge=none",
-        ])
-        .arg("--config-file")
-        .arg(dir.join("daemon.json"))
-        .arg("--data-root")
-        .arg(&data_root)
-        .arg("--exec-root")
-        .arg(&exec_root)
-        .arg("--pidfile")
-        .arg(dir.join("docker.pid"))
-        .arg("-H")
-        .arg(&sock);
-        let mut daemon = Daemon::spawn("dockerd", &mut cmd, dir.join("dockerd.log"));
-        daemon.child_pid_files.push(exec_root.join("containerd/containerd.pid"));
-        daemon.mounts.push(data_root);
-        let docker = Docker {
-            sock,
-            config_dir,
-            _daemon: daemon,
-        };
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            let out = exec(docker.cmd().arg("info"), Duration::from_secs(30));
-            if out.ok {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "dockerd not ready in 90 s: {}{}\n{}",
-                out.stdout,
-                out.stderr,
-                docker._daemon.log()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        docker
-    }
-
-    fn cmd(&self) -> Command {
-        let mut c = tool("docker");
-        c.env("DOCKER_CONFIG", &self.config_dir).arg("-H").arg(&self.sock);
-        c
-    }
-}
-
-/// A rootfs tarball: static busybox as /bin/busybox with sh/echo/cat links, and a marker file.
-fn busybox_rootfs_tar(dir: &Path) -> PathBuf {
-    let busybox = Path::new("/bin/busybox");
-    assert!(
-        busybox.is_file(),
-        "/bin/busybox is missing (Debian package busybox-static): {INSTALL_HINT}"
-    );
-    let rootfs = dir.join("rootfs");
-    fs::create_dir_all(rootfs.join("bin")).unwrap();
-    fs::create_dir_all(rootfs.join("etc")).unwrap();
-    fs::copy(busybox, rootfs.join("bin/busybox")).unwrap();
-    for applet in ["sh", "echo", "cat"] {
-        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
-    }
-    fs::write(rootfs.join("etc/keelson-marker"), "pushed through keelson lb\n").unwrap();
-    let tar = dir.join("rootfs.tar");
-    let out = exec(
-        tool("tar").arg("-C").arg(&rootfs).arg("-cf").arg(&tar).arg("."),
-        COMMAND_LIMIT,
-    );
-    assert!(out.ok, "tar failed: {}{}", out.stdout, out.stderr);
-    tar
-}
-
-/// The manifest digest from `docker push` output (`TAG: digest: sha256:... size: N`).
-fn pushed_digest(push_output: &str) -> String {
-    push_output
-        .lines()
-        .find_map(|l| {
-            l.split_once("digest: ")
-                .map(|(_, rest)| rest.split_whitespace().next().unwrap().to_string())
-        })
-        .unwrap_or_else(|| panic!("no digest in docker push output:\n{push_output}"))
-}
-
 /// `keelson lb` as a child process, killed on drop.
 struct Lb {
     addr: String,
@@ -796,7 +417,7 @@ async fn docker_push_and_pull_through_the_load_balancer() {
     let tmp = tempfile::tempdir().unwrap();
     let cluster = Cluster::form(tmp.path());
     let lb = Lb::start(tmp.path(), &cluster.nodes.iter().map(|n| n.host()).collect::<Vec<_>>());
-    let tar = busybox_rootfs_tar(tmp.path());
+    let tar = busybox_rootfs_tar(tmp.path(), "pushed through keelson lb\n", COMMAND_LIMIT);
     let docker = Docker::start(&tmp.path().join("docker"));
     let run = |cmd: &mut Command| -> String {
         let out = exec(cmd, COMMAND_LIMIT);

@@ -3,7 +3,19 @@
 //!
 //! Readiness is observed, never slept for: `keelson serve` writes `<data-dir>/keelson.addr` once
 //! its listener is bound, and the harness then polls `GET /v2/` until it answers.
+//!
+//! The submodules hold what several test binaries need besides the node itself: `tools`
+//! (installed clients, time-limited runs, polling), `content` (test bytes and digests), `daemon`
+//! and `docker` (private daemons with Drop guards), `oci` (skopeo/umoci layouts) and `status`
+//! (a node's cluster status over raw HTTP).
 #![allow(dead_code)]
+
+pub mod content;
+pub mod daemon;
+pub mod docker;
+pub mod oci;
+pub mod status;
+pub mod tools;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
