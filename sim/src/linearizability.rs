@@ -120,7 +120,7 @@ pub fn check(ops: &[Op], initial: Value, budget: u64) -> Verdict {
     let mut order: Vec<usize> = (0..2 * n).collect();
     let time = |e: usize| -> (u64, usize) {
         let op = &ops[e / 2];
-        if e % 2 == 0 {
+        if e.is_multiple_of(2) {
             (op.call, e)
         } else {
             (op.ret.unwrap_or(u64::MAX), e)
