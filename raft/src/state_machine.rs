@@ -122,6 +122,44 @@ impl StateMachineStore {
         Ok(())
     }
 
+    /// Records that `holders` keep a copy of `digest`: adds them to its blob record, or creates the
+    /// record. Returns whether the record is new.
+    fn add_holders(
+        &self,
+        batch: &mut WriteBatch,
+        digest: &str,
+        size: u64,
+        holders: Vec<NodeId>,
+        now_ms: u64,
+    ) -> Result<bool, StorageError> {
+        let (record, created) = match self.get::<BlobRecord>(CF_BLOBS, digest.as_bytes())? {
+            Some(mut existing) => {
+                for h in holders {
+                    if !existing.holders.contains(&h) {
+                        existing.holders.push(h);
+                    }
+                }
+                (existing, false)
+            }
+            None => (
+                BlobRecord {
+                    size,
+                    holders,
+                    created_ms: now_ms,
+                },
+                true,
+            ),
+        };
+        self.put(batch, CF_BLOBS, digest.as_bytes(), &record)?;
+        Ok(created)
+    }
+
+    /// Links `digest` into `repo`, which also fences it against a pending GC sweep.
+    fn link_to_repo(&self, batch: &mut WriteBatch, repo: &str, digest: &str) -> Result<(), StorageError> {
+        batch.put_cf(self.cf(CF_REPO_BLOBS)?, join(&[repo, digest]), []);
+        self.unmark(batch, digest)
+    }
+
     /// Applies one command into `batch`; returns the answer for the proposer.
     fn apply_command(&self, batch: &mut WriteBatch, cmd: CatalogCommand) -> Result<CatalogResponse, StorageError> {
         use CatalogResponse::{Applied, Rejected};
@@ -134,24 +172,8 @@ impl StateMachineStore {
                 now_ms,
             } => {
                 self.ensure_repo(batch, &repo, now_ms)?;
-                let record = match self.get::<BlobRecord>(CF_BLOBS, digest.as_bytes())? {
-                    Some(mut existing) => {
-                        for h in holders {
-                            if !existing.holders.contains(&h) {
-                                existing.holders.push(h);
-                            }
-                        }
-                        existing
-                    }
-                    None => BlobRecord {
-                        size,
-                        holders,
-                        created_ms: now_ms,
-                    },
-                };
-                self.put(batch, CF_BLOBS, digest.as_bytes(), &record)?;
-                batch.put_cf(self.cf(CF_REPO_BLOBS)?, join(&[&repo, &digest]), []);
-                self.unmark(batch, &digest)?;
+                self.add_holders(batch, &digest, size, holders, now_ms)?;
+                self.link_to_repo(batch, &repo, &digest)?;
                 Applied
             }
             CatalogCommand::PutManifest {
@@ -310,8 +332,7 @@ impl StateMachineStore {
                     return Ok(Rejected(Rejection::BlobUnknown(digest)));
                 }
                 self.ensure_repo(batch, &repo, now_ms)?;
-                batch.put_cf(self.cf(CF_REPO_BLOBS)?, join(&[&repo, &digest]), []);
-                self.unmark(batch, &digest)?;
+                self.link_to_repo(batch, &repo, &digest)?;
                 Applied
             }
             CatalogCommand::GcMark {
@@ -381,8 +402,7 @@ impl StateMachineStore {
                     self.put(batch, CF_BLOBS, digest.as_bytes(), &record)?;
                     self.put(batch, CF_CODED, digest.as_bytes(), &layout)?;
                 }
-                batch.put_cf(self.cf(CF_REPO_BLOBS)?, join(&[&repo, &digest]), []);
-                self.unmark(batch, &digest)?;
+                self.link_to_repo(batch, &repo, &digest)?;
                 Applied
             }
             CatalogCommand::SetShards {
@@ -432,29 +452,12 @@ impl StateMachineStore {
                 self.ensure_repo(batch, &repo, now_ms)?;
                 // The first durable layout wins: a coded blob stays coded (this push's copies are
                 // orphans the holders' scrub removes), a replicated one keeps its copy count.
-                if !self.exists(CF_CODED, digest.as_bytes())? {
-                    let record = match self.get::<BlobRecord>(CF_BLOBS, digest.as_bytes())? {
-                        Some(mut existing) => {
-                            for h in holders {
-                                if !existing.holders.contains(&h) {
-                                    existing.holders.push(h);
-                                }
-                            }
-                            existing
-                        }
-                        None => {
-                            self.put(batch, CF_PLACEMENT, &copies_key(&digest), &copies)?;
-                            BlobRecord {
-                                size,
-                                holders,
-                                created_ms: now_ms,
-                            }
-                        }
-                    };
-                    self.put(batch, CF_BLOBS, digest.as_bytes(), &record)?;
+                if !self.exists(CF_CODED, digest.as_bytes())?
+                    && self.add_holders(batch, &digest, size, holders, now_ms)?
+                {
+                    self.put(batch, CF_PLACEMENT, &copies_key(&digest), &copies)?;
                 }
-                batch.put_cf(self.cf(CF_REPO_BLOBS)?, join(&[&repo, &digest]), []);
-                self.unmark(batch, &digest)?;
+                self.link_to_repo(batch, &repo, &digest)?;
                 Applied
             }
             CatalogCommand::ReportCapacity { node, capacity } => {
