@@ -39,6 +39,18 @@ impl NodeSpec {
     pub fn api(&self) -> String {
         api_addr(&self.name)
     }
+
+    /// The JSON body of `POST /api/v1/cluster/members` that adds this node.
+    pub fn member_json(&self) -> String {
+        let ip = turmoil::lookup(self.name.as_str());
+        serde_json::json!({
+            "id": self.id,
+            "api_addr": self.api(),
+            "peer_addr": format!("{ip}:{PEER_PORT}"),
+            "fault_domain": self.fault_domain,
+        })
+        .to_string()
+    }
 }
 
 pub fn api_addr(host: &str) -> String {
@@ -200,14 +212,7 @@ pub async fn form(shared: &Shared, nodes: &[NodeSpec]) -> Result<(), String> {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     for node in &nodes[1..] {
-        let ip = turmoil::lookup(node.name.as_str());
-        let body = serde_json::json!({
-            "id": node.id,
-            "api_addr": node.api(),
-            "peer_addr": format!("{ip}:{PEER_PORT}"),
-            "fault_domain": node.fault_domain,
-        })
-        .to_string();
+        let body = node.member_json();
         loop {
             if now_ms() > deadline {
                 return Err(format!("adding {} did not succeed", node.name));

@@ -11,7 +11,7 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::Rng;
 
-use crate::cluster::{self, NodeSpec, PEER_PORT};
+use crate::cluster::{self, NodeSpec};
 use crate::history::{now_ms, Shared};
 
 /// What the seed asked for.
@@ -130,14 +130,7 @@ fn overdue(shared: &Shared) -> bool {
 /// Adds `node` through the management API; true once some node reports it a voter.
 async fn add(shared: &Shared, node: &NodeSpec, contacts: &[NodeSpec], everyone: &[NodeSpec], first: usize) -> bool {
     shared.count("fault.membership-add", 1);
-    let ip = turmoil::lookup(node.name.as_str());
-    let body = serde_json::json!({
-        "id": node.id,
-        "api_addr": node.api(),
-        "peer_addr": format!("{ip}:{PEER_PORT}"),
-        "fault_domain": node.fault_domain,
-    })
-    .to_string();
+    let body = node.member_json();
     let mut attempt = 0;
     loop {
         let via = &contacts[(first + attempt) % contacts.len()];

@@ -134,3 +134,13 @@ impl BlobJobs {
             .collect()
     }
 }
+
+/// A blob record with `holders`, for the jobs' unit tests.
+#[cfg(test)]
+pub(crate) fn test_record(size: u64, holders: &[NodeId]) -> keelson_raft::BlobRecord {
+    keelson_raft::BlobRecord {
+        size,
+        holders: holders.to_vec(),
+        created_ms: 0,
+    }
+}

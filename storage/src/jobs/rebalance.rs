@@ -249,14 +249,7 @@ impl BlobJobs {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn rec(size: u64, holders: &[NodeId]) -> BlobRecord {
-        BlobRecord {
-            size,
-            holders: holders.to_vec(),
-            created_ms: 0,
-        }
-    }
+    use crate::jobs::test_record as rec;
 
     #[test]
     fn plans_moves_into_the_empty_domain_and_trims_surplus() {

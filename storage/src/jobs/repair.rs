@@ -420,14 +420,7 @@ pub fn shard_targets(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn rec(size: u64, holders: &[NodeId]) -> BlobRecord {
-        BlobRecord {
-            size,
-            holders: holders.to_vec(),
-            created_ms: 0,
-        }
-    }
+    use crate::jobs::test_record as rec;
 
     #[test]
     fn rebuilt_shards_spread_over_the_least_loaded_nodes() {
