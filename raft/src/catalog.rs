@@ -172,6 +172,23 @@ impl CatalogReader {
         Ok(out)
     }
 
+    /// Every blob record in digest order, read a page at a time (for background passes that
+    /// survey all blobs).
+    pub fn all_blobs(&self) -> Result<Vec<(String, BlobRecord)>> {
+        const PAGE: usize = 1000;
+        let mut records = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.blobs_page(after.as_deref(), PAGE)?;
+            let full = page.len() == PAGE;
+            after = page.last().map(|(d, _)| d.clone());
+            records.extend(page);
+            if !full {
+                return Ok(records);
+            }
+        }
+    }
+
     /// Calls `f(repo, digest, manifest)` for every manifest of every repository.
     pub fn for_each_manifest(&self, mut f: impl FnMut(&str, &str, &ManifestRecord)) -> Result<()> {
         for item in self.db.iterator_cf(self.cf(CF_MANIFESTS)?, IteratorMode::Start) {

@@ -21,9 +21,6 @@ use super::{BlobJobs, JobError};
 use crate::blob_store::Deletion;
 use crate::digest::Digest;
 
-/// Records read per catalog page.
-const PAGE: usize = 1000;
-
 /// What one GC pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GcOutcome {
@@ -69,17 +66,7 @@ impl BlobJobs {
         }
         let mut referenced = HashSet::new();
         reader.for_each_manifest(|_, _, m| referenced.extend(m.blobs.iter().cloned()))?;
-        let mut records: Vec<(String, BlobRecord)> = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = reader.blobs_page(after.as_deref(), PAGE)?;
-            let full = page.len() == PAGE;
-            after = page.last().map(|(d, _)| d.clone());
-            records.extend(page);
-            if !full {
-                break;
-            }
-        }
+        let records = reader.all_blobs()?;
         let found: HashSet<&str> = garbage(records.iter().map(|(d, r)| (d.as_str(), r)), &referenced, now, grace)
             .into_iter()
             .collect();

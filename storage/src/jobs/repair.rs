@@ -19,9 +19,6 @@ use super::{BlobJobs, JobError};
 use crate::digest::Digest;
 use crate::placement::{extend, Candidate};
 
-/// Records read per catalog page.
-const PAGE: usize = 1000;
-
 /// One blob short of copies.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RepairItem {
@@ -139,17 +136,7 @@ impl BlobJobs {
         }
         let live = self.live_members().await;
         let reader = self.catalog.reader();
-        let mut records: Vec<(String, BlobRecord)> = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = reader.blobs_page(after.as_deref(), PAGE)?;
-            let full = page.len() == PAGE;
-            after = page.last().map(|(d, _)| d.clone());
-            records.extend(page);
-            if !full {
-                break;
-            }
-        }
+        let records = reader.all_blobs()?;
         let mut layouts: BTreeMap<String, CodedLayout> = BTreeMap::new();
         let mut copies: BTreeMap<String, u16> = BTreeMap::new();
         for (digest, _) in &records {
