@@ -10,6 +10,9 @@ use keelson_storage::placement::{choose, Candidate};
 use keelson_storage::{Digest, StorageError};
 use tokio::sync::mpsc;
 
+use http_body_util::BodyExt;
+
+use crate::body::Body;
 use crate::error::{ApiError, ErrorCode};
 use crate::registry::Registry;
 
@@ -78,6 +81,59 @@ pub async fn fetch_remote(
         ApiError::new(ErrorCode::Unavailable, "no node holding the blob is reachable; retry")
             .with_header("Retry-After", "1".into()),
     )
+}
+
+/// Blob ranges at least this long are relayed from a holder's API (HTTP, served there from a
+/// memory map) rather than streamed over the peer channel, whose HTTP/2 frames are small.
+pub const RELAY_MIN: u64 = 1 << 20;
+
+/// Relays a range of a blob this node does not hold from a holder's API: the same GET, with the
+/// client's credentials (every node verifies them alike), marked as forwarded so the holder
+/// never relays it on. `None` when no holder answered with exactly that range; the caller then
+/// falls back to the peer channel.
+pub async fn relay_from_holder(
+    reg: &Registry,
+    repo: &str,
+    digest: &Digest,
+    record: &BlobRecord,
+    authorization: Option<&http::HeaderValue>,
+    offset: u64,
+    len: u64,
+) -> Option<Body> {
+    let members = reg.catalog.members();
+    let path = format!("/v2/{repo}/blobs/{digest}");
+    let range = format!("bytes={}-{}", offset, offset + len - 1);
+    for holder in record.holders.iter().filter(|h| **h != reg.catalog.node_id()) {
+        let Some((node, _)) = members.get(holder) else { continue };
+        let mut headers = http::HeaderMap::new();
+        if let Some(auth) = authorization {
+            headers.insert(http::header::AUTHORIZATION, auth.clone());
+        }
+        if let Ok(value) = http::HeaderValue::from_str(&range) {
+            headers.insert(http::header::RANGE, value);
+        }
+        match reg.proxy.get(&node.api_addr, &path, headers).await {
+            Ok(response) if answers_range(&response, len) => {
+                return Some(response.into_body().map_err(std::io::Error::other).boxed());
+            }
+            Ok(response) => {
+                tracing::debug!(node = holder, %digest, status = %response.status(), "holder did not serve the range")
+            }
+            Err(e) => tracing::debug!(node = holder, %digest, error = %e.message, "holder unreachable for a relay"),
+        }
+    }
+    None
+}
+
+/// Whether a holder's answer is the 206 for a range of exactly `len` bytes.
+fn answers_range<B>(response: &http::Response<B>, len: u64) -> bool {
+    response.status() == http::StatusCode::PARTIAL_CONTENT
+        && response
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            == Some(len)
 }
 
 /// Erasure-codes `digest` (already durable locally) into `k+m` shards on `k+m` nodes, distinct

@@ -1,11 +1,12 @@
 //! Forwards a request to another node's API, streaming both ways. Upload sessions live on the
 //! node that opened them; a load balancer may land the session's next PATCH or PUT anywhere, and
-//! this is how it reaches its owner.
+//! this is how it reaches its owner. Large blob GETs that land on a node without a copy are
+//! relayed the same way to a holder, which serves them from a memory map.
 //!
 //! Connections are plain TCP by default; [`Proxy::with_dialer`] makes them through a
 //! [`Dialer`] instead (the simulation's network), with everything above the socket unchanged.
 
-use http::{Request, Response, Uri};
+use http::{HeaderMap, Request, Response, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -24,8 +25,8 @@ pub struct Proxy {
 
 #[derive(Clone)]
 enum ProxyClient {
-    Tcp(Client<HttpConnector, Incoming>),
-    Dialed(Client<DialerConnector, Incoming>),
+    Tcp(Client<HttpConnector, Body>),
+    Dialed(Client<DialerConnector, Body>),
 }
 
 impl Default for Proxy {
@@ -52,24 +53,44 @@ pub const FORWARDED_HEADER: &str = "keelson-forwarded";
 
 impl Proxy {
     /// Sends `req` to the node whose API listens on `api_addr` and relays its answer.
-    pub async fn forward(&self, api_addr: &str, mut req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
-        let unavailable =
-            |why: String| ApiError::new(ErrorCode::Unavailable, why).with_header("Retry-After", "1".into());
-        if req.headers().contains_key(FORWARDED_HEADER) {
+    pub async fn forward(&self, api_addr: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+        if is_forwarded(req.headers()) {
             return Err(unavailable("upload owner mismatch after forwarding".into()));
         }
         let path = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
+        let req = req.map(|b| b.map_err(std::io::Error::other).boxed());
+        let response = self.send(api_addr, &path, req).await?;
+        Ok(response.map(|b| b.map_err(std::io::Error::other).boxed()))
+    }
+
+    /// Sends a bodiless GET for `path` with `headers` to the node whose API listens on
+    /// `api_addr`, marked as forwarded, and returns its answer as it arrives.
+    pub async fn get(&self, api_addr: &str, path: &str, headers: HeaderMap) -> Result<Response<Incoming>, ApiError> {
+        let mut req = Request::new(crate::body::empty());
+        *req.headers_mut() = headers;
+        self.send(api_addr, path, req).await
+    }
+
+    async fn send(&self, api_addr: &str, path: &str, mut req: Request<Body>) -> Result<Response<Incoming>, ApiError> {
         let uri: Uri = format!("http://{api_addr}{path}")
             .parse()
             .map_err(|_| unavailable(format!("bad node address {api_addr}")))?;
         *req.uri_mut() = uri;
         req.headers_mut()
             .insert(FORWARDED_HEADER, http::HeaderValue::from_static("1"));
-        let response = match &self.client {
+        match &self.client {
             ProxyClient::Tcp(client) => client.request(req).await,
             ProxyClient::Dialed(client) => client.request(req).await,
         }
-        .map_err(|e| unavailable(format!("upload owner unreachable: {e}")))?;
-        Ok(response.map(|b| b.map_err(std::io::Error::other).boxed()))
+        .map_err(|e| unavailable(format!("node {api_addr} unreachable: {e}")))
     }
+}
+
+/// Whether a request was already forwarded once by another node.
+pub fn is_forwarded(headers: &HeaderMap) -> bool {
+    headers.contains_key(FORWARDED_HEADER)
+}
+
+fn unavailable(why: String) -> ApiError {
+    ApiError::new(ErrorCode::Unavailable, why).with_header("Retry-After", "1".into())
 }

@@ -27,7 +27,7 @@ use serde_json::{json, Value};
 use support::content::{digest_of, hex_of, pseudo_random};
 use support::docker::{busybox_rootfs_tar, pushed_digest, Docker};
 use support::oci::{layout_blobs, layout_ref, skopeo, umoci_image, OCI_MANIFEST};
-use support::status::status_of;
+use support::status::{status_as, status_of};
 use support::tools::{exec, need, tail};
 use support::{free_port, ClusterNode};
 
@@ -51,6 +51,8 @@ fn serial() -> MutexGuard<'static, ()> {
 struct Cluster {
     nodes: Vec<ClusterNode>,
     dir: PathBuf,
+    /// The bootstrap administrator's auth token, when the nodes enforce auth.
+    admin_token: Option<String>,
 }
 
 impl Cluster {
@@ -68,9 +70,14 @@ impl Cluster {
 
     /// [`Cluster::form`] with extra environment for node `id` from `env_of(id)`.
     fn form_with(dir: &Path, env_of: impl Fn(u64) -> Vec<(String, String)>) -> Cluster {
+        let admin_token = env_of(1)
+            .into_iter()
+            .find(|(k, _)| k == "KEELSON_BOOTSTRAP_TOKEN")
+            .map(|(_, v)| v);
         let mut cluster = Cluster {
             nodes: Vec::new(),
             dir: dir.to_path_buf(),
+            admin_token,
         };
         for id in 1..=3 {
             let env = env_of(id);
@@ -122,7 +129,14 @@ impl Cluster {
         let out = exec(
             Command::new(env!("CARGO_BIN_EXE_keelson"))
                 .args(["cluster", "--node", node])
-                .args(args),
+                .args(args)
+                // `init` creates the administrator, so it cannot yet authenticate as one.
+                .envs(
+                    self.admin_token
+                        .iter()
+                        .filter(|_| args[0] != "init")
+                        .map(|t| ("KEELSON_TOKEN", t)),
+                ),
             Duration::from_secs(120),
         );
         if !out.ok {
@@ -180,7 +194,8 @@ impl Cluster {
         let mut leaders = BTreeSet::new();
         let mut leading = Vec::new();
         for id in want {
-            let s = status_of(self.node(*id).api)?;
+            let admin = self.admin_token.as_deref().map(|t| ("keelson/admin", t));
+            let s = status_as(self.node(*id).api, admin)?;
             let voters: BTreeSet<u64> = s["members"]
                 .as_array()
                 .ok_or("no members")?
@@ -1205,6 +1220,132 @@ async fn upload_session_requests_reach_their_owner_from_any_node() {
             "node {id} serves the blob"
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5b. Large blob GETs on a node without a copy
+// ---------------------------------------------------------------------------------------------
+
+/// With two copies of every blob among three nodes, one node holds none. A large GET there is
+/// relayed from a holder's API carrying the client's own credentials (Basic or Bearer), whole or
+/// by range, and the relaying node names itself in `Via`; a small GET comes over the peer
+/// channel instead; without credentials the node refuses before relaying anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_blob_gets_on_a_non_holder_are_relayed_from_a_holder_with_the_clients_credentials() {
+    const ADMIN_TOKEN: &str = "relay-test-administrator-token-0123456789";
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let env = [
+        ("KEELSON_AUTH", "enforce"),
+        ("KEELSON_BOOTSTRAP_TOKEN", ADMIN_TOKEN),
+        ("KEELSON_REPLICAS", "2"),
+    ];
+    let cluster = Cluster::form_with_env(tmp.path(), &env);
+    let client = http_client();
+    let url = |id: u64, path: &str| format!("http://{}{path}", cluster.node(id).host());
+    let basic = |req: reqwest::RequestBuilder| req.basic_auth("keelson/admin", Some(ADMIN_TOKEN));
+
+    let big = pseudo_random((3 << 20) + 12345, 7);
+    let small = pseudo_random(64 << 10, 8);
+    let mut holders = BTreeMap::new();
+    for (what, bytes) in [("big", &big), ("small", &small)] {
+        let d = digest_of(bytes);
+        let resp = basic(client.post(url(1, &format!("/v2/keelson/relay/app/blobs/uploads/?digest={d}"))))
+            .body(bytes.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            resp.status(),
+            201,
+            "{what} push: {}",
+            resp.text().await.unwrap_or_default()
+        );
+        let on: Vec<u64> = cluster
+            .nodes
+            .iter()
+            .filter(|n| blob_path(n, &d).exists())
+            .map(|n| n.id)
+            .collect();
+        assert_eq!(
+            on.len(),
+            2,
+            "replicas=2 keeps two copies of the {what} blob, found on {on:?}"
+        );
+        holders.insert(what, (d, on));
+    }
+    let (big_digest, big_holders) = &holders["big"];
+    let outsider = (1..=3).find(|id| !big_holders.contains(id)).unwrap();
+    let path = format!("/v2/keelson/relay/app/blobs/{big_digest}");
+
+    // Whole, with Basic credentials, from the node without a copy.
+    let resp = basic(client.get(url(outsider, &path))).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "{}", cluster.logs());
+    let via = resp.headers().get("via").map(|v| v.to_str().unwrap().to_string());
+    assert_eq!(via.as_deref(), Some(format!("1.1 keelson-{outsider}").as_str()));
+    assert_eq!(resp.headers()["docker-content-digest"], big_digest.as_str());
+    assert!(resp.bytes().await.unwrap() == big, "relayed bytes differ");
+
+    // A range, with a Bearer token from the token endpoint.
+    let token: Value = basic(client.get(url(
+        outsider,
+        "/token?service=keelson&scope=repository:keelson/relay/app:pull",
+    )))
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let bearer = token["token"].as_str().expect("access token").to_string();
+    let (start, end) = (1_000_001usize, (2 << 20) + 17);
+    let resp = client
+        .get(url(outsider, &path))
+        .bearer_auth(&bearer)
+        .header("Range", format!("bytes={start}-{end}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 206, "{}", cluster.logs());
+    assert!(resp.headers().contains_key("via"), "a large range is relayed");
+    assert_eq!(
+        resp.headers()["content-range"],
+        format!("bytes {start}-{end}/{}", big.len()).as_str()
+    );
+    assert!(resp.bytes().await.unwrap() == big[start..=end], "relayed range differs");
+
+    // On a holder nothing is relayed.
+    let resp = basic(client.get(url(big_holders[0], &path))).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(!resp.headers().contains_key("via"), "a holder serves its own copy");
+    assert!(resp.bytes().await.unwrap() == big);
+
+    // A small blob on a node without it comes over the peer channel.
+    let (small_digest, small_holders) = &holders["small"];
+    let small_outsider = (1..=3).find(|id| !small_holders.contains(id)).unwrap();
+    let resp = basic(client.get(url(
+        small_outsider,
+        &format!("/v2/keelson/relay/app/blobs/{small_digest}"),
+    )))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(!resp.headers().contains_key("via"), "small blobs are not relayed");
+    assert!(resp.bytes().await.unwrap() == small);
+
+    // No credentials, or a wrong token: refused by the node asked, nothing relayed.
+    let resp = client.get(url(outsider, &path)).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    assert!(!resp.headers().contains_key("via"));
+    let resp = client
+        .get(url(outsider, &path))
+        .basic_auth("keelson/admin", Some("not-the-token"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    assert!(!resp.headers().contains_key("via"));
 }
 
 // ---------------------------------------------------------------------------------------------

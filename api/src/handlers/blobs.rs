@@ -119,8 +119,22 @@ pub async fn get<B>(
             // Listed here but gone from the disk: the healer fetches it back.
             reg.store.heal_queue().push(digest.clone());
         }
-        // Recorded in the catalog but held elsewhere: stream it from a holder.
-        body::channel(crate::placement::fetch_remote(reg, &digest, &record, start, len).await?)
+        // Recorded in the catalog but held elsewhere: large ranges are relayed from a holder's
+        // API (unless this request is itself a relay), the rest streamed over the peer channel.
+        let relayed = if len >= crate::placement::RELAY_MIN && !crate::proxy::is_forwarded(req.headers()) {
+            let auth = req.headers().get(http::header::AUTHORIZATION);
+            crate::placement::relay_from_holder(reg, name, &digest, &record, auth, start, len).await
+        } else {
+            None
+        };
+        match relayed {
+            Some(body) => {
+                // RFC 9110 §7.6.3: a proxy names itself in `Via` on what it forwards.
+                reply = reply.header("Via", format!("1.1 keelson-{}", reg.catalog.node_id()));
+                body
+            }
+            None => body::channel(crate::placement::fetch_remote(reg, &digest, &record, start, len).await?),
+        }
     } else if len <= SMALL_BLOB {
         let store = reg.store.clone();
         let d = digest.clone();
