@@ -7,7 +7,8 @@
 # round-robin in front) joins the same rounds: pushes through the leader, a follower and
 # the load balancer (compared with single-node Keelson), manifest GETs by tag on a
 # follower and through the load balancer, blob GETs from a node that holds the blob and
-# from one that does not (compared with distribution).
+# from one that does not (compared with distribution). Every run starts after `sync`, so
+# no target pays for the deferred writeback of the one before.
 #
 # Usage: deploy/bench.sh [options]
 #   --quick             smoke run: tiny sizes, 2 s runs, 2 rounds (CI can run it);
@@ -309,6 +310,9 @@ run_one() {
   elif [[ $label == cluster-* ]] && [ -n "$cluster_user" ]; then
     creds=(env "KEELSON_BENCH_USER=$cluster_user" "KEELSON_BENCH_PASSWORD=$cluster_password")
   fi
+  # Start every run with no dirty pages: distribution 2.8.2 does not fsync its blobs, and the
+  # kernel's deferred writeback of one target's pushes must not land on the next one's clock.
+  sync
   printf '  '
   local rc=0
   "${creds[@]}" "$bench" "$@" "${urlarg[@]}" --label "$label" --name "$name" \

@@ -4,9 +4,10 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use keelson_raft::{BlobRecord, CodedLayout, NodeId, NodeInfo};
+use keelson_raft::{BlobRecord, CodedLayout, NodeId, NodeInfo, RedundancyPolicy};
 use keelson_storage::erasure::{Geometry, Scheme, CHUNK};
 use keelson_storage::placement::{choose, Candidate};
+use keelson_storage::tee::ReplicaTee;
 use keelson_storage::{Digest, StorageError};
 use tokio::sync::mpsc;
 
@@ -24,27 +25,65 @@ fn candidates(reg: &Registry, members: &BTreeMap<NodeId, (NodeInfo, bool)>) -> R
 
 /// Copies `digest` (already durable locally) to the chosen holders — `copies` nodes in distinct
 /// fault domains, weighted by free space — and returns every holder that has it durably. Fails
-/// when fewer than the write quorum do.
-pub async fn replicate(reg: &Registry, digest: &Digest, size: u64, copies: usize) -> Result<Vec<NodeId>, ApiError> {
+/// when fewer than the write quorum do. With the upload's `tee`, the holders are the ones chosen
+/// when the upload started and the copies already streamed there are only confirmed; a target
+/// whose stream failed gets the blob pushed now.
+pub async fn replicate(
+    reg: &Registry,
+    digest: &Digest,
+    size: u64,
+    copies: usize,
+    tee: Option<ReplicaTee>,
+) -> Result<Vec<NodeId>, ApiError> {
     let members = reg.catalog.members();
     let local = reg.catalog.node_id();
-    let candidates = candidates(reg, &members)?;
     let copies = copies.min(members.len()).max(1);
     let quorum = reg.redundancy.write_quorum.min(copies).max(1);
-    let targets = choose(&candidates, local, copies, size, digest.hex().as_bytes());
-    let pushes = targets.iter().filter(|id| **id != local).filter_map(|id| {
-        let addr = members.get(id)?.0.peer_addr.clone();
-        let id = *id;
-        Some(async move { (id, reg.peers.push(&addr, &reg.store, digest, size).await) })
-    });
+    let tee = tee.filter(|t| t.offset() == size && t.targets().len() == copies);
+    let (targets, streamed) = match tee {
+        Some(tee) => (tee.targets().to_vec(), tee.finish(digest, size).await),
+        None => {
+            let candidates = candidates(reg, &members)?;
+            (
+                choose(&candidates, local, copies, size, digest.hex().as_bytes()),
+                Vec::new(),
+            )
+        }
+    };
+    let streamed_to = |id: &NodeId| streamed.iter().any(|(s, r)| s == id && r.is_ok());
+    for (id, result) in &streamed {
+        if let Err(e) = result {
+            tracing::info!(node = id, %digest, error = %e, "replica stream failed; pushing the copy instead");
+        }
+    }
+    let pushes = targets
+        .iter()
+        .filter(|id| **id != local && !streamed_to(id))
+        .filter_map(|id| {
+            let addr = members.get(id)?.0.peer_addr.clone();
+            let id = *id;
+            Some(async move { (id, reg.peers.push(&addr, &reg.store, digest, size).await) })
+        });
     // The local copy counts only when placement kept it (a nearly full node passes it on).
-    let mut holders: Vec<NodeId> = targets.iter().copied().filter(|id| *id == local).collect();
+    let mut holders: Vec<NodeId> = targets
+        .iter()
+        .copied()
+        .filter(|id| *id == local || streamed_to(id))
+        .collect();
+    let streamed_copies = holders.iter().filter(|id| **id != local).count() as u64;
+    let mut pushed_copies = 0;
     for (id, result) in futures_util::future::join_all(pushes).await {
         match result {
-            Ok(()) => holders.push(id),
+            Ok(()) => {
+                holders.push(id);
+                pushed_copies += 1;
+            }
             Err(e) => tracing::warn!(node = id, %digest, error = %e, "replica push failed"),
         }
     }
+    // For `cluster status`: how many copies the tees delivered, and how many were sent after.
+    reg.blob_health.count("push.streamed_copies", streamed_copies);
+    reg.blob_health.count("push.copies_after_upload", pushed_copies);
     if holders.len() < quorum {
         return Err(ApiError::new(
             ErrorCode::Unavailable,
@@ -53,6 +92,50 @@ pub async fn replicate(reg: &Registry, digest: &Digest, size: u64, copies: usize
         .with_header("Retry-After", "1".into()));
     }
     Ok(holders)
+}
+
+/// The replica tee for the bytes of an upload request that start at `offset`: the session's
+/// own from its earlier requests, or a new one when these are its first bytes and the
+/// repository keeps whole copies on other nodes. Placement is decided now, from the declared
+/// length and the digest when the client already named it (else the upload id spreads it).
+pub fn tee_for(
+    reg: &Registry,
+    repo: &str,
+    upload: &str,
+    offset: u64,
+    length: Option<u64>,
+    digest: Option<&str>,
+) -> Option<ReplicaTee> {
+    if let Some(tee) = reg.tees.take(upload) {
+        return (tee.offset() == offset).then_some(tee);
+    }
+    if offset != 0 {
+        return None;
+    }
+    let RedundancyPolicy::Replicas(copies) = reg.policy_for(repo).ok()? else {
+        return None;
+    };
+    let members = reg.catalog.members();
+    let copies = (copies as usize).min(members.len());
+    if copies < 2 {
+        return None;
+    }
+    let local = reg.catalog.node_id();
+    let candidates = candidates(reg, &members).ok()?;
+    let spread_key = match digest.and_then(|d| Digest::parse(d).ok()) {
+        Some(d) => d.hex().as_bytes().to_vec(),
+        None => upload.as_bytes().to_vec(),
+    };
+    let targets = choose(&candidates, local, copies, length.unwrap_or(0), &spread_key);
+    let remote: Vec<(NodeId, String)> = targets
+        .iter()
+        .filter(|id| **id != local)
+        .filter_map(|id| Some((*id, members.get(id)?.0.peer_addr.clone())))
+        .collect();
+    if remote.is_empty() {
+        return None;
+    }
+    Some(ReplicaTee::open(&reg.peers, targets, &remote))
 }
 
 /// Streams a blob range from a node that holds it, trying each holder in turn.

@@ -122,4 +122,6 @@ pub struct Registry {
     pub verified: crate::auth::VerifiedTokens,
     /// Auth tokens a user may hold at once.
     pub max_tokens_per_user: usize,
+    /// Replica streams of the upload sessions this node owns, between requests.
+    pub tees: keelson_storage::tee::ReplicaTees,
 }

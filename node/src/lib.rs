@@ -248,6 +248,7 @@ where
         token_uses: Default::default(),
         verified: Default::default(),
         max_tokens_per_user: config.max_tokens_per_user,
+        tees: Default::default(),
     });
     if single {
         let supplied = std::env::var("KEELSON_BOOTSTRAP_TOKEN").ok().filter(|t| !t.is_empty());

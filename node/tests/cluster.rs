@@ -340,6 +340,16 @@ async fn three_nodes_formed_with_cli_replicate_images_and_blobs() {
         }
     }
 
+    // skopeo's uploads (POST, PATCH, PUT) were teed: each copy on nodes 2 and 3 was streamed
+    // while the upload arrived, none had to be sent after it.
+    let jobs = &status_of(cluster.node(1).api).unwrap()["blob_jobs"];
+    assert_eq!(
+        jobs["push.streamed_copies"].as_u64(),
+        Some(2 * referenced.len() as u64),
+        "{jobs}"
+    );
+    assert!(jobs["push.copies_after_upload"].is_null(), "{jobs}");
+
     // A blob pushed on node 3 (monolithic POST): acknowledged only once it is durable on the
     // nodes placement chose; with three nodes in three domains that is all of them.
     let client = http_client();
@@ -1274,6 +1284,13 @@ async fn large_blob_gets_on_a_non_holder_are_relayed_from_a_holder_with_the_clie
         );
         holders.insert(what, (d, on));
     }
+    let admin = Some(("keelson/admin", ADMIN_TOKEN));
+    let jobs = &status_as(cluster.node(1).api, admin).unwrap()["blob_jobs"];
+    assert_eq!(
+        jobs["push.streamed_copies"].as_u64(),
+        Some(2),
+        "both second copies streamed: {jobs}"
+    );
     let (big_digest, big_holders) = &holders["big"];
     let outsider = (1..=3).find(|id| !big_holders.contains(id)).unwrap();
     let path = format!("/v2/keelson/relay/app/blobs/{big_digest}");

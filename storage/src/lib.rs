@@ -17,6 +17,7 @@ pub mod error;
 pub mod jobs;
 pub mod pins;
 pub mod placement;
+pub mod tee;
 pub mod transfer;
 pub mod upload;
 

@@ -102,7 +102,7 @@ pub async fn receive_blob<S>(
     store: &BlobStore,
     digest: &Digest,
     size: u64,
-    mut stream: S,
+    stream: S,
 ) -> Result<u64, StorageError>
 where
     S: Stream<Item = Result<Bytes, StorageError>> + Unpin,
@@ -113,33 +113,95 @@ where
     }
     let id = uploads.create(REPLICA_REPO)?;
     let result = async {
-        let mut writer = uploads.writer(&id, REPLICA_REPO, Some(0)).await?;
-        let mut failure = None;
-        while let Some(chunk) = stream.next().await {
-            match chunk {
-                Ok(data) => writer.write(data).await?,
-                Err(e) => {
-                    failure = Some(e);
-                    break;
-                }
-            }
-        }
-        let received = writer.close().await?;
-        if let Some(e) = failure {
-            return Err(e);
-        }
-        if received != size {
-            return Err(StorageError::Peer(format!(
-                "replica has {received} bytes, expected {size}"
-            )));
-        }
-        uploads.finish(&id, REPLICA_REPO, digest).await
+        let (received, _) = fill_replica(uploads, &id, stream.map(|item| item.map(Piece::Data))).await?;
+        settle_replica(uploads, &id, digest, size, received).await
     }
     .await;
     if result.is_err() {
         let _ = uploads.cancel(&id, REPLICA_REPO).await;
     }
     result
+}
+
+/// Stores a replica streamed while its upload arrived (see [`crate::tee`]): data first, then a
+/// last message naming the digest and size, checked like any replica's.
+async fn receive_trailed<S>(uploads: &Uploads, store: &BlobStore, stream: S) -> Result<u64, StorageError>
+where
+    S: Stream<Item = Result<Piece, StorageError>> + Unpin,
+{
+    let id = uploads.create(REPLICA_REPO)?;
+    let result = async {
+        let (received, trailer) = fill_replica(uploads, &id, stream).await?;
+        let (digest, size) =
+            trailer.ok_or_else(|| StorageError::Peer("replica stream ended before naming its digest".into()))?;
+        store.pins().pin(&digest);
+        if store.contains(&digest) {
+            uploads.cancel(&id, REPLICA_REPO).await?;
+            return Ok(size);
+        }
+        settle_replica(uploads, &id, &digest, size, received).await
+    }
+    .await;
+    if result.is_err() {
+        let _ = uploads.cancel(&id, REPLICA_REPO).await;
+    }
+    result
+}
+
+/// One message of a replica stream: bytes, or the trailer that names what they were.
+enum Piece {
+    Data(Bytes),
+    Trailer(Digest, u64),
+}
+
+/// Writes the data of `stream` into replica session `id` until it ends or names its digest;
+/// returns the bytes written and the trailer, if one came.
+async fn fill_replica<S>(
+    uploads: &Uploads,
+    id: &str,
+    mut stream: S,
+) -> Result<(u64, Option<(Digest, u64)>), StorageError>
+where
+    S: Stream<Item = Result<Piece, StorageError>> + Unpin,
+{
+    let mut writer = uploads.writer(id, REPLICA_REPO, Some(0)).await?;
+    let mut failure = None;
+    let mut trailer = None;
+    while let Some(piece) = stream.next().await {
+        match piece {
+            Ok(Piece::Data(data)) => writer.write(data).await?,
+            Ok(Piece::Trailer(digest, size)) => {
+                trailer = Some((digest, size));
+                break;
+            }
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    let received = writer.close().await?;
+    match failure {
+        Some(e) => Err(e),
+        None => Ok((received, trailer)),
+    }
+}
+
+/// Checks a filled replica session against `size` and moves it into the store as `digest`
+/// (already pinned by the caller).
+async fn settle_replica(
+    uploads: &Uploads,
+    id: &str,
+    digest: &Digest,
+    size: u64,
+    received: u64,
+) -> Result<u64, StorageError> {
+    if received != size {
+        return Err(StorageError::Peer(format!(
+            "replica has {received} bytes, expected {size}"
+        )));
+    }
+    uploads.finish(id, REPLICA_REPO, digest).await
 }
 
 /// The digest an RPC names, or INVALID_ARGUMENT.
@@ -157,6 +219,21 @@ impl BlobPeer for BlobService {
             .message()
             .await?
             .ok_or_else(|| Status::invalid_argument("empty replica stream"))?;
+        if first.digest.is_empty() {
+            // Streamed while its upload arrived: the digest comes in the last message.
+            let head = futures_util::stream::iter([Ok(Piece::Data(first.data))]);
+            let rest = stream.map(|chunk| match chunk {
+                Ok(c) if c.digest.is_empty() => Ok(Piece::Data(c.data)),
+                Ok(c) => Digest::parse(&c.digest)
+                    .map(|d| Piece::Trailer(d, c.size))
+                    .map_err(|e| StorageError::Peer(e.to_string())),
+                Err(status) => Err(StorageError::Peer(status.message().to_string())),
+            });
+            return match receive_trailed(&self.uploads, &self.store, head.chain(rest)).await {
+                Ok(size) => Ok(Response::new(PutReply { size })),
+                Err(e) => Err(Status::unavailable(e.to_string())),
+            };
+        }
         let digest = Digest::parse(&first.digest).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let head = futures_util::stream::iter((!first.data.is_empty()).then(|| Ok(first.data)));
         let rest = stream.map(|chunk| {
@@ -371,6 +448,46 @@ where
     outcome
 }
 
+/// Batches a replica stream may run ahead of its receiver.
+const REPLICA_STREAM_DEPTH: usize = 8;
+
+/// A replica on its way to one peer while its upload arrives; see [`BlobPeers::open_replica`].
+pub struct ReplicaStream {
+    tx: mpsc::Sender<BlobChunk>,
+    reply: tokio::task::JoinHandle<Result<(), StorageError>>,
+}
+
+impl ReplicaStream {
+    /// Sends the next bytes; false once the stream has failed (the peer answered early).
+    pub async fn send(&self, data: Bytes) -> bool {
+        let chunk = BlobChunk {
+            digest: String::new(),
+            size: 0,
+            data,
+        };
+        self.tx.send(chunk).await.is_ok()
+    }
+
+    /// Names the blob and waits until the peer holds it durably (or says why not).
+    pub async fn finish(self, digest: &Digest, size: u64) -> Result<(), StorageError> {
+        let trailer = BlobChunk {
+            digest: digest.to_string(),
+            size,
+            data: Bytes::new(),
+        };
+        let _ = self.tx.send(trailer).await;
+        self.close().await
+    }
+
+    /// Ends the stream here and waits for the peer's answer (without a digest, a failure).
+    pub async fn close(self) -> Result<(), StorageError> {
+        drop(self.tx);
+        self.reply
+            .await
+            .map_err(|e| StorageError::Peer(format!("replica stream task: {e}")))?
+    }
+}
+
 /// The client side.
 #[derive(Clone)]
 pub struct BlobPeers {
@@ -409,6 +526,21 @@ impl BlobPeers {
             .await
             .map_err(|s| StorageError::Peer(s.message().to_string()))?;
         Ok(())
+    }
+
+    /// Opens a replica stream to the node at `addr` whose digest is named at its end (see
+    /// [`crate::tee`]). The call runs in its own task, fed through the returned stream.
+    pub fn open_replica(&self, addr: &str) -> Result<ReplicaStream, StorageError> {
+        let mut client = self.client(addr)?;
+        let (tx, rx) = mpsc::channel(REPLICA_STREAM_DEPTH);
+        let reply = tokio::spawn(async move {
+            client
+                .put(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await
+                .map(|_| ())
+                .map_err(|s| StorageError::Peer(s.message().to_string()))
+        });
+        Ok(ReplicaStream { tx, reply })
     }
 
     /// Streams `len` bytes at `offset` of a blob held by the node at `addr`.

@@ -27,6 +27,7 @@ use tokio::task::JoinHandle;
 use crate::blob_store::{sync_dir, BlobStore};
 use crate::digest::Digest;
 use crate::error::StorageError;
+use crate::tee::ReplicaTee;
 
 const QUEUE_CHUNKS: usize = 16;
 const WRITE_BUFFER: usize = 1 << 20;
@@ -189,6 +190,8 @@ impl Uploads {
             disk: Disk::Idle(guard),
             queued: Vec::new(),
             staging: BytesMut::with_capacity(WRITE_BUFFER),
+            start: offset,
+            tee: None,
         })
     }
 
@@ -264,6 +267,10 @@ pub struct UploadWriter {
     /// Small network frames gathered into a batch, so the disk is touched once per
     /// `WRITE_BUFFER` bytes rather than once per frame.
     staging: BytesMut,
+    /// The session's offset when this writer opened it.
+    start: u64,
+    /// Replica streams that get every batch as it is queued for the disk.
+    tee: Option<ReplicaTee>,
 }
 
 /// Where the session is: here, or with the blocking call that is writing batches into it.
@@ -298,14 +305,36 @@ fn write_batches(
 }
 
 impl UploadWriter {
+    /// The session's offset when this writer opened it.
+    pub fn start(&self) -> u64 {
+        self.start
+    }
+
+    /// Sends every batch from here on to `tee` too. It must have sent exactly the bytes the
+    /// session holds (else it is dropped, and its streams end unfinished).
+    pub fn attach_tee(&mut self, tee: ReplicaTee) {
+        if tee.offset() == self.start {
+            self.tee = Some(tee);
+        }
+    }
+
+    /// Queues a full batch for the disk, handing it to the tee first.
+    async fn queue(&mut self, batch: Bytes) {
+        if let Some(tee) = &mut self.tee {
+            tee.send(&batch).await;
+        }
+        self.queued.push(batch);
+    }
+
     /// Takes bytes for writing and hashing; waits only when `QUEUE_CHUNKS` batches are queued.
     pub async fn write(&mut self, chunk: Bytes) -> Result<(), StorageError> {
         if self.staging.is_empty() && chunk.len() >= WRITE_BUFFER {
-            self.queued.push(chunk);
+            self.queue(chunk).await;
         } else {
             self.staging.extend_from_slice(&chunk);
             if self.staging.len() >= WRITE_BUFFER {
-                self.queued.push(self.staging.split().freeze());
+                let batch = self.staging.split().freeze();
+                self.queue(batch).await;
                 self.staging.reserve(WRITE_BUFFER);
             }
         }
@@ -343,10 +372,22 @@ impl UploadWriter {
     }
 
     /// Writes everything taken so far; returns the new offset.
-    pub async fn close(mut self) -> Result<u64, StorageError> {
+    pub async fn close(self) -> Result<u64, StorageError> {
+        self.close_with_tee().await.0
+    }
+
+    /// [`UploadWriter::close`], handing back the attached tee (its offset is the new offset
+    /// when the close succeeded).
+    pub async fn close_with_tee(mut self) -> (Result<u64, StorageError>, Option<ReplicaTee>) {
         if !self.staging.is_empty() {
-            self.queued.push(self.staging.split().freeze());
+            let batch = self.staging.split().freeze();
+            self.queue(batch).await;
         }
+        let tee = self.tee.take();
+        (self.flush().await, tee)
+    }
+
+    async fn flush(&mut self) -> Result<u64, StorageError> {
         self.pump(true).await?;
         self.pump(true).await?;
         match &self.disk {

@@ -69,7 +69,8 @@ fn chunk_start(req: &Request<Incoming>) -> Result<Option<u64>, ApiError> {
     Ok(Some(start))
 }
 
-/// Streams the request body into the session; returns the new offset.
+/// Streams the request body into the session, and to the replicas' streams when the blob is
+/// replicated; returns the new offset.
 async fn append(reg: &Cx<'_>, name: &str, id: &str, req: Request<Incoming>) -> Result<u64, ApiError> {
     let start = chunk_start(&req)?;
     let mut writer = reg
@@ -77,6 +78,14 @@ async fn append(reg: &Cx<'_>, name: &str, id: &str, req: Request<Incoming>) -> R
         .writer(id, name, start)
         .await
         .map_err(|e| with_location(e.into(), name, id))?;
+    let length = header(&req, "content-length").and_then(|l| l.trim().parse::<u64>().ok());
+    if length != Some(0) {
+        let digest = query_get(&query_pairs(req.uri().query()), "digest").map(str::to_string);
+        let tee = crate::placement::tee_for(reg, name, id, writer.start(), length, digest.as_deref());
+        if let Some(tee) = tee {
+            writer.attach_tee(tee);
+        }
+    }
     let mut body = req.into_body();
     let mut failure = None;
     // A body that stops arriving must not hold the session (and a disk thread) forever.
@@ -102,10 +111,17 @@ async fn append(reg: &Cx<'_>, name: &str, id: &str, req: Request<Incoming>) -> R
             }
         }
     }
-    let offset = writer.close().await?;
+    let (closed, tee) = writer.close_with_tee().await;
+    let offset = closed?;
     match failure {
         Some(e) => Err(e),
-        None => Ok(offset),
+        None => {
+            // The tee goes on with the session's next request, or is dropped with this one.
+            if let Some(tee) = tee.filter(|t| t.offset() == offset) {
+                reg.tees.keep(id, tee);
+            }
+            Ok(offset)
+        }
     }
 }
 
@@ -127,6 +143,8 @@ fn required_digest(req: &Request<Incoming>) -> Result<Digest, ApiError> {
 
 /// Verifies, stores and links the session's blob.
 async fn complete(reg: &Cx<'_>, name: &str, id: &str, digest: &Digest) -> Result<Response<Body>, ApiError> {
+    // Taken first, so that every way out of here (a failure included) drops it.
+    let tee = reg.tees.take(id);
     let size = reg.uploads.finish(id, name, digest).await?;
     // Content the cluster already stores (pushed to another repository) is linked, not copied
     // again; this node's upload is then an orphan its scrub removes after the grace period.
@@ -173,7 +191,7 @@ async fn complete(reg: &Cx<'_>, name: &str, id: &str, digest: &Digest) -> Result
             small_blob_copies(m)
         }
     };
-    let holders = crate::placement::replicate(reg, digest, size, copies as usize).await?;
+    let holders = crate::placement::replicate(reg, digest, size, copies as usize, tee).await?;
     commit(
         reg,
         CatalogCommand::LinkReplicas {
@@ -293,6 +311,7 @@ pub async fn finish(reg: &Cx<'_>, name: &str, id: &str, req: Request<Incoming>) 
 }
 
 async fn cancel(reg: &Cx<'_>, name: &str, id: &str) -> Result<Response<Body>, ApiError> {
+    drop(reg.tees.take(id));
     reg.uploads.cancel(id, name).await?;
     Ok(Reply::new(StatusCode::NO_CONTENT).empty())
 }
