@@ -412,10 +412,17 @@ echo "scratch filesystem: $(df -PhT "$scratch" | awk 'NR==2 {print $1" ("$2"), "
 if [ "$limits" = 1 ]; then
   sha=$(openssl speed -seconds "$ossl_secs" -evp sha256 2>/dev/null | awk '/^sha256/ {v=$NF} END {sub(/k$/, "", v); printf "%.0f", v/1000}')
   echo "openssl speed -evp sha256, 16384-byte blocks: ${sha} MB/s (one core)"
-  ddline=$(dd if=/dev/zero of="$scratch/ddtest" bs=1M count="$dd_count" conv=fsync 2>&1 | tail -1)
-  rm -f "$scratch/ddtest"
-  echo "dd bs=1M count=$dd_count conv=fsync to the data filesystem: ${ddline##*, }"
-  dd_mbps=$(awk '{v=$1; if ($2 ~ /^GB/) v*=1000; if ($2 ~ /^kB/) v/=1000; printf "%.0f", v}' <<<"${ddline##*, }")
+  # Three in a row: a virtual disk may allow bursts above the rate it sustains (a token
+  # bucket), and a benchmark that writes GiBs back to back mostly sees the sustained rate.
+  dd_rates=()
+  for _ in 1 2 3; do
+    ddline=$(dd if=/dev/zero of="$scratch/ddtest" bs=1M count="$dd_count" conv=fsync 2>&1 | tail -1)
+    rm -f "$scratch/ddtest"
+    dd_rates+=("$(awk '{v=$1; if ($2 ~ /^GB/) v*=1000; if ($2 ~ /^kB/) v/=1000; printf "%.0f", v}' <<<"${ddline##*, }")")
+  done
+  echo "dd bs=1M count=$dd_count conv=fsync to the data filesystem, three in a row: ${dd_rates[0]}, ${dd_rates[1]}, ${dd_rates[2]} MB/s"
+  dd_mbps=${dd_rates[0]}
+  dd_sustained=${dd_rates[2]}
 fi
 echo "bare hyper GET ceiling: the bare-hyper column (a 4 KiB body to every request, same client)"
 
@@ -441,7 +448,8 @@ best_mbps() {
 if [ -n "${dd_mbps:-}" ] && [ "${dd_mbps:-0}" -gt 0 ]; then
   echo
   echo "Push ceiling: a push ends with an fsync, so no registry pushes faster than this disk"
-  echo "takes fsync'd writes (dd conv=fsync above: $dd_mbps MB/s)."
+  echo "takes fsync'd writes (dd conv=fsync above: $dd_mbps MB/s after a pause, $dd_sustained MB/s"
+  echo "sustained; the percentages below are of the first)."
   k=$(best_mbps 01 keelson) d=$(best_mbps 01 distribution)
   if [ -n "$k" ]; then
     awk -v k="$k" -v dd="$dd_mbps" -v d="${d:-0}" 'BEGIN {

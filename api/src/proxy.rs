@@ -33,6 +33,8 @@ impl Default for Proxy {
     fn default() -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
+        // As for peer channels: an unreachable node must fail fast, so the caller tries another.
+        connector.set_connect_timeout(Some(std::time::Duration::from_secs(2)));
         Proxy {
             client: ProxyClient::Tcp(Client::builder(TokioExecutor::new()).build(connector)),
         }
