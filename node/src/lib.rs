@@ -273,6 +273,7 @@ where
         ));
     }
     tasks.push(tokio::spawn(flush_token_uses(registry.clone())));
+    tasks.push(tokio::spawn(sweep_idle_tees(registry.clone())));
     tasks.extend(jobs::spawn(&registry, config.blob_jobs.clone()));
 
     let accept_registry = registry.clone();
@@ -312,6 +313,15 @@ where
 
 /// Writes the auth-token uses this node saw to the catalog every half minute (one Raft entry for
 /// all of them, never one per request).
+/// Drops the replica streams of uploads abandoned halfway (see `keelson_storage::tee`).
+async fn sweep_idle_tees(registry: Arc<Registry>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        registry.tees.sweep(keelson_storage::tee::IDLE);
+    }
+}
+
 async fn flush_token_uses(registry: Arc<Registry>) {
     // KEELSON_TOKEN_USE_FLUSH_MS shortens the period (tests); the default suits production.
     let period_ms = std::env::var("KEELSON_TOKEN_USE_FLUSH_MS")

@@ -15,7 +15,9 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 
@@ -108,7 +110,7 @@ impl ReplicaTee {
 const STALL: Duration = Duration::from_secs(30);
 
 /// Tees left idle this long (an abandoned upload) are dropped.
-const IDLE: Duration = Duration::from_secs(300);
+pub const IDLE: Duration = Duration::from_secs(300);
 
 /// The tees of the upload sessions this node owns, between one request and the next.
 #[derive(Default)]
@@ -126,11 +128,16 @@ impl ReplicaTees {
         self.lock().remove(id).map(|(tee, _)| tee)
     }
 
-    /// Keeps `tee` for the next request of upload `id`, and drops tees left idle too long.
+    /// Keeps `tee` for the next request of upload `id`.
     pub fn keep(&self, id: &str, tee: ReplicaTee) {
+        self.lock().insert(id.to_string(), (tee, Instant::now()));
+    }
+
+    /// Drops the tees that saw no request for `idle` (abandoned uploads): their streams end
+    /// unfinished and the receivers discard what they had. The node calls it every minute with
+    /// [`IDLE`].
+    pub fn sweep(&self, idle: Duration) {
         let now = Instant::now();
-        let mut open = self.lock();
-        open.retain(|_, (_, since)| now.duration_since(*since) < IDLE);
-        open.insert(id.to_string(), (tee, now));
+        self.lock().retain(|_, (_, since)| now.duration_since(*since) < idle);
     }
 }

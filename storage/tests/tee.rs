@@ -134,3 +134,16 @@ async fn an_unreachable_target_fails_alone() {
     assert!(results[1].1.is_err(), "nothing listens on target 2");
     assert!(r.store.contains(&digest));
 }
+
+#[tokio::test]
+async fn a_sweep_drops_only_the_tees_idle_for_longer_than_asked() {
+    use keelson_storage::tee::{ReplicaTees, IDLE};
+    let peers = BlobPeers::new(PeerChannels::default());
+    let tees = ReplicaTees::default();
+    tees.keep("a", ReplicaTee::open(&peers, vec![1], &[]));
+    tees.keep("b", ReplicaTee::open(&peers, vec![1], &[]));
+    tees.sweep(IDLE);
+    assert!(tees.take("a").is_some(), "kept a moment ago");
+    tees.sweep(std::time::Duration::ZERO);
+    assert!(tees.take("b").is_none(), "swept as idle");
+}
