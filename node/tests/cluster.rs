@@ -15,7 +15,7 @@
 
 mod support;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -24,10 +24,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use support::cluster::Cluster;
 use support::content::{digest_of, hex_of, pseudo_random};
 use support::docker::{busybox_rootfs_tar, pushed_digest, Docker};
 use support::oci::{layout_blobs, layout_ref, skopeo, umoci_image, OCI_MANIFEST};
-use support::status::{status_as, status_of};
+use support::status::status_of;
 use support::tools::{exec, need, tail};
 use support::{free_port, ClusterNode};
 
@@ -47,182 +48,20 @@ fn serial() -> MutexGuard<'static, ()> {
 // The cluster under test
 // ---------------------------------------------------------------------------------------------
 
-/// Nodes of one test; every helper that fails prints the tail of each node's log.
-struct Cluster {
-    nodes: Vec<ClusterNode>,
-    dir: PathBuf,
-    /// The bootstrap administrator's auth token, when the nodes enforce auth.
-    admin_token: Option<String>,
-}
+/// The three nodes 1..=3 of most tests, in fault domains fd1..fd3.
+const THREE: [(u64, &str); 3] = [(1, "fd1"), (2, "fd2"), (3, "fd3")];
 
 impl Cluster {
     /// Starts nodes 1..=3 in fault domains fd1..fd3 and forms the cluster with the CLI: `init` on
     /// node 1, then `add 2`, `add 3` (each returns once the node is a caught-up voter).
-    fn form(dir: &Path) -> Cluster {
-        Cluster::form_with_env(dir, &[])
+    fn three(dir: &Path) -> Cluster {
+        Cluster::form(dir, &THREE, |_| Vec::new())
     }
 
-    /// [`Cluster::form`] with extra environment for every node.
-    fn form_with_env(dir: &Path, env: &[(&str, &str)]) -> Cluster {
+    /// [`Cluster::three`] with extra environment for every node.
+    fn three_with_env(dir: &Path, env: &[(&str, &str)]) -> Cluster {
         let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        Cluster::form_with(dir, |_| env.clone())
-    }
-
-    /// [`Cluster::form`] with extra environment for node `id` from `env_of(id)`.
-    fn form_with(dir: &Path, env_of: impl Fn(u64) -> Vec<(String, String)>) -> Cluster {
-        let admin_token = env_of(1)
-            .into_iter()
-            .find(|(k, _)| k == "KEELSON_BOOTSTRAP_TOKEN")
-            .map(|(_, v)| v);
-        let mut cluster = Cluster {
-            nodes: Vec::new(),
-            dir: dir.to_path_buf(),
-            admin_token,
-        };
-        for id in 1..=3 {
-            let env = env_of(id);
-            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            let node = ClusterNode::start_with_env(&cluster.dir.join(format!("n{id}")), id, &format!("fd{id}"), &env);
-            cluster.nodes.push(node);
-        }
-        let n1 = cluster.node(1).host();
-        cluster.cli(&n1, &["init"]);
-        cluster.wait_converged("node 1 leads a one-node cluster", &[1], Duration::from_secs(30));
-        for id in 2..=3 {
-            cluster.add(&n1, id);
-        }
-        cluster.wait_converged("three voters agree on one leader", &[1, 2, 3], Duration::from_secs(30));
-        cluster
-    }
-
-    fn start_node(&mut self, id: u64, fault_domain: &str) {
-        let node = ClusterNode::start(&self.dir.join(format!("n{id}")), id, fault_domain);
-        self.nodes.push(node);
-    }
-
-    fn node(&self, id: u64) -> &ClusterNode {
-        self.nodes
-            .iter()
-            .find(|n| n.id == id)
-            .unwrap_or_else(|| panic!("no node {id}"))
-    }
-
-    fn node_mut(&mut self, id: u64) -> &mut ClusterNode {
-        self.nodes
-            .iter_mut()
-            .find(|n| n.id == id)
-            .unwrap_or_else(|| panic!("no node {id}"))
-    }
-
-    /// The tail of every node's log, for failure messages.
-    fn logs(&self) -> String {
-        let mut out = String::new();
-        for n in &self.nodes {
-            out.push_str(&format!("\n--- node {} ({}) keelson.log (tail):\n", n.id, n.host()));
-            out.push_str(tail(&n.log(), 5000));
-        }
-        out
-    }
-
-    /// `keelson cluster --node <node> <args…>`, which must succeed; returns stdout.
-    fn cli(&self, node: &str, args: &[&str]) -> String {
-        let out = exec(
-            Command::new(env!("CARGO_BIN_EXE_keelson"))
-                .args(["cluster", "--node", node])
-                .args(args)
-                // `init` creates the administrator, so it cannot yet authenticate as one.
-                .envs(
-                    self.admin_token
-                        .iter()
-                        .filter(|_| args[0] != "init")
-                        .map(|t| ("KEELSON_TOKEN", t)),
-                ),
-            Duration::from_secs(120),
-        );
-        if !out.ok {
-            panic!(
-                "keelson cluster --node {node} {args:?} failed ({})\nstdout:\n{}\nstderr:\n{}{}",
-                out.status,
-                out.stdout,
-                out.stderr,
-                self.logs()
-            );
-        }
-        out.stdout
-    }
-
-    /// `keelson cluster --node <via> add <id> <peer> --api <api> --fault-domain <fd>`.
-    fn add(&self, via: &str, id: u64) {
-        let n = self.node(id);
-        let printed = self.cli(
-            via,
-            &[
-                "add",
-                &id.to_string(),
-                &n.peer.to_string(),
-                "--api",
-                &n.host(),
-                "--fault-domain",
-                &n.fault_domain,
-            ],
-        );
-        assert!(printed.contains(&format!("node {id} added")), "add printed {printed:?}");
-    }
-
-    /// Polls until each node in `ids` reports (from its own point of view) exactly the voters
-    /// `ids`, the same known leader among them, and until exactly one of them is that leader.
-    fn wait_converged(&self, what: &str, ids: &[u64], limit: Duration) -> u64 {
-        let want: BTreeSet<u64> = ids.iter().copied().collect();
-        let deadline = Instant::now() + limit;
-        loop {
-            let last = match self.converged(&want) {
-                Ok(leader) => return leader,
-                Err(e) => e,
-            };
-            if Instant::now() >= deadline {
-                panic!(
-                    "{what}: not converged in {} s; last: {last}{}",
-                    limit.as_secs(),
-                    self.logs()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn converged(&self, want: &BTreeSet<u64>) -> Result<u64, String> {
-        let mut leaders = BTreeSet::new();
-        let mut leading = Vec::new();
-        for id in want {
-            let admin = self.admin_token.as_deref().map(|t| ("keelson/admin", t));
-            let s = status_as(self.node(*id).api, admin)?;
-            let voters: BTreeSet<u64> = s["members"]
-                .as_array()
-                .ok_or("no members")?
-                .iter()
-                .filter(|m| m["voter"] == true)
-                .map(|m| m["id"].as_u64().unwrap_or(0))
-                .collect();
-            let members = s["members"].as_array().map_or(0, |m| m.len());
-            if voters != *want || members != want.len() {
-                return Err(format!("node {id} sees voters {voters:?} among {members} members: {s}"));
-            }
-            let leader = s["leader"]
-                .as_u64()
-                .ok_or_else(|| format!("node {id} knows no leader: {s}"))?;
-            leaders.insert(leader);
-            if s["state"] == "leader" {
-                leading.push(*id);
-            }
-        }
-        if leaders.len() != 1 {
-            return Err(format!("nodes disagree on the leader: {leaders:?}"));
-        }
-        let leader = *leaders.iter().next().unwrap();
-        if !want.contains(&leader) || leading != [leader] {
-            return Err(format!("leader {leader}, nodes in state leader: {leading:?}"));
-        }
-        Ok(leader)
+        Cluster::form(dir, &THREE, move |_| env.clone())
     }
 }
 
@@ -250,7 +89,7 @@ async fn three_nodes_formed_with_cli_replicate_images_and_blobs() {
     need("umoci");
     let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
-    let cluster = Cluster::form(tmp.path());
+    let cluster = Cluster::three(tmp.path());
 
     // `cluster status --json` through a follower: three voters, one leader, our addresses.
     let leader = cluster.wait_converged("formed", &[1, 2, 3], Duration::from_secs(30));
@@ -440,7 +279,7 @@ async fn docker_push_and_pull_through_the_load_balancer() {
     need("dockerd");
     let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
-    let cluster = Cluster::form(tmp.path());
+    let cluster = Cluster::three(tmp.path());
     let lb = Lb::start(tmp.path(), &cluster.nodes.iter().map(|n| n.host()).collect::<Vec<_>>());
     let tar = busybox_rootfs_tar(tmp.path(), "pushed through keelson lb\n", COMMAND_LIMIT);
     let docker = Docker::start(&tmp.path().join("docker"));
@@ -844,7 +683,7 @@ fn status_number(node: &ClusterNode, field: &str) -> Option<u64> {
 async fn leader_killed_mid_stream_loses_no_acknowledged_push() {
     let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
-    let mut cluster = Cluster::form_with_env(tmp.path(), &[("KEELSON_SNAPSHOT_EVERY_LOGS", "40")]);
+    let mut cluster = Cluster::three_with_env(tmp.path(), &[("KEELSON_SNAPSHOT_EVERY_LOGS", "40")]);
     let old_leader = cluster.wait_converged("formed", &[1, 2, 3], Duration::from_secs(30));
     let survivors: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != old_leader).collect();
 
@@ -1001,7 +840,7 @@ async fn leader_killed_mid_stream_loses_no_acknowledged_push() {
 async fn members_added_and_removed_under_load() {
     let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
-    let mut cluster = Cluster::form(tmp.path());
+    let mut cluster = Cluster::three(tmp.path());
     let mut load = Load::start(2, targets(&cluster, &[1, 2, 3]), "load/members");
     load.wait_for("20 pushes acknowledged", Duration::from_secs(60), &cluster, |l| {
         l.acked.lock().unwrap().len() >= 20
@@ -1163,7 +1002,7 @@ async fn members_added_and_removed_under_load() {
 async fn upload_session_requests_reach_their_owner_from_any_node() {
     let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
-    let cluster = Cluster::form(tmp.path());
+    let cluster = Cluster::three(tmp.path());
     cluster.wait_converged("formed", &[1, 2, 3], Duration::from_secs(30));
     let client = http_client();
     let url = |id: u64, path: &str| format!("http://{}{path}", cluster.node(id).host());
@@ -1250,7 +1089,7 @@ async fn large_blob_gets_on_a_non_holder_are_relayed_from_a_holder_with_the_clie
         ("KEELSON_BOOTSTRAP_TOKEN", ADMIN_TOKEN),
         ("KEELSON_REPLICAS", "2"),
     ];
-    let cluster = Cluster::form_with_env(tmp.path(), &env);
+    let cluster = Cluster::three_with_env(tmp.path(), &env);
     let client = http_client();
     let url = |id: u64, path: &str| format!("http://{}{path}", cluster.node(id).host());
     let basic = |req: reqwest::RequestBuilder| req.basic_auth("keelson/admin", Some(ADMIN_TOKEN));
@@ -1284,8 +1123,7 @@ async fn large_blob_gets_on_a_non_holder_are_relayed_from_a_holder_with_the_clie
         );
         holders.insert(what, (d, on));
     }
-    let admin = Some(("keelson/admin", ADMIN_TOKEN));
-    let jobs = &status_as(cluster.node(1).api, admin).unwrap()["blob_jobs"];
+    let jobs = &cluster.status(1).unwrap()["blob_jobs"];
     assert_eq!(
         jobs["push.streamed_copies"].as_u64(),
         Some(2),
@@ -1401,11 +1239,18 @@ async fn peers_speak_mutual_tls_when_certificates_are_configured() {
         assert!(out.ok, "certs.sh failed: {} {}", out.stdout, out.stderr);
     }
     let pem = |dir: &Path, name: &str| dir.join(name).display().to_string();
-    let cluster = Cluster::form_with(tmp.path(), |id| {
+    let node_certs = certs.clone();
+    let cluster = Cluster::form(tmp.path(), &THREE, move |id| {
         vec![
-            ("KEELSON_PEER_TLS_CERT".into(), pem(&certs, &format!("node{id}.pem"))),
-            ("KEELSON_PEER_TLS_KEY".into(), pem(&certs, &format!("node{id}.key"))),
-            ("KEELSON_PEER_TLS_CA".into(), pem(&certs, "ca.pem")),
+            (
+                "KEELSON_PEER_TLS_CERT".into(),
+                pem(&node_certs, &format!("node{id}.pem")),
+            ),
+            (
+                "KEELSON_PEER_TLS_KEY".into(),
+                pem(&node_certs, &format!("node{id}.key")),
+            ),
+            ("KEELSON_PEER_TLS_CA".into(), pem(&node_certs, "ca.pem")),
         ]
     });
 

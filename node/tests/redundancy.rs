@@ -26,13 +26,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
+use support::cluster::Cluster;
 use support::content::{digest_of, pseudo_random};
 use support::status::status_of;
-use support::tools::tail;
-use support::ClusterNode;
 
 /// Background job settings for the test: fast passes, short grace, no throttling.
 const JOB_ENV: [(&str, &str); 8] = [
@@ -279,62 +278,28 @@ async fn pull_image(c: &reqwest::Client, node: &str, image: &Image) -> Result<()
 // The cluster under test
 // ---------------------------------------------------------------------------------------------
 
-struct Cluster {
-    nodes: Vec<ClusterNode>,
-    dir: PathBuf,
-    /// Environment of every node: [`JOB_ENV`] plus the test's own.
-    env: Vec<(&'static str, &'static str)>,
-    /// Extra environment of single nodes: (node id, name, value).
-    node_env: Vec<(u64, &'static str, &'static str)>,
+/// Starts `(id, fault domain)` nodes with [`JOB_ENV`], `extra_env` on every node and
+/// `node_env` (node id, name, value) on single ones, and forms them into one cluster (init on
+/// the first). Nodes started later get the same environment.
+fn form(
+    dir: &Path,
+    spec: &[(u64, &str)],
+    extra_env: &[(&'static str, &'static str)],
+    node_env: &[(u64, &'static str, &'static str)],
+) -> Cluster {
+    let env: Vec<(&str, &str)> = JOB_ENV.iter().chain(extra_env).copied().collect();
+    let node_env = node_env.to_vec();
+    Cluster::form(dir, spec, move |id| {
+        let own = node_env.iter().filter(|(n, _, _)| *n == id).map(|(_, k, v)| (*k, *v));
+        env.iter()
+            .copied()
+            .chain(own)
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    })
 }
 
 impl Cluster {
-    /// Starts `(id, fault domain)` nodes and forms them into one cluster (init on the first).
-    fn form(
-        dir: &Path,
-        spec: &[(u64, &str)],
-        extra_env: &[(&'static str, &'static str)],
-        node_env: &[(u64, &'static str, &'static str)],
-    ) -> Cluster {
-        let mut cluster = Cluster {
-            nodes: Vec::new(),
-            dir: dir.to_path_buf(),
-            env: JOB_ENV.iter().chain(extra_env).copied().collect(),
-            node_env: node_env.to_vec(),
-        };
-        for (id, fd) in spec {
-            cluster.start_node(*id, fd);
-        }
-        let first = cluster.node(spec[0].0).host();
-        cluster.cli(&first, &["init"]);
-        for (id, _) in &spec[1..] {
-            cluster.add(&first, *id);
-        }
-        cluster.wait("every node sees the full membership", Duration::from_secs(60), || {
-            for n in &cluster.nodes {
-                let s = status_of(n.api)?;
-                let members = s["members"].as_array().map_or(0, |m| m.len());
-                if members != spec.len() || s["leader"].as_u64().is_none() {
-                    return Err(format!("node {}: {s}", n.id));
-                }
-            }
-            Ok(())
-        });
-        cluster
-    }
-
-    fn start_node(&mut self, id: u64, fault_domain: &str) {
-        let mut env = self.env.clone();
-        env.extend(
-            self.node_env
-                .iter()
-                .filter(|(n, _, _)| *n == id)
-                .map(|(_, k, v)| (*k, *v)),
-        );
-        let node = ClusterNode::start_with_env(&self.dir.join(format!("n{id}")), id, fault_domain, &env);
-        self.nodes.push(node);
-    }
-
     /// `keelson admin <args>` through `node`; its JSON answer.
     fn admin(&self, node: &str, args: &[&str]) -> Value {
         let out = Command::new(env!("CARGO_BIN_EXE_keelson"))
@@ -373,64 +338,6 @@ impl Cluster {
         let holders = self.holders(ids, digest);
         let domains = holders.iter().map(|id| self.node(*id).fault_domain.clone()).collect();
         (holders, domains)
-    }
-
-    fn node(&self, id: u64) -> &ClusterNode {
-        self.nodes
-            .iter()
-            .find(|n| n.id == id)
-            .unwrap_or_else(|| panic!("no node {id}"))
-    }
-
-    fn logs(&self) -> String {
-        let mut out = String::new();
-        for n in &self.nodes {
-            out.push_str(&format!("\n--- node {} ({}) keelson.log (tail):\n", n.id, n.host()));
-            out.push_str(tail(&n.log(), 4000));
-        }
-        out
-    }
-
-    fn cli(&self, node: &str, args: &[&str]) -> String {
-        let out = Command::new(env!("CARGO_BIN_EXE_keelson"))
-            .args(["cluster", "--node", node])
-            .args(args)
-            .output()
-            .expect("run keelson cluster");
-        if !out.status.success() {
-            panic!(
-                "keelson cluster {args:?} failed: {}{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr),
-                self.logs()
-            );
-        }
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn add(&self, via: &str, id: u64) {
-        let n = self.node(id);
-        let id_s = id.to_string();
-        let peer = n.peer.to_string();
-        let api = n.host();
-        self.cli(
-            via,
-            &["add", &id_s, &peer, "--api", &api, "--fault-domain", &n.fault_domain],
-        );
-    }
-
-    /// Polls `check` until it succeeds; panics with the last failure and the logs at the deadline.
-    fn wait<T>(&self, what: &str, limit: Duration, mut check: impl FnMut() -> Result<T, String>) -> T {
-        let deadline = Instant::now() + limit;
-        loop {
-            match check() {
-                Ok(v) => return v,
-                Err(e) if Instant::now() >= deadline => {
-                    panic!("{what}: not reached in {} s; last: {e}{}", limit.as_secs(), self.logs())
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(200)),
-            }
-        }
     }
 
     /// The status as the current leader reports it (only the leader runs repair).
@@ -578,7 +485,7 @@ async fn three_replicas_survive_a_fault_domain_repair_scrub_and_gc_under_load() 
         (2, "KEELSON_CAPACITY_BYTES", "1"),
         (4, "KEELSON_CAPACITY_BYTES", "268435456"),
     ];
-    let mut cluster = Cluster::form(tmp.path(), &spec, &[], &quotas);
+    let mut cluster = form(tmp.path(), &spec, &[], &quotas);
     let c = http();
     let free = cluster.wait_capacities(&[1, 2, 3, 4, 5, 6]);
     assert!(free[&2] <= 1, "{free:?}");
@@ -835,7 +742,7 @@ async fn reed_solomon_4_2_and_replicas_per_repo_survive_losing_any_two_nodes() {
     let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let spec = [(1, "fd1"), (2, "fd2"), (3, "fd3"), (4, "fd4"), (5, "fd5"), (6, "fd6")];
-    let mut cluster = Cluster::form(tmp.path(), &spec, &[], &[]);
+    let mut cluster = form(tmp.path(), &spec, &[], &[]);
     let c = http();
     // The cluster default (committed by `cluster init` from the first node's settings) is
     // replicas=3; repositories rs/x and rs/y are erasure coded, rep/z keeps the default.

@@ -5,11 +5,13 @@
 //! its listener is bound, and the harness then polls `GET /v2/` until it answers.
 //!
 //! The submodules hold what several test binaries need besides the node itself: `tools`
-//! (installed clients, time-limited runs, polling), `content` (test bytes and digests), `daemon`
-//! and `docker` (private daemons with Drop guards), `oci` (skopeo/umoci layouts) and `status`
-//! (a node's cluster status over raw HTTP).
+//! (installed clients, time-limited runs, polling), `cluster` (nodes formed into a cluster with
+//! the CLI), `content` (test bytes and digests), `daemon` and `docker` (private daemons with
+//! Drop guards), `oci` (skopeo/umoci layouts) and `status` (a node's cluster status over raw
+//! HTTP).
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod content;
 pub mod daemon;
 pub mod docker;
