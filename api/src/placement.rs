@@ -17,10 +17,19 @@ use crate::body::Body;
 use crate::error::{ApiError, ErrorCode};
 use crate::registry::Registry;
 
-/// The members as placement candidates, with the capacities they reported.
-fn candidates(reg: &Registry, members: &BTreeMap<NodeId, (NodeInfo, bool)>) -> Result<Vec<Candidate>, ApiError> {
+/// The `count` nodes among `members` placement picks for `need` bytes (this node first when it
+/// has room, then distinct fault domains, weighted by the capacities they reported), spread by
+/// `key`.
+fn place(
+    reg: &Registry,
+    members: &BTreeMap<NodeId, (NodeInfo, bool)>,
+    count: usize,
+    need: u64,
+    key: &[u8],
+) -> Result<Vec<NodeId>, ApiError> {
     let capacities = reg.catalog.reader().capacities()?;
-    Ok(Candidate::from_members(members, &capacities))
+    let candidates = Candidate::from_members(members, &capacities);
+    Ok(choose(&candidates, reg.catalog.node_id(), count, need, key))
 }
 
 /// Copies `digest` (already durable locally) to the chosen holders — `copies` nodes in distinct
@@ -42,13 +51,7 @@ pub async fn replicate(
     let tee = tee.filter(|t| t.offset() == size && t.targets().len() == copies);
     let (targets, streamed) = match tee {
         Some(tee) => (tee.targets().to_vec(), tee.finish(digest, size).await),
-        None => {
-            let candidates = candidates(reg, &members)?;
-            (
-                choose(&candidates, local, copies, size, digest.hex().as_bytes()),
-                Vec::new(),
-            )
-        }
+        None => (place(reg, &members, copies, size, digest.hex().as_bytes())?, Vec::new()),
     };
     let streamed_to = |id: &NodeId| streamed.iter().any(|(s, r)| s == id && r.is_ok());
     for (id, result) in &streamed {
@@ -109,24 +112,24 @@ pub fn tee_for(
     if let Some(tee) = reg.tees.take(upload) {
         return (tee.offset() == offset).then_some(tee);
     }
-    if offset != 0 {
+    // A single node (the common case) answers before any catalog read.
+    let members = reg.catalog.members();
+    if offset != 0 || members.len() < 2 {
         return None;
     }
     let RedundancyPolicy::Replicas(copies) = reg.policy_for(repo).ok()? else {
         return None;
     };
-    let members = reg.catalog.members();
     let copies = (copies as usize).min(members.len());
     if copies < 2 {
         return None;
     }
     let local = reg.catalog.node_id();
-    let candidates = candidates(reg, &members).ok()?;
     let spread_key = match digest.and_then(|d| Digest::parse(d).ok()) {
         Some(d) => d.hex().as_bytes().to_vec(),
         None => upload.as_bytes().to_vec(),
     };
-    let targets = choose(&candidates, local, copies, length.unwrap_or(0), &spread_key);
+    let targets = place(reg, &members, copies, length.unwrap_or(0), &spread_key).ok()?;
     let remote: Vec<(NodeId, String)> = targets
         .iter()
         .filter(|id| **id != local)
@@ -225,16 +228,9 @@ fn answers_range<B>(response: &http::Response<B>, len: u64) -> bool {
 /// are `None` in the layout, for repair to rebuild.
 pub async fn store_coded(reg: &Registry, digest: &Digest, size: u64, scheme: Scheme) -> Result<CodedLayout, ApiError> {
     let members = reg.catalog.members();
-    let candidates = candidates(reg, &members)?;
     let n = scheme.k + scheme.m;
     let shard_bytes = Geometry::new(scheme.k, scheme.m, CHUNK, size).shard_bytes();
-    let targets = choose(
-        &candidates,
-        reg.catalog.node_id(),
-        n,
-        shard_bytes,
-        digest.hex().as_bytes(),
-    );
+    let targets = place(reg, &members, n, shard_bytes, digest.hex().as_bytes())?;
     let addrs: Vec<String> = targets
         .iter()
         .filter_map(|id| members.get(id).map(|(node, _)| node.peer_addr.clone()))

@@ -311,8 +311,6 @@ where
     })
 }
 
-/// Writes the auth-token uses this node saw to the catalog every half minute (one Raft entry for
-/// all of them, never one per request).
 /// Drops the replica streams of uploads abandoned halfway (see `keelson_storage::tee`).
 async fn sweep_idle_tees(registry: Arc<Registry>) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
@@ -322,6 +320,8 @@ async fn sweep_idle_tees(registry: Arc<Registry>) {
     }
 }
 
+/// Writes the auth-token uses this node saw to the catalog every half minute (one Raft entry for
+/// all of them, never one per request).
 async fn flush_token_uses(registry: Arc<Registry>) {
     // KEELSON_TOKEN_USE_FLUSH_MS shortens the period (tests); the default suits production.
     let period_ms = std::env::var("KEELSON_TOKEN_USE_FLUSH_MS")

@@ -111,35 +111,40 @@ where
     if store.contains(digest) {
         return Ok(size);
     }
-    let id = uploads.create(REPLICA_REPO)?;
-    let result = async {
-        let (received, _) = fill_replica(uploads, &id, stream.map(|item| item.map(Piece::Data))).await?;
-        settle_replica(uploads, &id, digest, size, received).await
-    }
-    .await;
-    if result.is_err() {
-        let _ = uploads.cancel(&id, REPLICA_REPO).await;
-    }
-    result
+    let pieces = stream.map(|item| item.map(Piece::Data));
+    store_replica(uploads, store, pieces, Some((digest.clone(), size))).await
 }
 
-/// Stores a replica streamed while its upload arrived (see [`crate::tee`]): data first, then a
-/// last message naming the digest and size, checked like any replica's.
-async fn receive_trailed<S>(uploads: &Uploads, store: &BlobStore, stream: S) -> Result<u64, StorageError>
+/// Writes a replica stream into a replica session and moves it into the store once it checks
+/// out: as the `known` blob when the digest and size came first, else as the stream's last
+/// message names it (a replica streamed while its upload arrived, see [`crate::tee`]). Bytes of
+/// a blob the store already holds are dropped; on any failure the session is discarded.
+async fn store_replica<S>(
+    uploads: &Uploads,
+    store: &BlobStore,
+    stream: S,
+    known: Option<(Digest, u64)>,
+) -> Result<u64, StorageError>
 where
     S: Stream<Item = Result<Piece, StorageError>> + Unpin,
 {
     let id = uploads.create(REPLICA_REPO)?;
     let result = async {
         let (received, trailer) = fill_replica(uploads, &id, stream).await?;
-        let (digest, size) =
-            trailer.ok_or_else(|| StorageError::Peer("replica stream ended before naming its digest".into()))?;
+        let (digest, size) = known
+            .or(trailer)
+            .ok_or_else(|| StorageError::Peer("replica stream ended before naming its digest".into()))?;
         store.pins().pin(&digest);
         if store.contains(&digest) {
             uploads.cancel(&id, REPLICA_REPO).await?;
             return Ok(size);
         }
-        settle_replica(uploads, &id, &digest, size, received).await
+        if received != size {
+            return Err(StorageError::Peer(format!(
+                "replica has {received} bytes, expected {size}"
+            )));
+        }
+        uploads.finish(&id, REPLICA_REPO, &digest).await
     }
     .await;
     if result.is_err() {
@@ -187,23 +192,6 @@ where
     }
 }
 
-/// Checks a filled replica session against `size` and moves it into the store as `digest`
-/// (already pinned by the caller).
-async fn settle_replica(
-    uploads: &Uploads,
-    id: &str,
-    digest: &Digest,
-    size: u64,
-    received: u64,
-) -> Result<u64, StorageError> {
-    if received != size {
-        return Err(StorageError::Peer(format!(
-            "replica has {received} bytes, expected {size}"
-        )));
-    }
-    uploads.finish(id, REPLICA_REPO, digest).await
-}
-
 /// The digest an RPC names, or INVALID_ARGUMENT.
 fn requested_digest(text: &str) -> Result<Digest, Status> {
     Digest::parse(text).map_err(|e| Status::invalid_argument(e.to_string()))
@@ -229,7 +217,7 @@ impl BlobPeer for BlobService {
                     .map_err(|e| StorageError::Peer(e.to_string())),
                 Err(status) => Err(StorageError::Peer(status.message().to_string())),
             });
-            return match receive_trailed(&self.uploads, &self.store, head.chain(rest)).await {
+            return match store_replica(&self.uploads, &self.store, head.chain(rest), None).await {
                 Ok(size) => Ok(Response::new(PutReply { size })),
                 Err(e) => Err(Status::unavailable(e.to_string())),
             };
