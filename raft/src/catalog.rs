@@ -7,6 +7,8 @@
 use rocksdb::{Direction, IteratorMode};
 
 use crate::command::*;
+use crate::lifecycle::*;
+use crate::retention::ImageFacts;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -286,6 +288,178 @@ impl CatalogReader {
             out.push(bincode::deserialize(&value).map_err(err)?);
         }
         Ok(out)
+    }
+}
+
+/// The lifecycle layer: images, their tags and statistics, retention, immutability, limits and
+/// usage.
+impl CatalogReader {
+    fn lifecycle<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>> {
+        self.get(CF_LIFECYCLE, key)
+    }
+
+    fn scan(&self, cf: &str, prefix: &[u8], mut f: impl FnMut(&[u8], &[u8]) -> Result<bool>) -> Result<()> {
+        for item in self.db.prefix_iterator_cf(self.cf(cf)?, prefix) {
+            let (key, value) = item.map_err(err)?;
+            if !key.starts_with(prefix) || !f(&key[prefix.len()..], &value)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn image(&self, repo: &str, digest: &str) -> Result<Option<ImageRecord>> {
+        self.get(CF_IMAGES, &join(&[repo, digest]))
+    }
+
+    /// Every image of `repo` with its tags, in digest order.
+    pub fn images(&self, repo: &str) -> Result<Vec<ImageFacts>> {
+        let prefix = repo_prefix(repo);
+        let mut images: Vec<ImageFacts> = Vec::new();
+        self.scan(CF_IMAGES, &prefix, |digest, value| {
+            images.push(ImageFacts {
+                digest: String::from_utf8(digest.to_vec()).map_err(err)?,
+                record: bincode::deserialize(value).map_err(err)?,
+                tags: Vec::new(),
+            });
+            Ok(true)
+        })?;
+        let mut at = 0usize;
+        self.scan(CF_IMAGE_TAGS, &prefix, |rest, _| {
+            let (digest, tag) = split_pair(rest)?;
+            while at < images.len() && images[at].digest.as_str() < digest {
+                at += 1;
+            }
+            if let Some(image) = images.get_mut(at).filter(|i| i.digest == digest) {
+                image.tags.push(tag.to_string());
+            }
+            Ok(true)
+        })?;
+        Ok(images)
+    }
+
+    /// The tags of one image, in order.
+    pub fn image_tags(&self, repo: &str, digest: &str) -> Result<Vec<String>> {
+        let mut tags = Vec::new();
+        self.scan(CF_IMAGE_TAGS, &image_tags_prefix(repo, digest), |tag, _| {
+            tags.push(String::from_utf8(tag.to_vec()).map_err(err)?);
+            Ok(true)
+        })?;
+        Ok(tags)
+    }
+
+    /// How many referrers name `digest` as their subject in `repo`.
+    pub fn referrer_count(&self, repo: &str, digest: &str) -> Result<usize> {
+        let mut prefix = join(&[repo, digest]);
+        prefix.push(0);
+        let mut n = 0;
+        self.scan(CF_REFERRERS, &prefix, |_, _| {
+            n += 1;
+            Ok(true)
+        })?;
+        Ok(n)
+    }
+
+    /// Repository names of tenancy `ns`, in order.
+    pub fn tenancy_repos(&self, ns: &str) -> Result<Vec<String>> {
+        let prefix = format!("{ns}/");
+        let mut out = Vec::new();
+        self.scan(CF_REPOS, prefix.as_bytes(), |rest, _| {
+            out.push(format!("{prefix}{}", String::from_utf8_lossy(rest)));
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
+    pub fn retention_policy(&self, ns: &str, name: &str) -> Result<Option<RetentionPolicy>> {
+        self.lifecycle(&retention_policy_key(ns, name))
+    }
+
+    /// Every retention policy a tenancy defined, by name (the global one only when changed).
+    pub fn retention_policies(&self, ns: &str) -> Result<Vec<(String, RetentionPolicy)>> {
+        let mut out = Vec::new();
+        self.scan(CF_LIFECYCLE, &retention_policies_prefix(ns), |name, value| {
+            out.push((String::from_utf8_lossy(name).into_owned(), bincode::deserialize(value).map_err(err)?));
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
+    /// The policy `repo` was assigned (`None`: the global one).
+    pub fn retention_assignment(&self, repo: &str) -> Result<Option<String>> {
+        self.lifecycle(&retention_assign_key(repo))
+    }
+
+    /// The policy governing `repo`, with its name.
+    pub fn effective_retention(&self, repo: &str) -> Result<(String, RetentionPolicy)> {
+        let ns = tenancy_of(repo);
+        resolve_policy(self.retention_assignment(repo)?, |name| self.retention_policy(ns, name))
+    }
+
+    /// Repositories of `ns` assigned a policy of their own, with its name.
+    pub fn retention_assignments(&self, ns: &str) -> Result<Vec<(String, String)>> {
+        let prefix = retention_assign_prefix(ns);
+        let mut out = Vec::new();
+        self.scan(CF_LIFECYCLE, &prefix, |rest, value| {
+            let repo = format!("{ns}/{}", String::from_utf8_lossy(rest));
+            out.push((repo, bincode::deserialize(value).map_err(err)?));
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
+    /// A repository's own immutability setting and its tenancy's default.
+    pub fn immutability(&self, repo: &str) -> Result<(Option<ImmutableTags>, Option<ImmutableTags>)> {
+        Ok((
+            self.lifecycle(&immutable_repo_key(repo))?,
+            self.lifecycle(&immutable_tenancy_key(tenancy_of(repo)))?,
+        ))
+    }
+
+    /// The immutability setting governing `repo`.
+    pub fn effective_immutability(&self, repo: &str) -> Result<Option<ImmutableTags>> {
+        let (own, tenancy) = self.immutability(repo)?;
+        Ok(own.or(tenancy))
+    }
+
+    pub fn tenancy_immutability(&self, ns: &str) -> Result<Option<ImmutableTags>> {
+        self.lifecycle(&immutable_tenancy_key(ns))
+    }
+
+    pub fn limits(&self, ns: &str) -> Result<TenancyLimits> {
+        Ok(self.lifecycle(&limits_key(ns))?.unwrap_or_default())
+    }
+
+    pub fn repo_usage(&self, repo: &str) -> Result<RepoUsage> {
+        Ok(self.lifecycle(&repo_usage_key(repo))?.unwrap_or_default())
+    }
+
+    pub fn tenancy_usage(&self, ns: &str) -> Result<TenancyUsage> {
+        Ok(self.lifecycle(&tenancy_usage_key(ns))?.unwrap_or_default())
+    }
+
+    pub fn repo_info(&self, repo: &str) -> Result<RepoInfo> {
+        Ok(self.lifecycle(&repo_info_key(repo))?.unwrap_or_default())
+    }
+
+    /// A tenancy's retention deletions, oldest first, at most `limit` after the `skip` first.
+    pub fn deletions(&self, ns: &str, skip: usize, limit: usize) -> Result<(Vec<DeletionRecord>, bool)> {
+        let mut out = Vec::new();
+        let mut seen = 0usize;
+        let mut more = false;
+        self.scan(CF_LIFECYCLE, &deletion_log_prefix(ns), |_, value| {
+            seen += 1;
+            if seen <= skip {
+                return Ok(true);
+            }
+            if out.len() == limit {
+                more = true;
+                return Ok(false);
+            }
+            out.push(bincode::deserialize(value).map_err(err)?);
+            Ok(true)
+        })?;
+        Ok((out, more))
     }
 }
 

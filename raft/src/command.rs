@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::identity::{IdentityCommand, IdentityRejection};
+use crate::lifecycle::{DeletionUnit, ImmutableTags, PullCount, RetentionPolicy, Scope, TenancyLimits};
 use crate::redundancy::{NodeCapacity, RedundancyPolicy};
 use crate::types::NodeId;
 
@@ -33,7 +34,7 @@ pub enum CatalogCommand {
         now_ms: u64,
     },
     /// Remove a tag (the manifest stays).
-    DeleteTag { repo: String, tag: String },
+    DeleteTag { repo: String, tag: String, now_ms: u64 },
     /// Remove a manifest, every tag that points at it and its referrer entry.
     DeleteManifest { repo: String, digest: String },
     /// Remove a blob's link from a repo (bytes are reclaimed by garbage collection).
@@ -111,6 +112,44 @@ pub enum CatalogCommand {
     },
     /// Node `node` measured its disk: placement weighs it by `capacity.free`.
     ReportCapacity { node: NodeId, capacity: NodeCapacity },
+    /// Pulls counted by one node since its last flush (at most
+    /// [`crate::lifecycle::MAX_PULLS_PER_ENTRY`]); images deleted meanwhile are skipped.
+    RecordPulls { pulls: Vec<PullCount> },
+    /// Create or replace (`Some`) or delete (`None`) a tenancy's named retention policy. Deleting
+    /// a policy returns its repositories to the tenancy's global policy; deleting the global
+    /// policy makes it keep everything again.
+    SetRetentionPolicy {
+        namespace: String,
+        name: String,
+        policy: Option<RetentionPolicy>,
+    },
+    /// Assign a repository a policy of its tenancy (`None`: back to the global policy).
+    AssignRetention { repo: String, policy: Option<String> },
+    /// Set or clear the immutable-tag setting of a repository or a tenancy's default.
+    SetImmutableTags {
+        scope: Scope,
+        setting: Option<ImmutableTags>,
+    },
+    /// Set (`Some`) or reset to the defaults (`None`) a tenancy's limits.
+    SetLimits {
+        namespace: String,
+        limits: Option<TenancyLimits>,
+    },
+    /// Change a repository's description and/or readme.
+    SetRepoInfo {
+        repo: String,
+        description: Option<String>,
+        readme: Option<String>,
+    },
+    /// Delete what a retention evaluation decided, unit by unit, each only while every member
+    /// still has the generation it was judged at and carries no exempt or frozen tag; changed
+    /// units are skipped. Every deletion is logged.
+    RetentionDelete {
+        repo: String,
+        policy: String,
+        units: Vec<DeletionUnit>,
+        now_ms: u64,
+    },
 }
 
 /// Where the shards of an erasure-coded blob live: `k` data and `m` parity shards, striped in
@@ -176,6 +215,15 @@ pub enum Rejection {
     /// A compare-and-set (repair's holder change, a GC epoch) found the state changed meanwhile.
     #[error("the record changed meanwhile: {0}")]
     Stale(String),
+    /// A tenancy limit (repositories, images per repository, stored bytes) would be exceeded.
+    #[error("{0}")]
+    LimitExceeded(String),
+    /// The tag is immutable: it cannot move to another manifest or be deleted.
+    #[error("tag {tag} in {repo} is immutable ({rule}); push a new tag instead")]
+    TagImmutable { repo: String, tag: String, rule: String },
+    /// A command out of bounds (too many entries, a reference to nothing).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// A repository.

@@ -40,6 +40,9 @@ pub fn open(path: &Path) -> Result<Db, rocksdb::Error> {
         cf(CF_GC),
         cf(CF_CODED),
         cf(CF_PLACEMENT),
+        cf(CF_IMAGES),
+        cf(CF_IMAGE_TAGS),
+        cf(CF_LIFECYCLE),
     ];
     Ok(Arc::new(DB::open_cf_descriptors(&opts, path, descriptors)?))
 }

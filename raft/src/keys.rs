@@ -22,8 +22,19 @@ pub const CF_CODED: &str = "coded";
 /// reported capacities (`capacity\0<id, big-endian>`).
 pub const CF_PLACEMENT: &str = "placement";
 
+/// What the catalog knows of each image beyond its manifest (`ImageRecord`), by `repo\0digest`.
+pub const CF_IMAGES: &str = "images";
+/// The tags of each image, `repo\0digest\0tag` (the reverse of `tags`).
+pub const CF_IMAGE_TAGS: &str = "image_tags";
+/// Lifecycle settings and counters: retention policies (`policy\0<ns>\0<name>`) and their
+/// assignment (`assign\0<repo>`), immutable tags (`immutable\0repo\0<repo>`,
+/// `immutable\0tenancy\0<ns>`), limits (`limits\0<ns>`), usage (`usage\0repo\0<repo>`,
+/// `usage\0tenancy\0<ns>`), description and readme (`info\0<repo>`) and the retention
+/// deletion log (`deleted\0<ns>\0<ms, big-endian>\0<repo>\0<digest>`).
+pub const CF_LIFECYCLE: &str = "lifecycle";
+
 /// The column families holding replicated catalog state (what a snapshot contains).
-pub const CATALOG_CFS: [&str; 10] = [
+pub const CATALOG_CFS: [&str; 13] = [
     CF_REPOS,
     CF_TAGS,
     CF_MANIFESTS,
@@ -34,7 +45,83 @@ pub const CATALOG_CFS: [&str; 10] = [
     CF_GC,
     CF_CODED,
     CF_PLACEMENT,
+    CF_IMAGES,
+    CF_IMAGE_TAGS,
+    CF_LIFECYCLE,
 ];
+
+/// The key of an image's tag in the reverse index.
+pub fn image_tag_key(repo: &str, digest: &str, tag: &str) -> Vec<u8> {
+    join(&[repo, digest, tag])
+}
+
+/// `repo\0digest\0`: the prefix of one image's tags.
+pub fn image_tags_prefix(repo: &str, digest: &str) -> Vec<u8> {
+    let mut key = join(&[repo, digest]);
+    key.push(0);
+    key
+}
+
+pub fn retention_policy_key(ns: &str, name: &str) -> Vec<u8> {
+    join(&["policy", ns, name])
+}
+
+/// `policy\0<ns>\0`: every retention policy of a tenancy.
+pub fn retention_policies_prefix(ns: &str) -> Vec<u8> {
+    let mut key = join(&["policy", ns]);
+    key.push(0);
+    key
+}
+
+pub fn retention_assign_key(repo: &str) -> Vec<u8> {
+    join(&["assign", repo])
+}
+
+/// `assign\0<ns>/`: the policy assignments of a tenancy's repositories.
+pub fn retention_assign_prefix(ns: &str) -> Vec<u8> {
+    let mut key = join(&["assign", ns]);
+    key.push(b'/');
+    key
+}
+
+pub fn immutable_repo_key(repo: &str) -> Vec<u8> {
+    join(&["immutable", "repo", repo])
+}
+
+pub fn immutable_tenancy_key(ns: &str) -> Vec<u8> {
+    join(&["immutable", "tenancy", ns])
+}
+
+pub fn limits_key(ns: &str) -> Vec<u8> {
+    join(&["limits", ns])
+}
+
+pub fn repo_usage_key(repo: &str) -> Vec<u8> {
+    join(&["usage", "repo", repo])
+}
+
+pub fn tenancy_usage_key(ns: &str) -> Vec<u8> {
+    join(&["usage", "tenancy", ns])
+}
+
+pub fn repo_info_key(repo: &str) -> Vec<u8> {
+    join(&["info", repo])
+}
+
+/// `deleted\0<ns>\0`: a tenancy's retention deletion log, oldest first.
+pub fn deletion_log_prefix(ns: &str) -> Vec<u8> {
+    let mut key = join(&["deleted", ns]);
+    key.push(0);
+    key
+}
+
+pub fn deletion_log_key(ns: &str, at_ms: u64, repo: &str, digest: &str) -> Vec<u8> {
+    let mut key = deletion_log_prefix(ns);
+    key.extend_from_slice(&at_ms.to_be_bytes());
+    key.push(0);
+    key.extend_from_slice(&join(&[repo, digest]));
+    key
+}
 
 pub const KEY_CLUSTER_POLICY: &[u8] = b"policy";
 pub const REPO_POLICY_PREFIX: &[u8] = b"policy\0";

@@ -9,10 +9,13 @@
 // every storage and network result; boxing them would fight openraft's trait signatures.
 #![allow(clippy::result_large_err)]
 
+mod apply;
+mod apply_lifecycle;
 pub mod catalog;
 pub mod command;
 mod db;
 pub mod identity;
+pub mod lifecycle;
 mod keys;
 mod log_store;
 pub mod network;
@@ -22,9 +25,11 @@ mod read_cache;
 mod read_index;
 pub mod redundancy;
 pub mod removal;
+pub mod retention;
 mod snapshot;
 mod state_machine;
 pub mod tls;
+mod txn;
 pub mod types;
 
 pub use catalog::CatalogReader;

@@ -14,10 +14,10 @@ use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
     EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageIOError, StoredMembership,
 };
-use rocksdb::WriteBatch;
-use serde::Serialize;
 
+use crate::apply::Applier;
 use crate::command::*;
+use crate::txn::Txn;
 use crate::db::Db;
 use crate::identity::IdentityState;
 use crate::keys::*;
@@ -89,395 +89,23 @@ impl StateMachineStore {
             Some(bytes) => Ok(Some(bincode::deserialize(&bytes).map_err(io_err)?)),
         }
     }
-
-    fn exists(&self, cf: &str, key: &[u8]) -> Result<bool, StorageError> {
-        Ok(self.db.get_pinned_cf(self.cf(cf)?, key).map_err(io_err)?.is_some())
-    }
-
-    fn put<T: Serialize>(&self, batch: &mut WriteBatch, cf: &str, key: &[u8], value: &T) -> Result<(), StorageError> {
-        batch.put_cf(self.cf(cf)?, key, bincode::serialize(value).map_err(io_err)?);
-        Ok(())
-    }
-
-    fn ensure_repo(&self, batch: &mut WriteBatch, repo: &str, now_ms: u64) -> Result<(), StorageError> {
-        let key = keys_repo(repo);
-        if !self.exists(CF_REPOS, &key)? {
-            self.put(
-                batch,
-                CF_REPOS,
-                &key,
-                &RepoRecord {
-                    created_ms: now_ms,
-                    public: false,
-                    compartment: None,
-                },
-            )?;
-        }
-        Ok(())
-    }
-
-    /// A reference to `digest` fences it against a pending GC sweep: it stops being a candidate.
-    fn unmark(&self, batch: &mut WriteBatch, digest: &str) -> Result<(), StorageError> {
-        batch.delete_cf(self.cf(CF_GC)?, gc_candidate_key(digest));
-        Ok(())
-    }
-
-    /// Records that `holders` keep a copy of `digest`: adds them to its blob record, or creates the
-    /// record. Returns whether the record is new.
-    fn add_holders(
-        &self,
-        batch: &mut WriteBatch,
-        digest: &str,
-        size: u64,
-        holders: Vec<NodeId>,
-        now_ms: u64,
-    ) -> Result<bool, StorageError> {
-        let (record, created) = match self.get::<BlobRecord>(CF_BLOBS, digest.as_bytes())? {
-            Some(mut existing) => {
-                for h in holders {
-                    if !existing.holders.contains(&h) {
-                        existing.holders.push(h);
-                    }
-                }
-                (existing, false)
-            }
-            None => (
-                BlobRecord {
-                    size,
-                    holders,
-                    created_ms: now_ms,
-                },
-                true,
-            ),
-        };
-        self.put(batch, CF_BLOBS, digest.as_bytes(), &record)?;
-        Ok(created)
-    }
-
-    /// Links `digest` into `repo`, which also fences it against a pending GC sweep.
-    fn link_to_repo(&self, batch: &mut WriteBatch, repo: &str, digest: &str) -> Result<(), StorageError> {
-        batch.put_cf(self.cf(CF_REPO_BLOBS)?, join(&[repo, digest]), []);
-        self.unmark(batch, digest)
-    }
-
-    /// Applies one command into `batch`; returns the answer for the proposer.
-    fn apply_command(&self, batch: &mut WriteBatch, cmd: CatalogCommand) -> Result<CatalogResponse, StorageError> {
-        use CatalogResponse::{Applied, Rejected};
-        Ok(match cmd {
-            CatalogCommand::LinkBlob {
-                repo,
-                digest,
-                size,
-                holders,
-                now_ms,
-            } => {
-                self.ensure_repo(batch, &repo, now_ms)?;
-                self.add_holders(batch, &digest, size, holders, now_ms)?;
-                self.link_to_repo(batch, &repo, &digest)?;
-                Applied
-            }
-            CatalogCommand::PutManifest {
-                repo,
-                digest,
-                manifest,
-                tag,
-                now_ms,
-            } => {
-                for blob in &manifest.blobs {
-                    if !self.exists(CF_REPO_BLOBS, &join(&[&repo, blob]))? || !self.exists(CF_BLOBS, blob.as_bytes())? {
-                        return Ok(Rejected(Rejection::BlobUnknown(blob.clone())));
-                    }
-                }
-                for blob in &manifest.blobs {
-                    self.unmark(batch, blob)?;
-                }
-                for child in &manifest.manifests {
-                    if !self.exists(CF_MANIFESTS, &join(&[&repo, child]))? {
-                        return Ok(Rejected(Rejection::ManifestUnknown(child.clone())));
-                    }
-                }
-                self.ensure_repo(batch, &repo, now_ms)?;
-                if let Some(subject) = &manifest.subject {
-                    let referrer = ReferrerRecord {
-                        media_type: manifest.media_type.clone(),
-                        digest: digest.clone(),
-                        size: manifest.body.len() as u64,
-                        artifact_type: manifest.artifact_type.clone(),
-                        annotations: manifest.annotations.clone(),
-                    };
-                    self.put(batch, CF_REFERRERS, &join(&[&repo, subject, &digest]), &referrer)?;
-                }
-                if let Some(tag) = &tag {
-                    batch.put_cf(self.cf(CF_TAGS)?, join(&[&repo, tag]), digest.as_bytes());
-                }
-                self.put(batch, CF_MANIFESTS, &join(&[&repo, &digest]), &manifest)?;
-                Applied
-            }
-            CatalogCommand::DeleteTag { repo, tag } => {
-                let key = join(&[&repo, &tag]);
-                if !self.exists(CF_TAGS, &key)? {
-                    return Ok(Rejected(Rejection::TagUnknown(tag)));
-                }
-                batch.delete_cf(self.cf(CF_TAGS)?, key);
-                Applied
-            }
-            CatalogCommand::DeleteManifest { repo, digest } => {
-                let key = join(&[&repo, &digest]);
-                let Some(manifest) = self.get::<ManifestRecord>(CF_MANIFESTS, &key)? else {
-                    return Ok(Rejected(Rejection::ManifestUnknown(digest)));
-                };
-                batch.delete_cf(self.cf(CF_MANIFESTS)?, &key);
-                if let Some(subject) = &manifest.subject {
-                    batch.delete_cf(self.cf(CF_REFERRERS)?, join(&[&repo, subject, &digest]));
-                }
-                let tags = self.cf(CF_TAGS)?;
-                let prefix = repo_prefix(&repo);
-                for item in self.db.prefix_iterator_cf(tags, &prefix) {
-                    let (tag_key, target) = item.map_err(io_err)?;
-                    if !tag_key.starts_with(&prefix) {
-                        break;
-                    }
-                    if *target == *digest.as_bytes() {
-                        batch.delete_cf(tags, &tag_key);
-                    }
-                }
-                Applied
-            }
-            CatalogCommand::CreateRepo {
-                repo,
-                compartment,
-                public,
-                now_ms,
-            } => {
-                let key = keys_repo(&repo);
-                if self.exists(CF_REPOS, &key)? {
-                    return Ok(Rejected(Rejection::RepoExists));
-                }
-                self.put(
-                    batch,
-                    CF_REPOS,
-                    &key,
-                    &RepoRecord {
-                        created_ms: now_ms,
-                        public,
-                        compartment,
-                    },
-                )?;
-                Applied
-            }
-            CatalogCommand::UpdateRepo {
-                repo,
-                public,
-                compartment,
-            } => {
-                let key = keys_repo(&repo);
-                let Some(mut record) = self.get::<RepoRecord>(CF_REPOS, &key)? else {
-                    return Ok(Rejected(Rejection::RepoUnknown));
-                };
-                if let Some(public) = public {
-                    record.public = public;
-                }
-                if let Some(compartment) = compartment {
-                    record.compartment = compartment;
-                }
-                self.put(batch, CF_REPOS, &key, &record)?;
-                Applied
-            }
-            CatalogCommand::DeleteRepo { repo } => {
-                if !self.exists(CF_REPOS, &keys_repo(&repo))? {
-                    return Ok(Rejected(Rejection::RepoUnknown));
-                }
-                batch.delete_cf(self.cf(CF_REPOS)?, keys_repo(&repo));
-                batch.delete_cf(self.cf(CF_PLACEMENT)?, repo_policy_key(&repo));
-                let prefix = repo_prefix(&repo);
-                for cf_name in [CF_TAGS, CF_MANIFESTS, CF_REPO_BLOBS, CF_REFERRERS] {
-                    let cf = self.cf(cf_name)?;
-                    for item in self.db.prefix_iterator_cf(cf, &prefix) {
-                        let (key, _) = item.map_err(io_err)?;
-                        if !key.starts_with(&prefix) {
-                            break;
-                        }
-                        batch.delete_cf(cf, &key);
-                    }
-                }
-                Applied
-            }
-            CatalogCommand::Identity(cmd) => {
-                let mut identity = self.identity.write().unwrap_or_else(|p| p.into_inner());
-                match identity.apply(cmd) {
-                    Ok(()) => {
-                        self.put(batch, CF_IDENTITY, KEY_IDENTITY, &*identity)?;
-                        Applied
-                    }
-                    Err(r) => Rejected(Rejection::Identity(r)),
-                }
-            }
-            CatalogCommand::SetHolders {
-                digest,
-                expected,
-                holders,
-            } => {
-                let Some(mut record) = self.get::<BlobRecord>(CF_BLOBS, digest.as_bytes())? else {
-                    return Ok(Rejected(Rejection::BlobUnknown(digest)));
-                };
-                if record.holders != expected || self.exists(CF_CODED, digest.as_bytes())? {
-                    return Ok(Rejected(Rejection::Stale(format!("holders of {digest} changed"))));
-                }
-                record.holders = holders;
-                self.put(batch, CF_BLOBS, digest.as_bytes(), &record)?;
-                Applied
-            }
-            CatalogCommand::MountBlob { repo, digest, now_ms } => {
-                if !self.exists(CF_BLOBS, digest.as_bytes())? {
-                    return Ok(Rejected(Rejection::BlobUnknown(digest)));
-                }
-                self.ensure_repo(batch, &repo, now_ms)?;
-                self.link_to_repo(batch, &repo, &digest)?;
-                Applied
-            }
-            CatalogCommand::GcMark {
-                epoch,
-                candidates,
-                now_ms,
-            } => {
-                let mut state: GcState = self.get(CF_GC, KEY_GC_STATE)?.unwrap_or_default();
-                if state.epoch != epoch || state.marked_ms.is_some() {
-                    return Ok(Rejected(Rejection::Stale(format!("GC epoch {epoch} is not open"))));
-                }
-                for digest in &candidates {
-                    // Only blobs that still exist can become candidates.
-                    if self.exists(CF_BLOBS, digest.as_bytes())? {
-                        batch.put_cf(self.cf(CF_GC)?, gc_candidate_key(digest), []);
-                    }
-                }
-                state.marked_ms = Some(now_ms);
-                self.put(batch, CF_GC, KEY_GC_STATE, &state)?;
-                Applied
-            }
-            CatalogCommand::GcSweep { epoch, blobs } => {
-                let mut state: GcState = self.get(CF_GC, KEY_GC_STATE)?.unwrap_or_default();
-                if state.epoch != epoch || state.marked_ms.is_none() {
-                    return Ok(Rejected(Rejection::Stale(format!("GC epoch {epoch} has no mark"))));
-                }
-                for blob in &blobs {
-                    // Still a candidate: nothing referenced or linked it since the mark.
-                    if !self.exists(CF_GC, &gc_candidate_key(&blob.digest))? {
-                        continue;
-                    }
-                    batch.delete_cf(self.cf(CF_BLOBS)?, blob.digest.as_bytes());
-                    batch.delete_cf(self.cf(CF_CODED)?, blob.digest.as_bytes());
-                    batch.delete_cf(self.cf(CF_PLACEMENT)?, copies_key(&blob.digest));
-                    for repo in &blob.repos {
-                        batch.delete_cf(self.cf(CF_REPO_BLOBS)?, join(&[repo, &blob.digest]));
-                    }
-                }
-                // The epoch ends: every candidate, swept or not, is dropped.
-                let gc = self.cf(CF_GC)?;
-                for item in self.db.prefix_iterator_cf(gc, GC_CANDIDATE_PREFIX) {
-                    let (key, _) = item.map_err(io_err)?;
-                    if !key.starts_with(GC_CANDIDATE_PREFIX) {
-                        break;
-                    }
-                    batch.delete_cf(gc, &key);
-                }
-                state.epoch += 1;
-                state.marked_ms = None;
-                self.put(batch, CF_GC, KEY_GC_STATE, &state)?;
-                Applied
-            }
-            CatalogCommand::LinkCoded {
-                repo,
-                digest,
-                size,
-                layout,
-                now_ms,
-            } => {
-                self.ensure_repo(batch, &repo, now_ms)?;
-                if !self.exists(CF_BLOBS, digest.as_bytes())? {
-                    let record = BlobRecord {
-                        size,
-                        holders: layout.holders(),
-                        created_ms: now_ms,
-                    };
-                    self.put(batch, CF_BLOBS, digest.as_bytes(), &record)?;
-                    self.put(batch, CF_CODED, digest.as_bytes(), &layout)?;
-                }
-                self.link_to_repo(batch, &repo, &digest)?;
-                Applied
-            }
-            CatalogCommand::SetShards {
-                digest,
-                expected,
-                shards,
-            } => {
-                let (Some(mut record), Some(mut layout)) = (
-                    self.get::<BlobRecord>(CF_BLOBS, digest.as_bytes())?,
-                    self.get::<CodedLayout>(CF_CODED, digest.as_bytes())?,
-                ) else {
-                    return Ok(Rejected(Rejection::BlobUnknown(digest)));
-                };
-                if layout.shards != expected || shards.len() != expected.len() {
-                    return Ok(Rejected(Rejection::Stale(format!("shards of {digest} changed"))));
-                }
-                layout.shards = shards;
-                record.holders = layout.holders();
-                self.put(batch, CF_BLOBS, digest.as_bytes(), &record)?;
-                self.put(batch, CF_CODED, digest.as_bytes(), &layout)?;
-                Applied
-            }
-            CatalogCommand::SetRedundancy { repo, policy } => {
-                let key = match &repo {
-                    None => KEY_CLUSTER_POLICY.to_vec(),
-                    Some(repo) => {
-                        if !self.exists(CF_REPOS, &keys_repo(repo))? {
-                            return Ok(Rejected(Rejection::RepoUnknown));
-                        }
-                        repo_policy_key(repo)
-                    }
-                };
-                match policy {
-                    Some(policy) => self.put(batch, CF_PLACEMENT, &key, &policy)?,
-                    None => batch.delete_cf(self.cf(CF_PLACEMENT)?, key),
-                }
-                Applied
-            }
-            CatalogCommand::LinkReplicas {
-                repo,
-                digest,
-                size,
-                holders,
-                copies,
-                now_ms,
-            } => {
-                self.ensure_repo(batch, &repo, now_ms)?;
-                // The first durable layout wins: a coded blob stays coded (this push's copies are
-                // orphans the holders' scrub removes), a replicated one keeps its copy count.
-                if !self.exists(CF_CODED, digest.as_bytes())?
-                    && self.add_holders(batch, &digest, size, holders, now_ms)?
-                {
-                    self.put(batch, CF_PLACEMENT, &copies_key(&digest), &copies)?;
-                }
-                self.link_to_repo(batch, &repo, &digest)?;
-                Applied
-            }
-            CatalogCommand::ReportCapacity { node, capacity } => {
-                self.put(batch, CF_PLACEMENT, &capacity_key(node), &capacity)?;
-                Applied
-            }
-            CatalogCommand::UnlinkBlob { repo, digest } => {
-                let key = join(&[&repo, &digest]);
-                if !self.exists(CF_REPO_BLOBS, &key)? {
-                    return Ok(Rejected(Rejection::BlobUnknown(digest)));
-                }
-                batch.delete_cf(self.cf(CF_REPO_BLOBS)?, key);
-                Applied
-            }
-        })
-    }
 }
 
-fn keys_repo(repo: &str) -> Vec<u8> {
-    repo.as_bytes().to_vec()
+/// Whether applying `cmd` may change what the read cache holds (repositories, tags, manifests,
+/// blob links); pull counts, capacities, identity and lifecycle settings do not, so their
+/// frequent entries leave the cache warm.
+fn touches_cached_state(cmd: &CatalogCommand) -> bool {
+    !matches!(
+        cmd,
+        CatalogCommand::Identity(_)
+            | CatalogCommand::ReportCapacity { .. }
+            | CatalogCommand::RecordPulls { .. }
+            | CatalogCommand::SetRetentionPolicy { .. }
+            | CatalogCommand::AssignRetention { .. }
+            | CatalogCommand::SetImmutableTags { .. }
+            | CatalogCommand::SetLimits { .. }
+            | CatalogCommand::SetRepoInfo { .. }
+    )
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
@@ -515,19 +143,33 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     {
         let mut answers = Vec::new();
         for entry in entries {
-            let mut batch = WriteBatch::default();
-            let touches_catalog = matches!(&entry.payload, EntryPayload::Normal(c) if !matches!(c, CatalogCommand::Identity(_) | CatalogCommand::ReportCapacity { .. }));
+            let touches_cached = matches!(&entry.payload, EntryPayload::Normal(c) if touches_cached_state(c));
+            let mut tx = Txn::new(self.db.clone());
             let answer = match entry.payload {
                 EntryPayload::Blank => CatalogResponse::Applied,
-                EntryPayload::Normal(cmd) => self.apply_command(&mut batch, cmd)?,
+                EntryPayload::Normal(cmd) => {
+                    let mut applier = Applier {
+                        tx,
+                        identity: &self.identity,
+                    };
+                    let answer = applier.apply(cmd).map_err(io_err)?;
+                    tx = applier.tx;
+                    if matches!(answer, CatalogResponse::Rejected(_)) {
+                        // A rejected command changes nothing but the applied position.
+                        tx = Txn::new(self.db.clone());
+                    }
+                    answer
+                }
                 EntryPayload::Membership(m) => {
                     let stored = StoredMembership::new(Some(entry.log_id), m);
-                    self.put(&mut batch, CF_SM_META, KEY_MEMBERSHIP, &stored)?;
+                    tx.put(CF_SM_META, KEY_MEMBERSHIP, &stored).map_err(io_err)?;
                     CatalogResponse::Applied
                 }
             };
-            self.put(&mut batch, CF_SM_META, KEY_LAST_APPLIED, &Some(entry.log_id))?;
-            if touches_catalog {
+            tx.put(CF_SM_META, KEY_LAST_APPLIED, &Some(entry.log_id))
+                .map_err(io_err)?;
+            let batch = tx.into_batch();
+            if touches_cached {
                 self.cache.write(|| self.db.write(batch)).map_err(io_err)?;
             } else {
                 self.db.write(batch).map_err(io_err)?;

@@ -142,6 +142,7 @@ async fn commands_apply_and_survive_reopen() {
         .propose(CatalogCommand::DeleteTag {
             repo: repo.clone(),
             tag: "v2".into(),
+            now_ms: 9,
         })
         .await
         .unwrap();
