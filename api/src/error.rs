@@ -190,6 +190,10 @@ impl From<Rejection> for ApiError {
             Rejection::TagUnknown(_) => ApiError::new(ErrorCode::ManifestUnknown, r.to_string()),
             Rejection::RepoUnknown => ApiError::new(ErrorCode::NameUnknown, r.to_string()),
             Rejection::RepoExists | Rejection::Stale(_) => ApiError::new(ErrorCode::Conflict, r.to_string()),
+            Rejection::LimitExceeded(_) | Rejection::TagImmutable { .. } => {
+                ApiError::new(ErrorCode::Denied, r.to_string())
+            }
+            Rejection::Invalid(_) => ApiError::new(ErrorCode::BadRequest, r.to_string()),
             Rejection::Identity(i) => match i {
                 IdentityRejection::NoTenancy(_) | IdentityRejection::Missing(_) => {
                     ApiError::new(ErrorCode::NotFound, r.to_string())

@@ -9,6 +9,32 @@ use keelson_storage::{BlobPeers, BlobStore, Uploads};
 /// Wall-clock milliseconds, injectable so the simulation can drive time.
 pub trait Clock: Send + Sync {
     fn now_ms(&self) -> u64;
+
+    /// Moves the clock `offset_ms` ahead of real time, when this clock can be moved (a test
+    /// clock); returns whether it could.
+    fn set_offset_ms(&self, _offset_ms: u64) -> bool {
+        false
+    }
+}
+
+/// The system clock plus an offset that tests move forward (`keelson serve --test-clock`): how
+/// end-to-end tests make retention days, cooling periods and expiries pass without waiting.
+#[derive(Default)]
+pub struct AdjustableClock {
+    offset_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Clock for AdjustableClock {
+    fn now_ms(&self) -> u64 {
+        SystemClock
+            .now_ms()
+            .saturating_add(self.offset_ms.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    fn set_offset_ms(&self, offset_ms: u64) -> bool {
+        self.offset_ms.store(offset_ms, std::sync::atomic::Ordering::Relaxed);
+        true
+    }
 }
 
 /// The real clock.
@@ -124,4 +150,6 @@ pub struct Registry {
     pub max_tokens_per_user: usize,
     /// Replica streams of the upload sessions this node owns, between requests.
     pub tees: keelson_storage::tee::ReplicaTees,
+    /// Manifest pulls served by this node, flushed to the catalog in batches.
+    pub pulls: crate::pulls::PullCounter,
 }

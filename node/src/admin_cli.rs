@@ -119,6 +119,31 @@ pub enum AdminCommand {
     },
     /// Start signing registry tokens with a new key (tokens already issued stay valid).
     RotateSigningKey,
+    /// Show a tenancy's limits and usage, or set them (cluster administrator): repositories
+    /// [default 500], images per repository [default 100000], stored bytes [default unlimited].
+    Limits {
+        namespace: String,
+        #[arg(long)]
+        max_repos: Option<u64>,
+        #[arg(long)]
+        max_images_per_repo: Option<u64>,
+        /// A number of bytes, or `unlimited`.
+        #[arg(long)]
+        max_stored_bytes: Option<String>,
+    },
+    /// A tenancy's repositories with their images, sizes and pulls, and its usage and limits.
+    TenancySummary {
+        namespace: String,
+    },
+    /// The tenancy's default for immutable tags (repositories may set their own).
+    ImmutableDefault {
+        namespace: String,
+        #[arg(value_parser = ["on", "off", "unset"])]
+        mode: String,
+        /// Tags exempt from immutability (names or globs such as `latest`), repeatable.
+        #[arg(long = "exempt")]
+        exempt: Vec<String>,
+    },
 }
 
 fn show(value: &Value) {
@@ -259,6 +284,40 @@ pub async fn run(target: &Target, command: AdminCommand) -> Result<(), CliError>
         }
         RepoDelete { name } => target.call("DELETE", &format!("/api/v1/repos/{name}"), None).await?,
         RotateSigningKey => target.call("POST", "/api/v1/signing-keys/rotate", None).await?,
+        Limits {
+            namespace,
+            max_repos,
+            max_images_per_repo,
+            max_stored_bytes,
+        } => {
+            if max_repos.is_none() && max_images_per_repo.is_none() && max_stored_bytes.is_none() {
+                target.call("GET", &t(&namespace, "/limits"), None).await?
+            } else {
+                let mut body = json!({ "max_repos": max_repos, "max_images_per_repo": max_images_per_repo });
+                match max_stored_bytes.as_deref() {
+                    None => {}
+                    Some("unlimited") => body["max_stored_bytes"] = Value::Null,
+                    Some(n) => {
+                        let n: u64 = n
+                            .parse()
+                            .map_err(|_| CliError::Decode(format!("--max-stored-bytes {n}: a number or unlimited")))?;
+                        body["max_stored_bytes"] = json!(n);
+                    }
+                }
+                target.call("PUT", &t(&namespace, "/limits"), Some(body)).await?
+            }
+        }
+        TenancySummary { namespace } => target.call("GET", &t(&namespace, "/summary"), None).await?,
+        ImmutableDefault {
+            namespace,
+            mode,
+            exempt,
+        } => {
+            let body = json!({ "enabled": mode == "on", "exempt": exempt, "inherit": mode == "unset" });
+            target
+                .call("PUT", &t(&namespace, "/immutable-tags"), Some(body))
+                .await?
+        }
     };
     show(&answer);
     Ok(())

@@ -112,6 +112,46 @@ pub struct ServeArgs {
     /// The cluster CA (PEM) every peer's certificate must chain to.
     #[arg(long, env = "KEELSON_PEER_TLS_CA")]
     pub peer_tls_ca: Option<PathBuf>,
+    /// Count manifest pulls per image (`false` only to measure what counting costs)
+    /// [default: true].
+    #[arg(long, env = "KEELSON_COUNT_PULLS")]
+    pub count_pulls: Option<bool>,
+    /// Milliseconds between two flushes of this node's pull counts to the catalog; at most this
+    /// much counting is lost when the node dies [default: 10000].
+    #[arg(long, env = "KEELSON_PULL_FLUSH_MS")]
+    pub pull_flush_ms: Option<u64>,
+    /// Milliseconds between two retention passes of the leader over every repository
+    /// [default: 3600000].
+    #[arg(long, env = "KEELSON_RETENTION_INTERVAL_MS")]
+    pub retention_interval_ms: Option<u64>,
+    /// Let the cluster administrator move this node's clock forward
+    /// (`PUT /api/v1/cluster/clock`), for end-to-end tests of retention days and cooling
+    /// periods. Never in production [default: false].
+    #[arg(long, env = "KEELSON_TEST_CLOCK")]
+    pub test_clock: Option<bool>,
+}
+
+/// The lifecycle layer's settings: pull counting and retention.
+#[derive(Debug, Clone)]
+pub struct LifecycleSettings {
+    pub count_pulls: bool,
+    pub pull_flush: Duration,
+    pub retention_interval: Duration,
+    pub test_clock: bool,
+}
+
+impl Default for LifecycleSettings {
+    fn default() -> Self {
+        LifecycleSettings {
+            count_pulls: true,
+            // Ten seconds: totals are at most this stale, and a node's death loses at most this
+            // much counting, while 3 nodes cost one small Raft entry each per interval.
+            pull_flush: Duration::from_secs(10),
+            // Hourly, as OCIR evaluates its cleanup policies.
+            retention_interval: Duration::from_secs(3600),
+            test_clock: false,
+        }
+    }
 }
 
 /// The `auth` setting.
@@ -145,6 +185,7 @@ pub struct ServeConfig {
     pub capacity_bytes: Option<u64>,
     /// Time between two capacity measurements (`None`: no reports).
     pub capacity_interval: Option<Duration>,
+    pub lifecycle: LifecycleSettings,
 }
 
 /// A configuration file that cannot be used.
@@ -205,6 +246,24 @@ impl ServeArgs {
                 (_, _, None) => return Err(ConfigError::PartialTls("peer-tls-ca")),
             },
             capacity_bytes: self.capacity_bytes.or(file.capacity_bytes),
+            lifecycle: {
+                let d = LifecycleSettings::default();
+                let ms = |flag: Option<u64>, file: Option<u64>, default: Duration| {
+                    flag.or(file)
+                        .map(|m| Duration::from_millis(m.max(10)))
+                        .unwrap_or(default)
+                };
+                LifecycleSettings {
+                    count_pulls: self.count_pulls.or(file.count_pulls).unwrap_or(d.count_pulls),
+                    pull_flush: ms(self.pull_flush_ms, file.pull_flush_ms, d.pull_flush),
+                    retention_interval: ms(
+                        self.retention_interval_ms,
+                        file.retention_interval_ms,
+                        d.retention_interval,
+                    ),
+                    test_clock: self.test_clock.or(file.test_clock).unwrap_or(false),
+                }
+            },
             capacity_interval: match self
                 .capacity_interval_ms
                 .or(file.capacity_interval_ms)

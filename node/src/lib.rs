@@ -10,6 +10,8 @@ pub mod config;
 pub mod http_client;
 pub mod jobs;
 pub mod lb;
+pub mod lifecycle;
+pub mod lifecycle_cli;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -99,7 +101,12 @@ pub async fn start(config: ServeConfig) -> Result<RunningNode, StartError> {
         incoming: api_incoming,
         addr: api_addr,
     };
-    start_with(config, api, peer, Environment::default()).await
+    let mut env = Environment::default();
+    if config.lifecycle.test_clock {
+        tracing::warn!("test clock on: the cluster administrator can move this node's clock forward");
+        env.clock = Arc::new(keelson_api::AdjustableClock::default());
+    }
+    start_with(config, api, peer, env).await
 }
 
 /// What a node takes from its surroundings besides its listeners: how it dials other nodes and
@@ -249,6 +256,7 @@ where
         verified: Default::default(),
         max_tokens_per_user: config.max_tokens_per_user,
         tees: Default::default(),
+        pulls: keelson_api::pulls::PullCounter::new(config.lifecycle.count_pulls),
     });
     if single {
         let supplied = std::env::var("KEELSON_BOOTSTRAP_TOKEN").ok().filter(|t| !t.is_empty());
@@ -273,6 +281,14 @@ where
         ));
     }
     tasks.push(tokio::spawn(flush_token_uses(registry.clone())));
+    tasks.push(tokio::spawn(lifecycle::flush_pulls(
+        registry.clone(),
+        config.lifecycle.pull_flush,
+    )));
+    tasks.push(lifecycle::spawn_retention(
+        registry.clone(),
+        config.lifecycle.retention_interval,
+    ));
     tasks.push(tokio::spawn(sweep_idle_tees(registry.clone())));
     tasks.extend(jobs::spawn(&registry, config.blob_jobs.clone()));
 

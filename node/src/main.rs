@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 use keelson::admin_cli::AdminCommand;
 use keelson::cluster_cli::ClusterCommand;
 use keelson::http_client::Target;
+use keelson::lifecycle_cli::{ImagesCommand, RepoCommand, RetentionCommand};
 use keelson::ServeArgs;
 use tracing_subscriber::EnvFilter;
 
@@ -31,6 +32,27 @@ enum Command {
         target: TargetArgs,
         #[command(subcommand)]
         command: AdminCommand,
+    },
+    /// A repository's images: list (with sizes and pull counts), show, delete, untag.
+    Images {
+        #[command(flatten)]
+        target: TargetArgs,
+        #[command(subcommand)]
+        command: ImagesCommand,
+    },
+    /// A repository's summary and settings (description, readme, retention, immutable tags).
+    Repo {
+        #[command(flatten)]
+        target: TargetArgs,
+        #[command(subcommand)]
+        command: RepoCommand,
+    },
+    /// Retention (cleanup) policies: define, assign, preview, run, and the deletion log.
+    Retention {
+        #[command(flatten)]
+        target: TargetArgs,
+        #[command(subcommand)]
+        command: RetentionCommand,
     },
     /// A round-robin TCP load balancer (for local clusters and tests).
     Lb {
@@ -113,6 +135,11 @@ fn main() -> std::process::ExitCode {
             }
             Command::Cluster { target, command } => keelson::cluster_cli::run(&target.target(), command).await?,
             Command::Admin { target, command } => keelson::admin_cli::run(&target.target(), command).await?,
+            Command::Images { target, command } => keelson::lifecycle_cli::images(&target.target(), command).await?,
+            Command::Repo { target, command } => keelson::lifecycle_cli::repo(&target.target(), command).await?,
+            Command::Retention { target, command } => {
+                keelson::lifecycle_cli::retention(&target.target(), command).await?
+            }
             Command::Lb { listen, backends } => keelson::lb::run(&listen, backends).await?,
         }
         Ok(())

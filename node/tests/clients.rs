@@ -24,15 +24,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use support::content::{hex_of, pseudo_random, sha256_hex};
 use support::daemon::Daemon;
 use support::docker::{busybox_rootfs_tar, pushed_digest, Docker};
-use support::oci::{layout_blobs, layout_ref, skopeo, umoci_image, OCI_MANIFEST};
+use support::oci::{layout_blobs, layout_ref, skopeo, two_platform_layout, umoci_image, OCI_INDEX, OCI_MANIFEST};
 use support::tools::{exec, need, tail, tool, INSTALL_HINT};
 use support::Keelson;
 
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const HELM_CONFIG: &str = "application/vnd.cncf.helm.config.v1+json";
 const HELM_CHART: &str = "application/vnd.cncf.helm.chart.content.v1.tar+gzip";
 /// Time limit for one client command (a push or pull of a few MiB takes well under a second).
@@ -362,52 +361,6 @@ fn skopeo_umoci_single_arch() {
     );
 }
 
-/// Builds amd64 and arm64 images with umoci and assembles them by hand into one OCI layout whose
-/// `index.json` points (ref `tag`) at an image index blob with platform fields. Returns
-/// (index digest, [(arch, manifest digest)]).
-fn two_platform_layout(work: &Path, layout: &Path, tag: &str) -> (String, Vec<(String, String)>) {
-    let mut children = Vec::new();
-    fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
-    for (i, arch) in ["amd64", "arm64"].into_iter().enumerate() {
-        let single = work.join(format!("layout-{arch}"));
-        let digest = umoci_image(work, &single, "img", arch, 512 << 10, 10 + i as u64, COMMAND_LIMIT);
-        let desc = layout_ref(&single, "img");
-        for (hex, bytes) in layout_blobs(&single) {
-            fs::write(layout.join("blobs/sha256").join(hex), bytes).unwrap();
-        }
-        children.push((arch.to_string(), digest, desc["size"].as_u64().unwrap()));
-    }
-    let index = json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_INDEX,
-        "manifests": children.iter().map(|(arch, digest, size)| json!({
-            "mediaType": OCI_MANIFEST,
-            "digest": digest,
-            "size": size,
-            "platform": {"architecture": arch, "os": "linux"},
-        })).collect::<Vec<_>>(),
-        "annotations": {"org.example.built-by": "keelson-clients-test"},
-    });
-    let index_bytes = serde_json::to_vec(&index).unwrap();
-    let index_hex = sha256_hex(&index_bytes);
-    fs::write(layout.join("blobs/sha256").join(&index_hex), &index_bytes).unwrap();
-    fs::write(layout.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-    let top = json!({
-        "schemaVersion": 2,
-        "manifests": [{
-            "mediaType": OCI_INDEX,
-            "digest": format!("sha256:{index_hex}"),
-            "size": index_bytes.len(),
-            "annotations": {"org.opencontainers.image.ref.name": tag},
-        }],
-    });
-    fs::write(layout.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
-    (
-        format!("sha256:{index_hex}"),
-        children.into_iter().map(|(a, d, _)| (a, d)).collect(),
-    )
-}
-
 #[test]
 fn skopeo_two_platform_index() {
     need("skopeo");
@@ -417,7 +370,7 @@ fn skopeo_two_platform_index() {
     let host = reg.host();
 
     let layout = tmp.path().join("multi");
-    let (index_digest, children) = two_platform_layout(tmp.path(), &layout, "v1");
+    let (index_digest, children) = two_platform_layout(tmp.path(), &layout, "v1", COMMAND_LIMIT);
     let src_blobs = layout_blobs(&layout);
     assert_eq!(src_blobs.len(), 1 + 2 * 4, "index + 2 x (manifest, config, 2 layers)");
 

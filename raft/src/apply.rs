@@ -222,9 +222,7 @@ impl Applier<'_> {
                 check!(self.ensure_repo(&repo, now_ms));
                 // The first durable layout wins: a coded blob stays coded (this push's copies are
                 // orphans the holders' scrub removes), a replicated one keeps its copy count.
-                if !self.tx.exists(CF_CODED, digest.as_bytes())?
-                    && self.add_holders(&digest, size, holders, now_ms)?
-                {
+                if !self.tx.exists(CF_CODED, digest.as_bytes())? && self.add_holders(&digest, size, holders, now_ms)? {
                     self.tx.put(CF_PLACEMENT, &copies_key(&digest), &copies)?;
                 }
                 check!(self.link_to_repo(&repo, &digest));
@@ -417,7 +415,14 @@ impl Applier<'_> {
             self.tx.delete(CF_LIFECYCLE, &key)?;
         }
         let prefix = repo_prefix(repo);
-        for cf in [CF_TAGS, CF_MANIFESTS, CF_REPO_BLOBS, CF_REFERRERS, CF_IMAGES, CF_IMAGE_TAGS] {
+        for cf in [
+            CF_TAGS,
+            CF_MANIFESTS,
+            CF_REPO_BLOBS,
+            CF_REFERRERS,
+            CF_IMAGES,
+            CF_IMAGE_TAGS,
+        ] {
             for (key, _) in self.tx.scan_committed(cf, &prefix)? {
                 self.tx.delete(cf, &key)?;
             }
@@ -590,7 +595,8 @@ impl Applier<'_> {
                 artifact_type: manifest.artifact_type.clone(),
                 annotations: manifest.annotations.clone(),
             };
-            self.tx.put(CF_REFERRERS, &join(&[&repo, subject, &digest]), &referrer)?;
+            self.tx
+                .put(CF_REFERRERS, &join(&[&repo, subject, &digest]), &referrer)?;
             if subject != &digest {
                 self.touch_image(&repo, subject)?;
             }

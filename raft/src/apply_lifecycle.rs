@@ -116,7 +116,9 @@ impl Applier<'_> {
         }
         if let Some(r) = readme {
             if r.len() > MAX_README_BYTES {
-                return rejected(Rejection::Invalid(format!("readme longer than {MAX_README_BYTES} bytes")));
+                return rejected(Rejection::Invalid(format!(
+                    "readme longer than {MAX_README_BYTES} bytes"
+                )));
             }
             info.readme = r;
         }
@@ -128,7 +130,9 @@ impl Applier<'_> {
     pub(crate) fn effective_policy(&self, repo: &str) -> Result<(String, RetentionPolicy), TxnError> {
         let ns = tenancy_of(repo);
         let assigned = self.tx.get(CF_LIFECYCLE, &retention_assign_key(repo))?;
-        resolve_policy(assigned, |name| self.tx.get(CF_LIFECYCLE, &retention_policy_key(ns, name)))
+        resolve_policy(assigned, |name| {
+            self.tx.get(CF_LIFECYCLE, &retention_policy_key(ns, name))
+        })
     }
 
     /// Whether a unit still stands as judged: every member exists at its judged generation, and

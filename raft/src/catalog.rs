@@ -379,7 +379,10 @@ impl CatalogReader {
     pub fn retention_policies(&self, ns: &str) -> Result<Vec<(String, RetentionPolicy)>> {
         let mut out = Vec::new();
         self.scan(CF_LIFECYCLE, &retention_policies_prefix(ns), |name, value| {
-            out.push((String::from_utf8_lossy(name).into_owned(), bincode::deserialize(value).map_err(err)?));
+            out.push((
+                String::from_utf8_lossy(name).into_owned(),
+                bincode::deserialize(value).map_err(err)?,
+            ));
             Ok(true)
         })?;
         Ok(out)

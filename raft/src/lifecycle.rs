@@ -293,11 +293,12 @@ pub fn valid_patterns(patterns: &[String]) -> Result<(), String> {
         return Err(format!("at most {MAX_PATTERNS} tag patterns"));
     }
     for p in patterns {
-        let ok = !p.is_empty()
-            && p.len() <= 128
-            && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-*?".contains(&b));
+        let ok =
+            !p.is_empty() && p.len() <= 128 && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-*?".contains(&b));
         if !ok {
-            return Err(format!("invalid tag pattern {p:?} (letters, digits, _ . - and the globs * ?)"));
+            return Err(format!(
+                "invalid tag pattern {p:?} (letters, digits, _ . - and the globs * ?)"
+            ));
         }
     }
     Ok(())

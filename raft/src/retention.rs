@@ -149,7 +149,13 @@ pub fn evaluate(
             }
         }
     }
-    let is_referrer = |i: usize| images[i].record.subject.as_deref().is_some_and(|s| index.contains_key(s));
+    let is_referrer = |i: usize| {
+        images[i]
+            .record
+            .subject
+            .as_deref()
+            .is_some_and(|s| index.contains_key(s))
+    };
     let mut top: Vec<usize> = (0..images.len())
         .filter(|&i| parents[i].is_empty() && !is_referrer(i))
         .collect();
@@ -305,51 +311,101 @@ mod tests {
         let cases = vec![
             Case {
                 name: "not pulled for 30 days: a never-pulled image counts from its push, not the epoch",
-                policy: RetentionPolicy { not_pulled_days: Some(30), ..policy() },
-                images: vec![never_pulled_fresh.clone(), pulled_recently.clone(), pulled_long_ago.clone(), image("old", 31, &["x"])],
+                policy: RetentionPolicy {
+                    not_pulled_days: Some(30),
+                    ..policy()
+                },
+                images: vec![
+                    never_pulled_fresh.clone(),
+                    pulled_recently.clone(),
+                    pulled_long_ago.clone(),
+                    image("old", 31, &["x"]),
+                ],
                 expect: vec!["old", "stale"],
             },
             Case {
                 name: "untagged for 7 days counts from when the last tag went",
-                policy: RetentionPolicy { untagged_days: Some(7), ..policy() },
-                images: vec![untagged_late.clone(), image("never-tagged", 8, &[]), image("tagged", 90, &["t"])],
+                policy: RetentionPolicy {
+                    untagged_days: Some(7),
+                    ..policy()
+                },
+                images: vec![
+                    untagged_late.clone(),
+                    image("never-tagged", 8, &[]),
+                    image("tagged", 90, &["t"]),
+                ],
                 expect: vec!["never-tagged"],
             },
             Case {
                 name: "the cooling period protects a recent pull whatever the rules say",
-                policy: RetentionPolicy { untagged_days: Some(1), not_pulled_days: Some(1), ..policy() },
+                policy: RetentionPolicy {
+                    untagged_days: Some(1),
+                    not_pulled_days: Some(1),
+                    ..policy()
+                },
                 images: vec![in_cooling.clone(), image("cold", 100, &[])],
                 expect: vec!["cold"],
             },
             Case {
                 name: "a longer cooling period protects a push 2 days old",
-                policy: RetentionPolicy { not_pulled_days: Some(1), cooling_ms: 3 * DAY_MS, ..policy() },
+                policy: RetentionPolicy {
+                    not_pulled_days: Some(1),
+                    cooling_ms: 3 * DAY_MS,
+                    ..policy()
+                },
                 images: vec![image("two-days", 2, &["a"]), image("four-days", 4, &["b"])],
                 expect: vec!["four-days"],
             },
             Case {
                 name: "exempt globs keep their images",
-                policy: RetentionPolicy { not_pulled_days: Some(10), exempt_tags: vec!["release-*".into(), "stable".into()], ..policy() },
-                images: vec![image("r", 100, &["release-1.0"]), image("s", 100, &["stable", "x"]), image("d", 100, &["dev-1"])],
+                policy: RetentionPolicy {
+                    not_pulled_days: Some(10),
+                    exempt_tags: vec!["release-*".into(), "stable".into()],
+                    ..policy()
+                },
+                images: vec![
+                    image("r", 100, &["release-1.0"]),
+                    image("s", 100, &["stable", "x"]),
+                    image("d", 100, &["dev-1"]),
+                ],
                 expect: vec!["d"],
             },
             Case {
                 name: "keep the newest 2 pushes",
-                policy: RetentionPolicy { keep_newest: Some(2), ..policy() },
-                images: vec![image("a", 10, &["a"]), image("b", 20, &["b"]), image("c", 30, &["c"]), image("d", 40, &[])],
+                policy: RetentionPolicy {
+                    keep_newest: Some(2),
+                    ..policy()
+                },
+                images: vec![
+                    image("a", 10, &["a"]),
+                    image("b", 20, &["b"]),
+                    image("c", 30, &["c"]),
+                    image("d", 40, &[]),
+                ],
                 expect: vec!["c", "d"],
             },
             Case {
                 name: "children of a kept index are kept; a deleted index takes its children",
-                policy: RetentionPolicy { untagged_days: Some(5), not_pulled_days: Some(40), ..policy() },
+                policy: RetentionPolicy {
+                    untagged_days: Some(5),
+                    not_pulled_days: Some(40),
+                    ..policy()
+                },
                 images: vec![index.clone(), image("child-a", 50, &[]), image("child-b", 50, &[])],
                 expect: vec!["child-a", "child-b", "index"],
             },
             Case {
                 name: "an index in its cooling period keeps its old untagged children",
-                policy: RetentionPolicy { untagged_days: Some(5), ..policy() },
+                policy: RetentionPolicy {
+                    untagged_days: Some(5),
+                    ..policy()
+                },
                 images: vec![
-                    { let mut i = index.clone(); i.record.last_pulled_ms = Some(NOW - 1000); i },
+                    {
+                        let mut i = index.clone();
+                        i.record.last_pulled_ms = Some(NOW - 1000);
+                        i
+                    },
                     image("child-a", 50, &[]),
                     image("child-b", 50, &[]),
                 ],
@@ -357,14 +413,24 @@ mod tests {
             },
             Case {
                 name: "referrers go with their subject, even fresh ones",
-                policy: RetentionPolicy { untagged_days: Some(30), ..policy() },
+                policy: RetentionPolicy {
+                    untagged_days: Some(30),
+                    ..policy()
+                },
                 images: vec![subject.clone(), signature.clone()],
                 expect: vec!["sig", "signed"],
             },
             Case {
                 name: "a referrer of a kept subject stays, however old",
-                policy: RetentionPolicy { untagged_days: Some(1), ..policy() },
-                images: vec![image("kept", 100, &["v"]), { let mut s = image("old-sig", 90, &[]); s.record.subject = Some("kept".into()); s }],
+                policy: RetentionPolicy {
+                    untagged_days: Some(1),
+                    ..policy()
+                },
+                images: vec![image("kept", 100, &["v"]), {
+                    let mut s = image("old-sig", 90, &[]);
+                    s.record.subject = Some("kept".into());
+                    s
+                }],
                 expect: vec![],
             },
             Case {
@@ -384,15 +450,24 @@ mod tests {
 
     #[test]
     fn immutable_tags_are_never_deleted() {
-        let setting = ImmutableTags { enabled: true, exempt: vec!["latest".into()] };
-        let p = RetentionPolicy { not_pulled_days: Some(1), ..policy() };
+        let setting = ImmutableTags {
+            enabled: true,
+            exempt: vec!["latest".into()],
+        };
+        let p = RetentionPolicy {
+            not_pulled_days: Some(1),
+            ..policy()
+        };
         let images = vec![image("frozen", 10, &["v1"]), image("mutable", 10, &["latest"])];
         assert_eq!(deleted(&evaluate(&p, Some(&setting), &images, NOW)), vec!["mutable"]);
     }
 
     #[test]
     fn a_child_shared_by_two_indexes_waits() {
-        let p = RetentionPolicy { not_pulled_days: Some(1), ..policy() };
+        let p = RetentionPolicy {
+            not_pulled_days: Some(1),
+            ..policy()
+        };
         let mut i1 = image("i1", 10, &["a"]);
         i1.record.children = vec!["shared".into()];
         let mut i2 = image("i2", 10, &["b"]);
@@ -403,7 +478,10 @@ mod tests {
 
     #[test]
     fn bytes_freed_count_shared_blobs_once_and_never_kept_ones() {
-        let p = RetentionPolicy { untagged_days: Some(1), ..policy() };
+        let p = RetentionPolicy {
+            untagged_days: Some(1),
+            ..policy()
+        };
         let mut a = image("a", 10, &[]);
         a.record.blobs = vec![("base".into(), 1000), ("only-a".into(), 7)];
         let mut b = image("b", 10, &[]);
@@ -414,6 +492,9 @@ mod tests {
         let total: u64 = units.iter().map(|u| u.bytes_freed).sum();
         // a: 10 + 1000 + 7; b: 10 (base counted once, only-b still used by the kept image).
         assert_eq!(total, 1027);
-        assert_eq!(units.iter().find(|u| u.image.digest == "a").map(|u| u.rule), Some(RuleKind::Untagged));
+        assert_eq!(
+            units.iter().find(|u| u.image.digest == "a").map(|u| u.rule),
+            Some(RuleKind::Untagged)
+        );
     }
 }

@@ -17,12 +17,12 @@ use openraft::{
 
 use crate::apply::Applier;
 use crate::command::*;
-use crate::txn::Txn;
 use crate::db::Db;
 use crate::identity::IdentityState;
 use crate::keys::*;
 use crate::read_cache::ReadCache;
 use crate::snapshot::{SnapshotError, SnapshotFiles};
+use crate::txn::Txn;
 use crate::types::{Entry, NodeId, NodeInfo, StorageError, TypeConfig};
 
 pub struct StateMachineStore {

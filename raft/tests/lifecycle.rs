@@ -235,14 +235,20 @@ async fn retention_commits_exactly_the_preview_and_loses_races() {
 
     // Nothing is old enough yet.
     let now = T0 + 10 * DAY;
-    assert!(retention::preview(catalog.reader(), repo, now).unwrap().units.is_empty());
+    assert!(retention::preview(catalog.reader(), repo, now)
+        .unwrap()
+        .units
+        .is_empty());
 
     // 40 days on, all four are stale: the preview lists them, with the signature going with a.
     let now = T0 + 40 * DAY;
     let before = retention::preview(catalog.reader(), repo, now).unwrap();
     assert_eq!(before.units.len(), 4);
     let unit_a = before.units.iter().find(|u| u.image.digest == digest("a")).unwrap();
-    assert_eq!(unit_a.with.iter().map(|m| m.digest.clone()).collect::<Vec<_>>(), vec![digest("sig")]);
+    assert_eq!(
+        unit_a.with.iter().map(|m| m.digest.clone()).collect::<Vec<_>>(),
+        vec![digest("sig")]
+    );
     assert_eq!(unit_a.rule, RuleKind::NotPulled);
 
     // The race: image b is pulled (and the pull flushed) between evaluation and commit; image c
@@ -262,7 +268,13 @@ async fn retention_commits_exactly_the_preview_and_loses_races() {
     .await;
     ok(
         &catalog,
-        put(repo, "c", image_manifest(&["config", "layer-c"], "{\"m\":\"c\"}", None), Some("c2"), now),
+        put(
+            repo,
+            "c",
+            image_manifest(&["config", "layer-c"], "{\"m\":\"c\"}", None),
+            Some("c2"),
+            now,
+        ),
     )
     .await;
     ok(
@@ -288,7 +300,9 @@ async fn retention_commits_exactly_the_preview_and_loses_races() {
     let mut gone = vec![digest("a"), digest("d")];
     gone.sort();
     assert_eq!(logged, gone);
-    assert!(log.iter().all(|d| d.policy == "cleanup" && d.rule == RuleKind::NotPulled));
+    assert!(log
+        .iter()
+        .all(|d| d.policy == "cleanup" && d.rule == RuleKind::NotPulled));
     assert_eq!(reader.repo_usage(repo).unwrap().images, 2);
 
     // Dry run, then the real run with nothing in between: the run deletes exactly the preview.
@@ -352,12 +366,15 @@ async fn limits_hold_under_concurrent_pushes() {
     }
     assert_eq!(won, 1);
     assert_eq!(catalog.reader().tenancy_usage("tiny").unwrap().repos, 2);
-    let refused = rejected(&catalog, CatalogCommand::CreateRepo {
-        repo: "tiny/explicit".into(),
-        compartment: None,
-        public: false,
-        now_ms: T0,
-    })
+    let refused = rejected(
+        &catalog,
+        CatalogCommand::CreateRepo {
+            repo: "tiny/explicit".into(),
+            compartment: None,
+            public: false,
+            now_ms: T0,
+        },
+    )
     .await;
     assert!(matches!(refused, Rejection::LimitExceeded(_)));
 
@@ -391,13 +408,21 @@ async fn limits_hold_under_concurrent_pushes() {
     // Stored bytes: a blob that would pass the quota is refused and leaves nothing behind.
     let used = catalog.reader().tenancy_usage("tiny").unwrap().stored_bytes;
     let refused = rejected(&catalog, link("tiny/one", "huge", 10_000, T0)).await;
-    let Rejection::LimitExceeded(message) = refused else { panic!() };
+    let Rejection::LimitExceeded(message) = refused else {
+        panic!()
+    };
     assert!(message.contains("stored-bytes limit of 10000"), "{message}");
     assert_eq!(catalog.reader().tenancy_usage("tiny").unwrap().stored_bytes, used);
     assert!(catalog.reader().blob(&digest("huge")).unwrap().is_none());
 
     // Deleting a repository gives its slot and bytes back.
-    ok(&catalog, CatalogCommand::DeleteRepo { repo: "tiny/one".into() }).await;
+    ok(
+        &catalog,
+        CatalogCommand::DeleteRepo {
+            repo: "tiny/one".into(),
+        },
+    )
+    .await;
     let usage = catalog.reader().tenancy_usage("tiny").unwrap();
     assert_eq!(usage.repos, 1);
     assert_eq!(usage.stored_bytes, 10);
@@ -426,7 +451,8 @@ async fn immutable_tags_cannot_move_or_go() {
     let other = image_manifest(&["config"], "{\"other\":1}", None);
     let refused = rejected(&catalog, put(repo, "other", other, Some("v1"), T0)).await;
     assert!(
-        refused.to_string().contains("tag v1 in acme/frozen is immutable") && refused.to_string().contains("exempt: latest"),
+        refused.to_string().contains("tag v1 in acme/frozen is immutable")
+            && refused.to_string().contains("exempt: latest"),
         "{refused}"
     );
     assert!(catalog.reader().image(repo, &digest("other")).unwrap().is_none());
@@ -439,12 +465,18 @@ async fn immutable_tags_cannot_move_or_go() {
         tag: "v1".into(),
         now_ms: T0,
     };
-    assert!(matches!(rejected(&catalog, delete_tag).await, Rejection::TagImmutable { .. }));
+    assert!(matches!(
+        rejected(&catalog, delete_tag).await,
+        Rejection::TagImmutable { .. }
+    ));
     let delete_image = CatalogCommand::DeleteManifest {
         repo: repo.into(),
         digest: digest("one"),
     };
-    assert!(matches!(rejected(&catalog, delete_image).await, Rejection::TagImmutable { .. }));
+    assert!(matches!(
+        rejected(&catalog, delete_image).await,
+        Rejection::TagImmutable { .. }
+    ));
     let moved = image_manifest(&["config", "layer-one"], "{\"m\":\"one\"}", None);
     ok(&catalog, put(repo, "one", moved, Some("latest"), T0 + 2)).await;
     // A repository's own setting wins over the tenancy default.

@@ -10,9 +10,9 @@ use keelson_raft::redundancy::PolicyParseError;
 use keelson_raft::{CatalogCommand, NodeInfo, RedundancyPolicy};
 use serde::Deserialize;
 
-use super::Reply;
+use super::json_reply;
 use crate::access::{self, Cx};
-use crate::body::{self, Body};
+use crate::body::Body;
 use crate::error::{ApiError, ErrorCode};
 
 /// A member as the management API receives it.
@@ -31,16 +31,14 @@ struct RedundancyBody {
     redundancy: String,
 }
 
-fn default_domain() -> String {
-    "default".into()
+/// `PUT /api/v1/cluster/clock`: how far ahead of real time a test clock runs.
+#[derive(Debug, Deserialize)]
+struct ClockBody {
+    offset_ms: u64,
 }
 
-fn json_reply(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
-    let bytes = value.to_string();
-    Reply::new(status)
-        .header("Content-Type", "application/json")
-        .header("Content-Length", bytes.len())
-        .body(body::full(bytes))
+fn default_domain() -> String {
+    "default".into()
 }
 
 fn bad_request(message: impl Into<String>) -> ApiError {
@@ -131,6 +129,37 @@ pub async fn cluster(reg: &Cx<'_>, rest: &str, req: Request<Incoming>) -> Result
                 StatusCode::OK,
                 &serde_json::json!({ "redundancy": policy.to_string(), "committed": true }),
             ))
+        }
+        ("PUT", "clock") => {
+            access::administer_cluster(reg)?;
+            let body: ClockBody = read_json(req)
+                .await?
+                .ok_or_else(|| bad_request("{\"offset_ms\": N} required"))?;
+            if !reg.clock.set_offset_ms(body.offset_ms) {
+                return Err(bad_request(
+                    "this node's clock cannot be moved (start it with --test-clock true)",
+                ));
+            }
+            Ok(json_reply(
+                StatusCode::OK,
+                &serde_json::json!({ "offset_ms": body.offset_ms, "now_ms": reg.clock.now_ms() }),
+            ))
+        }
+        ("POST", "pulls/flush") => {
+            access::administer_cluster(reg)?;
+            let flushed = crate::lifecycle_jobs::flush_pulls(reg).await;
+            Ok(json_reply(StatusCode::OK, &serde_json::json!({ "flushed": flushed })))
+        }
+        ("POST", "retention/run") => {
+            access::administer_cluster(reg)?;
+            if !reg.catalog.is_leader() {
+                return Err(bad_request("retention passes run on the leader; send this to it"));
+            }
+            let report = crate::lifecycle_jobs::retention_pass(reg)
+                .await
+                .map_err(|e| ApiError::new(ErrorCode::Unavailable, e.to_string()))?;
+            let report = serde_json::to_value(report).map_err(|e| bad_request(e.to_string()))?;
+            Ok(json_reply(StatusCode::OK, &report))
         }
         ("POST", "members") => {
             access::administer_cluster(reg)?;

@@ -4,45 +4,19 @@
 //! is a thin client of these routes.
 
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use keelson_raft::identity::{AuthToken, IdentityCommand, Policy};
 use keelson_raft::{CatalogCommand, RedundancyPolicy};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{commit, Reply};
+use super::lifecycle::{self, RepoLifecycleBody};
+use super::{bad_request, commit, json_reply, ok, read_json};
 use crate::access::{self, Action, Cx};
 use crate::auth::{self, policy, SYSTEM_NAMESPACE};
-use crate::body::{self, Body};
+use crate::body::Body;
 use crate::error::{ApiError, ErrorCode};
 use crate::names;
-
-fn bad_request(message: impl Into<String>) -> ApiError {
-    ApiError::new(ErrorCode::BadRequest, message)
-}
-
-fn json_reply(status: StatusCode, value: &Value) -> Response<Body> {
-    let bytes = value.to_string();
-    Reply::new(status)
-        .header("Content-Type", "application/json")
-        .header("Content-Length", bytes.len())
-        .body(body::full(bytes))
-}
-
-async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, ApiError> {
-    let bytes = Limited::new(req.into_body(), 1 << 20)
-        .collect()
-        .await
-        .map_err(|e| bad_request(format!("reading the body failed: {e}")))?
-        .to_bytes();
-    let bytes = if bytes.iter().all(|b| b.is_ascii_whitespace()) {
-        &b"{}"[..]
-    } else {
-        &bytes[..]
-    };
-    serde_json::from_slice(bytes).map_err(|e| bad_request(format!("invalid JSON: {e}")))
-}
 
 /// Names of users, groups, compartments and policies.
 fn valid_name(name: &str) -> Result<(), ApiError> {
@@ -100,6 +74,9 @@ struct RepoBody {
     /// `replicas=N` or `rs=k+m`; `"default"` (or `""`) makes the repository use the cluster's.
     #[serde(default)]
     redundancy: Option<String>,
+    /// Description, readme, retention policy and immutable tags.
+    #[serde(flatten)]
+    lifecycle: RepoLifecycleBody,
 }
 
 /// The policy change a repository body asks for: `None` no change, `Some(None)` back to the
@@ -130,15 +107,23 @@ async fn identity(cx: &Cx<'_>, cmd: IdentityCommand) -> Result<(), ApiError> {
     commit(cx, CatalogCommand::Identity(cmd)).await
 }
 
-fn ok(value: Value) -> Result<Response<Body>, ApiError> {
-    Ok(json_reply(StatusCode::OK, &value))
-}
-
 /// Dispatches `/api/v1/<rest>`.
 pub async fn route(cx: &Cx<'_>, rest: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let method = req.method().clone();
     let parts: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
     let now = cx.clock.now_ms();
+    if let Some((repo, resource)) = parts
+        .first()
+        .filter(|p| **p == "repos")
+        .and(lifecycle::repo_resource(&parts))
+    {
+        return lifecycle::repo_route(cx, &repo, resource, req).await;
+    }
+    if let ["tenancies", ns, rest @ ..] = parts.as_slice() {
+        if lifecycle::is_tenancy_resource(rest) {
+            return lifecycle::tenancy_route(cx, ns, rest, req).await;
+        }
+    }
     match (&method, parts.as_slice()) {
         (&Method::POST, ["tenancies"]) => {
             access::administer_cluster(cx)?;
@@ -370,10 +355,10 @@ pub async fn route(cx: &Cx<'_>, rest: &str, req: Request<Incoming>) -> Result<Re
                         .repo(&name)?
                         .ok_or_else(|| ApiError::not_found("repository not found"))?;
                     let mut answer = json!({ "name": name, "public": record.public, "compartment": record.compartment, "created_ms": record.created_ms });
-                    if let (Some(out), Value::Object(redundancy)) =
-                        (answer.as_object_mut(), redundancy_json(cx, &name)?)
-                    {
-                        out.extend(redundancy);
+                    for extra in [redundancy_json(cx, &name)?, lifecycle::repo_summary(cx, &name)?] {
+                        if let (Some(out), Value::Object(extra)) = (answer.as_object_mut(), extra) {
+                            out.extend(extra);
+                        }
                     }
                     ok(answer)
                 }
@@ -382,7 +367,8 @@ pub async fn route(cx: &Cx<'_>, rest: &str, req: Request<Incoming>) -> Result<Re
                     let body: RepoBody = read_json(req).await?;
                     let compartment = body.compartment.map(|c| Some(c).filter(|c| !c.is_empty()));
                     let policy = requested_policy(body.redundancy.as_deref())?;
-                    if policy.is_none() || body.public.is_some() || compartment.is_some() {
+                    let untouched = policy.is_none() && body.lifecycle.is_empty();
+                    if untouched || body.public.is_some() || compartment.is_some() {
                         commit(
                             cx,
                             CatalogCommand::UpdateRepo {
@@ -397,6 +383,7 @@ pub async fn route(cx: &Cx<'_>, rest: &str, req: Request<Incoming>) -> Result<Re
                         let repo = Some(name.clone());
                         commit(cx, CatalogCommand::SetRedundancy { repo, policy }).await?;
                     }
+                    body.lifecycle.apply(cx, &name).await?;
                     let mut answer = json!({ "repo": name });
                     answer["redundancy"] = redundancy_json(cx, &name)?["redundancy"].clone();
                     ok(answer)

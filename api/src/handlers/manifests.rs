@@ -96,7 +96,12 @@ pub async fn get<B>(
         .header("Content-Length", record.body.len())
         .header("Docker-Content-Digest", &digest)
         .header("ETag", format!("\"{digest}\""));
-    Ok(reply.body(if head { body::empty() } else { body::full(record.body) }))
+    if head {
+        return Ok(reply.body(body::empty()));
+    }
+    // A GET is a pull of this image (a HEAD only asks whether it exists).
+    reg.pulls.record(name, &digest, reg.clock.now_ms());
+    Ok(reply.body(body::full(record.body)))
 }
 
 pub async fn put(
@@ -163,6 +168,7 @@ pub async fn delete(reg: &Cx<'_>, name: &str, reference: &str) -> Result<Respons
         Reference::Tag(tag) => CatalogCommand::DeleteTag {
             repo: name.to_string(),
             tag,
+            now_ms: reg.clock.now_ms(),
         },
     };
     commit(reg, cmd).await.map_err(|e| {

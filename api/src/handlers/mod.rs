@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod blobs;
 pub mod identity;
+pub mod lifecycle;
 pub mod listing;
 pub mod manifests;
 pub mod token;
@@ -61,6 +62,46 @@ impl Reply {
         };
         reply.body(body::empty())
     }
+}
+
+/// A JSON answer of the management API.
+pub(crate) fn json_reply(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let bytes = value.to_string();
+    Reply::new(status)
+        .header("Content-Type", "application/json")
+        .header("Content-Length", bytes.len())
+        .body(body::full(bytes))
+}
+
+/// 200 with `value`.
+pub(crate) fn ok(value: serde_json::Value) -> Result<Response<Body>, ApiError> {
+    Ok(json_reply(StatusCode::OK, &value))
+}
+
+/// A management request the API cannot take as sent.
+pub(crate) fn bad_request(message: impl Into<String>) -> ApiError {
+    ApiError::new(crate::error::ErrorCode::BadRequest, message)
+}
+
+/// Largest JSON body a management route reads (a readme is the biggest thing sent).
+const MAX_JSON_BODY: usize = 1 << 20;
+
+/// The request's JSON body (an empty body reads as `{}`).
+pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
+    req: Request<hyper::body::Incoming>,
+) -> Result<T, ApiError> {
+    use http_body_util::BodyExt;
+    let bytes = http_body_util::Limited::new(req.into_body(), MAX_JSON_BODY)
+        .collect()
+        .await
+        .map_err(|e| bad_request(format!("reading the body failed: {e}")))?
+        .to_bytes();
+    let bytes = if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+        &b"{}"[..]
+    } else {
+        &bytes[..]
+    };
+    serde_json::from_slice(bytes).map_err(|e| bad_request(format!("invalid JSON: {e}")))
 }
 
 /// A request header as text (absent when missing or not visible ASCII).

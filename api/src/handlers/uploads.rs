@@ -216,6 +216,7 @@ fn small_blob_copies(m: u16) -> u16 {
 /// POST `/v2/<name>/blobs/uploads/` (`?digest=` monolithic, `?mount=&from=` cross-mount).
 pub async fn start(reg: &Cx<'_>, name: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     authorize_repo(reg, name, Action::Push)?;
+    super::lifecycle::admits_upload(reg, name)?;
     let pairs = query_pairs(req.uri().query());
     if let (Some(mount), Some(from)) = (query_get(&pairs, "mount"), query_get(&pairs, "from")) {
         let digest = Digest::parse(mount)?;

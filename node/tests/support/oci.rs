@@ -9,12 +9,13 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use super::content::{hex_of, pseudo_random, sha256_hex};
 use super::tools::{exec, tool};
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
 /// A skopeo command with a private signature policy (accept anything, written to `policy_dir`)
 /// so no system policy file is needed, and no TLS towards the loopback registry.
@@ -135,4 +136,50 @@ pub fn umoci_image(
         "umoci built {manifest}"
     );
     digest
+}
+
+/// Builds amd64 and arm64 images with umoci and assembles them by hand into one OCI layout whose
+/// `index.json` points (ref `tag`) at an image index blob with platform fields. Returns
+/// (index digest, [(arch, manifest digest)]).
+pub fn two_platform_layout(work: &Path, layout: &Path, tag: &str, limit: Duration) -> (String, Vec<(String, String)>) {
+    let mut children = Vec::new();
+    fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
+    for (i, arch) in ["amd64", "arm64"].into_iter().enumerate() {
+        let single = work.join(format!("layout-{arch}"));
+        let digest = umoci_image(work, &single, "img", arch, 512 << 10, 10 + i as u64, limit);
+        let desc = layout_ref(&single, "img");
+        for (hex, bytes) in layout_blobs(&single) {
+            fs::write(layout.join("blobs/sha256").join(hex), bytes).unwrap();
+        }
+        children.push((arch.to_string(), digest, desc["size"].as_u64().unwrap()));
+    }
+    let index = json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": children.iter().map(|(arch, digest, size)| json!({
+            "mediaType": OCI_MANIFEST,
+            "digest": digest,
+            "size": size,
+            "platform": {"architecture": arch, "os": "linux"},
+        })).collect::<Vec<_>>(),
+        "annotations": {"org.example.built-by": "keelson-clients-test"},
+    });
+    let index_bytes = serde_json::to_vec(&index).unwrap();
+    let index_hex = sha256_hex(&index_bytes);
+    fs::write(layout.join("blobs/sha256").join(&index_hex), &index_bytes).unwrap();
+    fs::write(layout.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let top = json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": OCI_INDEX,
+            "digest": format!("sha256:{index_hex}"),
+            "size": index_bytes.len(),
+            "annotations": {"org.opencontainers.image.ref.name": tag},
+        }],
+    });
+    fs::write(layout.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
+    (
+        format!("sha256:{index_hex}"),
+        children.into_iter().map(|(a, d, _)| (a, d)).collect(),
+    )
 }
