@@ -3,9 +3,14 @@
 //!
 //! A manifest GET costs one lock of one shard (chosen by the digest) and, for an image not
 //! pulled since the last flush, two small allocations. What was counted since the last flush is
-//! lost if the node dies before the next one; a flush that fails is put back and retried.
+//! lost if the node dies before the next one.
+//!
+//! A flush takes the counts into numbered batches and sends them one by one; a batch whose
+//! commit failed (or whose answer was lost) is sent again with the same number, and the catalog
+//! applies each number once, so a count is never lost to a failed flush nor counted twice by a
+//! retried one. New counts wait in the map while batches are pending.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Mutex;
 
@@ -31,6 +36,15 @@ pub struct PullCounter {
     enabled: bool,
     shards: Vec<Mutex<Shard>>,
     hasher: std::collections::hash_map::RandomState,
+    /// Batches taken but not yet known to be applied, oldest first, and the last number given.
+    pending: Mutex<(VecDeque<Batch>, u64)>,
+}
+
+/// Counts on their way to the catalog under one sequence number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    pub seq: u64,
+    pub pulls: Vec<PullCount>,
 }
 
 impl Default for PullCounter {
@@ -46,6 +60,34 @@ impl PullCounter {
             enabled,
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             hasher: Default::default(),
+            pending: Mutex::new((VecDeque::new(), 0)),
+        }
+    }
+
+    /// The oldest batch still to be sent; when none is pending, the counts recorded since the
+    /// last flush become new batches of at most `max` images, numbered above every earlier one
+    /// and at least `floor`.
+    pub fn next_batch(&self, floor: u64, max: usize) -> Option<Batch> {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if pending.0.is_empty() {
+            let counts = self.take();
+            for chunk in counts.chunks(max.max(1)) {
+                let seq = pending.1.saturating_add(1).max(floor);
+                pending.1 = seq;
+                pending.0.push_back(Batch {
+                    seq,
+                    pulls: chunk.to_vec(),
+                });
+            }
+        }
+        pending.0.front().cloned()
+    }
+
+    /// The batch numbered `seq` was applied (or refused for good): it is not sent again.
+    pub fn settled(&self, seq: u64) {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if pending.0.front().is_some_and(|b| b.seq == seq) {
+            pending.0.pop_front();
         }
     }
 
@@ -83,7 +125,7 @@ impl PullCounter {
     }
 
     /// Takes everything counted since the last call.
-    pub fn take(&self) -> Vec<PullCount> {
+    fn take(&self) -> Vec<PullCount> {
         let mut out = Vec::new();
         for shard in &self.shards {
             let taken = std::mem::take(&mut *shard.lock().unwrap_or_else(|p| p.into_inner()));
@@ -98,14 +140,9 @@ impl PullCounter {
                 }
             }
         }
+        // A batch's content never depends on hashing order (replayable simulations).
+        out.sort_by(|a, b| (&a.repo, &a.digest).cmp(&(&b.repo, &b.digest)));
         out
-    }
-
-    /// Puts back counts whose flush failed, to go with the next one.
-    pub fn restore(&self, counts: Vec<PullCount>) {
-        for c in counts {
-            self.add(&c.repo, &c.digest, c.count, c.last_ms);
-        }
     }
 }
 
@@ -114,28 +151,44 @@ mod tests {
     use super::*;
 
     #[test]
-    fn counts_merge_and_survive_a_failed_flush() {
+    fn batches_merge_counts_and_are_resent_until_settled() {
         let counter = PullCounter::default();
         counter.record("a/b", "sha256:1", 10);
         counter.record("a/b", "sha256:1", 30);
         counter.record("a/b", "sha256:1", 20);
         counter.record("a/c", "sha256:1", 5);
-        let mut taken = counter.take();
-        taken.sort_by(|x, y| x.repo.cmp(&y.repo));
-        assert_eq!(taken.len(), 2);
-        assert_eq!((taken[0].count, taken[0].last_ms), (3, 30));
-        assert!(counter.take().is_empty());
-        counter.restore(taken);
+        let first = counter.next_batch(100, 1).unwrap();
+        assert_eq!(first.seq, 100);
+        assert_eq!(first.pulls.len(), 1);
+        // Not settled (the commit failed): the same batch again, whatever was counted since.
         counter.record("a/b", "sha256:1", 40);
-        let again = counter.take();
-        let b = again.iter().find(|c| c.repo == "a/b").unwrap();
-        assert_eq!((b.count, b.last_ms), (4, 40));
+        assert_eq!(counter.next_batch(200, 1), Some(first.clone()));
+        counter.settled(first.seq);
+        let second = counter.next_batch(200, 1).unwrap();
+        assert_eq!(second.seq, 101, "numbers grow past the clock once taken");
+        counter.settled(second.seq);
+        // The count made while batches were pending goes in the next flush.
+        let third = counter.next_batch(50, 10).unwrap();
+        assert_eq!(third.seq, 102);
+        assert_eq!(third.pulls.len(), 1);
+        let p = &third.pulls[0];
+        assert_eq!((p.repo.as_str(), p.count, p.last_ms), ("a/b", 1, 40));
+        let mut all: Vec<(String, u64, u64)> = first
+            .pulls
+            .iter()
+            .chain(second.pulls.iter())
+            .map(|p| (p.repo.clone(), p.count, p.last_ms))
+            .collect();
+        all.sort();
+        assert_eq!(all, vec![("a/b".into(), 3, 30), ("a/c".into(), 1, 5)]);
+        counter.settled(third.seq);
+        assert_eq!(counter.next_batch(60, 10), None);
     }
 
     #[test]
     fn a_disabled_counter_records_nothing() {
         let counter = PullCounter::new(false);
         counter.record("a/b", "sha256:1", 10);
-        assert!(counter.take().is_empty());
+        assert_eq!(counter.next_batch(1, 10), None);
     }
 }

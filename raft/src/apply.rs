@@ -232,7 +232,7 @@ impl Applier<'_> {
                 self.tx.put(CF_PLACEMENT, &capacity_key(node), &capacity)?;
                 Ok(Done)
             }
-            C::RecordPulls { pulls } => self.record_pulls(pulls),
+            C::RecordPulls { node, seq, pulls } => self.record_pulls(node, seq, pulls),
             C::SetRetentionPolicy {
                 namespace,
                 name,
@@ -255,9 +255,10 @@ impl Applier<'_> {
             C::RetentionDelete {
                 repo,
                 policy,
+                rules,
                 units,
                 now_ms,
-            } => self.retention_delete(&repo, &policy, units, now_ms),
+            } => self.retention_delete(&repo, (&policy, &rules), units, now_ms),
         }
     }
 

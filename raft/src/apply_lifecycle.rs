@@ -7,15 +7,22 @@ use crate::command::*;
 use crate::keys::*;
 use crate::lifecycle::*;
 use crate::txn::TxnError;
+use crate::types::NodeId;
 
 impl Applier<'_> {
-    pub(crate) fn record_pulls(&mut self, pulls: Vec<PullCount>) -> Applied {
+    pub(crate) fn record_pulls(&mut self, node: NodeId, seq: u64, pulls: Vec<PullCount>) -> Applied {
         if pulls.len() > MAX_PULLS_PER_ENTRY {
             return rejected(Rejection::Invalid(format!(
                 "{} pull counts in one entry, at most {MAX_PULLS_PER_ENTRY}",
                 pulls.len()
             )));
         }
+        let seq_key = pull_seq_key(node);
+        let last: u64 = self.tx.get(CF_LIFECYCLE, &seq_key)?.unwrap_or(0);
+        if seq <= last {
+            return Ok(Done); // a retry of a batch already counted
+        }
+        self.tx.put(CF_LIFECYCLE, &seq_key, &seq)?;
         for pull in pulls {
             let Some(mut image) = self.image(&pull.repo, &pull.digest)? else {
                 continue; // deleted meanwhile
@@ -156,7 +163,7 @@ impl Applier<'_> {
     pub(crate) fn retention_delete(
         &mut self,
         repo: &str,
-        policy_name: &str,
+        (policy_name, judged): (&str, &RetentionPolicy),
         units: Vec<DeletionUnit>,
         now_ms: u64,
     ) -> Applied {
@@ -166,9 +173,9 @@ impl Applier<'_> {
             )));
         }
         let (current, policy) = self.effective_policy(repo)?;
-        if current != policy_name {
+        if current != policy_name || &policy != judged {
             return rejected(Rejection::Stale(format!(
-                "{repo} is governed by policy {current}, not {policy_name}"
+                "{repo} is governed by policy {current} now, not by the rules of {policy_name} it was judged under"
             )));
         }
         let ns = tenancy_of(repo).to_string();

@@ -441,6 +441,11 @@ impl CatalogReader {
         Ok(self.lifecycle(&tenancy_usage_key(ns))?.unwrap_or_default())
     }
 
+    /// The number of the last pull-count batch applied from `node` (0: none).
+    pub fn pull_seq(&self, node: NodeId) -> Result<u64> {
+        Ok(self.lifecycle(&pull_seq_key(node))?.unwrap_or(0))
+    }
+
     pub fn repo_info(&self, repo: &str) -> Result<RepoInfo> {
         Ok(self.lifecycle(&repo_info_key(repo))?.unwrap_or_default())
     }

@@ -112,9 +112,15 @@ pub enum CatalogCommand {
     },
     /// Node `node` measured its disk: placement weighs it by `capacity.free`.
     ReportCapacity { node: NodeId, capacity: NodeCapacity },
-    /// Pulls counted by one node since its last flush (at most
-    /// [`crate::lifecycle::MAX_PULLS_PER_ENTRY`]); images deleted meanwhile are skipped.
-    RecordPulls { pulls: Vec<PullCount> },
+    /// Pulls counted by node `node` since its last flush (at most
+    /// [`crate::lifecycle::MAX_PULLS_PER_ENTRY`]); images deleted meanwhile are skipped. `seq`
+    /// grows with every batch a node sends: a batch whose `seq` is not above the node's last
+    /// applied one is a retry of a batch already counted and changes nothing (exactly once).
+    RecordPulls {
+        node: NodeId,
+        seq: u64,
+        pulls: Vec<PullCount>,
+    },
     /// Create or replace (`Some`) or delete (`None`) a tenancy's named retention policy. Deleting
     /// a policy returns its repositories to the tenancy's global policy; deleting the global
     /// policy makes it keep everything again.
@@ -143,10 +149,12 @@ pub enum CatalogCommand {
     },
     /// Delete what a retention evaluation decided, unit by unit, each only while every member
     /// still has the generation it was judged at and carries no exempt or frozen tag; changed
-    /// units are skipped. Every deletion is logged.
+    /// units are skipped. Rejected whole when the repository is no longer governed by the policy
+    /// `policy` with exactly the rules `rules` it was judged under. Every deletion is logged.
     RetentionDelete {
         repo: String,
         policy: String,
+        rules: RetentionPolicy,
         units: Vec<DeletionUnit>,
         now_ms: u64,
     },

@@ -30,7 +30,8 @@ pub const CF_IMAGE_TAGS: &str = "image_tags";
 /// assignment (`assign\0<repo>`), immutable tags (`immutable\0repo\0<repo>`,
 /// `immutable\0tenancy\0<ns>`), limits (`limits\0<ns>`), usage (`usage\0repo\0<repo>`,
 /// `usage\0tenancy\0<ns>`), description and readme (`info\0<repo>`) and the retention
-/// deletion log (`deleted\0<ns>\0<ms, big-endian>\0<repo>\0<digest>`).
+/// deletion log (`deleted\0<ns>\0<ms, big-endian>\0<repo>\0<digest>`) and the last pull-count
+/// batch applied from each node (`pullseq\0<id, big-endian>`).
 pub const CF_LIFECYCLE: &str = "lifecycle";
 
 /// The column families holding replicated catalog state (what a snapshot contains).
@@ -102,6 +103,13 @@ pub fn repo_usage_key(repo: &str) -> Vec<u8> {
 
 pub fn tenancy_usage_key(ns: &str) -> Vec<u8> {
     join(&["usage", "tenancy", ns])
+}
+
+/// The last pull-count batch applied from a node.
+pub fn pull_seq_key(node: u64) -> Vec<u8> {
+    let mut key = join(&["pullseq", ""]);
+    key.extend_from_slice(&node.to_be_bytes());
+    key
 }
 
 pub fn repo_info_key(repo: &str) -> Vec<u8> {

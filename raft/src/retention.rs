@@ -21,6 +21,8 @@ use crate::{Catalog, CatalogCommand, CatalogError, CatalogResponse};
 pub struct Preview {
     pub repo: String,
     pub policy: String,
+    /// The policy's rules as judged.
+    pub rules: RetentionPolicy,
     pub units: Vec<DeletionUnit>,
 }
 
@@ -36,6 +38,7 @@ pub fn preview(reader: &CatalogReader, repo: &str, now_ms: u64) -> Result<Previe
     Ok(Preview {
         repo: repo.to_string(),
         policy: policy_name,
+        rules: policy,
         units,
     })
 }
@@ -64,6 +67,7 @@ pub async fn run(catalog: &Catalog, repo: &str, now_ms: u64) -> Result<(Preview,
         let cmd = CatalogCommand::RetentionDelete {
             repo: repo.to_string(),
             policy: plan.policy.clone(),
+            rules: plan.rules.clone(),
             units: chunk.to_vec(),
             now_ms,
         };

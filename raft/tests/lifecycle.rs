@@ -137,7 +137,9 @@ async fn images_sizes_tags_and_pulls() {
     assert_eq!(reader.tenancy_usage("acme").unwrap().repos, 1);
 
     // Pulls from two nodes' flushes add up; the latest time wins.
-    let pulls = |count, last_ms| CatalogCommand::RecordPulls {
+    let pulls = |seq, count, last_ms| CatalogCommand::RecordPulls {
+        node: 1,
+        seq,
         pulls: vec![PullCount {
             repo: repo.into(),
             digest: digest("two"),
@@ -145,12 +147,17 @@ async fn images_sizes_tags_and_pulls() {
             last_ms,
         }],
     };
-    ok(&catalog, pulls(3, T0 + 2 * DAY)).await;
-    ok(&catalog, pulls(4, T0 + DAY)).await;
+    ok(&catalog, pulls(1, 3, T0 + 2 * DAY)).await;
+    ok(&catalog, pulls(2, 4, T0 + DAY)).await;
+    // A retried batch (its seq already applied) is not counted twice.
+    ok(&catalog, pulls(2, 4, T0 + DAY)).await;
+    ok(&catalog, pulls(1, 3, T0 + DAY)).await;
     let two = reader.image(repo, &digest("two")).unwrap().unwrap();
     assert_eq!((two.pulls, two.last_pulled_ms), (7, Some(T0 + 2 * DAY)));
     assert_eq!(reader.repo_usage(repo).unwrap().pulls, 7);
     let too_many = CatalogCommand::RecordPulls {
+        node: 1,
+        seq: 3,
         pulls: vec![
             PullCount {
                 repo: repo.into(),
@@ -257,6 +264,8 @@ async fn retention_commits_exactly_the_preview_and_loses_races() {
     ok(
         &catalog,
         CatalogCommand::RecordPulls {
+            node: 2,
+            seq: 1,
             pulls: vec![PullCount {
                 repo: repo.into(),
                 digest: digest("b"),
@@ -282,6 +291,7 @@ async fn retention_commits_exactly_the_preview_and_loses_races() {
         CatalogCommand::RetentionDelete {
             repo: repo.into(),
             policy: before.policy.clone(),
+            rules: before.rules.clone(),
             units: before.units.clone(),
             now_ms: now,
         },
@@ -318,14 +328,28 @@ async fn retention_commits_exactly_the_preview_and_loses_races() {
     assert_eq!(log.len(), 4);
     assert_eq!(reader.repo_usage(repo).unwrap().tags, 0);
 
-    // A plan judged under another policy is refused whole.
+    // A plan judged under another policy, or under this policy's earlier rules, is refused whole.
     let stale = CatalogCommand::RetentionDelete {
         repo: repo.into(),
         policy: "global".into(),
+        rules: RetentionPolicy::default(),
         units: vec![],
         now_ms: later,
     };
     assert!(matches!(rejected(&catalog, stale).await, Rejection::Stale(_)));
+    push_image(&catalog, repo, "e", 5, None, later).await;
+    let plan = retention::preview(catalog.reader(), repo, later + 40 * DAY).unwrap();
+    assert_eq!(plan.units.len(), 1);
+    set_policy(&catalog, repo, policy(Some(30), Some(90))).await;
+    let changed = CatalogCommand::RetentionDelete {
+        repo: repo.into(),
+        policy: plan.policy,
+        rules: plan.rules,
+        units: plan.units,
+        now_ms: later + 40 * DAY,
+    };
+    assert!(matches!(rejected(&catalog, changed).await, Rejection::Stale(_)));
+    assert_eq!(reader.images(repo).unwrap().len(), 1);
     catalog.shutdown().await;
 }
 

@@ -91,6 +91,8 @@ pub async fn node_host(spec: NodeSpec) -> turmoil::Result {
         // The real disk's free space would make runs of one seed differ; every node then
         // weighs alike in placement.
         capacity_interval_ms: Some(0),
+        retention_interval_ms: Some(crate::retention::RETENTION_INTERVAL_MS),
+        pull_flush_ms: Some(crate::retention::PULL_FLUSH_MS),
         ..Default::default()
     }
     .resolve()?;

@@ -51,6 +51,12 @@ pub struct Shared {
     pub acked_manifests: RefCell<Vec<AckedManifest>>,
     /// Manifests some client tried to delete (whatever the answer): they may be gone.
     pub delete_attempted: RefCell<BTreeSet<(String, String)>>,
+    /// Images a retention policy deleted (read from the deletion log by the verifier).
+    pub retention_deleted: RefCell<BTreeSet<(String, String)>>,
+    /// Acknowledged pushes and tags, per image, with their times (for the cooling check).
+    pub touches: RefCell<Vec<crate::retention::Touch>>,
+    /// Manifest GETs sent per repository, whatever their answer.
+    pub pulls_sent: RefCell<BTreeMap<String, u64>>,
     /// Terms in which each node claimed leadership.
     pub leader_claims: RefCell<BTreeMap<u64, BTreeSet<u64>>>,
     /// The leader most recently seen by the monitor (for faults aimed at the leader).
@@ -143,11 +149,16 @@ impl Shared {
 
     /// Blobs that GC must never collect: those referenced by an acknowledged manifest that no
     /// client tried to delete.
+    /// Whether the manifest may be gone: a client tried to delete it, or a policy deleted it.
+    pub fn maybe_deleted(&self, repo: &str, digest: &str) -> bool {
+        let key = (repo.to_string(), digest.to_string());
+        self.delete_attempted.borrow().contains(&key) || self.retention_deleted.borrow().contains(&key)
+    }
+
     pub fn protected_blobs(&self) -> BTreeSet<String> {
-        let deleted = self.delete_attempted.borrow();
         let mut out = BTreeSet::new();
         for m in self.acked_manifests.borrow().iter() {
-            if deleted.contains(&(m.repo.clone(), m.digest.clone())) {
+            if self.maybe_deleted(&m.repo, &m.digest) {
                 continue;
             }
             let Ok(v) = serde_json::from_slice::<serde_json::Value>(&m.body) else {

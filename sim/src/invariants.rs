@@ -28,7 +28,7 @@ const CONVERGE_WITHIN: Duration = Duration::from_secs(90);
 const CHECK_BUDGET: u64 = 20_000_000;
 
 /// GET with a few retries for transient answers (5xx, no answer).
-async fn get_settled(addr: &str, path: &str, accept: Option<&str>) -> Result<Reply, String> {
+pub(crate) async fn get_settled(addr: &str, path: &str, accept: Option<&str>) -> Result<Reply, String> {
     let mut last = String::new();
     for attempt in 0..4 {
         if attempt > 0 {
@@ -70,8 +70,10 @@ pub async fn verifier(
     // Only the final members: a removed node's view and copies do not count.
     let members = shared.final_members.borrow().clone().unwrap_or_default();
     let nodes: Vec<NodeSpec> = nodes.into_iter().filter(|n| members.contains(&n.id)).collect();
+    crate::retention::stop(&shared, &nodes).await;
     shared.trace(now_ms(), "verify: waiting for convergence");
     converge(&shared, &nodes).await;
+    crate::retention::check(&shared, &nodes, &repos).await;
     crate::redundancy::check(&shared, &nodes).await;
     final_tags(&shared, &nodes, &repos, &tags).await;
     acked_blobs(&shared, &nodes).await;
@@ -276,13 +278,13 @@ async fn acked_blobs(shared: &Shared, nodes: &[NodeSpec]) {
     }
 }
 
-/// Every acknowledged manifest that no client tried to delete, by digest from every node.
+/// Every acknowledged manifest that no client tried to delete and no policy deleted, by digest
+/// from every node.
 async fn acked_manifests(shared: &Shared, nodes: &[NodeSpec]) {
     let manifests = shared.acked_manifests.borrow().clone();
-    let deleted = shared.delete_attempted.borrow().clone();
     let mut seen = std::collections::BTreeSet::new();
     for m in manifests {
-        if deleted.contains(&(m.repo.clone(), m.digest.clone())) || !seen.insert((m.repo.clone(), m.digest.clone())) {
+        if shared.maybe_deleted(&m.repo, &m.digest) || !seen.insert((m.repo.clone(), m.digest.clone())) {
             continue;
         }
         for node in nodes {

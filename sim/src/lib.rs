@@ -24,6 +24,7 @@ pub mod membership;
 pub mod net;
 pub mod redundancy;
 pub mod report;
+pub mod retention;
 pub mod scenario;
 pub mod skew;
 pub mod workload;

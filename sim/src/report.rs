@@ -116,6 +116,7 @@ impl Totals {
             "background jobs (the leader's counters at verification)",
             "jobs.",
         );
+        section(&mut out, "retention and pull counts", "retention.");
         out.push_str(&format!(
             "raft status samples: {}\n",
             self.counters.get("raft.status_samples").copied().unwrap_or(0)

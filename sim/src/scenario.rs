@@ -218,7 +218,10 @@ fn run_here(seed: u64, config: &Config) -> Result<Outcome, RunError> {
                 Err(e) => shared.fail("cluster_formation", e),
             }
             shared.formed_at.set(Some(now_ms()));
-            membership::run(&shared, changes, originals, spare).await;
+            tokio::join!(
+                crate::retention::set_policy(&shared, &originals),
+                membership::run(&shared, changes, originals.clone(), spare),
+            );
             Ok(())
         });
     }

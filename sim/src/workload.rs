@@ -359,6 +359,12 @@ impl Client {
                     );
                 }
                 self.shared.register_op(&key, RegOp::Write(value), call, Some(ret));
+                self.shared.touches.borrow_mut().push(crate::retention::Touch {
+                    repo: repo.to_string(),
+                    digest: digest.clone(),
+                    call_ms,
+                    ack_ms: now_ms(),
+                });
                 self.shared.acked_manifests.borrow_mut().push(AckedManifest {
                     repo: repo.to_string(),
                     digest: digest.clone(),
@@ -467,6 +473,7 @@ impl Client {
     async fn pull_tag(&mut self, repo: &str, tag: &str) {
         let key: TagKey = (repo.to_string(), tag.to_string());
         let node = self.node();
+        *self.shared.pulls_sent.borrow_mut().entry(repo.to_string()).or_default() += 1;
         let call = self.shared.tick();
         let result = client::request(
             &api_addr(&node),

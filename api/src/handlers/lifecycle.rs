@@ -359,6 +359,9 @@ struct PolicyBody {
     /// Hours (default 24).
     #[serde(default)]
     cooling_hours: Option<u32>,
+    /// The same in milliseconds, for periods shorter than an hour (tests, simulations).
+    #[serde(default)]
+    cooling_ms: Option<u64>,
 }
 
 /// Longest cooling period accepted: ten years.
@@ -367,12 +370,15 @@ const MAX_COOLING_HOURS: u32 = 24 * 366 * 10;
 impl PolicyBody {
     fn policy(self) -> Result<RetentionPolicy, ApiError> {
         valid_patterns(&self.exempt_tags).map_err(bad_request)?;
-        let cooling_ms = match self.cooling_hours {
-            None => DEFAULT_COOLING_MS,
-            Some(h) if h <= MAX_COOLING_HOURS => u64::from(h) * 3_600_000,
-            Some(_) => {
+        let max_ms = u64::from(MAX_COOLING_HOURS) * 3_600_000;
+        let cooling_ms = match (self.cooling_hours, self.cooling_ms) {
+            (Some(_), Some(_)) => return Err(bad_request("give cooling_hours or cooling_ms, not both")),
+            (None, None) => DEFAULT_COOLING_MS,
+            (Some(h), None) if h <= MAX_COOLING_HOURS => u64::from(h) * 3_600_000,
+            (None, Some(ms)) if ms <= max_ms => ms,
+            _ => {
                 return Err(bad_request(format!(
-                    "cooling_hours must be at most {MAX_COOLING_HOURS}"
+                    "the cooling period must be at most {MAX_COOLING_HOURS} hours"
                 )))
             }
         };
@@ -394,6 +400,7 @@ fn policy_json(name: &str, p: &RetentionPolicy, repos: Vec<String>) -> Value {
         "keep_newest": p.keep_newest,
         "exempt_tags": p.exempt_tags,
         "cooling_hours": p.cooling_ms / 3_600_000,
+        "cooling_ms": p.cooling_ms,
         "repos": repos,
     })
 }
