@@ -124,11 +124,11 @@ trap 'exit 130' INT TERM
 # bounded), GET workloads durations.
 if [ "$quick" = 1 ]; then
   big=8MiB mid=2MiB chunk=512KiB pushes_big=2 pushes_mid=8 dur=2s warm=0s
-  dd_count=64 ossl_secs=1
+  dd_count=64 ossl_secs=1 retention_repos=20
   need_gib=1
 else
   big=1GiB mid=64MiB chunk=8MiB pushes_big=3 pushes_mid=8 dur=10s warm=1s
-  dd_count=1024 ossl_secs=3
+  dd_count=1024 ossl_secs=3 retention_repos=1000
   # Per round and target: 3 + 1 (pull) GiB + 2 x 512 MiB, plus slack.
   need_gib=$(( rounds * 2 * 5 + 2 ))
 fi
@@ -195,6 +195,16 @@ else
     keelson_user=${admin%% *} keelson_password=${admin#* }
   fi
   echo "== keelson pid ${pid[keelson]} at ${url[keelson]} (auth $keelson_auth), data $scratch/k"
+  # The same node without pull counting, for the cost of counting on manifest GETs.
+  nport=$(free_port)
+  mkdir -p "$scratch/n"
+  KEELSON_BOOTSTRAP_TOKEN=$keelson_password RUST_LOG=${RUST_LOG:-warn} "$keelson" serve \
+    --data-dir "$scratch/n" --listen "127.0.0.1:$nport" --auth "$keelson_auth" --count-pulls false \
+    >"$logs/keelson-nocount.log" 2>&1 &
+  pid[keelson-nocount]=$!; pids+=("${pid[keelson-nocount]}")
+  wait_for "${pid[keelson-nocount]}" 127.0.0.1 "$nport" keelson-nocount "$logs/keelson-nocount.log"
+  url[keelson-nocount]=http://127.0.0.1:$nport
+  echo "== keelson without pull counting pid ${pid[keelson-nocount]} at ${url[keelson-nocount]}"
 fi
 targets+=(keelson)
 
@@ -277,7 +287,8 @@ for _ in $(seq 1 100); do [ -s "$scratch/bare.addr" ] && break; sleep 0.1; done
 url[bare-hyper]=http://$(head -1 "$scratch/bare.addr")
 echo "== bare hyper server pid ${pid[bare-hyper]} at ${url[bare-hyper]}"
 
-# name | bare-hyper ceiling? (1/0) | keelson-bench arguments | cluster targets | compared with
+# name | bare-hyper ceiling? (1/0) | keelson-bench arguments | cluster targets | compared with |
+# extra single-node targets (keelson-nocount: Keelson with pull counting off)
 # Cluster targets: leader, follower, lb (the load balancer), holder / non-holder (a follower
 # that holds the pulled blob / one that does not: the blob is pushed through the leader).
 workloads=(
@@ -286,7 +297,7 @@ workloads=(
   "blob push $mid chunked $chunk x$pushes_mid c4|0|blob-push-chunked --size $mid --chunk $chunk -c 4 -n $pushes_mid"
   "blob pull $big c1|0|blob-pull --size $big -c 1 -d $dur|holder non-holder|distribution"
   "blob GET 4KiB c32|1|blob-pull --size 4KiB -c 32 -d $dur --warmup $warm|holder non-holder|distribution"
-  "manifest GET tag c32|1|manifest-get-tag -c 32 -d $dur --warmup $warm|follower lb|distribution"
+  "manifest GET tag c32|1|manifest-get-tag -c 32 -d $dur --warmup $warm|follower lb|distribution|keelson-nocount"
   "manifest GET digest c32|1|manifest-get-digest -c 32 -d $dur --warmup $warm"
   "manifest PUT c4|0|manifest-put -c 4 -d $dur"
   "tags list (100 tags) c4|0|tags-list --tags 100 -c 4 -d $dur --warmup $warm"
@@ -305,7 +316,7 @@ run_one() {
   [ -n "${url[$label]:-}" ] && urlarg=(--url "${url[$label]}")
   # Credentials go to Keelson's runs only, through the environment (not argv).
   local creds=(env -u KEELSON_BENCH_USER -u KEELSON_BENCH_PASSWORD)
-  if [ "$label" = keelson ] && [ -n "$keelson_user" ]; then
+  if { [ "$label" = keelson ] || [ "$label" = keelson-nocount ]; } && [ -n "$keelson_user" ]; then
     creds=(env "KEELSON_BENCH_USER=$keelson_user" "KEELSON_BENCH_PASSWORD=$keelson_password")
   elif [[ $label == cluster-* ]] && [ -n "$cluster_user" ]; then
     creds=(env "KEELSON_BENCH_USER=$cluster_user" "KEELSON_BENCH_PASSWORD=$cluster_password")
@@ -376,7 +387,7 @@ run_cluster() {
 
 seq=0
 for w in "${workloads[@]}"; do
-  IFS='|' read -r name ceiling args ctargets versus <<<"$w"
+  IFS='|' read -r name ceiling args ctargets versus extra <<<"$w"
   seq=$(( seq + 1 ))
   sq=$(printf '%02d' "$seq")
   if [ -n "$only" ] && ! grep -qE -- "$only" <<<"$name"; then continue; fi
@@ -386,6 +397,10 @@ for w in "${workloads[@]}"; do
     for t in "${targets[@]}"; do
       # shellcheck disable=SC2086 # args is a word list on purpose
       run_one "$sq" "$round" "$t" "$name" $args
+    done
+    for t in $extra; do
+      # shellcheck disable=SC2086 # args is a word list on purpose
+      [ -n "${url[$t]:-}" ] && run_one "$sq" "$round" "$t" "$name" $args
     done
     if [ "$cluster" = 1 ] && [ -n "$ctargets" ] && { [ "$quick" = 0 ] || [ "$round" = 1 ]; }; then
       cargs=$args
@@ -426,10 +441,19 @@ if [ "$limits" = 1 ]; then
 fi
 echo "bare hyper GET ceiling: the bare-hyper column (a 4 KiB body to every request, same client)"
 
+if [ -z "$only" ] || grep -qE -- "$only" <<<"retention"; then
+  echo
+  echo "== retention over a synthetic catalog ($retention_repos repositories x 1000 images, in-process;"
+  echo "   the pass with deletions over the first 100 repositories)"
+  "$bench" retention --repos "$retention_repos" --images-per-repo 1000 --commit-repos 100 --dir "$scratch" \
+    || failures+=("retention: keelson-bench retention failed")
+fi
+
 echo
 labels=keelson
 labels+=,distribution
 labels+=,bare-hyper
+[ -n "${url[keelson-nocount]:-}" ] && labels+=,keelson-nocount
 shopt -s nullglob
 reports=("$out"/runs/*.json)
 if [ ${#reports[@]} -eq 0 ]; then
@@ -464,6 +488,19 @@ if [ -n "${dd_mbps:-}" ] && [ "${dd_mbps:-0}" -gt 0 ]; then
       if (k > 0) printf " = %.2fx single-node Keelson in this run", dd / r / k
       printf "\n" }'
   fi
+fi
+# best_rps SEQ LABEL: the best req/s of workload SEQ's runs on target LABEL (empty if none).
+best_rps() {
+  local f
+  for f in "$out"/runs/"$1"-*-"$2"-r*.json; do
+    grep -oE '"req_per_s": [0-9.]+' "$f" | awk '{print $2}'
+  done | sort -g | tail -1
+}
+with=$(best_rps 06 keelson) without=$(best_rps 06 keelson-nocount)
+if [ -n "$with" ] && [ -n "$without" ]; then
+  echo
+  awk -v w="$with" -v n="$without" 'BEGIN {
+    printf "Pull counting: manifest GET by tag c32 %.0f req/s counting, %.0f req/s not counting: %+.1f%% (target: within 5%%)\n", w, n, 100 * (w - n) / n }'
 fi
 [ "$keep_out" = 1 ] && echo && echo "reports: $out"
 if [ ${#failures[@]} -gt 0 ]; then

@@ -54,6 +54,9 @@ pub enum Command {
     BareServer(BareArgs),
     /// Prints side-by-side tables from reports written with --json.
     Compare(CompareArgs),
+    /// The retention pass over a synthetic catalog (default 1,000,000 images), in-process:
+    /// evaluation time, pass time and peak RSS.
+    Retention(crate::retention::RetentionArgs),
 }
 
 #[derive(Debug, Args)]

@@ -12,6 +12,7 @@ mod compare;
 mod manifest;
 mod ops;
 mod report;
+mod retention;
 mod rss;
 mod runner;
 mod stats;
@@ -60,6 +61,8 @@ enum BenchError {
     Bare(#[from] bare::BareError),
     #[error("writing to stdout: {0}")]
     Stdout(std::io::Error),
+    #[error(transparent)]
+    Retention(#[from] retention::RetentionBenchError),
 }
 
 /// Exit status of a run that completed but stopped early on --max-errors.
@@ -100,6 +103,10 @@ fn dispatch(cmd: Command) -> Result<ExitCode, BenchError> {
             let rt = runtime(a.threads)?;
             let size = usize::try_from(a.size.get()).unwrap_or(usize::MAX);
             rt.block_on(bare::serve(a.listen, size, a.addr_file))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Retention(a) => {
+            retention::run(a)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Compare(a) => {

@@ -28,6 +28,7 @@ pub mod removal;
 pub mod retention;
 mod snapshot;
 mod state_machine;
+pub mod synthetic;
 pub mod tls;
 mod txn;
 pub mod types;
