@@ -11,7 +11,7 @@
 //! retried one. New counts wait in the map while batches are pending.
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::Mutex;
 
 use keelson_raft::lifecycle::PullCount;
@@ -92,9 +92,7 @@ impl PullCounter {
     }
 
     fn shard(&self, digest: &str) -> &Mutex<Shard> {
-        let mut h = self.hasher.build_hasher();
-        digest.hash(&mut h);
-        &self.shards[(h.finish() as usize) % SHARDS]
+        &self.shards[(self.hasher.hash_one(digest) as usize) % SHARDS]
     }
 
     /// One pull of `digest` in `repo` at `now_ms`.

@@ -27,6 +27,9 @@ fn family<'d>(db: &'d Db, name: &str) -> Result<&'d rocksdb::ColumnFamily, TxnEr
         .ok_or_else(|| TxnError::MissingFamily(name.to_string()))
 }
 
+/// A key and its value as stored.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
 pub struct Txn {
     db: Db,
     batch: WriteBatch,
@@ -87,7 +90,7 @@ impl Txn {
     }
 
     /// Keys under `prefix` as the store holds them before this transaction (with their values).
-    pub fn scan_committed(&self, cf: &'static str, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, TxnError> {
+    pub fn scan_committed(&self, cf: &'static str, prefix: &[u8]) -> Result<Vec<KeyValue>, TxnError> {
         let mut out = Vec::new();
         for item in self.db.prefix_iterator_cf(self.cf(cf)?, prefix) {
             let (key, value) = item?;
