@@ -1,37 +1,13 @@
 //! The catalog state machine through real openraft on real rocksdb: commands apply as specified,
 //! rejections change nothing, and everything committed is there after the node is reopened.
 
-use std::time::Duration;
+mod support;
 
-use keelson_raft::{Catalog, CatalogCommand, CatalogConfig, CatalogResponse, ManifestRecord, NodeInfo, Rejection};
+use keelson_raft::{Catalog, CatalogCommand, CatalogResponse, ManifestRecord, Rejection};
+use support::open;
 
 fn digest(c: char) -> String {
     format!("sha256:{}", c.to_string().repeat(64))
-}
-
-async fn open(dir: &std::path::Path) -> Catalog {
-    let config = CatalogConfig {
-        node_id: 1,
-        node: NodeInfo::default(),
-        dir: dir.to_path_buf(),
-        bootstrap_single: true,
-        snapshot_every_logs: 20_000,
-    };
-    // A just-closed node may still be releasing the rocksdb lock in its last tasks.
-    let mut attempts = 0;
-    let catalog = loop {
-        match Catalog::open(config.clone()).await {
-            Ok(c) => break c,
-            Err(e) if attempts < 100 => {
-                attempts += 1;
-                let _ = e;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(e) => panic!("open failed: {e}"),
-        }
-    };
-    catalog.wait_for_leader(Duration::from_secs(10)).await.expect("leader");
-    catalog
 }
 
 fn manifest(blobs: Vec<String>, subject: Option<String>) -> ManifestRecord {

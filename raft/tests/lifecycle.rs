@@ -2,11 +2,12 @@
 //! tag history, pull counts, retention commits that lose races on purpose, limits that concurrent
 //! writers cannot overshoot, immutable tags, and counters that survive a reopen.
 
-use std::time::Duration;
+mod support;
 
 use keelson_raft::lifecycle::*;
 use keelson_raft::retention;
-use keelson_raft::{Catalog, CatalogCommand, CatalogConfig, CatalogResponse, ManifestRecord, NodeInfo, Rejection};
+use keelson_raft::{Catalog, CatalogCommand, CatalogResponse, ManifestRecord, Rejection};
+use support::open;
 
 const DAY: u64 = DAY_MS;
 const T0: u64 = 100 * DAY;
@@ -18,29 +19,6 @@ fn digest(tag: &str) -> String {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-async fn open(dir: &std::path::Path) -> Catalog {
-    let config = CatalogConfig {
-        node_id: 1,
-        node: NodeInfo::default(),
-        dir: dir.to_path_buf(),
-        bootstrap_single: true,
-        snapshot_every_logs: 20_000,
-    };
-    let mut attempts = 0;
-    let catalog = loop {
-        match Catalog::open(config.clone()).await {
-            Ok(c) => break c,
-            Err(_) if attempts < 100 => {
-                attempts += 1;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(e) => panic!("open failed: {e}"),
-        }
-    };
-    catalog.wait_for_leader(Duration::from_secs(10)).await.expect("leader");
-    catalog
 }
 
 async fn ok(catalog: &Catalog, cmd: CatalogCommand) {
