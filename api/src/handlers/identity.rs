@@ -115,7 +115,7 @@ pub async fn route(cx: &Cx<'_>, rest: &str, req: Request<Incoming>) -> Result<Re
     if let Some((repo, resource)) = parts
         .first()
         .filter(|p| **p == "repos")
-        .and(lifecycle::repo_resource(&parts))
+        .and(lifecycle::repo_resource(&method, &parts))
     {
         return lifecycle::repo_route(cx, &repo, resource, req).await;
     }

@@ -34,15 +34,15 @@ pub enum RepoResource<'a> {
 }
 
 /// Splits `repos/<name…>/<resource>` into the repository and the resource, when the path ends in
-/// one.
-pub fn repo_resource<'a>(parts: &[&'a str]) -> Option<(String, RepoResource<'a>)> {
+/// one that `method` applies to (so `GET …/acme/tags/x` still reads repository `acme/tags/x`).
+pub fn repo_resource<'a>(method: &Method, parts: &[&'a str]) -> Option<(String, RepoResource<'a>)> {
     let n = parts.len();
-    let (take, resource) = match parts {
-        [.., "images"] => (1, RepoResource::Images),
-        [.., "images", d] if d.contains(':') => (2, RepoResource::Image(d)),
-        [.., "tags", t] => (2, RepoResource::Tag(t)),
-        [.., "retention", "preview"] => (2, RepoResource::RetentionPreview),
-        [.., "retention", "run"] => (2, RepoResource::RetentionRun),
+    let (take, resource) = match (method, parts) {
+        (&Method::GET, [.., "images"]) => (1, RepoResource::Images),
+        (&Method::GET | &Method::DELETE, [.., "images", d]) if d.contains(':') => (2, RepoResource::Image(d)),
+        (&Method::DELETE, [.., "tags", t]) => (2, RepoResource::Tag(t)),
+        (&Method::GET, [.., "retention", "preview"]) => (2, RepoResource::RetentionPreview),
+        (&Method::POST, [.., "retention", "run"]) => (2, RepoResource::RetentionRun),
         _ => return None,
     };
     (n > take + 1).then(|| (parts[1..n - take].join("/"), resource))
