@@ -8,7 +8,10 @@
 # the load balancer (compared with single-node Keelson), manifest GETs by tag on a
 # follower and through the load balancer, blob GETs from a node that holds the blob and
 # from one that does not (compared with distribution). Every run starts after `sync`, so
-# no target pays for the deferred writeback of the one before.
+# no target pays for the deferred writeback of the one before. A second single node with
+# pull counting off runs the manifest GET by tag row too (what counting costs), and
+# `keelson-bench retention` measures the retention pass over a synthetic catalog of
+# 1,000,000 images (20,000 with --quick).
 #
 # Usage: deploy/bench.sh [options]
 #   --quick             smoke run: tiny sizes, 2 s runs, 2 rounds (CI can run it);
