@@ -592,3 +592,164 @@ fn cluster_counts_pulls_exactly_and_retention_frees_every_disk() {
         }
     }
 }
+
+/// The status and OCI error code of a request.
+fn refusal(method: &str, url: &str, body: Option<&str>) -> (u16, String) {
+    let (status, value) = http(method, url, body, "application/json");
+    let code = value["errors"][0]["code"].as_str().unwrap_or("").to_string();
+    (status, code)
+}
+
+#[test]
+fn lifecycle_routes_answer_hostile_input_with_oci_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = Keelson::start_with_env(&tmp.path().join("node"), &[("KEELSON_AUTH", "off")]);
+    let host = node.host();
+    let (status, _) = push_blob(&host, "demo/app", b"{}");
+    assert_eq!(status, 201);
+    let zeros = format!("sha256:{}", "0".repeat(64));
+    let images = format!("http://{host}/api/v1/repos/demo/app/images");
+    let policies = format!("http://{host}/api/v1/tenancies/demo/retention-policies");
+    let big_readme = json!({ "readme": "x".repeat(70 << 10) }).to_string();
+    let cases: Vec<(&str, String, Option<String>, u16, &str)> = vec![
+        ("GET", format!("{images}?sort=bogus"), None, 400, "BAD_REQUEST"),
+        ("GET", format!("{images}?n=-1"), None, 400, "BAD_REQUEST"),
+        (
+            "GET",
+            format!("{images}?n=99999999999999999999999"),
+            None,
+            400,
+            "BAD_REQUEST",
+        ),
+        ("GET", format!("{images}?tagged=maybe"), None, 400, "BAD_REQUEST"),
+        ("GET", format!("{images}?order=sideways"), None, 400, "BAD_REQUEST"),
+        ("GET", format!("{images}?last={zeros}"), None, 400, "BAD_REQUEST"),
+        (
+            "GET",
+            format!("http://{host}/api/v1/repos/demo/none/images"),
+            None,
+            404,
+            "NAME_UNKNOWN",
+        ),
+        ("GET", format!("{images}/sha256:zz"), None, 400, "DIGEST_INVALID"),
+        ("GET", format!("{images}/{zeros}"), None, 404, "MANIFEST_UNKNOWN"),
+        ("DELETE", format!("{images}/{zeros}"), None, 404, "MANIFEST_UNKNOWN"),
+        (
+            "DELETE",
+            format!("http://{host}/api/v1/repos/demo/app/tags/nope"),
+            None,
+            404,
+            "MANIFEST_UNKNOWN",
+        ),
+        (
+            "PUT",
+            format!("{policies}/p1"),
+            Some(r#"{"exempt_tags": ["a/b"]}"#.into()),
+            400,
+            "BAD_REQUEST",
+        ),
+        (
+            "PUT",
+            format!("{policies}/p1"),
+            Some(r#"{"not_pulled_days": -1}"#.into()),
+            400,
+            "BAD_REQUEST",
+        ),
+        (
+            "PUT",
+            format!("{policies}/p1"),
+            Some(r#"{"cooling_hours": 4000000000}"#.into()),
+            400,
+            "BAD_REQUEST",
+        ),
+        (
+            "PUT",
+            format!("{policies}/p1"),
+            Some(r#"{"cooling_hours": 1, "cooling_ms": 5}"#.into()),
+            400,
+            "BAD_REQUEST",
+        ),
+        (
+            "PUT",
+            format!("{policies}/bad%20name!"),
+            Some("{}".into()),
+            400,
+            "BAD_REQUEST",
+        ),
+        (
+            "PUT",
+            format!("{policies}/p1"),
+            Some("not json".into()),
+            400,
+            "BAD_REQUEST",
+        ),
+        ("DELETE", format!("{policies}/never-made"), None, 400, "BAD_REQUEST"),
+        ("GET", format!("{policies}/never-made"), None, 404, "NOT_FOUND"),
+        (
+            "PATCH",
+            format!("http://{host}/api/v1/repos/demo/app"),
+            Some(r#"{"retention_policy": "never-made"}"#.into()),
+            400,
+            "BAD_REQUEST",
+        ),
+        (
+            "PATCH",
+            format!("http://{host}/api/v1/repos/demo/app"),
+            Some(big_readme),
+            400,
+            "BAD_REQUEST",
+        ),
+        (
+            "PATCH",
+            format!("http://{host}/api/v1/repos/demo/app"),
+            Some(r#"{"immutable_tags": {"enabled": true, "exempt": ["*/*"]}}"#.into()),
+            400,
+            "BAD_REQUEST",
+        ),
+        (
+            "PUT",
+            format!("http://{host}/api/v1/tenancies/demo/limits"),
+            Some(r#"{"max_repos": "many"}"#.into()),
+            400,
+            "BAD_REQUEST",
+        ),
+        (
+            "PUT",
+            format!("http://{host}/api/v1/tenancies/demo/limits"),
+            Some(r#"{"max_repos": -5}"#.into()),
+            400,
+            "BAD_REQUEST",
+        ),
+        (
+            "PUT",
+            format!("http://{host}/api/v1/cluster/clock"),
+            Some(r#"{"offset_ms": 1000}"#.into()),
+            400,
+            "UNSUPPORTED",
+        ),
+        (
+            "POST",
+            format!("http://{host}/api/v1/repos/demo/none/retention/run"),
+            None,
+            404,
+            "NAME_UNKNOWN",
+        ),
+        (
+            "GET",
+            format!("http://{host}/api/v1/repos/demo/none/retention/preview"),
+            None,
+            404,
+            "NAME_UNKNOWN",
+        ),
+    ];
+    for (method, url, body, status, code) in cases {
+        let got = refusal(method, &url, body.as_deref());
+        assert_eq!(got, (status, code.to_string()), "{method} {url}");
+    }
+    // Nothing was half-applied: the repository still has its global policy and no readme.
+    let repo = api("GET", &host, "/api/v1/repos/demo/app", None);
+    assert_eq!(
+        (repo["retention_policy"].clone(), repo["readme"].clone()),
+        (json!("global"), json!(""))
+    );
+}

@@ -97,11 +97,14 @@ pub async fn repo_route(
         (Method::GET, RepoResource::RetentionPreview) => {
             access::authorize(cx, Action::Inspect, repo)?;
             cx.catalog.linearizable().await?;
+            known_repo(cx, repo)?;
             let preview = retention::preview(cx.catalog.reader(), repo, cx.clock.now_ms())?;
             ok(preview_json(&[preview]))
         }
         (Method::POST, RepoResource::RetentionRun) => {
             access::authorize(cx, Action::Administer, repo)?;
+            cx.catalog.linearizable().await?;
+            known_repo(cx, repo)?;
             let (plan, outcome) = retention::run(&cx.catalog, repo, cx.clock.now_ms())
                 .await
                 .map_err(|e| match e {
@@ -125,7 +128,18 @@ pub async fn repo_route(
     }
 }
 
-/// An image of `repo` by digest, linearizably.
+/// `NAME_UNKNOWN` for a repository the catalog does not have.
+fn known_repo(cx: &Cx<'_>, repo: &str) -> Result<(), ApiError> {
+    match cx.catalog.reader().repo(repo)? {
+        Some(_) => Ok(()),
+        None => Err(ApiError::new(
+            ErrorCode::NameUnknown,
+            "repository name not known to registry",
+        )),
+    }
+}
+
+/// An image of `repo` by digest.
 fn find_image(cx: &Cx<'_>, repo: &str, digest: &str) -> Result<ImageFacts, ApiError> {
     let Reference::Digest(digest) = Reference::parse(digest)? else {
         return Err(bad_request("an image is named by its digest"));
