@@ -32,22 +32,32 @@ fn manifest_json(reader: &CatalogReader, repo: &str, digest: &str) -> Result<Opt
         .and_then(|m| serde_json::from_slice(&m.body).ok()))
 }
 
-/// The platforms an index lists (empty for an image manifest).
-fn platforms(reader: &CatalogReader, repo: &str, digest: &str, record: &ImageRecord) -> Result<Vec<String>, ApiError> {
+/// The platforms a manifest lists (empty unless it is an index).
+fn platforms_of(record: &ImageRecord, doc: Option<&Value>) -> Vec<String> {
     if !is_index(&record.media_type) {
-        return Ok(Vec::new());
+        return Vec::new();
     }
-    let doc = manifest_json(reader, repo, digest)?;
-    Ok(doc
-        .as_ref()
-        .and_then(|d| d.get("manifests"))
+    doc.and_then(|d| d.get("manifests"))
         .and_then(Value::as_array)
         .map(|list| list.iter().filter_map(platform).collect())
-        .unwrap_or_default())
+        .unwrap_or_default()
 }
 
-/// One image as the list shows it.
+/// One image as the list shows it (only an index's manifest is read, for its platforms).
 pub fn entry(reader: &CatalogReader, repo: &str, image: &ImageFacts) -> Result<Value, ApiError> {
+    let doc = match is_index(&image.record.media_type) {
+        true => manifest_json(reader, repo, &image.digest)?,
+        false => None,
+    };
+    entry_with(reader, repo, image, platforms_of(&image.record, doc.as_ref()))
+}
+
+fn entry_with(
+    reader: &CatalogReader,
+    repo: &str,
+    image: &ImageFacts,
+    platforms: Vec<String>,
+) -> Result<Value, ApiError> {
     let r = &image.record;
     Ok(json!({
         "digest": image.digest,
@@ -63,7 +73,7 @@ pub fn entry(reader: &CatalogReader, repo: &str, image: &ImageFacts) -> Result<V
         "untagged_since_ms": r.untagged_since_ms,
         "last_pulled_ms": r.last_pulled_ms,
         "pulls": r.pulls,
-        "platforms": platforms(reader, repo, &image.digest, r)?,
+        "platforms": platforms,
         "referrers": reader.referrer_count(repo, &image.digest)?,
     }))
 }
@@ -78,8 +88,8 @@ fn descriptor(d: &Value) -> Value {
 
 /// One image with its layers, config, children and referrers.
 pub fn detail(reader: &CatalogReader, repo: &str, image: &ImageFacts) -> Result<Value, ApiError> {
-    let mut out = entry(reader, repo, image)?;
     let doc = manifest_json(reader, repo, &image.digest)?.unwrap_or(Value::Null);
+    let mut out = entry_with(reader, repo, image, platforms_of(&image.record, Some(&doc)))?;
     out["manifest_bytes"] = json!(image.record.manifest_bytes);
     out["config"] = doc.get("config").map(descriptor).unwrap_or(Value::Null);
     out["layers"] = json!(doc

@@ -69,7 +69,7 @@ pub fn spawn(registry: &Arc<Registry>, mut settings: JobSettings) -> Vec<JoinHan
 }
 
 /// Runs `pass` every `period` (first after one period; a slow pass delays the next).
-fn every<F, Fut>(period: Duration, pass: F) -> JoinHandle<()>
+pub(crate) fn every<F, Fut>(period: Duration, pass: F) -> JoinHandle<()>
 where
     F: Fn() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,

@@ -281,10 +281,10 @@ where
         ));
     }
     tasks.push(tokio::spawn(flush_token_uses(registry.clone())));
-    tasks.push(tokio::spawn(lifecycle::flush_pulls(
+    tasks.push(lifecycle::spawn_pull_flush(
         registry.clone(),
         config.lifecycle.pull_flush,
-    )));
+    ));
     tasks.push(lifecycle::spawn_retention(
         registry.clone(),
         config.lifecycle.retention_interval,

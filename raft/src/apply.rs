@@ -294,16 +294,11 @@ impl Applier<'_> {
     /// Refuses `extra` more stored bytes in `repo`'s tenancy when that would pass its quota.
     fn within_quota(&self, repo: &str, extra: u64) -> Result<Option<Rejection>, TxnError> {
         let ns = tenancy_of(repo);
-        let Some(max) = self.limits(ns)?.max_stored_bytes else {
-            return Ok(None);
-        };
-        let used = self.tenancy_usage(ns)?.stored_bytes;
-        if used.saturating_add(extra) > max {
-            return Ok(Some(Rejection::LimitExceeded(format!(
-                "tenancy {ns} has reached its stored-bytes limit of {max} bytes (used {used}, this push needs {extra} more)"
-            ))));
-        }
-        Ok(None)
+        let usage = self.tenancy_usage(ns)?;
+        Ok(self
+            .limits(ns)?
+            .refuses_bytes(ns, &usage, extra)
+            .map(Rejection::LimitExceeded))
     }
 
     /// Creates `repo` (private, in the root compartment) when missing, within its tenancy's
@@ -313,13 +308,9 @@ impl Applier<'_> {
             return Ok(None);
         }
         let ns = tenancy_of(repo);
-        let max = self.limits(ns)?.max_repos;
         let mut usage = self.tenancy_usage(ns)?;
-        if usage.repos >= max {
-            return Ok(Some(Rejection::LimitExceeded(format!(
-                "tenancy {ns} has reached its limit of {max} repositories (it has {})",
-                usage.repos
-            ))));
+        if let Some(why) = self.limits(ns)?.refuses_repo(ns, &usage) {
+            return Ok(Some(Rejection::LimitExceeded(why)));
         }
         usage.repos += 1;
         self.tx.put(CF_LIFECYCLE, &tenancy_usage_key(ns), &usage)?;

@@ -144,15 +144,20 @@ impl Applier<'_> {
 
     /// Whether a unit still stands as judged: every member exists at its judged generation, and
     /// none carries a tag the current policy exempts or the repository freezes.
-    fn unit_stands(&self, repo: &str, unit: &DeletionUnit, policy: &RetentionPolicy) -> Result<bool, TxnError> {
-        let immutable = self.immutability(repo)?;
+    fn unit_stands(
+        &self,
+        repo: &str,
+        unit: &DeletionUnit,
+        policy: &RetentionPolicy,
+        immutable: Option<&ImmutableTags>,
+    ) -> Result<bool, TxnError> {
         for member in std::iter::once(&unit.image).chain(unit.with.iter()) {
             match self.image(repo, &member.digest)? {
                 Some(image) if image.generation == member.generation => {}
                 _ => return Ok(false),
             }
             for tag in self.image_tags(repo, &member.digest)? {
-                if matches_any(&policy.exempt_tags, &tag) || immutable.as_ref().is_some_and(|s| s.freezes(&tag)) {
+                if matches_any(&policy.exempt_tags, &tag) || immutable.is_some_and(|s| s.freezes(&tag)) {
                     return Ok(false);
                 }
             }
@@ -179,8 +184,9 @@ impl Applier<'_> {
             )));
         }
         let ns = tenancy_of(repo).to_string();
+        let immutable = self.immutability(repo)?;
         for unit in units {
-            if !self.unit_stands(repo, &unit, &policy)? {
+            if !self.unit_stands(repo, &unit, &policy, immutable.as_ref())? {
                 continue;
             }
             for member in std::iter::once(&unit.image).chain(unit.with.iter()) {

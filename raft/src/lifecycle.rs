@@ -165,6 +165,27 @@ impl Default for TenancyLimits {
     }
 }
 
+impl TenancyLimits {
+    /// Why tenancy `ns`, holding `usage`, cannot take one more repository (`None`: it can).
+    pub fn refuses_repo(&self, ns: &str, usage: &TenancyUsage) -> Option<String> {
+        (usage.repos >= self.max_repos).then(|| {
+            format!(
+                "tenancy {ns} has reached its limit of {} repositories (it has {})",
+                self.max_repos, usage.repos
+            )
+        })
+    }
+
+    /// Why tenancy `ns`, holding `usage`, cannot store `extra` more bytes (`None`: it can).
+    pub fn refuses_bytes(&self, ns: &str, usage: &TenancyUsage, extra: u64) -> Option<String> {
+        let max = self.max_stored_bytes?;
+        let used = usage.stored_bytes;
+        (used.saturating_add(extra) > max).then(|| {
+            format!("tenancy {ns} has reached its stored-bytes limit of {max} bytes (used {used}, {extra} more needed)")
+        })
+    }
+}
+
 /// What one repository holds, counted as the catalog changes.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
 pub struct RepoUsage {

@@ -676,25 +676,14 @@ pub fn admits_upload(cx: &Cx<'_>, repo: &str) -> Result<(), ApiError> {
     let ns = tenancy_of(repo);
     let limits = reader.limits(ns)?;
     let usage = reader.tenancy_usage(ns)?;
-    if reader.repo(repo)?.is_none() && usage.repos >= limits.max_repos {
-        return Err(ApiError::new(
-            ErrorCode::Denied,
-            format!(
-                "tenancy {ns} has reached its limit of {} repositories (it has {})",
-                limits.max_repos, usage.repos
-            ),
-        ));
-    }
-    if let Some(max) = limits.max_stored_bytes {
-        if usage.stored_bytes >= max {
-            return Err(ApiError::new(
-                ErrorCode::Denied,
-                format!(
-                    "tenancy {ns} has reached its stored-bytes limit of {max} bytes (used {})",
-                    usage.stored_bytes
-                ),
-            ));
-        }
+    let new_repo = reader.repo(repo)?.is_none();
+    // A tenancy already at its quota has no room for even one more byte.
+    let refused = new_repo
+        .then(|| limits.refuses_repo(ns, &usage))
+        .flatten()
+        .or_else(|| limits.refuses_bytes(ns, &usage, 1));
+    if let Some(why) = refused {
+        return Err(ApiError::new(ErrorCode::Denied, why));
     }
     Ok(())
 }
