@@ -68,8 +68,8 @@ pub enum AuthMode {
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub principal: Principal,
-    /// `Host` the client used (for the token realm).
-    pub host: String,
+    /// Scheme and `Host` the client used (`https://registry.example.com`), for the token realm.
+    pub origin: String,
 }
 
 /// A request's context: the registry and who is calling. Handlers take this instead of the bare
@@ -88,8 +88,8 @@ impl Deref for Cx<'_> {
 }
 
 /// 401 with Docker's Bearer challenge for `scope`.
-pub fn challenge(host: &str, scope: Option<String>) -> ApiError {
-    let mut value = format!("Bearer realm=\"http://{host}/token\",service=\"{SERVICE}\"");
+pub fn challenge(origin: &str, scope: Option<String>) -> ApiError {
+    let mut value = format!("Bearer realm=\"{origin}/token\",service=\"{SERVICE}\"");
     if let Some(scope) = scope {
         value.push_str(&format!(",scope=\"{scope}\""));
     }
@@ -151,7 +151,7 @@ pub fn authorize(cx: &Cx<'_>, action: Action, repo: &str) -> Result<(), ApiError
             if granted || public_allows(reader, action, repo) {
                 Ok(())
             } else {
-                Err(challenge(&cx.caller.host, scope()))
+                Err(challenge(&cx.caller.origin, scope()))
             }
         }
         Principal::User { namespace, user, .. } => {
@@ -166,7 +166,7 @@ pub fn authorize(cx: &Cx<'_>, action: Action, repo: &str) -> Result<(), ApiError
             if public_allows(reader, action, repo) {
                 Ok(())
             } else {
-                Err(challenge(&cx.caller.host, scope()))
+                Err(challenge(&cx.caller.origin, scope()))
             }
         }
     }
@@ -198,7 +198,7 @@ pub fn require_identity(cx: &Cx<'_>, scope: Option<&str>) -> Result<(), ApiError
     if cx.auth_mode == AuthMode::Off || cx.caller.principal != Principal::Anonymous {
         Ok(())
     } else {
-        Err(challenge(&cx.caller.host, scope.map(str::to_string)))
+        Err(challenge(&cx.caller.origin, scope.map(str::to_string)))
     }
 }
 
@@ -223,7 +223,7 @@ pub fn administer_tenancy(cx: &Cx<'_>, ns: &str) -> Result<(), ApiError> {
                 Err(denied())
             }
         }
-        Principal::Anonymous => Err(challenge(&cx.caller.host, None)),
+        Principal::Anonymous => Err(challenge(&cx.caller.origin, None)),
         _ => Err(denied()),
     }
 }
@@ -233,7 +233,7 @@ pub fn administer_cluster(cx: &Cx<'_>) -> Result<(), ApiError> {
     match &cx.caller.principal {
         _ if cx.auth_mode == AuthMode::Off => Ok(()),
         Principal::Admin => Ok(()),
-        Principal::Anonymous => Err(challenge(&cx.caller.host, None)),
+        Principal::Anonymous => Err(challenge(&cx.caller.origin, None)),
         _ => Err(denied()),
     }
 }

@@ -19,6 +19,7 @@ pub mod pulls;
 pub mod registry;
 pub mod routes;
 pub mod server;
+pub mod tls;
 
 pub use access::AuthMode;
 pub use handlers::admin::bootstrap_redundancy;

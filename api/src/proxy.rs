@@ -3,8 +3,12 @@
 //! this is how it reaches its owner. Large blob GETs that land on a node without a copy are
 //! relayed the same way to a holder, which serves them from a memory map.
 //!
-//! Connections are plain TCP by default; [`Proxy::with_dialer`] makes them through a
-//! [`Dialer`] instead (the simulation's network), with everything above the socket unchanged.
+//! Connections are plain TCP by default; [`Proxy::with_tls`] makes them HTTPS (a node whose API
+//! serves TLS relays only over TLS, so a client's bytes and credentials never cross the network
+//! in the clear), and [`Proxy::with_dialer`] makes them through a [`Dialer`] instead (the
+//! simulation's network), with everything above the socket unchanged. The caller's
+//! `Authorization` travels with the relayed request, so the receiving node checks the same
+//! identity again.
 
 use http::{HeaderMap, Request, Response, Uri};
 use http_body_util::BodyExt;
@@ -26,22 +30,42 @@ pub struct Proxy {
 #[derive(Clone)]
 enum ProxyClient {
     Tcp(Client<HttpConnector, Body>),
+    Tls(Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>),
     Dialed(Client<DialerConnector, Body>),
+}
+
+fn tcp_connector() -> HttpConnector {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    // As for peer channels: an unreachable node must fail fast, so the caller tries another.
+    connector.set_connect_timeout(Some(std::time::Duration::from_secs(2)));
+    connector
 }
 
 impl Default for Proxy {
     fn default() -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        // As for peer channels: an unreachable node must fail fast, so the caller tries another.
-        connector.set_connect_timeout(Some(std::time::Duration::from_secs(2)));
         Proxy {
-            client: ProxyClient::Tcp(Client::builder(TokioExecutor::new()).build(connector)),
+            client: ProxyClient::Tcp(Client::builder(TokioExecutor::new()).build(tcp_connector())),
         }
     }
 }
 
 impl Proxy {
+    /// A proxy that reaches other nodes' APIs over TLS only, trusting what `tls` trusts.
+    pub fn with_tls(tls: rustls::ClientConfig) -> Proxy {
+        let mut http = tcp_connector();
+        http.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_only()
+            // Relays are long uploads and blob bodies: one HTTP/1.1 connection each, pooled.
+            .enable_http1()
+            .wrap_connector(http);
+        Proxy {
+            client: ProxyClient::Tls(Client::builder(TokioExecutor::new()).build(connector)),
+        }
+    }
+
     /// A proxy whose connections are opened by `dialer`.
     pub fn with_dialer(dialer: Dialer) -> Proxy {
         Proxy {
@@ -74,7 +98,11 @@ impl Proxy {
     }
 
     async fn send(&self, api_addr: &str, path: &str, mut req: Request<Body>) -> Result<Response<Incoming>, ApiError> {
-        let uri: Uri = format!("http://{api_addr}{path}")
+        let scheme = match self.client {
+            ProxyClient::Tls(_) => "https",
+            _ => "http",
+        };
+        let uri: Uri = format!("{scheme}://{api_addr}{path}")
             .parse()
             .map_err(|_| unavailable(format!("bad node address {api_addr}")))?;
         *req.uri_mut() = uri;
@@ -82,6 +110,7 @@ impl Proxy {
             .insert(FORWARDED_HEADER, http::HeaderValue::from_static("1"));
         match &self.client {
             ProxyClient::Tcp(client) => client.request(req).await,
+            ProxyClient::Tls(client) => client.request(req).await,
             ProxyClient::Dialed(client) => client.request(req).await,
         }
         .map_err(|e| unavailable(format!("node {api_addr} unreachable: {e}")))

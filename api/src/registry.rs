@@ -152,4 +152,6 @@ pub struct Registry {
     pub tees: keelson_storage::tee::ReplicaTees,
     /// Manifest pulls served by this node, flushed to the catalog in batches.
     pub pulls: crate::pulls::PullCounter,
+    /// Whether this node's API serves TLS (the token realm is then `https://…`).
+    pub tls: bool,
 }

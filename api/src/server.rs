@@ -105,6 +105,7 @@ fn caller(reg: &Registry, req: &Request<Incoming>) -> Result<Caller, ApiError> {
         .and_then(|h| h.to_str().ok())
         .map(str::to_string)
         .unwrap_or_else(|| reg.self_node.api_addr.clone());
+    let origin = format!("{}://{host}", if reg.tls { "https" } else { "http" });
     let authorization = req
         .headers()
         .get(http::header::AUTHORIZATION)
@@ -123,10 +124,10 @@ fn caller(reg: &Registry, req: &Request<Incoming>) -> Result<Caller, ApiError> {
     }) {
         Ok(p) => p,
         Err(_) if reg.auth_mode == AuthMode::Off => Principal::Anonymous,
-        Err(e) => return Err(access::challenge(&host, None).with_message(e.to_string())),
+        Err(e) => return Err(access::challenge(&origin, None).with_message(e.to_string())),
     };
     reg.token_uses.record(&principal, reg.clock.now_ms());
-    Ok(Caller { principal, host })
+    Ok(Caller { principal, origin })
 }
 
 async fn route(reg: &Registry, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {

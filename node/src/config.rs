@@ -112,6 +112,28 @@ pub struct ServeArgs {
     /// The cluster CA (PEM) every peer's certificate must chain to.
     #[arg(long, env = "KEELSON_PEER_TLS_CA")]
     pub peer_tls_ca: Option<PathBuf>,
+    /// Certificate chain (PEM) the registry API serves TLS with; with --tls-key every client
+    /// (docker, containerd, kubelet, the console) talks HTTPS to this node. Reloaded when the
+    /// file changes [default: plain HTTP, on loopback only].
+    #[arg(long, env = "KEELSON_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "KEELSON_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// CA certificate(s) (PEM) the other nodes' API certificates chain to, trusted when this
+    /// node relays a request to another node's API [default: --peer-tls-ca, else the system's
+    /// trust store].
+    #[arg(long, env = "KEELSON_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// Milliseconds between two checks of --tls-cert and --tls-key for a renewed certificate
+    /// [default: 5000].
+    #[arg(long, env = "KEELSON_TLS_RELOAD_MS")]
+    pub tls_reload_ms: Option<u64>,
+    /// Serve the API in plain HTTP on an address other hosts can reach (without TLS only
+    /// loopback addresses are allowed): credentials and images then cross the network in the
+    /// clear [default: false].
+    #[arg(long, env = "KEELSON_INSECURE_HTTP")]
+    pub insecure_http: Option<bool>,
     /// Count manifest pulls per image (`false` only to measure what counting costs)
     /// [default: true].
     #[arg(long, env = "KEELSON_COUNT_PULLS")]
@@ -129,6 +151,17 @@ pub struct ServeArgs {
     /// periods. Never in production [default: false].
     #[arg(long, env = "KEELSON_TEST_CLOCK")]
     pub test_clock: Option<bool>,
+}
+
+/// The registry API's TLS: where its certificate and key live (watched for renewals) and what
+/// relays to other nodes trust.
+#[derive(Debug, Clone)]
+pub struct ApiTlsSettings {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Trust for relays to other nodes' APIs (`None`: the system's trust store).
+    pub ca: Option<PathBuf>,
+    pub reload_every: Duration,
 }
 
 /// The lifecycle layer's settings: pull counting and retention.
@@ -179,6 +212,10 @@ pub struct ServeConfig {
     pub snapshot_every_logs: u64,
     /// Mutual TLS between peers, when configured.
     pub peer_tls: Option<PeerTls>,
+    /// TLS on the registry API, when configured.
+    pub api_tls: Option<ApiTlsSettings>,
+    /// Plain HTTP on a non-loopback address was asked for explicitly.
+    pub insecure_http: bool,
     /// Background blob jobs: repair, scrub, GC (`replicas` is taken from the field above).
     pub blob_jobs: JobSettings,
     /// Bytes of the disk blobs may use (`None`: the filesystem's size).
@@ -201,6 +238,21 @@ pub enum ConfigError {
     PartialTls(&'static str),
     #[error(transparent)]
     Tls(#[from] keelson_raft::tls::TlsError),
+    #[error("API TLS needs both tls-cert and tls-key (missing {0})")]
+    PartialApiTls(&'static str),
+    #[error(
+        "refusing to serve plain HTTP on {0}, which other hosts can reach: give --tls-cert and \
+         --tls-key, listen on 127.0.0.1, or pass --insecure-http to accept clear-text credentials"
+    )]
+    InsecureListen(String),
+}
+
+/// Whether `listen` (`host:port`) is reachable from this host only.
+fn is_loopback(listen: &str) -> bool {
+    if let Ok(addr) = listen.parse::<std::net::SocketAddr>() {
+        return addr.ip().is_loopback();
+    }
+    matches!(listen.rsplit_once(':'), Some(("localhost", _)))
 }
 
 impl ServeArgs {
@@ -214,12 +266,31 @@ impl ServeArgs {
                 toml::from_str(&text).map_err(|e| ConfigError::Parse(name, e))?
             }
         };
+        let peer_tls_ca = self.peer_tls_ca.clone().or(file.peer_tls_ca.clone());
+        let api_tls = match (self.tls_cert.or(file.tls_cert), self.tls_key.or(file.tls_key)) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some(ApiTlsSettings {
+                cert,
+                key,
+                ca: self.tls_ca.or(file.tls_ca).or(peer_tls_ca),
+                reload_every: Duration::from_millis(self.tls_reload_ms.or(file.tls_reload_ms).unwrap_or(5000).max(10)),
+            }),
+            (None, _) => return Err(ConfigError::PartialApiTls("tls-cert")),
+            (_, None) => return Err(ConfigError::PartialApiTls("tls-key")),
+        };
+        let listen = self.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:5000".into());
+        let insecure_http = self.insecure_http.or(file.insecure_http).unwrap_or(false);
+        if api_tls.is_none() && !insecure_http && !is_loopback(&listen) {
+            return Err(ConfigError::InsecureListen(listen));
+        }
         Ok(ServeConfig {
+            api_tls,
+            insecure_http,
             data_dir: self
                 .data_dir
                 .or(file.data_dir)
                 .unwrap_or_else(|| PathBuf::from("./keelson-data")),
-            listen: self.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:5000".into()),
+            listen,
             peer_listen: self.peer_listen.or(file.peer_listen),
             advertise: self.advertise.or(file.advertise),
             advertise_peer: self.advertise_peer.or(file.advertise_peer),

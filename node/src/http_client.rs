@@ -15,15 +15,19 @@ pub enum CliError {
     Refused(String, u16, String),
     #[error("unexpected answer: {0}")]
     Decode(String),
+    #[error(transparent)]
+    Tls(#[from] keelson_api::tls::TlsError),
 }
 
 /// Where to send management calls and as whom.
 #[derive(Debug, Clone)]
 pub struct Target {
-    /// API address of any node (`host:port` or `http://host:port`).
+    /// API address of any node (`host:port`, `http://host:port` or `https://host:port`).
     pub node: String,
     /// `(user, auth token)` for Basic authentication.
     pub credentials: Option<(String, String)>,
+    /// CA certificate to trust for `https://` nodes (`None`: the system's trust store).
+    pub ca: Option<std::path::PathBuf>,
 }
 
 impl Target {
@@ -34,8 +38,14 @@ impl Target {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> Result<serde_json::Value, CliError> {
-        let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-        let base = if self.node.starts_with("http://") {
+        let tls = keelson_api::tls::client_config(self.ca.as_deref())?;
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .build();
+        let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
+        let base = if self.node.starts_with("http://") || self.node.starts_with("https://") {
             self.node.clone()
         } else {
             format!("http://{}", self.node)
@@ -77,10 +87,16 @@ impl Target {
     }
 
     /// The same target on another node.
+    /// A bare `host:port` inherits this target's scheme.
     pub fn on(&self, node: &str) -> Target {
+        let node = match self.node.starts_with("https://") && !node.contains("://") {
+            true => format!("https://{node}"),
+            false => node.to_string(),
+        };
         Target {
-            node: node.to_string(),
+            node,
             credentials: self.credentials.clone(),
+            ca: self.ca.clone(),
         }
     }
 }

@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use keelson_api::proxy::Proxy;
+use keelson_api::tls::ServerTls;
 use keelson_api::{AuthMode, Clock, Limits, Redundancy, Registry, SystemClock};
 use keelson_raft::network::{Dialer, PeerChannels};
 use keelson_raft::peer::PeerService;
@@ -42,6 +43,8 @@ pub enum StartError {
     Catalog(#[from] keelson_raft::CatalogError),
     #[error("peer TLS: {0}")]
     PeerTls(String),
+    #[error("API TLS: {0}")]
+    ApiTls(#[from] keelson_api::tls::TlsError),
 }
 
 /// A started node.
@@ -157,6 +160,17 @@ where
 {
     let data_dir = &config.data_dir;
     let data_err = |e| StartError::DataDir(data_dir.display().to_string(), e);
+    let api_tls = match &config.api_tls {
+        None => None,
+        Some(settings) => Some(ServerTls::load(&settings.cert, &settings.key)?),
+    };
+    let relay_tls = match &config.api_tls {
+        None => None,
+        Some(settings) => Some(keelson_api::tls::client_config(settings.ca.as_deref())?),
+    };
+    if api_tls.is_none() && config.insecure_http {
+        tracing::warn!(listen = %config.listen, "serving the registry API in plain HTTP (--insecure-http): credentials and images cross the network in the clear");
+    }
     std::fs::create_dir_all(data_dir).map_err(data_err)?;
     let api_addr = api.addr;
     let peer_addr = peer.as_ref().map(|p| p.addr);
@@ -235,9 +249,10 @@ where
         store,
         uploads,
         peers,
-        proxy: match env.dialer {
-            None => Default::default(),
-            Some(d) => Proxy::with_dialer(d),
+        proxy: match (env.dialer, relay_tls) {
+            (Some(d), _) => Proxy::with_dialer(d),
+            (None, Some(tls)) => Proxy::with_tls(tls),
+            (None, None) => Default::default(),
         },
         clock: env.clock,
         limits: Limits::default(),
@@ -257,6 +272,7 @@ where
         max_tokens_per_user: config.max_tokens_per_user,
         tees: Default::default(),
         pulls: keelson_api::pulls::PullCounter::new(config.lifecycle.count_pulls),
+        tls: api_tls.is_some(),
     });
     if single {
         let supplied = std::env::var("KEELSON_BOOTSTRAP_TOKEN").ok().filter(|t| !t.is_empty());
@@ -292,13 +308,29 @@ where
     tasks.push(tokio::spawn(sweep_idle_tees(registry.clone())));
     tasks.extend(jobs::spawn(&registry, config.blob_jobs.clone()));
 
+    if let (Some(tls), Some(settings)) = (&api_tls, &config.api_tls) {
+        tasks.push(tls.spawn_reloader(settings.reload_every));
+    }
     let accept_registry = registry.clone();
     let mut api_incoming = api.incoming;
     tasks.push(tokio::spawn(async move {
         while let Some(accepted) = api_incoming.next().await {
             match accepted {
                 Ok(socket) => {
-                    tokio::spawn(keelson_api::serve(socket, accept_registry.clone()));
+                    let registry = accept_registry.clone();
+                    match api_tls.clone() {
+                        None => {
+                            tokio::spawn(keelson_api::serve(socket, registry));
+                        }
+                        Some(tls) => {
+                            tokio::spawn(async move {
+                                match tls.accept(socket).await {
+                                    Ok(stream) => keelson_api::serve(stream, registry).await,
+                                    Err(e) => tracing::debug!(error = %e, "TLS handshake failed"),
+                                }
+                            });
+                        }
+                    }
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off briefly, keep serving.

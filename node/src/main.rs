@@ -70,6 +70,10 @@ struct TargetArgs {
     /// API address of the node to talk to.
     #[arg(long, env = "KEELSON_NODE", default_value = "127.0.0.1:5000", global = true)]
     node: String,
+    /// CA certificate (PEM) to trust when --node is `https://…` [default: the system's trust
+    /// store].
+    #[arg(long, env = "KEELSON_CA", global = true)]
+    ca: Option<std::path::PathBuf>,
     /// User to authenticate as (`<namespace>/<user>`, or `keelson/admin`).
     #[arg(id = "auth_user", long = "user", env = "KEELSON_USER", global = true)]
     auth_user: Option<String>,
@@ -94,6 +98,7 @@ impl TargetArgs {
         Target {
             node: self.node,
             credentials,
+            ca: self.ca,
         }
     }
 }
@@ -128,7 +133,8 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Serve(args) => {
                 let node = keelson::start(args.resolve()?).await?;
-                println!("keelson listening on http://{}", node.api_addr);
+                let scheme = if node.registry.tls { "https" } else { "http" };
+                println!("keelson listening on {scheme}://{}", node.api_addr);
                 shutdown_signal().await;
                 tracing::info!("shutting down");
                 node.shutdown().await;

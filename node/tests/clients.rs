@@ -25,8 +25,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
+use support::containerd::Containerd;
 use support::content::{hex_of, pseudo_random, sha256_hex};
-use support::daemon::Daemon;
 use support::docker::{busybox_rootfs_tar, pushed_digest, Docker};
 use support::oci::{layout_blobs, layout_ref, skopeo, two_platform_layout, umoci_image, OCI_INDEX, OCI_MANIFEST};
 use support::tools::{exec, need, tail, tool, INSTALL_HINT};
@@ -467,66 +467,6 @@ fn skopeo_two_platform_index() {
 // ---------------------------------------------------------------------------------------------
 // containerd, private to one test (dockerd: support::docker)
 // ---------------------------------------------------------------------------------------------
-
-/// A private containerd whose root, state and sockets live under `dir`.
-struct Containerd {
-    sock: PathBuf,
-    _daemon: Daemon,
-}
-
-impl Containerd {
-    fn start(dir: &Path) -> Containerd {
-        need("containerd");
-        need("ctr");
-        fs::create_dir_all(dir).unwrap();
-        let sock = dir.join("containerd.sock");
-        let config = format!(
-            r#"version = 2
-root = "{root}"
-state = "{state}"
-# The CRI plugin (kubelet API) needs CNI and more privileges than a pull needs; the other
-# snapshotters need special file systems.
-disabled_plugins = [
-  "io.containerd.grpc.v1.cri",
-  "io.containerd.snapshotter.v1.aufs",
-  "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.snapshotter.v1.devmapper",
-]
-
-[grpc]
-  address = "{sock}"
-
-[ttrpc]
-  address = "{sock}.ttrpc"
-
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{opt}"
-"#,
-            root = dir.join("root").display(),
-            state = dir.join("state").display(),
-            sock = sock.display(),
-            opt = dir.join("opt").display(),
-        );
-        fs::write(dir.join("config.toml"), config).unwrap();
-        let mut cmd = tool("containerd");
-        cmd.arg("--config").arg(dir.join("config.toml"));
-        let mut daemon = Daemon::spawn("containerd", &mut cmd, dir.join("containerd.log"));
-        let probe_sock = sock.clone();
-        daemon.wait_ready(Duration::from_secs(60), || {
-            let mut c = tool("ctr");
-            c.arg("--address").arg(&probe_sock).arg("version");
-            c
-        });
-        Containerd { sock, _daemon: daemon }
-    }
-
-    fn ctr(&self) -> Command {
-        let mut c = tool("ctr");
-        c.arg("--address").arg(&self.sock);
-        c
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // docker

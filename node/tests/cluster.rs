@@ -18,7 +18,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -27,10 +27,11 @@ use serde_json::{json, Value};
 use support::cluster::Cluster;
 use support::content::{digest_of, hex_of, pseudo_random};
 use support::docker::{busybox_rootfs_tar, pushed_digest, Docker};
+use support::lb::Lb;
 use support::oci::{layout_blobs, layout_ref, skopeo, umoci_image, OCI_MANIFEST};
 use support::status::status_of;
 use support::tools::{exec, need, tail};
-use support::{free_port, ClusterNode};
+use support::ClusterNode;
 
 const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
@@ -229,50 +230,6 @@ async fn three_nodes_formed_with_cli_replicate_images_and_blobs() {
 // 2. docker push / rmi / pull through `keelson lb`
 // ---------------------------------------------------------------------------------------------
 
-/// `keelson lb` as a child process, killed on drop.
-struct Lb {
-    addr: String,
-    child: Child,
-}
-
-impl Lb {
-    fn start(dir: &Path, backends: &[String]) -> Lb {
-        let addr = format!("127.0.0.1:{}", free_port());
-        let log = fs::File::create(dir.join("lb.log")).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_keelson"));
-        cmd.args(["lb", "--listen", &addr]);
-        for b in backends {
-            cmd.args(["--backend", b]);
-        }
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn keelson lb");
-        let mut lb = Lb { addr, child };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while status_of(lb.addr.parse().unwrap()).is_err() {
-            if let Ok(Some(status)) = lb.child.try_wait() {
-                panic!(
-                    "keelson lb exited: {status}: {}",
-                    fs::read_to_string(dir.join("lb.log")).unwrap_or_default()
-                );
-            }
-            assert!(Instant::now() < deadline, "keelson lb not answering in 30 s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        lb
-    }
-}
-
-impl Drop for Lb {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_push_and_pull_through_the_load_balancer() {
     need("docker");
@@ -280,7 +237,11 @@ async fn docker_push_and_pull_through_the_load_balancer() {
     let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let cluster = Cluster::three(tmp.path());
-    let lb = Lb::start(tmp.path(), &cluster.nodes.iter().map(|n| n.host()).collect::<Vec<_>>());
+    let lb = Lb::start(
+        tmp.path(),
+        &cluster.nodes.iter().map(|n| n.host()).collect::<Vec<_>>(),
+        None,
+    );
     let tar = busybox_rootfs_tar(tmp.path(), "pushed through keelson lb\n", COMMAND_LIMIT);
     let docker = Docker::start(&tmp.path().join("docker"));
     let run = |cmd: &mut Command| -> String {

@@ -88,6 +88,8 @@ pub async fn node_host(spec: NodeSpec) -> turmoil::Result {
         gc_interval_ms: Some(crate::skew::GC_INTERVAL_MS),
         gc_grace_ms: Some(crate::skew::GC_GRACE_MS),
         auth: Some(keelson::config::AuthSetting::Off),
+        // The simulated network is private to the process.
+        insecure_http: Some(true),
         // The real disk's free space would make runs of one seed differ; every node then
         // weighs alike in placement.
         capacity_interval_ms: Some(0),

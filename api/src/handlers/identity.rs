@@ -423,7 +423,7 @@ pub async fn bootstrap_admin(
         reg,
         caller: access::Caller {
             principal: auth::Principal::Admin,
-            host: String::new(),
+            origin: String::new(),
         },
     };
     match commit(&cx, CatalogCommand::Identity(IdentityCommand::BootstrapAdmin { token })).await {

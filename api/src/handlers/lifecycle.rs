@@ -425,7 +425,7 @@ fn member_of(cx: &Cx<'_>, ns: &str) -> Result<(), ApiError> {
         _ if cx.auth_mode == access::AuthMode::Off => Ok(()),
         Principal::Admin => Ok(()),
         Principal::User { namespace, .. } if namespace == ns => Ok(()),
-        Principal::Anonymous => Err(access::challenge(&cx.caller.host, None)),
+        Principal::Anonymous => Err(access::challenge(&cx.caller.origin, None)),
         _ => Err(ApiError::new(
             ErrorCode::Denied,
             "requested access to the resource is denied",

@@ -102,7 +102,7 @@ async fn ensure_signing_key(reg: &Registry) -> Result<(), ApiError> {
         reg,
         caller: Caller {
             principal: Principal::Admin,
-            host: String::new(),
+            origin: String::new(),
         },
     };
     commit(&cx, CatalogCommand::Identity(IdentityCommand::AddSigningKey { key })).await
@@ -214,7 +214,7 @@ pub async fn issue(reg: &Registry, req: Request<Incoming>) -> Result<Response<Bo
         reg,
         caller: Caller {
             principal: principal.clone(),
-            host: String::new(),
+            origin: String::new(),
         },
     };
     let access: Vec<Access> = tr.scopes.iter().filter_map(|s| grant(&cx, s)).collect();

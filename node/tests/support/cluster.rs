@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::status::status_as;
+use super::status::status_over;
 use super::tools::{exec, tail};
 use super::ClusterNode;
 
@@ -51,7 +51,7 @@ impl Cluster {
             cluster.start_node(*id, fd);
         }
         let (first, _) = spec[0];
-        let via = cluster.node(first).host();
+        let via = cluster.node(first).cli_addr();
         cluster.cli(&via, &["init"]);
         cluster.wait_converged(
             "the first node leads a one-node cluster",
@@ -109,6 +109,12 @@ impl Cluster {
             Command::new(env!("CARGO_BIN_EXE_keelson"))
                 .args(["cluster", "--node", node])
                 .args(args)
+                .envs(
+                    self.nodes
+                        .iter()
+                        .find_map(|n| n.ca.clone())
+                        .map(|ca| ("KEELSON_CA", ca)),
+                )
                 // `init` creates the administrator, so it cannot yet authenticate as one.
                 .envs(
                     self.admin_token
@@ -152,7 +158,8 @@ impl Cluster {
     /// Node `id`'s cluster status, as the administrator when auth is on.
     pub fn status(&self, id: u64) -> Result<Value, String> {
         let admin = self.admin_token.as_deref().map(|t| ("keelson/admin", t));
-        status_as(self.node(id).api, admin)
+        let node = self.node(id);
+        status_over(node.api, node.ca.as_deref(), admin)
     }
 
     /// Polls `check` until it succeeds; panics with the last failure and the logs at the deadline.

@@ -12,12 +12,15 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod containerd;
 pub mod content;
 pub mod daemon;
 pub mod docker;
+pub mod lb;
 pub mod oci;
 pub mod status;
 pub mod tools;
+pub mod wire;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -220,6 +223,8 @@ pub struct ClusterNode {
     child: Option<Child>,
     /// Extra environment (e.g. background job intervals), kept for restarts.
     env: Vec<(String, String)>,
+    /// The CA of the API's certificate when the node serves TLS (its `KEELSON_TLS_CA`).
+    pub ca: Option<PathBuf>,
 }
 
 impl ClusterNode {
@@ -238,6 +243,10 @@ impl ClusterNode {
             data_dir: data_dir.to_path_buf(),
             child: None,
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            ca: env
+                .iter()
+                .find(|(k, _)| *k == "KEELSON_TLS_CA")
+                .map(|(_, v)| PathBuf::from(v)),
         };
         node.spawn();
         node
@@ -303,7 +312,7 @@ impl ClusterNode {
         }
         // The API answers as soon as it is bound (before the node is a member).
         let deadline = Instant::now() + Duration::from_secs(60);
-        while !http_ok(self.api, "/v2/") {
+        while !http_ok(self.api, self.ca.as_deref(), "/v2/") {
             assert!(
                 Instant::now() < deadline,
                 "node {} API not ready in 60 s; log: {}",
@@ -337,9 +346,18 @@ impl ClusterNode {
         self.api.to_string()
     }
 
-    /// `http://host:port` of the API.
+    /// The API as `keelson --node` takes it: `host:port`, or `https://host:port` under TLS.
+    pub fn cli_addr(&self) -> String {
+        match self.ca {
+            Some(_) => self.url(),
+            None => self.host(),
+        }
+    }
+
+    /// `http://host:port` of the API (`https://` when it serves TLS).
     pub fn url(&self) -> String {
-        format!("http://{}", self.api)
+        let scheme = if self.ca.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.api)
     }
 
     /// The node's log so far.
@@ -354,20 +372,9 @@ impl Drop for ClusterNode {
     }
 }
 
-/// True when `GET path` on `addr` answers 200 or 401.
-fn http_ok(addr: SocketAddr, path: &str) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    if s.write_all(req.as_bytes()).is_err() {
-        return false;
-    }
-    let mut buf = String::new();
-    let _ = s.read_to_string(&mut buf);
-    buf.starts_with("HTTP/1.1 200") || buf.starts_with("HTTP/1.1 401")
+/// True when `GET path` on `addr` (over TLS when `ca` is given) answers 200 or 401.
+fn http_ok(addr: SocketAddr, ca: Option<&Path>, path: &str) -> bool {
+    matches!(wire::get(addr, ca, path, ""), Ok((200 | 401, _)))
 }
 
 /// A free loopback port (bound once and released; for processes that need a fixed port).
