@@ -70,6 +70,8 @@ pub struct Caller {
     pub principal: Principal,
     /// Scheme and `Host` the client used (`https://registry.example.com`), for the token realm.
     pub origin: String,
+    /// The address the connection comes from (the balancer's, behind `keelson lb`).
+    pub remote: Option<std::net::IpAddr>,
 }
 
 /// A request's context: the registry and who is calling. Handlers take this instead of the bare

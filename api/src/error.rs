@@ -156,6 +156,9 @@ impl From<StorageError> for ApiError {
                 .with_header("Range", upload_range(*offset)),
             StorageError::DigestMismatch { .. } => ApiError::new(ErrorCode::DigestInvalid, e.to_string()),
             StorageError::Body(_) => ApiError::new(ErrorCode::BlobUploadInvalid, e.to_string()),
+            StorageError::TooManyUploads(_) => {
+                ApiError::new(ErrorCode::TooManyRequests, e.to_string()).with_header("Retry-After", "60".into())
+            }
             StorageError::BlobMissing(_) | StorageError::Corrupt(_) | StorageError::Io(_) | StorageError::Peer(_) => {
                 tracing::error!(error = %e, "storage failure");
                 ApiError::new(ErrorCode::Unavailable, "storage temporarily unavailable")

@@ -154,4 +154,6 @@ pub struct Registry {
     pub pulls: crate::pulls::PullCounter,
     /// Whether this node's API serves TLS (the token realm is then `https://…`).
     pub tls: bool,
+    /// The administrator's token given to this node at bootstrap; `cluster init` must present it.
+    pub bootstrap_token: Option<String>,
 }

@@ -2,6 +2,7 @@
 //! turns every failure into the OCI error JSON. Nothing here panics on input.
 
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::{HeaderValue, Method, Request, Response, StatusCode};
@@ -22,14 +23,26 @@ use crate::routes::{self, Route};
 /// Longest wait for a request head.
 const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Serves one accepted connection until the peer closes it.
-pub async fn serve<IO>(io: IO, registry: Arc<Registry>)
+/// The address an accepted connection comes from: rate limits count per source address, and an
+/// uninitialised node takes `cluster init` without a bootstrap secret only from loopback.
+pub trait RemoteAddr {
+    fn remote_ip(&self) -> Option<IpAddr>;
+}
+
+impl RemoteAddr for tokio::net::TcpStream {
+    fn remote_ip(&self) -> Option<IpAddr> {
+        self.peer_addr().ok().map(|a| a.ip())
+    }
+}
+
+/// Serves one accepted connection from `remote` until the peer closes it.
+pub async fn serve<IO>(io: IO, remote: Option<IpAddr>, registry: Arc<Registry>)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = service_fn(move |req| {
         let registry = registry.clone();
-        async move { Ok::<_, Infallible>(handle(registry, req).await) }
+        async move { Ok::<_, Infallible>(handle(registry, remote, req).await) }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // A client must send its request head within HEADER_TIMEOUT (no slow-loris on headers).
@@ -49,9 +62,9 @@ where
     }
 }
 
-async fn handle(registry: Arc<Registry>, req: Request<Incoming>) -> Response<Body> {
+async fn handle(registry: Arc<Registry>, remote: Option<IpAddr>, req: Request<Incoming>) -> Response<Body> {
     let head = req.method() == Method::HEAD;
-    let mut response = match route(&registry, req).await {
+    let mut response = match route(&registry, remote, req).await {
         Ok(r) => r,
         Err(e) => error_response(&e, head),
     };
@@ -98,7 +111,7 @@ fn unsupported(method: &Method) -> ApiError {
 
 /// Resolves the caller of a request; bad credentials are a 401 (with the challenge) when
 /// identity is enforced.
-fn caller(reg: &Registry, req: &Request<Incoming>) -> Result<Caller, ApiError> {
+fn caller(reg: &Registry, remote: Option<IpAddr>, req: &Request<Incoming>) -> Result<Caller, ApiError> {
     let host = req
         .headers()
         .get(http::header::HOST)
@@ -127,10 +140,14 @@ fn caller(reg: &Registry, req: &Request<Incoming>) -> Result<Caller, ApiError> {
         Err(e) => return Err(access::challenge(&origin, None).with_message(e.to_string())),
     };
     reg.token_uses.record(&principal, reg.clock.now_ms());
-    Ok(Caller { principal, origin })
+    Ok(Caller {
+        principal,
+        origin,
+        remote,
+    })
 }
 
-async fn route(reg: &Registry, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+async fn route(reg: &Registry, remote: Option<IpAddr>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     let route = routes::parse(&path);
@@ -148,7 +165,17 @@ async fn route(reg: &Registry, req: Request<Incoming>) -> Result<Response<Body>,
     }
     let cx = Cx {
         reg,
-        caller: caller(reg, &req)?,
+        caller: match caller(reg, remote, &req) {
+            Ok(c) => c,
+            // `cluster init` checks its own credential (the bootstrap secret): an uninitialised
+            // node has no identity to check the header against.
+            Err(_) if route == (Route::Cluster { rest: "init" }) => Caller {
+                principal: Principal::Anonymous,
+                origin: String::new(),
+                remote,
+            },
+            Err(e) => return Err(e),
+        },
     };
     let reg = &cx;
     match route {

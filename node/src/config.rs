@@ -52,6 +52,12 @@ pub struct ServeArgs {
     /// for local experiments and benchmarks only.
     #[arg(long, env = "KEELSON_AUTH")]
     pub auth: Option<AuthSetting>,
+    /// The cluster administrator's auth token, set at bootstrap instead of a generated one. It
+    /// is also the bootstrap secret: with it, `cluster init` must present it (as the password of
+    /// keelson/admin); without it, only a caller on this node's own host (loopback) may run
+    /// `cluster init`, and only then is a generated token shown.
+    #[arg(long, env = "KEELSON_BOOTSTRAP_TOKEN", hide_env_values = true)]
+    pub bootstrap_token: Option<String>,
     /// Auth tokens a user may hold at once [default: 2].
     #[arg(long, env = "KEELSON_MAX_TOKENS_PER_USER")]
     pub max_tokens_per_user: Option<usize>,
@@ -134,6 +140,16 @@ pub struct ServeArgs {
     /// clear [default: false].
     #[arg(long, env = "KEELSON_INSECURE_HTTP")]
     pub insecure_http: Option<bool>,
+    /// Milliseconds an upload session may stay unused before it expires with its files
+    /// [default: 3600000].
+    #[arg(long, env = "KEELSON_UPLOAD_IDLE_MS")]
+    pub upload_idle_ms: Option<u64>,
+    /// Milliseconds between two sweeps for expired upload sessions [default: 60000].
+    #[arg(long, env = "KEELSON_UPLOAD_SWEEP_MS")]
+    pub upload_sweep_ms: Option<u64>,
+    /// Upload sessions one user may hold open on one node [default: 256].
+    #[arg(long, env = "KEELSON_MAX_UPLOADS_PER_USER")]
+    pub max_uploads_per_user: Option<usize>,
     /// Count manifest pulls per image (`false` only to measure what counting costs)
     /// [default: true].
     #[arg(long, env = "KEELSON_COUNT_PULLS")]
@@ -162,6 +178,14 @@ pub struct ApiTlsSettings {
     /// Trust for relays to other nodes' APIs (`None`: the system's trust store).
     pub ca: Option<PathBuf>,
     pub reload_every: Duration,
+}
+
+/// Upload sessions: when idle ones expire and how many one user may hold.
+#[derive(Debug, Clone)]
+pub struct UploadSettings {
+    pub idle: Duration,
+    pub sweep_every: Duration,
+    pub limits: keelson_storage::upload::UploadLimits,
 }
 
 /// The lifecycle layer's settings: pull counting and retention.
@@ -209,6 +233,8 @@ pub struct ServeConfig {
     pub replicas: usize,
     pub auth: AuthSetting,
     pub max_tokens_per_user: usize,
+    /// The administrator's token given at bootstrap (and the bootstrap secret).
+    pub bootstrap_token: Option<String>,
     pub snapshot_every_logs: u64,
     /// Mutual TLS between peers, when configured.
     pub peer_tls: Option<PeerTls>,
@@ -223,6 +249,7 @@ pub struct ServeConfig {
     /// Time between two capacity measurements (`None`: no reports).
     pub capacity_interval: Option<Duration>,
     pub lifecycle: LifecycleSettings,
+    pub uploads: UploadSettings,
 }
 
 /// A configuration file that cannot be used.
@@ -300,6 +327,7 @@ impl ServeArgs {
             replicas: self.replicas.or(file.replicas).unwrap_or(3),
             auth: self.auth.or(file.auth).unwrap_or(AuthSetting::Enforce),
             max_tokens_per_user: self.max_tokens_per_user.or(file.max_tokens_per_user).unwrap_or(2),
+            bootstrap_token: self.bootstrap_token.or(file.bootstrap_token).filter(|t| !t.is_empty()),
             snapshot_every_logs: self
                 .snapshot_every_logs
                 .or(file.snapshot_every_logs)
@@ -317,6 +345,20 @@ impl ServeArgs {
                 (_, _, None) => return Err(ConfigError::PartialTls("peer-tls-ca")),
             },
             capacity_bytes: self.capacity_bytes.or(file.capacity_bytes),
+            uploads: UploadSettings {
+                idle: Duration::from_millis(self.upload_idle_ms.or(file.upload_idle_ms).unwrap_or(3_600_000).max(1)),
+                sweep_every: Duration::from_millis(
+                    self.upload_sweep_ms.or(file.upload_sweep_ms).unwrap_or(60_000).max(10),
+                ),
+                limits: keelson_storage::upload::UploadLimits {
+                    per_owner: self
+                        .max_uploads_per_user
+                        .or(file.max_uploads_per_user)
+                        .unwrap_or(keelson_storage::upload::UploadLimits::default().per_owner)
+                        .max(1),
+                    ..Default::default()
+                },
+            },
             lifecycle: {
                 let d = LifecycleSettings::default();
                 let ms = |flag: Option<u64>, file: Option<u64>, default: Duration| {

@@ -68,6 +68,24 @@ pub fn spawn(registry: &Arc<Registry>, mut settings: JobSettings) -> Vec<JoinHan
     ]
 }
 
+/// Removes this node's upload sessions that stayed unused for `settings.idle`, with their files.
+pub fn expire_uploads(registry: Arc<Registry>, settings: &crate::config::UploadSettings) -> JoinHandle<()> {
+    let idle_ms = settings.idle.as_millis().try_into().unwrap_or(u64::MAX);
+    every(settings.sweep_every, move || {
+        let registry = registry.clone();
+        async move {
+            let expired = registry.uploads.expire_idle(idle_ms).await;
+            if expired > 0 {
+                tracing::info!(
+                    expired,
+                    open = registry.uploads.open_count(),
+                    "idle upload sessions expired"
+                );
+            }
+        }
+    })
+}
+
 /// Runs `pass` every `period` (first after one period; a slow pass delays the next).
 pub(crate) fn every<F, Fut>(period: Duration, pass: F) -> JoinHandle<()>
 where

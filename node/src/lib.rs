@@ -151,7 +151,7 @@ pub async fn start_with<A, AIo, AErr, P, PIo, PErr>(
 ) -> Result<RunningNode, StartError>
 where
     A: Stream<Item = Result<AIo, AErr>> + Send + Unpin + 'static,
-    AIo: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    AIo: AsyncRead + AsyncWrite + keelson_api::server::RemoteAddr + Unpin + Send + 'static,
     AErr: std::fmt::Display + Send + 'static,
     P: Stream<Item = Result<PIo, PErr>> + Send + 'static,
     PIo: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
@@ -205,8 +205,16 @@ where
     .await?;
 
     let store = BlobStore::open(data_dir.join("blobs")).map_err(data_err)?;
+    let upload_clock = env.clock.clone();
     let uploads = Arc::new(
-        Uploads::open(data_dir.join("uploads"), store.clone(), format!("n{}", config.node_id)).map_err(data_err)?,
+        Uploads::open_with(
+            data_dir.join("uploads"),
+            store.clone(),
+            format!("n{}", config.node_id),
+            config.uploads.limits,
+            Arc::new(move || upload_clock.now_ms()),
+        )
+        .map_err(data_err)?,
     );
     let mut tasks = Vec::new();
     if let Some(peer) = peer {
@@ -273,10 +281,10 @@ where
         tees: Default::default(),
         pulls: keelson_api::pulls::PullCounter::new(config.lifecycle.count_pulls),
         tls: api_tls.is_some(),
+        bootstrap_token: config.bootstrap_token.clone(),
     });
     if single {
-        let supplied = std::env::var("KEELSON_BOOTSTRAP_TOKEN").ok().filter(|t| !t.is_empty());
-        match keelson_api::bootstrap_admin(&registry, supplied).await {
+        match keelson_api::bootstrap_admin(&registry, config.bootstrap_token.clone()).await {
             // Printed once, on the first start, to stdout only (never to the log).
             Ok(Some(token)) => {
                 println!("keelson: cluster administrator keelson/admin, auth token (shown once): {token}")
@@ -306,6 +314,7 @@ where
         config.lifecycle.retention_interval,
     ));
     tasks.push(tokio::spawn(sweep_idle_tees(registry.clone())));
+    tasks.push(jobs::expire_uploads(registry.clone(), &config.uploads));
     tasks.extend(jobs::spawn(&registry, config.blob_jobs.clone()));
 
     if let (Some(tls), Some(settings)) = (&api_tls, &config.api_tls) {
@@ -318,14 +327,15 @@ where
             match accepted {
                 Ok(socket) => {
                     let registry = accept_registry.clone();
+                    let remote = socket.remote_ip();
                     match api_tls.clone() {
                         None => {
-                            tokio::spawn(keelson_api::serve(socket, registry));
+                            tokio::spawn(keelson_api::serve(socket, remote, registry));
                         }
                         Some(tls) => {
                             tokio::spawn(async move {
                                 match tls.accept(socket).await {
-                                    Ok(stream) => keelson_api::serve(stream, registry).await,
+                                    Ok(stream) => keelson_api::serve(stream, remote, registry).await,
                                     Err(e) => tracing::debug!(error = %e, "TLS handshake failed"),
                                 }
                             });

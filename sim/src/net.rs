@@ -24,6 +24,12 @@ impl tonic::transport::server::Connected for SimConn {
     fn connect_info(&self) -> Self::ConnectInfo {}
 }
 
+impl keelson_api::server::RemoteAddr for SimConn {
+    fn remote_ip(&self) -> Option<std::net::IpAddr> {
+        self.0.peer_addr().ok().map(|a| a.ip())
+    }
+}
+
 impl AsyncRead for SimConn {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.0).poll_read(cx, buf)

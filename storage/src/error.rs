@@ -8,6 +8,8 @@ pub enum StorageError {
     UploadUnknown,
     #[error("upload belongs to repository {0}")]
     UploadOtherRepo(String),
+    #[error("too many open uploads: {0}")]
+    TooManyUploads(String),
     #[error("chunk starts at {start} but the upload is at {offset}")]
     OutOfOrder { start: u64, offset: u64 },
     #[error("content digest {actual} does not match {expected}")]

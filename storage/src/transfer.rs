@@ -128,7 +128,7 @@ async fn store_replica<S>(
 where
     S: Stream<Item = Result<Piece, StorageError>> + Unpin,
 {
-    let id = uploads.create(REPLICA_REPO)?;
+    let id = uploads.create(REPLICA_REPO, None)?;
     let result = async {
         let (received, trailer) = fill_replica(uploads, &id, stream).await?;
         let (digest, size) = known

@@ -6,6 +6,11 @@
 //! is rebuilt by hashing the bytes on disk the first time the session is touched, so an upload
 //! survives a crash and resumes at the offset the disk holds.
 //!
+//! A session that stays idle longer than the node's limit expires with its files
+//! ([`Uploads::expire_idle`]); sessions found on disk at start count as used at start. The number
+//! of open sessions is bounded per owner (the user who opened it) and per node, so nobody fills a
+//! disk or a map with abandoned uploads.
+//!
 //! Network frames are gathered into 1 MiB batches; each batch is written and hashed by one short
 //! blocking call started as soon as it is full, while the network delivers the next ones. A
 //! blocking call only ever works on bytes it already has — none waits for the network — so the
@@ -37,7 +42,74 @@ struct Session {
     repo: String,
     /// Open file and hash state; `None` until first touched after a restart.
     live: Option<Live>,
+    /// Set (under the lock) when the session expired; a request that waited for the lock then
+    /// finds it gone.
+    expired: bool,
 }
+
+/// What the node tracks of a session between requests.
+struct Entry {
+    handle: Arc<AsyncMutex<Session>>,
+    /// Who opened it (`None`: a replica stream from a peer, bounded only per node).
+    owner: Option<String>,
+    last_used_ms: u64,
+}
+
+/// The open sessions and how many each owner holds.
+#[derive(Default)]
+struct Sessions {
+    by_id: HashMap<String, Entry>,
+    per_owner: HashMap<String, usize>,
+}
+
+impl Sessions {
+    fn insert(&mut self, id: String, entry: Entry) {
+        if let Some(owner) = &entry.owner {
+            *self.per_owner.entry(owner.clone()).or_default() += 1;
+        }
+        self.by_id.insert(id, entry);
+    }
+
+    fn remove(&mut self, id: &str) {
+        let Some(entry) = self.by_id.remove(id) else {
+            return;
+        };
+        if let Some(owner) = entry.owner {
+            if let Some(count) = self.per_owner.get_mut(&owner) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    self.per_owner.remove(&owner);
+                }
+            }
+        }
+    }
+}
+
+/// Bounds on open sessions.
+#[derive(Debug, Clone, Copy)]
+pub struct UploadLimits {
+    /// Sessions one owner may hold open on this node.
+    pub per_owner: usize,
+    /// Sessions this node holds open in all.
+    pub total: usize,
+}
+
+impl Default for UploadLimits {
+    fn default() -> Self {
+        // A docker push opens a few sessions at once, a CI runner pushing many images a few
+        // dozen; 256 leaves room for both and stops a script that never finishes its uploads.
+        UploadLimits {
+            per_owner: 256,
+            total: 100_000,
+        }
+    }
+}
+
+/// The time in milliseconds, from the node's (injectable) clock.
+pub type NowMs = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// The file naming a session's repository (first line) and owner (second line, when any).
+const META_FILE: &str = "repo";
 
 struct Live {
     file: File,
@@ -87,19 +159,116 @@ pub struct Uploads {
     dir: PathBuf,
     store: BlobStore,
     owner_tag: String,
-    open: Mutex<HashMap<String, Arc<AsyncMutex<Session>>>>,
+    open: Mutex<Sessions>,
+    limits: UploadLimits,
+    now_ms: NowMs,
 }
 
 impl Uploads {
     /// `owner_tag` names this node inside every session id, so peers can route to the owner.
+    /// Sessions already on disk (from before a restart) are registered as used now; leftovers
+    /// of a crash between creating a session's directory and naming its repository are removed.
     pub fn open(dir: PathBuf, store: BlobStore, owner_tag: String) -> io::Result<Uploads> {
+        Uploads::open_with(dir, store, owner_tag, UploadLimits::default(), Arc::new(system_now_ms))
+    }
+
+    /// [`Uploads::open`] with explicit bounds and clock.
+    pub fn open_with(
+        dir: PathBuf,
+        store: BlobStore,
+        owner_tag: String,
+        limits: UploadLimits,
+        now_ms: NowMs,
+    ) -> io::Result<Uploads> {
         std::fs::create_dir_all(&dir)?;
+        let now = now_ms();
+        let mut sessions = Sessions::default();
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let id = entry.file_name().to_string_lossy().into_owned();
+            if !entry.file_type()?.is_dir() || !Self::valid_id(&id) {
+                continue;
+            }
+            match std::fs::read_to_string(entry.path().join(META_FILE)) {
+                Ok(meta) => {
+                    let (repo, owner) = match meta.split_once('\n') {
+                        Some((repo, owner)) => (repo.to_string(), Some(owner.to_string())),
+                        None => (meta, None),
+                    };
+                    let session = Session {
+                        repo,
+                        live: None,
+                        expired: false,
+                    };
+                    sessions.insert(
+                        id,
+                        Entry {
+                            handle: Arc::new(AsyncMutex::new(session)),
+                            owner,
+                            last_used_ms: now,
+                        },
+                    );
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => std::fs::remove_dir_all(entry.path())?,
+                Err(e) => return Err(e),
+            }
+        }
         Ok(Uploads {
             dir,
             store,
             owner_tag,
-            open: Mutex::new(HashMap::new()),
+            open: Mutex::new(sessions),
+            limits,
+            now_ms,
         })
+    }
+
+    /// Sessions open on this node.
+    pub fn open_count(&self) -> usize {
+        self.lock_map().by_id.len()
+    }
+
+    /// Removes every session unused for `idle_ms` or longer, with its files; a session in use
+    /// right now is left alone. Returns how many expired.
+    pub async fn expire_idle(&self, idle_ms: u64) -> usize {
+        let now = (self.now_ms)();
+        let stale: Vec<(String, Arc<AsyncMutex<Session>>)> = self
+            .lock_map()
+            .by_id
+            .iter()
+            .filter(|(_, e)| now.saturating_sub(e.last_used_ms) >= idle_ms)
+            .map(|(id, e)| (id.clone(), e.handle.clone()))
+            .collect();
+        let mut expired = 0;
+        for (id, handle) in stale {
+            let Ok(mut guard) = handle.try_lock_owned() else {
+                continue;
+            };
+            {
+                let mut map = self.lock_map();
+                // Used again since the scan: no longer idle.
+                if map
+                    .by_id
+                    .get(&id)
+                    .is_none_or(|e| now.saturating_sub(e.last_used_ms) < idle_ms)
+                {
+                    continue;
+                }
+                map.remove(&id);
+            }
+            guard.expired = true;
+            guard.live = None;
+            let dir = self.dir.join(&id);
+            let removed = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+            if !matches!(removed, Ok(Ok(()))) {
+                tracing::warn!(upload = %id, "could not remove an expired upload session's files");
+            }
+            expired += 1;
+        }
+        if expired > 0 {
+            let _ = sync_dir(&self.dir);
+        }
+        expired
     }
 
     /// The owner tag embedded in an upload id (`<owner>-<random>`).
@@ -111,14 +280,37 @@ impl Uploads {
         !id.is_empty() && id.len() <= 80 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
     }
 
-    /// Starts a session for `repo`; returns its id.
-    pub fn create(&self, repo: &str) -> Result<String, StorageError> {
+    /// Starts a session for `repo` opened by `owner` (`None` for a peer's replica stream);
+    /// returns its id. Refused when the owner or the node holds as many sessions as allowed.
+    pub fn create(&self, repo: &str, owner: Option<&str>) -> Result<String, StorageError> {
+        {
+            let map = self.lock_map();
+            if map.by_id.len() >= self.limits.total {
+                return Err(StorageError::TooManyUploads(format!(
+                    "this node holds {} open upload sessions, its limit",
+                    map.by_id.len()
+                )));
+            }
+            if let Some(owner) = owner {
+                let held = map.per_owner.get(owner).copied().unwrap_or(0);
+                if held >= self.limits.per_owner {
+                    return Err(StorageError::TooManyUploads(format!(
+                        "{held} upload sessions are open for this user, the limit; finish or cancel some, \
+                         or wait until idle ones expire"
+                    )));
+                }
+            }
+        }
         let mut random = [0u8; 16];
         rand::thread_rng().fill_bytes(&mut random);
         let id = format!("{}-{}", self.owner_tag, hex::encode(random));
         let dir = self.dir.join(&id);
         std::fs::create_dir(&dir)?;
-        std::fs::write(dir.join("repo"), repo)?;
+        let meta = match owner {
+            Some(owner) => format!("{repo}\n{owner}"),
+            None => repo.to_string(),
+        };
+        std::fs::write(dir.join(META_FILE), meta)?;
         let file = OpenOptions::new().create(true).append(true).open(dir.join("data"))?;
         let session = Session {
             repo: repo.to_string(),
@@ -127,37 +319,37 @@ impl Uploads {
                 hasher: Sha256::new(),
                 offset: 0,
             }),
+            expired: false,
         };
-        self.lock_map().insert(id.clone(), Arc::new(AsyncMutex::new(session)));
+        let entry = Entry {
+            handle: Arc::new(AsyncMutex::new(session)),
+            owner: owner.map(str::to_string),
+            last_used_ms: (self.now_ms)(),
+        };
+        self.lock_map().insert(id.clone(), entry);
         Ok(id)
     }
 
-    fn lock_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<AsyncMutex<Session>>>> {
+    fn lock_map(&self) -> std::sync::MutexGuard<'_, Sessions> {
         self.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Finds a session, in memory or (after a restart) on disk, and checks it belongs to `repo`.
+    /// Finds a session, marks it used now and checks it belongs to `repo`.
     async fn session(&self, id: &str, repo: &str) -> Result<OwnedMutexGuard<Session>, StorageError> {
         if !Self::valid_id(id) {
             return Err(StorageError::UploadUnknown);
         }
-        let found = self.lock_map().get(id).cloned();
-        let handle = match found {
-            Some(h) => h,
-            None => {
-                let stored_repo = match std::fs::read_to_string(self.dir.join(id).join("repo")) {
-                    Ok(r) => r,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StorageError::UploadUnknown),
-                    Err(e) => return Err(e.into()),
-                };
-                let handle = Arc::new(AsyncMutex::new(Session {
-                    repo: stored_repo,
-                    live: None,
-                }));
-                self.lock_map().entry(id.to_string()).or_insert(handle).clone()
-            }
+        let now = (self.now_ms)();
+        let handle = {
+            let mut map = self.lock_map();
+            let entry = map.by_id.get_mut(id).ok_or(StorageError::UploadUnknown)?;
+            entry.last_used_ms = entry.last_used_ms.max(now);
+            entry.handle.clone()
         };
         let mut guard = handle.lock_owned().await;
+        if guard.expired {
+            return Err(StorageError::UploadUnknown);
+        }
         if guard.repo != repo {
             return Err(StorageError::UploadOtherRepo(guard.repo.clone()));
         }
@@ -221,6 +413,7 @@ impl Uploads {
         })
         .await
         .map_err(|e| StorageError::Io(io::Error::other(e)))??;
+        guard.expired = true;
         self.lock_map().remove(id);
         drop(guard);
         Ok(size)
@@ -228,7 +421,9 @@ impl Uploads {
 
     /// Drops a session and its bytes.
     pub async fn cancel(&self, id: &str, repo: &str) -> Result<(), StorageError> {
-        let guard = self.session(id, repo).await?;
+        let mut guard = self.session(id, repo).await?;
+        guard.expired = true;
+        guard.live = None;
         let dir = self.dir.join(id);
         tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir))
             .await
@@ -238,6 +433,13 @@ impl Uploads {
         let _ = sync_dir(&self.dir);
         Ok(())
     }
+}
+
+/// Milliseconds since the epoch by the system clock.
+fn system_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Rebuilds a session's live state from its bytes on disk.

@@ -42,6 +42,19 @@ pub enum Principal {
     },
 }
 
+impl Principal {
+    /// Who this is, as one name (`<namespace>/<user>`, `keelson/admin`, a token's subject, or
+    /// `anonymous`): what per-user bounds and limits count by.
+    pub fn subject(&self) -> String {
+        match self {
+            Principal::Anonymous => "anonymous".into(),
+            Principal::Admin => "keelson/admin".into(),
+            Principal::User { namespace, user, .. } => format!("{namespace}/{user}"),
+            Principal::Bearer { sub, .. } => sub.clone(),
+        }
+    }
+}
+
 /// Why credentials were refused.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {

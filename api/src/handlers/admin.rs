@@ -59,6 +59,41 @@ async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Re
         .map_err(|e| bad_request(format!("invalid JSON: {e}")))
 }
 
+/// Whether the caller may initialise this pristine node: it presents the bootstrap token the node
+/// was given (as a Basic password or a Bearer value), or — when the node was given none — it
+/// calls from the node's own host. With identity off, anyone may (local experiments only).
+fn may_initialise(cx: &Cx<'_>, headers: &http::HeaderMap) -> Result<(), ApiError> {
+    if cx.reg.auth_mode == access::AuthMode::Off {
+        return Ok(());
+    }
+    match &cx.reg.bootstrap_token {
+        Some(secret) => {
+            let presented = headers
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| match v.strip_prefix("Bearer ") {
+                    Some(bearer) => Some(bearer.to_string()),
+                    None => crate::auth::basic_credentials(v).ok().map(|(_, password)| password),
+                });
+            // Compared as hashes, so the comparison's timing tells nothing about the secret.
+            let proven = presented.is_some_and(|p| crate::auth::hash_token(&p) == crate::auth::hash_token(secret));
+            match proven {
+                true => Ok(()),
+                false => Err(access::challenge(&cx.caller.origin, None).with_message(
+                    "cluster init needs the bootstrap token this node was given (KEELSON_BOOTSTRAP_TOKEN), \
+                     as the password of keelson/admin",
+                )),
+            }
+        }
+        None if cx.caller.remote.is_some_and(|ip| ip.is_loopback()) => Ok(()),
+        None => Err(ApiError::new(
+            ErrorCode::Denied,
+            "this node was given no bootstrap token (KEELSON_BOOTSTRAP_TOKEN): run `keelson cluster init` \
+             on its own host (127.0.0.1), or restart it with a token and present that",
+        )),
+    }
+}
+
 fn catalog_error(e: keelson_raft::CatalogError) -> ApiError {
     match e {
         keelson_raft::CatalogError::Membership(m) => bad_request(m),
@@ -84,10 +119,12 @@ pub async fn cluster(reg: &Cx<'_>, rest: &str, req: Request<Incoming>) -> Result
             Ok(json_reply(StatusCode::OK, &status))
         }
         ("POST", "init") => {
-            // A pristine cluster has no identity yet: whoever can reach it initialises it (and
-            // receives the administrator token). Once initialised, init is refused below.
+            // A pristine cluster has no identity yet: the caller proves the bootstrap secret, or
+            // calls from the node's own host. Once initialised, only the administrator may.
             if reg.catalog.is_initialized().await? {
                 access::administer_cluster(reg)?;
+            } else {
+                may_initialise(reg, req.headers())?;
             }
             let members: BTreeMap<u64, NodeInfo> = match read_json::<Vec<MemberSpec>>(req).await? {
                 Some(list) if !list.is_empty() => list.into_iter().map(|m| (m.id, node_info(m))).collect(),
@@ -95,8 +132,7 @@ pub async fn cluster(reg: &Cx<'_>, rest: &str, req: Request<Incoming>) -> Result
             };
             reg.catalog.initialize(members).await.map_err(catalog_error)?;
             reg.catalog.wait_for_leader(std::time::Duration::from_secs(30)).await?;
-            let supplied = std::env::var("KEELSON_BOOTSTRAP_TOKEN").ok().filter(|t| !t.is_empty());
-            let token = super::identity::bootstrap_admin(reg, supplied).await?;
+            let token = super::identity::bootstrap_admin(reg, reg.bootstrap_token.clone()).await?;
             bootstrap_redundancy(reg).await?;
             let mut answer = serde_json::json!({ "initialized": true, "admin_user": "keelson/admin" });
             if let Some(token) = token {

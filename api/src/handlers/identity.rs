@@ -424,6 +424,7 @@ pub async fn bootstrap_admin(
         caller: access::Caller {
             principal: auth::Principal::Admin,
             origin: String::new(),
+            remote: None,
         },
     };
     match commit(&cx, CatalogCommand::Identity(IdentityCommand::BootstrapAdmin { token })).await {

@@ -103,6 +103,7 @@ async fn ensure_signing_key(reg: &Registry) -> Result<(), ApiError> {
         caller: Caller {
             principal: Principal::Admin,
             origin: String::new(),
+            remote: None,
         },
     };
     commit(&cx, CatalogCommand::Identity(IdentityCommand::AddSigningKey { key })).await
@@ -215,6 +216,7 @@ pub async fn issue(reg: &Registry, req: Request<Incoming>) -> Result<Response<Bo
         caller: Caller {
             principal: principal.clone(),
             origin: String::new(),
+            remote: None,
         },
     };
     let access: Vec<Access> = tr.scopes.iter().filter_map(|s| grant(&cx, s)).collect();

@@ -242,7 +242,7 @@ pub async fn start(reg: &Cx<'_>, name: &str, req: Request<Incoming>) -> Result<R
         Some(text) => Some(Digest::parse(text)?),
         None => None,
     };
-    let id = reg.uploads.create(name)?;
+    let id = reg.uploads.create(name, Some(&reg.caller.principal.subject()))?;
     match monolithic {
         None => Ok(accepted(name, &id, 0)),
         Some(digest) => {

@@ -115,13 +115,8 @@ impl Cluster {
                         .find_map(|n| n.ca.clone())
                         .map(|ca| ("KEELSON_CA", ca)),
                 )
-                // `init` creates the administrator, so it cannot yet authenticate as one.
-                .envs(
-                    self.admin_token
-                        .iter()
-                        .filter(|_| args[0] != "init")
-                        .map(|t| ("KEELSON_TOKEN", t)),
-                ),
+                // For `init`, the token proves the bootstrap secret the node was given.
+                .envs(self.admin_token.iter().map(|t| ("KEELSON_TOKEN", t))),
             Duration::from_secs(120),
         );
         if !out.ok {
