@@ -16,6 +16,7 @@ pub mod names;
 pub mod placement;
 pub mod proxy;
 pub mod pulls;
+pub mod rate_limit;
 pub mod registry;
 pub mod routes;
 pub mod server;

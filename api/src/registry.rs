@@ -156,4 +156,6 @@ pub struct Registry {
     pub tls: bool,
     /// The administrator's token given to this node at bootstrap; `cluster init` must present it.
     pub bootstrap_token: Option<String>,
+    /// Request rates per user and address, and the back-off of failed logins.
+    pub rate_limits: crate::rate_limit::RateLimits,
 }

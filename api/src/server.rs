@@ -124,8 +124,16 @@ fn caller(reg: &Registry, remote: Option<IpAddr>, req: &Request<Incoming>) -> Re
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     let now_secs = reg.clock.now_ms() / 1000;
+    // A Basic password is a login: a user or address that failed too often waits first.
+    let basic_user = authorization
+        .filter(|a| a.starts_with("Basic "))
+        .and_then(|a| auth::basic_credentials(a).ok())
+        .map(|(user, _)| user);
+    if let Some(user) = &basic_user {
+        reg.rate_limits.admit_login(user, remote)?;
+    }
     let cached = authorization.and_then(|a| reg.verified.get(a, now_secs));
-    let principal = match cached.map(Ok).unwrap_or_else(|| {
+    let principal = cached.map(Ok).unwrap_or_else(|| {
         let p = reg
             .catalog
             .reader()
@@ -134,7 +142,11 @@ fn caller(reg: &Registry, remote: Option<IpAddr>, req: &Request<Incoming>) -> Re
             reg.verified.insert(a, p.clone(), *exp);
         }
         Ok::<_, auth::AuthError>(p)
-    }) {
+    });
+    if let Some(user) = &basic_user {
+        reg.rate_limits.login_result(user, remote, principal.is_ok());
+    }
+    let principal = match principal {
         Ok(p) => p,
         Err(_) if reg.auth_mode == AuthMode::Off => Principal::Anonymous,
         Err(e) => return Err(access::challenge(&origin, None).with_message(e.to_string())),
@@ -144,6 +156,38 @@ fn caller(reg: &Registry, remote: Option<IpAddr>, req: &Request<Incoming>) -> Re
         principal,
         origin,
         remote,
+    })
+}
+
+/// Takes one request from the caller's bucket (anonymous callers are limited by address only).
+fn admit_caller(cx: &Cx<'_>) -> Result<(), ApiError> {
+    let principal = &cx.caller.principal;
+    let subject = match principal {
+        Principal::Anonymous => return Ok(()),
+        p => p.subject(),
+    };
+    let tenancy = match principal {
+        Principal::User { namespace, .. } => Some(namespace.as_str()),
+        Principal::Bearer { sub, .. } => auth::split_username(sub)
+            .map(|(ns, _)| ns)
+            .filter(|ns| *ns != auth::SYSTEM_NAMESPACE),
+        _ => None,
+    };
+    cx.reg.rate_limits.admit_user(&subject, tenancy, || {
+        let ns = tenancy?;
+        cx.reg.catalog.reader().limits(ns).ok()?.requests_per_second
+    })
+}
+
+/// Whether `remote` is the address of a member's API (a relay from another node).
+fn from_member(reg: &Registry, remote: Option<IpAddr>) -> bool {
+    let Some(ip) = remote else {
+        return false;
+    };
+    reg.catalog.members().values().any(|(info, _)| {
+        info.api_addr
+            .parse::<std::net::SocketAddr>()
+            .is_ok_and(|a| a.ip() == ip)
     })
 }
 
@@ -157,9 +201,14 @@ async fn route(reg: &Registry, remote: Option<IpAddr>, req: Request<Incoming>) -
             "this node was removed from the cluster; use another member",
         ));
     }
+    // A request relayed by another member was counted where it arrived.
+    let relayed = crate::proxy::is_forwarded(req.headers()) && from_member(reg, remote);
+    if !relayed {
+        reg.rate_limits.admit_address(remote)?;
+    }
     if route == Route::Token {
         return match method {
-            Method::GET | Method::POST => handlers::token::issue(reg, req).await,
+            Method::GET | Method::POST => handlers::token::issue(reg, remote, req).await,
             _ => Err(unsupported(&method)),
         };
     }
@@ -177,6 +226,9 @@ async fn route(reg: &Registry, remote: Option<IpAddr>, req: Request<Incoming>) -
             Err(e) => return Err(e),
         },
     };
+    if !relayed {
+        admit_caller(&cx)?;
+    }
     let reg = &cx;
     match route {
         Route::Base => match method {

@@ -130,6 +130,10 @@ pub enum AdminCommand {
         /// A number of bytes, or `unlimited`.
         #[arg(long)]
         max_stored_bytes: Option<String>,
+        /// Requests per second each user of the tenancy may make on one node, or `default`
+        /// (the node's --rate-limit-per-user).
+        #[arg(long)]
+        requests_per_second: Option<String>,
     },
     /// A tenancy's repositories with their images, sizes and pulls, and its usage and limits.
     TenancySummary {
@@ -289,8 +293,13 @@ pub async fn run(target: &Target, command: AdminCommand) -> Result<(), CliError>
             max_repos,
             max_images_per_repo,
             max_stored_bytes,
+            requests_per_second,
         } => {
-            if max_repos.is_none() && max_images_per_repo.is_none() && max_stored_bytes.is_none() {
+            if max_repos.is_none()
+                && max_images_per_repo.is_none()
+                && max_stored_bytes.is_none()
+                && requests_per_second.is_none()
+            {
                 target.call("GET", &t(&namespace, "/limits"), None).await?
             } else {
                 let mut body = json!({ "max_repos": max_repos, "max_images_per_repo": max_images_per_repo });
@@ -302,6 +311,16 @@ pub async fn run(target: &Target, command: AdminCommand) -> Result<(), CliError>
                             .parse()
                             .map_err(|_| CliError::Decode(format!("--max-stored-bytes {n}: a number or unlimited")))?;
                         body["max_stored_bytes"] = json!(n);
+                    }
+                }
+                match requests_per_second.as_deref() {
+                    None => {}
+                    Some("default") => body["requests_per_second"] = Value::Null,
+                    Some(n) => {
+                        let n: u32 = n
+                            .parse()
+                            .map_err(|_| CliError::Decode(format!("--requests-per-second {n}: a number or default")))?;
+                        body["requests_per_second"] = json!(n);
                     }
                 }
                 target.call("PUT", &t(&namespace, "/limits"), Some(body)).await?

@@ -150,6 +150,15 @@ pub struct ServeArgs {
     /// Upload sessions one user may hold open on one node [default: 256].
     #[arg(long, env = "KEELSON_MAX_UPLOADS_PER_USER")]
     pub max_uploads_per_user: Option<usize>,
+    /// Requests per second one user may make to this node (a token bucket holding twice as
+    /// many); 0 for no limit. A tenancy's own `requests_per_second` limit replaces it for its
+    /// users. Over the limit the answer is 429 with Retry-After [default: 0].
+    #[arg(long, env = "KEELSON_RATE_LIMIT_PER_USER")]
+    pub rate_limit_per_user: Option<u32>,
+    /// Requests per second one source address may make to this node; 0 for no limit. Behind a
+    /// balancer that hides client addresses, leave it off or set it high [default: 0].
+    #[arg(long, env = "KEELSON_RATE_LIMIT_PER_ADDRESS")]
+    pub rate_limit_per_address: Option<u32>,
     /// Count manifest pulls per image (`false` only to measure what counting costs)
     /// [default: true].
     #[arg(long, env = "KEELSON_COUNT_PULLS")]
@@ -250,6 +259,7 @@ pub struct ServeConfig {
     pub capacity_interval: Option<Duration>,
     pub lifecycle: LifecycleSettings,
     pub uploads: UploadSettings,
+    pub rates: keelson_api::rate_limit::RateSettings,
 }
 
 /// A configuration file that cannot be used.
@@ -345,6 +355,10 @@ impl ServeArgs {
                 (_, _, None) => return Err(ConfigError::PartialTls("peer-tls-ca")),
             },
             capacity_bytes: self.capacity_bytes.or(file.capacity_bytes),
+            rates: keelson_api::rate_limit::RateSettings {
+                per_user: self.rate_limit_per_user.or(file.rate_limit_per_user).unwrap_or(0),
+                per_address: self.rate_limit_per_address.or(file.rate_limit_per_address).unwrap_or(0),
+            },
             uploads: UploadSettings {
                 idle: Duration::from_millis(self.upload_idle_ms.or(file.upload_idle_ms).unwrap_or(3_600_000).max(1)),
                 sweep_every: Duration::from_millis(

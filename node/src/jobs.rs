@@ -86,6 +86,14 @@ pub fn expire_uploads(registry: Arc<Registry>, settings: &crate::config::UploadS
     })
 }
 
+/// Forgets idle callers' rate buckets every minute, so the maps hold recent callers only.
+pub fn shrink_rate_limits(registry: Arc<Registry>) -> JoinHandle<()> {
+    every(Duration::from_secs(60), move || {
+        let registry = registry.clone();
+        async move { registry.rate_limits.shrink() }
+    })
+}
+
 /// Runs `pass` every `period` (first after one period; a slow pass delays the next).
 pub(crate) fn every<F, Fut>(period: Duration, pass: F) -> JoinHandle<()>
 where

@@ -262,7 +262,7 @@ where
             (None, Some(tls)) => Proxy::with_tls(tls),
             (None, None) => Default::default(),
         },
-        clock: env.clock,
+        clock: env.clock.clone(),
         limits: Limits::default(),
         blob_health: Default::default(),
         redundancy: Redundancy {
@@ -282,6 +282,7 @@ where
         pulls: keelson_api::pulls::PullCounter::new(config.lifecycle.count_pulls),
         tls: api_tls.is_some(),
         bootstrap_token: config.bootstrap_token.clone(),
+        rate_limits: keelson_api::rate_limit::RateLimits::new(config.rates, env.clock.clone()),
     });
     if single {
         match keelson_api::bootstrap_admin(&registry, config.bootstrap_token.clone()).await {
@@ -315,6 +316,7 @@ where
     ));
     tasks.push(tokio::spawn(sweep_idle_tees(registry.clone())));
     tasks.push(jobs::expire_uploads(registry.clone(), &config.uploads));
+    tasks.push(jobs::shrink_rate_limits(registry.clone()));
     tasks.extend(jobs::spawn(&registry, config.blob_jobs.clone()));
 
     if let (Some(tls), Some(settings)) = (&api_tls, &config.api_tls) {

@@ -221,3 +221,104 @@ fn abandoned_uploads_expire_with_their_files_and_are_bounded() {
     assert_eq!(done.status, 201, "{}", String::from_utf8_lossy(&done.body));
     assert_eq!(sessions_on_disk(&node.data_dir), 0);
 }
+
+/// The `Retry-After` seconds of a 429 answer.
+fn retry_after(a: &support::wire::Answer) -> u64 {
+    assert_eq!(a.status, 429, "{}", String::from_utf8_lossy(&a.body));
+    assert!(String::from_utf8_lossy(&a.body).contains("TOOMANYREQUESTS"));
+    a.header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .filter(|s| *s >= 1)
+        .expect("Retry-After in seconds")
+}
+
+#[test]
+fn rate_limits_and_failed_logins_answer_429_with_retry_after() {
+    const ADMIN: &str = "hostile-admin-token-0123456789abcdef";
+    let tmp = tempfile::tempdir().unwrap();
+    let node = support::Keelson::start_with_env(
+        tmp.path(),
+        &[
+            ("KEELSON_AUTH", "enforce"),
+            ("KEELSON_BOOTSTRAP_TOKEN", ADMIN),
+            ("KEELSON_TEST_CLOCK", "true"),
+        ],
+    );
+    let mut conn = Conn::new(TcpStream::connect(node.addr).unwrap(), &node.host());
+    let admin = basic("keelson/admin", ADMIN);
+    let call = |conn: &mut Conn<TcpStream>, method: &str, path: &str, body: &str| {
+        let a = conn.request(method, path, &admin, body.as_bytes()).unwrap();
+        (
+            a.status,
+            serde_json::from_slice::<serde_json::Value>(&a.body).unwrap_or_default(),
+        )
+    };
+    assert_eq!(
+        call(&mut conn, "POST", "/api/v1/tenancies", r#"{"namespace":"demo"}"#).0,
+        201
+    );
+    assert_eq!(
+        call(&mut conn, "POST", "/api/v1/tenancies/demo/users", r#"{"name":"ann"}"#).0,
+        201
+    );
+    let (_, created) = call(&mut conn, "POST", "/api/v1/tenancies/demo/users/ann/tokens", "{}");
+    let token = created["token"].as_str().expect("token").to_string();
+    let ann = basic("demo/ann", &token);
+
+    // Limits are validated where they enter: zeros are refused with a message, and nothing
+    // changes.
+    for bad in [
+        r#"{"requests_per_second":0}"#,
+        r#"{"max_repos":0}"#,
+        r#"{"max_stored_bytes":0}"#,
+    ] {
+        let (status, body) = call(&mut conn, "PUT", "/api/v1/tenancies/demo/limits", bad);
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(body.to_string().contains("at least 1"), "{body}");
+    }
+    let (status, body) = call(
+        &mut conn,
+        "PUT",
+        "/api/v1/tenancies/demo/limits",
+        r#"{"requests_per_second":3}"#,
+    );
+    assert_eq!((status, body["requests_per_second"].as_u64()), (200, Some(3)), "{body}");
+
+    // A burst over the tenancy's rate: 429 with Retry-After, and the next request after that
+    // long succeeds. The clock is moved, not waited for.
+    let mut offset_ms = 0;
+    let mut set_clock = |conn: &mut Conn<TcpStream>, plus_ms: u64| {
+        offset_ms += plus_ms;
+        let body = format!("{{\"offset_ms\": {offset_ms}}}");
+        assert_eq!(call(conn, "PUT", "/api/v1/cluster/clock", &body).0, 200);
+    };
+    let answers: Vec<_> = (0..40)
+        .map(|_| conn.request("GET", "/v2/", &ann, b"").unwrap())
+        .collect();
+    let ok = answers.iter().take_while(|a| a.status == 200).count();
+    assert!(
+        (6..40).contains(&ok),
+        "a burst of twice the rate passes, then refusals: {ok} passed"
+    );
+    let wait = retry_after(&answers[ok]);
+    set_clock(&mut conn, wait * 1000);
+    assert_eq!(conn.request("GET", "/v2/", &ann, b"").unwrap().status, 200);
+
+    // Guessing the token: five wrong passwords are answered 401, then every attempt waits
+    // (even with the right password) until the back-off has passed; it doubles.
+    let wrong = basic("demo/ann", "guess");
+    for path in ["/token?service=keelson", "/v2/"] {
+        for _ in 0..keelson_api::rate_limit::FREE_FAILURES {
+            assert_eq!(conn.request("GET", path, &wrong, b"").unwrap().status, 401, "{path}");
+        }
+        let first = retry_after(&conn.request("GET", path, &wrong, b"").unwrap());
+        assert_eq!(first, 1);
+        retry_after(&conn.request("GET", path, &ann, b"").unwrap());
+        set_clock(&mut conn, 1000);
+        assert_eq!(conn.request("GET", path, &wrong, b"").unwrap().status, 401);
+        assert_eq!(retry_after(&conn.request("GET", path, &ann, b"").unwrap()), 2);
+        set_clock(&mut conn, 2000);
+        // The right password, once allowed to try, succeeds and clears the count.
+        assert_eq!(conn.request("GET", path, &ann, b"").unwrap().status, 200, "{path}");
+    }
+}

@@ -241,6 +241,9 @@ impl Applier<'_> {
             C::AssignRetention { repo, policy } => self.assign_retention(&repo, policy),
             C::SetImmutableTags { scope, setting } => self.set_immutable_tags(scope, setting),
             C::SetLimits { namespace, limits } => {
+                if let Some(why) = limits.as_ref().and_then(TenancyLimits::invalid) {
+                    return rejected(Rejection::Invalid(why));
+                }
                 match limits {
                     Some(limits) => self.tx.put(CF_LIFECYCLE, &limits_key(&namespace), &limits)?,
                     None => self.tx.delete(CF_LIFECYCLE, &limits_key(&namespace))?,

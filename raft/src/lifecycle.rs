@@ -153,6 +153,9 @@ pub struct TenancyLimits {
     pub max_images_per_repo: u64,
     /// `None`: unlimited.
     pub max_stored_bytes: Option<u64>,
+    /// Requests per second each user of the tenancy may make on one node (`None`: the node's
+    /// default).
+    pub requests_per_second: Option<u32>,
 }
 
 impl Default for TenancyLimits {
@@ -161,11 +164,26 @@ impl Default for TenancyLimits {
             max_repos: DEFAULT_MAX_REPOS,
             max_images_per_repo: DEFAULT_MAX_IMAGES_PER_REPO,
             max_stored_bytes: None,
+            requests_per_second: None,
         }
     }
 }
 
 impl TenancyLimits {
+    /// Why these limits cannot be set (`None`: they can). A zero would lock the tenancy out of
+    /// what it already has; a request rate of zero would refuse every request.
+    pub fn invalid(&self) -> Option<String> {
+        let zero = [
+            ("max_repos", self.max_repos == 0),
+            ("max_images_per_repo", self.max_images_per_repo == 0),
+            ("max_stored_bytes", self.max_stored_bytes == Some(0)),
+            ("requests_per_second", self.requests_per_second == Some(0)),
+        ];
+        zero.iter()
+            .find(|(_, is_zero)| *is_zero)
+            .map(|(name, _)| format!("{name} must be at least 1 (null removes an optional limit)"))
+    }
+
     /// Why tenancy `ns`, holding `usage`, cannot take one more repository (`None`: it can).
     pub fn refuses_repo(&self, ns: &str, usage: &TenancyUsage) -> Option<String> {
         (usage.repos >= self.max_repos).then(|| {

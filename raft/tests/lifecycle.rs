@@ -343,6 +343,7 @@ async fn limits_hold_under_concurrent_pushes() {
                 max_repos: 2,
                 max_images_per_repo: 3,
                 max_stored_bytes: Some(10_000),
+                requests_per_second: None,
             }),
         },
     )

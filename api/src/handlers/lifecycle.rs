@@ -496,7 +496,14 @@ pub async fn tenancy_route(
                     None => current.max_stored_bytes,
                     Some(v) => v,
                 },
+                requests_per_second: match body.requests_per_second {
+                    None => current.requests_per_second,
+                    Some(v) => v,
+                },
             };
+            if let Some(why) = limits.invalid() {
+                return Err(bad_request(why));
+            }
             let cmd = CatalogCommand::SetLimits {
                 namespace: ns.to_string(),
                 limits: Some(limits),
@@ -654,11 +661,14 @@ struct LimitsBody {
     /// `null` makes stored bytes unlimited; absent keeps the current value.
     #[serde(default, deserialize_with = "explicit_null")]
     max_stored_bytes: Option<Option<u64>>,
+    /// `null` returns to the node's default rate; absent keeps the current value.
+    #[serde(default, deserialize_with = "explicit_null")]
+    requests_per_second: Option<Option<u32>>,
 }
 
 /// Tells `"field": null` (Some(None)) from an absent field (None).
-fn explicit_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<u64>>, D::Error> {
-    Option::<u64>::deserialize(d).map(Some)
+fn explicit_null<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
 }
 
 fn limits_json(l: &TenancyLimits) -> Value {
@@ -666,6 +676,7 @@ fn limits_json(l: &TenancyLimits) -> Value {
         "max_repos": l.max_repos,
         "max_images_per_repo": l.max_images_per_repo,
         "max_stored_bytes": l.max_stored_bytes,
+        "requests_per_second": l.requests_per_second,
     })
 }
 

@@ -110,7 +110,11 @@ async fn ensure_signing_key(reg: &Registry) -> Result<(), ApiError> {
 }
 
 /// Resolves who is asking.
-fn principal_of(reg: &Registry, tr: &TokenRequest) -> Result<(Principal, String), ApiError> {
+fn principal_of(
+    reg: &Registry,
+    remote: Option<std::net::IpAddr>,
+    tr: &TokenRequest,
+) -> Result<(Principal, String), ApiError> {
     let reader = reg.catalog.reader();
     if tr.grant_type.as_deref() == Some("refresh_token") {
         let token = tr
@@ -147,9 +151,10 @@ fn principal_of(reg: &Registry, tr: &TokenRequest) -> Result<(Principal, String)
     }
     match (&tr.username, &tr.password) {
         (Some(u), Some(p)) => {
-            let principal = reader
-                .with_identity(|state| auth::login(state, u, p))
-                .map_err(|_| unauthorized("invalid username or auth token"))?;
+            reg.rate_limits.admit_login(u, remote)?;
+            let login = reader.with_identity(|state| auth::login(state, u, p));
+            reg.rate_limits.login_result(u, remote, login.is_ok());
+            let principal = login.map_err(|_| unauthorized("invalid username or auth token"))?;
             let sub = match &principal {
                 Principal::User { namespace, user, .. } => format!("{namespace}/{user}"),
                 _ => format!("{SYSTEM_NAMESPACE}/{ADMIN_USER}"),
@@ -198,10 +203,14 @@ fn grant(cx: &Cx<'_>, scope: &str) -> Option<Access> {
     }
 }
 
-pub async fn issue(reg: &Registry, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+pub async fn issue(
+    reg: &Registry,
+    remote: Option<std::net::IpAddr>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
     let tr = parse_request(req).await?;
     ensure_signing_key(reg).await?;
-    let (principal, sub) = principal_of(reg, &tr)?;
+    let (principal, sub) = principal_of(reg, remote, &tr)?;
     reg.token_uses.record(&principal, reg.clock.now_ms());
     let tid = match &principal {
         Principal::User { token_id, .. } => Some(token_id.clone()),
