@@ -54,7 +54,8 @@ impl FromStr for RedundancyPolicy {
                 let (k, m) = value.split_once('+').ok_or_else(bad)?;
                 let k: u16 = k.trim().parse().map_err(|_| bad())?;
                 let m: u16 = m.trim().parse().map_err(|_| bad())?;
-                if k == 0 || m == 0 || k + m > MAX_SHARDS {
+                // Checked: `rs=65535+1` must not wrap around to a small total.
+                if k == 0 || m == 0 || k.checked_add(m).is_none_or(|total| total > MAX_SHARDS) {
                     return Err(bad());
                 }
                 Ok(RedundancyPolicy::Erasure { k, m })
@@ -102,6 +103,9 @@ mod tests {
             "rs=0+2",
             "rs=4+0",
             "rs=60+5",
+            // Regression: k + m overflowed u16 and wrapped to 0, so this was accepted.
+            "rs=65535+1",
+            "rs=1+65535",
             "ec=4+2",
         ] {
             assert!(bad.parse::<RedundancyPolicy>().is_err(), "{bad}");

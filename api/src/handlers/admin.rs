@@ -94,6 +94,29 @@ fn may_initialise(cx: &Cx<'_>, headers: &http::HeaderMap) -> Result<(), ApiError
     }
 }
 
+/// Refuses an erasure-coded policy wider than the cluster's fault domains: its shards could
+/// never all be placed, so every large push would fail. (`replicas=N` is capped by the member
+/// count, as documented, and needs no check.)
+pub(crate) fn satisfiable(cx: &Cx<'_>, policy: RedundancyPolicy) -> Result<(), ApiError> {
+    let RedundancyPolicy::Erasure { k, m } = policy else {
+        return Ok(());
+    };
+    let domains: std::collections::BTreeSet<String> = cx
+        .catalog
+        .members()
+        .into_values()
+        .map(|(info, _)| info.fault_domain)
+        .collect();
+    let width = usize::from(k) + usize::from(m);
+    match width > domains.len() {
+        false => Ok(()),
+        true => Err(bad_request(format!(
+            "{policy} places {width} shards in distinct fault domains; this cluster has {}: add members first",
+            domains.len()
+        ))),
+    }
+}
+
 fn catalog_error(e: keelson_raft::CatalogError) -> ApiError {
     match e {
         keelson_raft::CatalogError::Membership(m) => bad_request(m),
@@ -156,6 +179,7 @@ pub async fn cluster(reg: &Cx<'_>, rest: &str, req: Request<Incoming>) -> Result
                 .redundancy
                 .parse()
                 .map_err(|e: PolicyParseError| bad_request(e.to_string()))?;
+            satisfiable(reg, policy)?;
             let cmd = CatalogCommand::SetRedundancy {
                 repo: None,
                 policy: Some(policy),

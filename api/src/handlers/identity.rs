@@ -328,6 +328,9 @@ pub async fn route(cx: &Cx<'_>, rest: &str, req: Request<Incoming>) -> Result<Re
             access::authorize(cx, Action::Administer, &name)?;
             let compartment = body.compartment.filter(|c| !c.is_empty());
             let policy = requested_policy(body.redundancy.as_deref())?;
+            if let Some(Some(p)) = policy {
+                super::admin::satisfiable(cx, p)?;
+            }
             let cmd = CatalogCommand::CreateRepo {
                 repo: name.clone(),
                 compartment,
@@ -367,6 +370,9 @@ pub async fn route(cx: &Cx<'_>, rest: &str, req: Request<Incoming>) -> Result<Re
                     let body: RepoBody = read_json(req).await?;
                     let compartment = body.compartment.map(|c| Some(c).filter(|c| !c.is_empty()));
                     let policy = requested_policy(body.redundancy.as_deref())?;
+                    if let Some(Some(p)) = policy {
+                        super::admin::satisfiable(cx, p)?;
+                    }
                     let untouched = policy.is_none() && body.lifecycle.is_empty();
                     if untouched || body.public.is_some() || compartment.is_some() {
                         commit(
