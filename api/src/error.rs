@@ -201,6 +201,7 @@ impl From<Rejection> for ApiError {
                 IdentityRejection::NoTenancy(_) | IdentityRejection::Missing(_) => {
                     ApiError::new(ErrorCode::NotFound, r.to_string())
                 }
+                IdentityRejection::OutOfScope(_) => ApiError::new(ErrorCode::BadRequest, r.to_string()),
                 _ => ApiError::new(ErrorCode::Conflict, r.to_string()),
             },
         }

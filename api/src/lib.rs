@@ -27,3 +27,5 @@ pub use handlers::admin::bootstrap_redundancy;
 pub use handlers::identity::bootstrap_admin;
 pub use registry::{AdjustableClock, Clock, Limits, Redundancy, Registry, SystemClock};
 pub use server::serve;
+#[cfg(test)]
+mod fuzz;

@@ -181,6 +181,8 @@ pub enum IdentityRejection {
     TooManyTokens(usize),
     #[error("cluster administrator already bootstrapped")]
     AlreadyBootstrapped,
+    #[error("{0}")]
+    OutOfScope(String),
 }
 
 impl IdentityState {
@@ -284,13 +286,33 @@ impl IdentityState {
                 name,
                 policy,
             } => {
-                let t = self.tenancy(&namespace)?;
-                if let Some(c) = &policy.compartment {
-                    if c != &namespace && !t.compartments.contains_key(c) {
-                        return Err(Missing(format!("compartment {c}")));
+                {
+                    let t = self.tenancy(&namespace)?;
+                    if let Some(c) = &policy.compartment {
+                        if c != &namespace && !t.compartments.contains_key(c) {
+                            return Err(Missing(format!("compartment {c}")));
+                        }
                     }
                 }
-                t.policies.insert(name, policy);
+                // A policy attached to a compartment grants nothing outside its subtree (OCI's
+                // rule): a statement reaching further is refused, not silently widened.
+                if let Some(attached) = policy.compartment.as_deref().filter(|c| *c != namespace) {
+                    for st in &policy.statements {
+                        let inside = match &st.scope {
+                            Scope::Tenancy => false,
+                            Scope::Compartment(c) => {
+                                c != &namespace && self.ancestry(&namespace, Some(c)).iter().any(|a| a == attached)
+                            }
+                        };
+                        if !inside {
+                            return Err(IdentityRejection::OutOfScope(format!(
+                                "a policy attached to compartment {attached} can only grant access in {attached} \
+                                 or its sub-compartments"
+                            )));
+                        }
+                    }
+                }
+                self.tenancy(&namespace)?.policies.insert(name, policy);
             }
             IdentityCommand::DeletePolicy { namespace, name } => {
                 let t = self.tenancy(&namespace)?;

@@ -213,15 +213,26 @@ pub fn allows(
         return true;
     }
     let chain = state.ancestry(ns, compartment);
-    tenancy.policies.values().flat_map(|p| p.statements.iter()).any(|st| {
-        st.verb >= verb
-            && tenancy.groups.get(&st.group).is_some_and(|m| m.contains(user))
-            && match &st.scope {
-                Scope::Tenancy => true,
-                Scope::Compartment(c) => c == ns || chain.contains(c),
-            }
-            && st.repo_name.as_deref().is_none_or(|r| r == repo_path)
-    })
+    // A policy attached to a compartment applies only within that compartment's subtree.
+    let applies = |p: &&keelson_raft::identity::Policy| {
+        p.compartment
+            .as_deref()
+            .is_none_or(|attached| attached == ns || chain.iter().any(|c| c == attached))
+    };
+    tenancy
+        .policies
+        .values()
+        .filter(applies)
+        .flat_map(|p| p.statements.iter())
+        .any(|st| {
+            st.verb >= verb
+                && tenancy.groups.get(&st.group).is_some_and(|m| m.contains(user))
+                && match &st.scope {
+                    Scope::Tenancy => true,
+                    Scope::Compartment(c) => c == ns || chain.contains(c),
+                }
+                && st.repo_name.as_deref().is_none_or(|r| r == repo_path)
+        })
 }
 
 #[cfg(test)]
@@ -261,5 +272,97 @@ mod tests {
             .unwrap_err();
         assert_eq!((e.line, e.column), (2, 23));
         assert!(parse_statement(1, "allow group g to read repos in compartment 'open").is_err());
+    }
+}
+
+#[cfg(test)]
+mod attachment {
+    use keelson_raft::identity::{IdentityCommand as C, IdentityRejection, IdentityState, Policy, Verb};
+
+    use super::{allows, parse_policy};
+
+    /// acme with compartments team ⊃ web and other; ann in group devs.
+    fn tenancy() -> IdentityState {
+        let mut s = IdentityState::default();
+        let ns = || "acme".to_string();
+        s.apply(C::CreateTenancy {
+            namespace: ns(),
+            now_ms: 1,
+        })
+        .unwrap();
+        for (name, parent) in [("team", None), ("web", Some("team")), ("other", None)] {
+            s.apply(C::CreateCompartment {
+                namespace: ns(),
+                name: name.into(),
+                parent: parent.map(str::to_string),
+            })
+            .unwrap();
+        }
+        s.apply(C::CreateUser {
+            namespace: ns(),
+            user: "ann".into(),
+            now_ms: 1,
+        })
+        .unwrap();
+        s.apply(C::CreateGroup {
+            namespace: ns(),
+            group: "devs".into(),
+        })
+        .unwrap();
+        s.apply(C::AddToGroup {
+            namespace: ns(),
+            group: "devs".into(),
+            user: "ann".into(),
+        })
+        .unwrap();
+        s
+    }
+
+    fn put(s: &mut IdentityState, compartment: &str, statement: &str) -> Result<(), IdentityRejection> {
+        s.apply(C::PutPolicy {
+            namespace: "acme".into(),
+            name: format!("p{}", s.tenancies["acme"].policies.len()),
+            policy: Policy {
+                compartment: Some(compartment.into()),
+                statements: parse_policy(&[statement.to_string()]).unwrap(),
+            },
+        })
+    }
+
+    #[test]
+    fn a_compartment_policy_grants_only_within_its_subtree() {
+        let mut s = tenancy();
+        // Statements reaching outside the attachment are refused where they enter.
+        for outside in [
+            "allow group devs to manage repos in tenancy",
+            "allow group devs to manage repos in compartment other",
+            "allow group devs to manage repos in compartment acme",
+        ] {
+            let refused = put(&mut s, "team", outside).unwrap_err();
+            assert!(
+                matches!(refused, IdentityRejection::OutOfScope(_)),
+                "{outside}: {refused:?}"
+            );
+        }
+        put(&mut s, "team", "allow group devs to read repos in compartment web").unwrap();
+        assert!(allows(&s, "acme", "ann", Verb::Read, Some("web"), "web/app"));
+        assert!(!allows(&s, "acme", "ann", Verb::Read, Some("team"), "team/app"));
+        assert!(!allows(&s, "acme", "ann", Verb::Read, Some("other"), "other/app"));
+
+        // A policy stored before the check (attached to team, saying "in tenancy") is still
+        // confined to team's subtree when evaluated.
+        let legacy = Policy {
+            compartment: Some("team".into()),
+            statements: parse_policy(&["allow group devs to manage repos in tenancy".into()]).unwrap(),
+        };
+        s.tenancies
+            .get_mut("acme")
+            .unwrap()
+            .policies
+            .insert("legacy".into(), legacy);
+        assert!(allows(&s, "acme", "ann", Verb::Manage, Some("team"), "team/app"));
+        assert!(allows(&s, "acme", "ann", Verb::Manage, Some("web"), "web/app"));
+        assert!(!allows(&s, "acme", "ann", Verb::Manage, Some("other"), "other/app"));
+        assert!(!allows(&s, "acme", "ann", Verb::Manage, None, "root/app"));
     }
 }

@@ -18,13 +18,13 @@ fn unknown() -> ApiError {
 
 /// A parsed `Range: bytes=…` header against a blob of `size` bytes.
 #[derive(Debug, PartialEq, Eq)]
-enum RangeRequest {
+pub(crate) enum RangeRequest {
     Whole,
     Part { start: u64, end: u64 },
     Unsatisfiable,
 }
 
-fn parse_range(header: Option<&str>, size: u64) -> RangeRequest {
+pub(crate) fn parse_range(header: Option<&str>, size: u64) -> RangeRequest {
     let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else {
         return RangeRequest::Whole;
     };

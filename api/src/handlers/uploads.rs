@@ -42,9 +42,15 @@ fn created(name: &str, digest: &Digest) -> Response<Body> {
 
 /// `Content-Range: <start>-<end>` of a chunk (also accepts a `bytes ` prefix).
 fn chunk_start(req: &Request<Incoming>) -> Result<Option<u64>, ApiError> {
-    let Some(text) = header(req, "content-range") else {
-        return Ok(None);
-    };
+    match header(req, "content-range") {
+        None => Ok(None),
+        Some(text) => content_range_start(text, header(req, "content-length")).map(Some),
+    }
+}
+
+/// The first byte of a chunk from its `Content-Range` (`<start>-<end>`, optionally `bytes `
+/// and `/<total>`), which must describe exactly the `Content-Length` bytes that follow.
+pub(crate) fn content_range_start(text: &str, content_length: Option<&str>) -> Result<u64, ApiError> {
     let text = text.trim().trim_start_matches("bytes ").trim_start_matches("bytes=");
     let bad = || {
         ApiError::new(ErrorCode::BlobUploadInvalid, "Content-Range must be <start>-<end>")
@@ -53,12 +59,10 @@ fn chunk_start(req: &Request<Incoming>) -> Result<Option<u64>, ApiError> {
     let (start, end) = text.split_once('-').ok_or_else(bad)?;
     let start: u64 = start.trim().parse().map_err(|_| bad())?;
     let end: u64 = end.split('/').next().unwrap_or("").trim().parse().map_err(|_| bad())?;
-    if end < start {
-        return Err(bad());
-    }
-    // The declared range must describe exactly the body that follows.
-    if let Some(len) = header(req, "content-length").and_then(|l| l.trim().parse::<u64>().ok()) {
-        if len != end - start + 1 {
+    // Checked: `0-18446744073709551615` spans 2^64 bytes, one more than a u64 holds.
+    let span = end.checked_sub(start).and_then(|d| d.checked_add(1)).ok_or_else(bad)?;
+    if let Some(len) = content_length.and_then(|l| l.trim().parse::<u64>().ok()) {
+        if len != span {
             return Err(ApiError::new(
                 ErrorCode::BlobUploadInvalid,
                 format!("Content-Range {start}-{end} does not match Content-Length {len}"),
@@ -66,7 +70,7 @@ fn chunk_start(req: &Request<Incoming>) -> Result<Option<u64>, ApiError> {
             .with_status(StatusCode::RANGE_NOT_SATISFIABLE));
         }
     }
-    Ok(Some(start))
+    Ok(start)
 }
 
 /// Streams the request body into the session, and to the replicas' streams when the blob is
