@@ -86,23 +86,9 @@ impl ServerTls {
         self.cert.reload_if_changed()
     }
 
-    /// Checks the files every `every` for as long as the returned task runs.
-    pub fn spawn_reloader(&self, every: Duration) -> tokio::task::JoinHandle<()> {
-        let tls = self.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                match tls.reload_if_changed() {
-                    Ok(true) => tracing::info!(cert = %tls.cert.cert_path.display(), "API certificate reloaded"),
-                    Ok(false) => {}
-                    Err(e) => {
-                        tracing::warn!(error = %e, "API certificate changed but does not load; still serving the previous one")
-                    }
-                }
-            }
-        })
+    /// The certificate file being served (for logs).
+    pub fn cert_path(&self) -> &Path {
+        &self.cert.cert_path
     }
 }
 

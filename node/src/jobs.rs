@@ -86,6 +86,22 @@ pub fn expire_uploads(registry: Arc<Registry>, settings: &crate::config::UploadS
     })
 }
 
+/// Serves a renewed API certificate once its files change (checked every `period`).
+pub fn reload_certificate(tls: keelson_api::tls::ServerTls, period: Duration) -> JoinHandle<()> {
+    every(period, move || {
+        let tls = tls.clone();
+        async move {
+            match tls.reload_if_changed() {
+                Ok(true) => tracing::info!(cert = %tls.cert_path().display(), "API certificate reloaded"),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "API certificate changed but does not load; still serving the previous one")
+                }
+            }
+        }
+    })
+}
+
 /// Forgets idle callers' rate buckets every minute, so the maps hold recent callers only.
 pub fn shrink_rate_limits(registry: Arc<Registry>) -> JoinHandle<()> {
     every(Duration::from_secs(60), move || {

@@ -320,7 +320,7 @@ where
     tasks.extend(jobs::spawn(&registry, config.blob_jobs.clone()));
 
     if let (Some(tls), Some(settings)) = (&api_tls, &config.api_tls) {
-        tasks.push(tls.spawn_reloader(settings.reload_every));
+        tasks.push(jobs::reload_certificate(tls.clone(), settings.reload_every));
     }
     let accept_registry = registry.clone();
     let mut api_incoming = api.incoming;

@@ -95,6 +95,8 @@ pub async fn node_host(spec: NodeSpec) -> turmoil::Result {
         capacity_interval_ms: Some(0),
         retention_interval_ms: Some(crate::retention::RETENTION_INTERVAL_MS),
         pull_flush_ms: Some(crate::retention::PULL_FLUSH_MS),
+        upload_idle_ms: Some(crate::uploads::UPLOAD_IDLE_MS),
+        upload_sweep_ms: Some(crate::uploads::UPLOAD_SWEEP_MS),
         ..Default::default()
     }
     .resolve()?;

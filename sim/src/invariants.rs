@@ -78,6 +78,7 @@ pub async fn verifier(
     final_tags(&shared, &nodes, &repos, &tags).await;
     acked_blobs(&shared, &nodes).await;
     acked_manifests(&shared, &nodes).await;
+    crate::uploads::check(&shared, &nodes).await;
     shared.trace(now_ms(), "verify: done");
     shared.verified.set(true);
     Ok(())

@@ -27,6 +27,7 @@ pub mod report;
 pub mod retention;
 pub mod scenario;
 pub mod skew;
+pub mod uploads;
 pub mod workload;
 
 pub use report::{SeedReport, Totals};

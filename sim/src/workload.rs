@@ -159,7 +159,8 @@ impl Client {
             55..=62 => self.delete_tag(&repo, &tag).await,
             63..=66 if has_manifest => self.delete_manifest(&repo).await,
             67..=89 => self.pull_tag(&repo, &tag).await,
-            _ => self.pull_blob(&repo).await,
+            90..=95 => self.pull_blob(&repo).await,
+            _ => self.abandon_upload(&repo).await,
         }
     }
 
@@ -207,6 +208,35 @@ impl Client {
             }
             _ => None,
         }
+    }
+
+    /// Opens an upload, sends its first chunk and walks away (the session must expire).
+    async fn abandon_upload(&mut self, repo: &str) {
+        let node = self.node();
+        let addr = api_addr(&node);
+        let started = client::request(
+            &addr,
+            Method::POST,
+            &format!("/v2/{repo}/blobs/uploads/"),
+            &[],
+            Bytes::new(),
+            REQUEST_TIMEOUT,
+        )
+        .await;
+        let location = match classify(started, 202) {
+            Answer::Done(r) => r.header("location").map(path_of),
+            _ => None,
+        };
+        let outcome = match location {
+            None => "post-failed".to_string(),
+            Some(location) => {
+                let chunk = Bytes::from(vec![7u8; 100]);
+                let headers = [("content-type", "application/octet-stream"), ("content-range", "0-99")];
+                let patched = client::request(&addr, Method::PATCH, &location, &headers, chunk, REQUEST_TIMEOUT).await;
+                outcome(&classify(patched, 202))
+            }
+        };
+        self.trace(&node, format!("abandon-upload {repo} {outcome}"));
     }
 
     /// A chunked upload through `entry` (a node, or the load balancer, which sends every request
