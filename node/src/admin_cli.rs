@@ -303,26 +303,13 @@ pub async fn run(target: &Target, command: AdminCommand) -> Result<(), CliError>
                 target.call("GET", &t(&namespace, "/limits"), None).await?
             } else {
                 let mut body = json!({ "max_repos": max_repos, "max_images_per_repo": max_images_per_repo });
-                match max_stored_bytes.as_deref() {
-                    None => {}
-                    Some("unlimited") => body["max_stored_bytes"] = Value::Null,
-                    Some(n) => {
-                        let n: u64 = n
-                            .parse()
-                            .map_err(|_| CliError::Decode(format!("--max-stored-bytes {n}: a number or unlimited")))?;
-                        body["max_stored_bytes"] = json!(n);
-                    }
-                }
-                match requests_per_second.as_deref() {
-                    None => {}
-                    Some("default") => body["requests_per_second"] = Value::Null,
-                    Some(n) => {
-                        let n: u32 = n
-                            .parse()
-                            .map_err(|_| CliError::Decode(format!("--requests-per-second {n}: a number or default")))?;
-                        body["requests_per_second"] = json!(n);
-                    }
-                }
+                set_optional_number(&mut body, "max_stored_bytes", max_stored_bytes.as_deref(), "unlimited")?;
+                set_optional_number(
+                    &mut body,
+                    "requests_per_second",
+                    requests_per_second.as_deref(),
+                    "default",
+                )?;
                 target.call("PUT", &t(&namespace, "/limits"), Some(body)).await?
             }
         }
@@ -339,5 +326,21 @@ pub async fn run(target: &Target, command: AdminCommand) -> Result<(), CliError>
         }
     };
     show(&answer);
+    Ok(())
+}
+
+/// Puts `--<key> N` into `body[key]` as a number, or as `null` when the flag says `unset` (the
+/// word that removes the limit); an absent flag leaves `body` alone.
+fn set_optional_number(body: &mut Value, key: &str, flag: Option<&str>, unset: &str) -> Result<(), CliError> {
+    match flag {
+        None => {}
+        Some(word) if word == unset => body[key] = Value::Null,
+        Some(n) => {
+            let n: u64 = n
+                .parse()
+                .map_err(|_| CliError::Decode(format!("--{} {n}: a number or {unset}", key.replace('_', "-"))))?;
+            body[key] = json!(n);
+        }
+    }
     Ok(())
 }

@@ -30,7 +30,7 @@ use support::docker::{busybox_rootfs_tar, pushed_digest, Docker};
 use support::lb::Lb;
 use support::oci::{layout_blobs, layout_ref, skopeo, umoci_image, OCI_MANIFEST};
 use support::status::status_of;
-use support::tools::{exec, need, tail};
+use support::tools::{exec, need};
 use support::ClusterNode;
 
 const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
@@ -244,18 +244,7 @@ async fn docker_push_and_pull_through_the_load_balancer() {
     );
     let tar = busybox_rootfs_tar(tmp.path(), "pushed through keelson lb\n", COMMAND_LIMIT);
     let docker = Docker::start(&tmp.path().join("docker"));
-    let run = |cmd: &mut Command| -> String {
-        let out = exec(cmd, COMMAND_LIMIT);
-        assert!(
-            out.ok,
-            "{cmd:?} failed ({})\nstdout:\n{}\nstderr:\n{}{}",
-            out.status,
-            tail(&out.stdout, 4000),
-            tail(&out.stderr, 4000),
-            cluster.logs()
-        );
-        out.stdout
-    };
+    let run = |cmd: &mut Command| cluster.run(cmd, COMMAND_LIMIT);
 
     let image = format!("{}/demo/through-lb:v1", lb.addr);
     run(docker

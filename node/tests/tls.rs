@@ -19,7 +19,7 @@ use support::content::{digest_of, pseudo_random, sha256_hex};
 use support::docker::{busybox_rootfs_tar, Docker};
 use support::lb::Lb;
 use support::oci::skopeo;
-use support::tools::{exec, need, tail, wait_until};
+use support::tools::{exec, need, wait_until};
 use support::wire::{self, Conn};
 
 const COMMAND_LIMIT: Duration = Duration::from_secs(300);
@@ -52,16 +52,7 @@ impl Drop for DockerCa {
 }
 
 fn run(cluster: &Cluster, cmd: &mut Command) -> String {
-    let out = exec(cmd, COMMAND_LIMIT);
-    assert!(
-        out.ok,
-        "{cmd:?} failed ({})\nstdout:\n{}\nstderr:\n{}{}",
-        out.status,
-        tail(&out.stdout, 4000),
-        tail(&out.stderr, 4000),
-        cluster.logs()
-    );
-    out.stdout
+    cluster.run(cmd, COMMAND_LIMIT)
 }
 
 /// `keelson admin --node https://… --ca … --token ADMIN args…`.

@@ -214,22 +214,9 @@ impl Client {
     async fn abandon_upload(&mut self, repo: &str) {
         let node = self.node();
         let addr = api_addr(&node);
-        let started = client::request(
-            &addr,
-            Method::POST,
-            &format!("/v2/{repo}/blobs/uploads/"),
-            &[],
-            Bytes::new(),
-            REQUEST_TIMEOUT,
-        )
-        .await;
-        let location = match classify(started, 202) {
-            Answer::Done(r) => r.header("location").map(path_of),
-            _ => None,
-        };
-        let outcome = match location {
-            None => "post-failed".to_string(),
-            Some(location) => {
+        let outcome = match start_upload(&addr, repo).await {
+            Err(answer) => outcome(&answer),
+            Ok(location) => {
                 let chunk = Bytes::from(vec![7u8; 100]);
                 let headers = [("content-type", "application/octet-stream"), ("content-range", "0-99")];
                 let patched = client::request(&addr, Method::PATCH, &location, &headers, chunk, REQUEST_TIMEOUT).await;
@@ -245,21 +232,9 @@ impl Client {
     /// did not succeed, or the final `PUT`.
     async fn upload_chunked(&mut self, entry: &str, repo: &str, data: &[u8], digest: &str, pieces: usize) -> Answer {
         let addr = api_addr(entry);
-        let started = client::request(
-            &addr,
-            Method::POST,
-            &format!("/v2/{repo}/blobs/uploads/"),
-            &[],
-            Bytes::new(),
-            REQUEST_TIMEOUT,
-        )
-        .await;
-        let mut location = match classify(started, 202) {
-            Answer::Done(r) => match r.header("location") {
-                Some(l) => path_of(l),
-                None => return Answer::Unknown("post-no-location".into()),
-            },
-            other => return other,
+        let mut location = match start_upload(&addr, repo).await {
+            Ok(location) => location,
+            Err(answer) => return answer,
         };
         let step = data.len().div_ceil(pieces).max(1);
         for (i, piece) in data.chunks(step).enumerate() {
@@ -572,6 +547,27 @@ impl Client {
                 );
             }
         }
+    }
+}
+
+/// `POST /v2/<repo>/blobs/uploads/` on `addr`: the session's location, or the answer that was
+/// not one.
+async fn start_upload(addr: &str, repo: &str) -> Result<String, Answer> {
+    let started = client::request(
+        addr,
+        Method::POST,
+        &format!("/v2/{repo}/blobs/uploads/"),
+        &[],
+        Bytes::new(),
+        REQUEST_TIMEOUT,
+    )
+    .await;
+    match classify(started, 202) {
+        Answer::Done(r) => r
+            .header("location")
+            .map(path_of)
+            .ok_or_else(|| Answer::Unknown("post-no-location".into())),
+        other => Err(other),
     }
 }
 

@@ -150,6 +150,21 @@ impl Cluster {
         assert!(printed.contains(&format!("node {id} added")), "add printed {printed:?}");
     }
 
+    /// Runs a client command (docker, skopeo, ctr, the CLI) that must succeed within `limit`;
+    /// a failure panics with its output and every node's log. Returns stdout.
+    pub fn run(&self, cmd: &mut Command, limit: Duration) -> String {
+        let out = exec(cmd, limit);
+        assert!(
+            out.ok,
+            "{cmd:?} failed ({})\nstdout:\n{}\nstderr:\n{}{}",
+            out.status,
+            tail(&out.stdout, 4000),
+            tail(&out.stderr, 4000),
+            self.logs()
+        );
+        out.stdout
+    }
+
     /// Node `id`'s cluster status, as the administrator when auth is on.
     pub fn status(&self, id: u64) -> Result<Value, String> {
         let admin = self.admin_token.as_deref().map(|t| ("keelson/admin", t));
