@@ -29,7 +29,7 @@ use support::containerd::Containerd;
 use support::content::{hex_of, pseudo_random, sha256_hex};
 use support::docker::{busybox_rootfs_tar, pushed_digest, Docker};
 use support::oci::{layout_blobs, layout_ref, skopeo, two_platform_layout, umoci_image, OCI_INDEX, OCI_MANIFEST};
-use support::tools::{exec, need, tail, tool, INSTALL_HINT};
+use support::tools::{exec, exec_ok, need, tail, tool, INSTALL_HINT};
 use support::Keelson;
 
 const HELM_CONFIG: &str = "application/vnd.cncf.helm.config.v1+json";
@@ -134,17 +134,9 @@ impl Registry {
     /// Runs a client command that must succeed; on failure panics with its output and the tail
     /// of the keelson log. Returns stdout.
     fn run(&self, cmd: &mut Command) -> String {
-        let out = exec(cmd, COMMAND_LIMIT);
-        if !out.ok {
-            panic!(
-                "{cmd:?} failed ({})\n--- stdout:\n{}\n--- stderr:\n{}\n--- keelson.log (tail):\n{}",
-                out.status,
-                tail(&out.stdout, 8000),
-                tail(&out.stderr, 8000),
-                self.log_tail()
-            );
-        }
-        out.stdout
+        exec_ok(cmd, COMMAND_LIMIT, || {
+            format!("--- keelson.log (tail):\n{}", self.log_tail())
+        })
     }
 
     /// Raw HTTP GET with curl: (status, headers lower-cased, body).

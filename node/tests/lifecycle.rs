@@ -21,7 +21,7 @@ use support::cluster::Cluster;
 use support::content::{pseudo_random, sha256_hex};
 use support::docker::{busybox_rootfs_tar, pushed_digest, Docker};
 use support::oci::{layout_blobs, layout_ref, read_json, skopeo, two_platform_layout, umoci_image};
-use support::tools::{exec, need, tail, tool, wait_until};
+use support::tools::{exec, exec_ok, need, tool, wait_until};
 use support::Keelson;
 
 const LIMIT: Duration = Duration::from_secs(300);
@@ -66,15 +66,7 @@ fn api(method: &str, host: &str, path: &str, body: Option<Value>) -> Value {
 }
 
 fn run(cmd: &mut Command) -> String {
-    let out = exec(cmd, LIMIT);
-    assert!(
-        out.ok,
-        "{cmd:?} failed ({}):\n{}\n{}",
-        out.status,
-        tail(&out.stdout, 4000),
-        tail(&out.stderr, 4000)
-    );
-    out.stdout
+    exec_ok(cmd, LIMIT, String::new)
 }
 
 fn keelson_cli(host: &str, args: &[&str]) -> String {

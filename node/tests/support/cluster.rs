@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::status::status_over;
-use super::tools::{exec, tail};
+use super::tools::{exec, exec_ok, tail};
 use super::ClusterNode;
 
 /// The environment of a node, by node id.
@@ -153,16 +153,7 @@ impl Cluster {
     /// Runs a client command (docker, skopeo, ctr, the CLI) that must succeed within `limit`;
     /// a failure panics with its output and every node's log. Returns stdout.
     pub fn run(&self, cmd: &mut Command, limit: Duration) -> String {
-        let out = exec(cmd, limit);
-        assert!(
-            out.ok,
-            "{cmd:?} failed ({})\nstdout:\n{}\nstderr:\n{}{}",
-            out.status,
-            tail(&out.stdout, 4000),
-            tail(&out.stderr, 4000),
-            self.logs()
-        );
-        out.stdout
+        exec_ok(cmd, limit, || self.logs())
     }
 
     /// Node `id`'s cluster status, as the administrator when auth is on.

@@ -41,6 +41,21 @@ pub struct Output {
     pub stderr: String,
 }
 
+/// [`exec`] for a command that must succeed: a failure panics with its status, the tails of its
+/// output and `context()` (the logs of the nodes it talked to). Returns stdout.
+pub fn exec_ok(cmd: &mut Command, limit: Duration, context: impl FnOnce() -> String) -> String {
+    let out = exec(cmd, limit);
+    assert!(
+        out.ok,
+        "{cmd:?} failed ({})\n--- stdout:\n{}\n--- stderr:\n{}\n{}",
+        out.status,
+        tail(&out.stdout, 8000),
+        tail(&out.stderr, 8000),
+        context()
+    );
+    out.stdout
+}
+
 /// Runs `cmd` with stdout/stderr captured (in anonymous temp files, so no pipe can fill up) and a
 /// time limit; a command still running at the limit is killed and reported as failed.
 pub fn exec(cmd: &mut Command, limit: Duration) -> Output {
