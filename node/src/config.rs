@@ -140,6 +140,22 @@ pub struct ServeArgs {
     /// clear [default: false].
     #[arg(long, env = "KEELSON_INSECURE_HTTP")]
     pub insecure_http: Option<bool>,
+    /// A file of master keys that turns encryption at rest on: blobs, shards and upload files are
+    /// stored sealed with AES-256-GCM under per-file data keys wrapped by the first key, and the
+    /// catalog's signing keys are sealed too. One key per line, 64 hex digits (`openssl rand -hex
+    /// 32`); the first is active, later ones are retired keys still read during a rotation. Every
+    /// node needs the same file; it is reloaded when it changes [default: off].
+    #[arg(long, env = "KEELSON_ENCRYPTION_KEY_FILE")]
+    pub encryption_key_file: Option<PathBuf>,
+    /// The master keys themselves, as the key file's lines separated by commas, for deployments
+    /// that pass secrets in the environment (never reloaded) [default: off].
+    #[arg(long, env = "KEELSON_ENCRYPTION_KEYS", hide_env_values = true)]
+    #[serde(skip)]
+    pub encryption_keys: Option<String>,
+    /// Milliseconds between two encryption-at-rest passes (sealing files written before
+    /// encryption was on, re-wrapping data keys after a rotation) [default: 60000].
+    #[arg(long, env = "KEELSON_AT_REST_INTERVAL_MS")]
+    pub at_rest_interval_ms: Option<u64>,
     /// Milliseconds an upload session may stay unused before it expires with its files
     /// [default: 3600000].
     #[arg(long, env = "KEELSON_UPLOAD_IDLE_MS")]
@@ -260,6 +276,8 @@ pub struct ServeConfig {
     pub lifecycle: LifecycleSettings,
     pub uploads: UploadSettings,
     pub rates: keelson_api::rate_limit::RateSettings,
+    /// Master keys when encryption at rest is on.
+    pub key_ring: Option<std::sync::Arc<keelson_storage::at_rest::KeyRing>>,
 }
 
 /// A configuration file that cannot be used.
@@ -282,6 +300,10 @@ pub enum ConfigError {
          --tls-key, listen on 127.0.0.1, or pass --insecure-http to accept clear-text credentials"
     )]
     InsecureListen(String),
+    #[error("encryption at rest: {0}")]
+    MasterKeys(#[from] keelson_storage::at_rest::KeyError),
+    #[error("give the master keys once: encryption-key-file or KEELSON_ENCRYPTION_KEYS, not both")]
+    TwoKeySources,
 }
 
 /// Whether `listen` (`host:port`) is reachable from this host only.
@@ -320,7 +342,16 @@ impl ServeArgs {
         if api_tls.is_none() && !insecure_http && !is_loopback(&listen) {
             return Err(ConfigError::InsecureListen(listen));
         }
+        let key_ring = match (self.encryption_key_file.or(file.encryption_key_file), self.encryption_keys) {
+            (None, None) => None,
+            (Some(path), None) => Some(std::sync::Arc::new(keelson_storage::at_rest::KeyRing::from_file(&path)?)),
+            (None, Some(text)) => Some(std::sync::Arc::new(keelson_storage::at_rest::KeyRing::fixed(
+                keelson_storage::at_rest::MasterKeys::parse(&text.replace(',', "\n"))?,
+            ))),
+            (Some(_), Some(_)) => return Err(ConfigError::TwoKeySources),
+        };
         Ok(ServeConfig {
+            key_ring,
             api_tls,
             insecure_http,
             data_dir: self
@@ -425,6 +456,7 @@ impl ServeArgs {
                         .erasure_min_bytes
                         .or(file.erasure_min_bytes)
                         .unwrap_or(d.erasure_min_bytes),
+                    at_rest_interval: ms(self.at_rest_interval_ms, file.at_rest_interval_ms, d.at_rest_interval),
                 }
             },
         })

@@ -28,6 +28,7 @@ pub fn spawn(registry: &Arc<Registry>, mut settings: JobSettings) -> Vec<JoinHan
     let repair = jobs.clone();
     let gc = jobs.clone();
     let scrub = jobs.clone();
+    let seal = jobs.clone();
     let heal = jobs;
     vec![
         every(settings.repair_interval, move || {
@@ -51,6 +52,14 @@ pub fn spawn(registry: &Arc<Registry>, mut settings: JobSettings) -> Vec<JoinHan
             async move {
                 if let Err(e) = jobs.scrub_pass().await {
                     tracing::warn!(error = %e, "scrub pass failed");
+                }
+            }
+        }),
+        every(settings.at_rest_interval, move || {
+            let jobs = seal.clone();
+            async move {
+                if let Err(e) = jobs.seal_pass().await {
+                    tracing::warn!(error = %e, "encryption-at-rest pass failed");
                 }
             }
         }),
@@ -97,6 +106,22 @@ pub fn reload_certificate(tls: keelson_api::tls::ServerTls, period: Duration) ->
                 Err(e) => {
                     tracing::warn!(error = %e, "API certificate changed but does not load; still serving the previous one")
                 }
+            }
+        }
+    })
+}
+
+/// How often the master key file is checked for a change (a stat, nothing more).
+const KEY_RELOAD: Duration = Duration::from_secs(2);
+
+/// Takes up a changed master key file (a rotation step); a file that does not parse keeps the
+/// keys in force.
+pub fn reload_master_keys(ring: Arc<keelson_storage::at_rest::KeyRing>) -> JoinHandle<()> {
+    every(KEY_RELOAD, move || {
+        let ring = ring.clone();
+        async move {
+            if let Err(e) = ring.reload_if_changed() {
+                tracing::warn!(error = %e, "master key file changed but does not load; keeping the keys in force");
             }
         }
     })

@@ -204,7 +204,10 @@ where
     )
     .await?;
 
-    let store = BlobStore::open(data_dir.join("blobs")).map_err(data_err)?;
+    let mut store = BlobStore::open(data_dir.join("blobs")).map_err(data_err)?;
+    if let Some(ring) = &config.key_ring {
+        store = store.with_key_ring(ring.clone());
+    }
     let upload_clock = env.clock.clone();
     let uploads = Arc::new(
         Uploads::open_with(
@@ -321,6 +324,9 @@ where
 
     if let (Some(tls), Some(settings)) = (&api_tls, &config.api_tls) {
         tasks.push(jobs::reload_certificate(tls.clone(), settings.reload_every));
+    }
+    if let Some(ring) = &config.key_ring {
+        tasks.push(jobs::reload_master_keys(ring.clone()));
     }
     let accept_registry = registry.clone();
     let mut api_incoming = api.incoming;

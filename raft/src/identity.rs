@@ -166,6 +166,21 @@ pub enum IdentityCommand {
     AddSigningKey {
         key: SigningKey,
     },
+    /// Replaces the stored private halves of signing keys (by kid) with the same keys sealed
+    /// under the active master key: encryption at rest turned on, or a master-key rotation.
+    /// Each entry names the stored bytes it replaces, so a stale re-seal changes nothing.
+    ResealSigningKeys {
+        sealed: Vec<ResealedKey>,
+    },
+}
+
+/// One signing key's private half, sealed anew (see `IdentityCommand::ResealSigningKeys`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResealedKey {
+    pub kid: String,
+    /// The bytes stored now (compare-and-set).
+    pub was: Vec<u8>,
+    pub private_sealed: Vec<u8>,
 }
 
 /// Why an identity command changed nothing.
@@ -362,6 +377,17 @@ impl IdentityState {
                 self.signing_keys.push(key);
                 let excess = self.signing_keys.len().saturating_sub(KEPT_SIGNING_KEYS);
                 self.signing_keys.drain(..excess);
+            }
+            IdentityCommand::ResealSigningKeys { sealed } => {
+                for entry in sealed {
+                    if let Some(key) = self
+                        .signing_keys
+                        .iter_mut()
+                        .find(|k| k.kid == entry.kid && k.private_pkcs8 == entry.was)
+                    {
+                        key.private_pkcs8 = entry.private_sealed;
+                    }
+                }
             }
         }
         Ok(())

@@ -7,9 +7,12 @@
 //! Reads that cover a whole blob are verified against its digest: a small blob before it is
 //! served, a streamed one before its last chunk leaves. A file found corrupt is moved to
 //! `quarantine/` and queued for the healer, which fetches a good copy from another holder.
+//!
+//! With a key ring every file written is sealed (`<64 hex>.sealed`, see [`crate::at_rest`]);
+//! files of either format are read, so a store part-way through its conversion serves both.
 
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use std::collections::BTreeSet;
@@ -19,6 +22,7 @@ use bytes::{Bytes, BytesMut};
 use sha2::{Digest as _, Sha256};
 use tokio::sync::{mpsc, Notify};
 
+use crate::at_rest::{Format, KeyRing, MasterKeys, StoredReader, StoredWriter};
 use crate::cache::SmallBlobCache;
 use crate::digest::Digest;
 use crate::error::StorageError;
@@ -36,6 +40,8 @@ pub struct BlobStore {
     cache: Arc<SmallBlobCache>,
     pins: Arc<Pins>,
     heal: Arc<HealQueue>,
+    /// Master keys when encryption at rest is on: every new file is sealed.
+    keys: Option<Arc<KeyRing>>,
 }
 
 /// Digests whose local copy is missing or was quarantined, waiting for the healer.
@@ -79,6 +85,9 @@ pub enum Deletion {
     Absent,
 }
 
+/// Where plain files are sealed before they are renamed into place.
+const CONVERT_DIR: &str = "tmp";
+
 /// Memory the small-blob cache may use, and the largest blob it keeps.
 const CACHE_BYTES: usize = 64 << 20;
 const CACHE_ENTRY: usize = 256 << 10;
@@ -86,12 +95,139 @@ const CACHE_ENTRY: usize = 256 << 10;
 impl BlobStore {
     pub fn open(root: PathBuf) -> io::Result<BlobStore> {
         std::fs::create_dir_all(root.join("sha256"))?;
+        // Leftovers of conversions a crash interrupted (the plain file is still in place).
+        let _ = std::fs::remove_dir_all(root.join(CONVERT_DIR));
         Ok(BlobStore {
             root,
             cache: Arc::new(SmallBlobCache::new(CACHE_BYTES, CACHE_ENTRY)),
             pins: Arc::default(),
             heal: Arc::default(),
+            keys: None,
         })
+    }
+
+    /// Seals every file written from now on with keys from `ring`.
+    pub fn with_key_ring(mut self, ring: Arc<KeyRing>) -> BlobStore {
+        self.keys = Some(ring);
+        self
+    }
+
+    /// The key ring, when encryption at rest is on.
+    pub fn key_ring(&self) -> Option<&Arc<KeyRing>> {
+        self.keys.as_ref()
+    }
+
+    /// The master keys in force, when encryption at rest is on.
+    pub fn master_keys(&self) -> Option<Arc<MasterKeys>> {
+        self.keys.as_ref().map(|ring| ring.current())
+    }
+
+    /// The format new files are written in.
+    pub fn write_format(&self) -> Format {
+        if self.keys.is_some() {
+            Format::Sealed
+        } else {
+            Format::Plain
+        }
+    }
+
+    /// Creates a new file at `base` (renamed for the write format) for writing.
+    pub fn create_file(&self, base: &Path) -> io::Result<(PathBuf, StoredWriter)> {
+        let path = self.write_format().name(base);
+        let writer = StoredWriter::create(&path, self.master_keys().as_deref())?;
+        Ok((path, writer))
+    }
+
+    /// Opens `path` (either format) for reading.
+    pub fn open_file(&self, path: &Path) -> io::Result<StoredReader> {
+        StoredReader::open(path, self.master_keys().as_deref())
+    }
+
+    /// The file holding `base` in either format, the write format tried first.
+    fn locate(&self, base: &Path) -> Option<PathBuf> {
+        let first = self.write_format();
+        [first, first.other()]
+            .into_iter()
+            .map(|format| format.name(base))
+            .find(|path| path.is_file())
+    }
+
+    /// Seals the plain file `plain` (a blob when `digest` is given, checked against it; else a
+    /// shard): written sealed in a temp file, synced, renamed beside the plain file, which is
+    /// removed only then. `Ok(false)` when the plain file is gone (deleted or converted) or, for
+    /// a blob, found corrupt (quarantined for the healer instead).
+    pub fn seal_plain_file(&self, plain: &Path, digest: Option<&Digest>) -> io::Result<bool> {
+        let keys = self
+            .master_keys()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::PermissionDenied, "no master key"))?;
+        let mut reader = match self.open_file(plain) {
+            Ok(reader) => reader,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let dir = self.root.join(CONVERT_DIR);
+        std::fs::create_dir_all(&dir)?;
+        let temp = Format::Sealed.name(&dir.join(hex::encode(rand::random::<[u8; 12]>())));
+        let written = (|| -> io::Result<bool> {
+            let mut writer = StoredWriter::create(&temp, Some(&keys))?;
+            let mut hasher = digest.map(|_| Sha256::new());
+            let len = reader.len();
+            let mut buf = vec![0u8; READ_CHUNK.min(len as usize)];
+            let mut at = 0u64;
+            while at < len {
+                let n = (len - at).min(READ_CHUNK as u64) as usize;
+                reader.read_at(at, &mut buf[..n])?;
+                if let Some(h) = hasher.as_mut() {
+                    h.update(&buf[..n]);
+                }
+                writer.append(&buf[..n])?;
+                at += n as u64;
+            }
+            if let (Some(h), Some(digest)) = (hasher, digest) {
+                if Digest::from_hasher(h) != *digest {
+                    return Ok(false);
+                }
+            }
+            writer.sync_all()?;
+            Ok(true)
+        })();
+        match written {
+            Ok(true) => {}
+            Ok(false) => {
+                let _ = std::fs::remove_file(&temp);
+                if let Some(digest) = digest {
+                    self.quarantine(digest)?;
+                }
+                return Ok(false);
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&temp);
+                return Err(e);
+            }
+        }
+        let parent = plain.parent().ok_or_else(|| io::Error::other("stored file has no parent"))?;
+        std::fs::rename(&temp, Format::Sealed.name(plain))?;
+        sync_dir(parent)?;
+        match std::fs::remove_file(plain) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        sync_dir(parent)?;
+        Ok(true)
+    }
+
+    /// Removes `base` in both formats; whether anything was removed.
+    fn remove_both(base: &Path) -> io::Result<bool> {
+        let mut removed = false;
+        for format in [Format::Plain, Format::Sealed] {
+            match std::fs::remove_file(format.name(base)) {
+                Ok(()) => removed = true,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(removed)
     }
 
     /// Blobs being pushed or repaired here, protected from garbage collection.
@@ -127,22 +263,28 @@ impl BlobStore {
         Ok(whole.slice(offset as usize..(offset + len) as usize))
     }
 
+    /// Where the blob's file is named (a sealed one adds `.sealed`).
     pub fn path(&self, digest: &Digest) -> PathBuf {
         self.root.join("sha256").join(&digest.hex()[..2]).join(digest.hex())
     }
 
-    pub fn contains(&self, digest: &Digest) -> bool {
-        self.path(digest).is_file()
+    /// The blob's file, in whichever format it is stored.
+    pub fn located(&self, digest: &Digest) -> Option<PathBuf> {
+        self.locate(&self.path(digest))
     }
 
-    /// Moves a complete, already fsynced file into the store under `digest`. If the blob is
-    /// already present the temp file is simply removed.
+    pub fn contains(&self, digest: &Digest) -> bool {
+        self.located(digest).is_some()
+    }
+
+    /// Moves a complete, already fsynced file into the store under `digest`, in the format its
+    /// name says. If the blob is already present the temp file is simply removed.
     pub fn ingest(&self, temp: &Path, digest: &Digest) -> io::Result<()> {
-        let dest = self.path(digest);
-        if dest.is_file() {
+        if self.contains(digest) {
             std::fs::remove_file(temp)?;
             return Ok(());
         }
+        let dest = Format::of_path(temp).name(&self.path(digest));
         let dir = dest
             .parent()
             .ok_or_else(|| io::Error::other("blob path has no parent"))?;
@@ -154,31 +296,40 @@ impl BlobStore {
         sync_dir(dir)
     }
 
-    /// Opens a stored blob for reading.
-    pub fn open_blob(&self, digest: &Digest) -> io::Result<File> {
-        File::open(self.path(digest))
+    /// Opens a stored blob (either format) for reading its plaintext.
+    pub fn open_blob(&self, digest: &Digest) -> io::Result<StoredReader> {
+        let path = self
+            .located(digest)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("blob {digest} is not stored here")))?;
+        self.open_file(&path)
     }
 
     /// Reads `len` bytes at `offset` of a small blob in one call.
     pub fn read_range(&self, digest: &Digest, offset: u64, len: u64) -> io::Result<Bytes> {
-        let mut file = self.open_blob(digest)?;
-        file.seek(SeekFrom::Start(offset))?;
+        let mut reader = self.open_blob(digest)?;
         let mut buf = BytesMut::zeroed(len as usize);
-        file.read_exact(&mut buf)?;
+        reader.read_at(offset, &mut buf)?;
         Ok(buf.freeze())
     }
 
     /// `len` bytes at `offset` of a stored blob as zero-copy memory-mapped pieces of
     /// `MAP_FRAME` bytes. Serving a large blob this way costs one copy (page cache →
     /// socket) instead of two (page cache → buffer → socket) and needs no reader thread.
-    pub fn map_range(&self, digest: &Digest, offset: u64, len: u64) -> io::Result<Vec<Bytes>> {
-        let file = self.open_blob(digest)?;
+    /// `None` when the copy is sealed: its bytes must be decrypted ([`BlobStore::stream_range`]).
+    pub fn map_range(&self, digest: &Digest, offset: u64, len: u64) -> io::Result<Option<Vec<Bytes>>> {
+        let path = self
+            .located(digest)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("blob {digest} is not stored here")))?;
+        if Format::of_path(&path) == Format::Sealed {
+            return Ok(None);
+        }
+        let file = File::open(&path)?;
         let file_len = file.metadata()?.len();
         if offset.checked_add(len).is_none_or(|end| end > file_len) {
             return Err(io::Error::other("range beyond blob"));
         }
         if len == 0 {
-            return Ok(Vec::new());
+            return Ok(Some(Vec::new()));
         }
         // Each frame is its own mapping, unmapped once the frame is sent, so resident memory
         // stays at the frames in flight however large the blob.
@@ -194,7 +345,7 @@ impl BlobStore {
             pieces.push(Bytes::from_owner(map));
             at += piece as u64;
         }
-        Ok(pieces)
+        Ok(Some(pieces))
     }
 
     /// Streams `len` bytes at `offset` of a blob: a blocking reader thread fills a small bounded
@@ -209,24 +360,22 @@ impl BlobStore {
         len: u64,
     ) -> io::Result<mpsc::Receiver<io::Result<Bytes>>> {
         let mut file = self.open_blob(digest)?;
-        let whole = offset == 0 && file.metadata()?.len() == len;
+        let whole = offset == 0 && file.len() == len;
         let (tx, rx) = mpsc::channel(4);
         let store = self.clone();
         let digest = digest.clone();
         tokio::task::spawn_blocking(move || {
-            if let Err(e) = file.seek(SeekFrom::Start(offset)) {
-                let _ = tx.blocking_send(Err(e));
-                return;
-            }
             let mut hasher = whole.then(Sha256::new);
             let mut held: Option<Bytes> = None;
             let mut left = len;
+            let mut at = offset;
             while left > 0 {
                 let want = left.min(READ_CHUNK as u64) as usize;
                 let mut buf = BytesMut::zeroed(want);
-                match file.read_exact(&mut buf) {
+                match file.read_at(at, &mut buf) {
                     Ok(()) => {
                         left -= want as u64;
+                        at += want as u64;
                         let chunk = buf.freeze();
                         if let Some(h) = hasher.as_mut() {
                             h.update(&chunk);
@@ -238,6 +387,10 @@ impl BlobStore {
                         }
                     }
                     Err(e) => {
+                        if e.kind() == io::ErrorKind::InvalidData {
+                            // A sealed record failed authentication: rot or tampering.
+                            let _ = store.quarantine(&digest);
+                        }
                         let _ = tx.blocking_send(Err(e));
                         return;
                     }
@@ -272,10 +425,12 @@ impl BlobStore {
             aside = dir.join(format!("{}.{n}", digest.hex()));
         }
         self.cache.remove(digest);
-        match std::fs::rename(self.path(digest), &aside) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
+        for format in [Format::Plain, Format::Sealed] {
+            match std::fs::rename(format.name(&self.path(digest)), format.name(&aside)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
         }
         tracing::warn!(%digest, aside = %aside.display(), "corrupt blob copy quarantined");
         self.heal.push(digest.clone());
@@ -299,10 +454,10 @@ impl BlobStore {
             return Ok(Deletion::Pinned);
         }
         self.cache.remove(digest);
-        let mut deleted = match std::fs::remove_file(self.path(digest)) {
-            Ok(()) => Deletion::Deleted,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Deletion::Absent,
-            Err(e) => return Err(e),
+        let mut deleted = if Self::remove_both(&self.path(digest))? {
+            Deletion::Deleted
+        } else {
+            Deletion::Absent
         };
         if with_shards && self.remove_shards(digest, None)? > 0 {
             deleted = Deletion::Deleted;
@@ -321,39 +476,49 @@ impl BlobStore {
             }
             for entry in std::fs::read_dir(fan.path())? {
                 let entry = entry?;
-                let name = entry.file_name();
-                let Ok(digest) = Digest::parse(&format!("sha256:{}", name.to_string_lossy())) else {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let format = Format::of_path(Path::new(&name));
+                let hex = name.strip_suffix(crate::at_rest::stored::SEALED_SUFFIX).unwrap_or(&name);
+                let Ok(digest) = Digest::parse(&format!("sha256:{hex}")) else {
                     continue; // not a blob (never written by the store)
                 };
-                let meta = entry.metadata()?;
+                let meta = match entry.metadata() {
+                    Ok(meta) => meta,
+                    // Converted or deleted since the listing: nothing to report.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                };
                 out.push(LocalBlob {
                     digest,
                     size: meta.len(),
                     modified: meta.modified().ok(),
+                    format,
                 });
             }
         }
         Ok(out)
     }
 
-    /// Hashes a stored blob; `Ok(false)` when its bytes do not match its name.
+    /// Hashes a stored blob; `Ok(false)` when its bytes do not match its name (or, sealed, a
+    /// record or its key slots fail authentication).
     pub fn verify(&self, digest: &Digest) -> io::Result<bool> {
-        let mut file = self.open_blob(digest)?;
+        let reader = match self.open_blob(digest) {
+            Ok(reader) => reader,
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => return Ok(false),
+            Err(e) => return Err(e),
+        };
         let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; READ_CHUNK];
-        loop {
-            let n = file.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
+        match read_through(reader, |bytes| hasher.update(bytes)) {
+            Ok(()) => Ok(Digest::from_hasher(hasher) == *digest),
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => Ok(false),
+            Err(e) => Err(e),
         }
-        Ok(Digest::from_hasher(hasher) == *digest)
     }
 }
 
 /// Shard files of erasure-coded blobs: `shards/<2 hex>/<64 hex>.<index>`.
 impl BlobStore {
+    /// Where a shard's file is named (a sealed one adds `.sealed`).
     pub fn shard_path(&self, digest: &Digest, index: usize) -> PathBuf {
         self.root
             .join("shards")
@@ -361,25 +526,35 @@ impl BlobStore {
             .join(format!("{}.{index}", digest.hex()))
     }
 
+    /// The shard's file, in whichever format it is stored.
+    pub fn located_shard(&self, digest: &Digest, index: usize) -> Option<PathBuf> {
+        self.locate(&self.shard_path(digest, index))
+    }
+
     pub fn has_shard(&self, digest: &Digest, index: usize) -> bool {
-        self.shard_path(digest, index).is_file()
+        self.located_shard(digest, index).is_some()
+    }
+
+    fn open_shard(&self, digest: &Digest, index: usize) -> io::Result<StoredReader> {
+        let path = self.located_shard(digest, index).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, format!("shard {index} of {digest} is not stored here"))
+        })?;
+        self.open_file(&path)
     }
 
     /// A fresh temp file for an incoming shard (moved in by [`BlobStore::ingest_shard`]).
-    pub fn shard_temp(&self) -> io::Result<(PathBuf, File)> {
+    pub fn shard_temp(&self) -> io::Result<(PathBuf, StoredWriter)> {
         use rand::RngCore;
         let dir = self.root.join("shards").join("tmp");
         std::fs::create_dir_all(&dir)?;
         let mut random = [0u8; 12];
         rand::thread_rng().fill_bytes(&mut random);
-        let path = dir.join(hex::encode(random));
-        let file = File::create(&path)?;
-        Ok((path, file))
+        self.create_file(&dir.join(hex::encode(random)))
     }
 
-    /// Moves a complete, fsynced shard file into place.
+    /// Moves a complete, fsynced shard file into place, in the format its name says.
     pub fn ingest_shard(&self, temp: &Path, digest: &Digest, index: usize) -> io::Result<()> {
-        let dest = self.shard_path(digest, index);
+        let dest = Format::of_path(temp).name(&self.shard_path(digest, index));
         let dir = dest
             .parent()
             .ok_or_else(|| io::Error::other("shard path has no parent"))?;
@@ -388,6 +563,9 @@ impl BlobStore {
             sync_dir(dir.parent().unwrap_or(dir))?;
         }
         std::fs::rename(temp, &dest)?;
+        // A shard rebuilt in the other format replaces the old file.
+        let stale = Format::of_path(temp).other().name(&self.shard_path(digest, index));
+        let _ = std::fs::remove_file(stale);
         sync_dir(dir)
     }
 
@@ -401,23 +579,29 @@ impl BlobStore {
         count: u64,
         chunk: usize,
     ) -> io::Result<mpsc::Receiver<io::Result<Bytes>>> {
-        let mut file = File::open(self.shard_path(digest, index))?;
+        let mut file = self.open_shard(digest, index)?;
         let record = (chunk + crate::erasure::SUM) as u64;
         let (tx, rx) = mpsc::channel(4);
         let store = self.clone();
         let digest = digest.clone();
         tokio::task::spawn_blocking(move || {
-            if let Err(e) = file.seek(SeekFrom::Start(first * record)) {
-                let _ = tx.blocking_send(Err(e));
+            let Some(mut at) = first.checked_mul(record) else {
+                let _ = tx.blocking_send(Err(io::Error::new(io::ErrorKind::InvalidInput, "stripe out of range")));
                 return;
-            }
+            };
             for _ in 0..count {
                 let mut buf = vec![0u8; record as usize];
-                if let Err(e) = file.read_exact(&mut buf) {
-                    let _ = tx.blocking_send(Err(e));
-                    return;
-                }
-                match crate::erasure::unseal(&buf) {
+                let read = file.read_at(at, &mut buf);
+                at += record;
+                let checked = match read {
+                    Ok(()) => crate::erasure::unseal(&buf).map_err(|_| ()),
+                    Err(e) if e.kind() == io::ErrorKind::InvalidData => Err(()),
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(e));
+                        return;
+                    }
+                };
+                match checked {
                     Ok(data) => {
                         let data = Bytes::copy_from_slice(data);
                         if tx.blocking_send(Ok(data)).is_err() {
@@ -440,15 +624,23 @@ impl BlobStore {
 
     /// Checks every seal of a shard file; `Ok(false)` when one fails.
     pub fn verify_shard(&self, digest: &Digest, index: usize, chunk: usize) -> io::Result<bool> {
-        let mut file = File::open(self.shard_path(digest, index))?;
+        let mut file = match self.open_shard(digest, index) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => return Ok(false),
+            Err(e) => return Err(e),
+        };
         let record = chunk + crate::erasure::SUM;
-        let len = file.metadata()?.len();
+        let len = file.len();
         if len % record as u64 != 0 {
             return Ok(false);
         }
         let mut buf = vec![0u8; record];
-        for _ in 0..len / record as u64 {
-            file.read_exact(&mut buf)?;
+        for i in 0..len / record as u64 {
+            match file.read_at(i * record as u64, &mut buf) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => return Ok(false),
+                Err(e) => return Err(e),
+            }
             if crate::erasure::unseal(&buf).is_err() {
                 return Ok(false);
             }
@@ -461,10 +653,12 @@ impl BlobStore {
         let dir = self.root.join("quarantine");
         std::fs::create_dir_all(&dir)?;
         let aside = dir.join(format!("{}.shard{index}.{}", digest.hex(), rand::random::<u32>()));
-        match std::fs::rename(self.shard_path(digest, index), &aside) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
+        for format in [Format::Plain, Format::Sealed] {
+            match std::fs::rename(format.name(&self.shard_path(digest, index)), format.name(&aside)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
         }
         tracing::warn!(%digest, index, aside = %aside.display(), "corrupt shard quarantined");
         self.heal.push(digest.clone());
@@ -488,18 +682,25 @@ impl BlobStore {
             for entry in std::fs::read_dir(fan.path())? {
                 let entry = entry?;
                 let name = entry.file_name().to_string_lossy().into_owned();
-                let Some((hex, index)) = name.split_once('.') else {
+                let format = Format::of_path(Path::new(&name));
+                let bare = name.strip_suffix(crate::at_rest::stored::SEALED_SUFFIX).unwrap_or(&name);
+                let Some((hex, index)) = bare.split_once('.') else {
                     continue;
                 };
                 let (Ok(digest), Ok(index)) = (Digest::parse(&format!("sha256:{hex}")), index.parse::<usize>()) else {
                     continue;
                 };
-                let meta = entry.metadata()?;
+                let meta = match entry.metadata() {
+                    Ok(meta) => meta,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                };
                 out.push(LocalShard {
                     digest,
                     index,
                     size: meta.len(),
                     modified: meta.modified().ok(),
+                    format,
                 });
             }
         }
@@ -520,6 +721,7 @@ impl BlobStore {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
             let Some(i) = name.strip_prefix(&prefix) else { continue };
+            let i = i.strip_suffix(crate::at_rest::stored::SEALED_SUFFIX).unwrap_or(i);
             if index.is_some_and(|want| i != want.to_string()) {
                 continue;
             }
@@ -551,6 +753,7 @@ pub struct LocalShard {
     pub index: usize,
     pub size: u64,
     pub modified: Option<std::time::SystemTime>,
+    pub format: Format,
 }
 
 /// A blob file found by [`BlobStore::list`].
@@ -559,6 +762,21 @@ pub struct LocalBlob {
     pub digest: Digest,
     pub size: u64,
     pub modified: Option<std::time::SystemTime>,
+    pub format: Format,
+}
+
+/// Hands every plaintext byte of `reader` to `each`, in order, a chunk at a time.
+pub fn read_through(mut reader: StoredReader, mut each: impl FnMut(&[u8])) -> io::Result<()> {
+    let len = reader.len();
+    let mut buf = vec![0u8; READ_CHUNK.min(len as usize)];
+    let mut at = 0u64;
+    while at < len {
+        let n = (len - at).min(READ_CHUNK as u64) as usize;
+        reader.read_at(at, &mut buf[..n])?;
+        each(&buf[..n]);
+        at += n as u64;
+    }
+    Ok(())
 }
 
 /// fsyncs a directory so a rename or create inside it is durable.

@@ -8,6 +8,7 @@
 // it as tonic's own generated service signatures do.
 #![allow(clippy::result_large_err)]
 
+pub mod at_rest;
 pub mod blob_store;
 pub mod cache;
 pub mod capacity;

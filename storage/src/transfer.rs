@@ -45,10 +45,13 @@ const MAPPED_MIN: u64 = 1 << 20;
 const MESSAGE_BYTES: usize = 1 << 20;
 
 /// `len` bytes at `offset` of a stored blob as zero-copy slices of its memory maps, at most
-/// [`MESSAGE_BYTES`] each.
-fn mapped_messages(store: &BlobStore, digest: &Digest, offset: u64, len: u64) -> io::Result<Vec<Bytes>> {
+/// [`MESSAGE_BYTES`] each; `None` when the copy is sealed (and must be decrypted as it streams).
+fn mapped_messages(store: &BlobStore, digest: &Digest, offset: u64, len: u64) -> io::Result<Option<Vec<Bytes>>> {
+    let Some(pieces) = store.map_range(digest, offset, len)? else {
+        return Ok(None);
+    };
     let mut messages = Vec::new();
-    for piece in store.map_range(digest, offset, len)? {
+    for piece in pieces {
         let mut at = 0;
         while at < piece.len() {
             let end = (at + MESSAGE_BYTES).min(piece.len());
@@ -56,7 +59,32 @@ fn mapped_messages(store: &BlobStore, digest: &Digest, offset: u64, len: u64) ->
             at = end;
         }
     }
-    Ok(messages)
+    Ok(Some(messages))
+}
+
+/// A whole stored blob as data messages: memory-mapped slices of a plain copy, or the
+/// verifying reader's chunks of a sealed one. A read that fails (a sealed copy found damaged)
+/// ends the stream short, so the receiver sees fewer bytes than named and refuses the copy.
+fn local_messages(
+    store: &BlobStore,
+    digest: &Digest,
+    size: u64,
+) -> io::Result<impl Stream<Item = BlobChunk> + Send + 'static> {
+    fn data(data: Bytes) -> BlobChunk {
+        BlobChunk {
+            digest: String::new(),
+            size: 0,
+            data,
+        }
+    }
+    fn read(item: io::Result<Bytes>) -> Option<BlobChunk> {
+        item.ok().map(data)
+    }
+    if let Some(messages) = mapped_messages(store, digest, 0, size)? {
+        return Ok(futures_util::stream::iter(messages).map(data).left_stream());
+    }
+    let rx = store.stream_range(digest, 0, size)?;
+    Ok(tokio_stream::StreamExt::map_while(tokio_stream::wrappers::ReceiverStream::new(rx), read).right_stream())
 }
 
 /// The server side: accepts replicas, serves ranges, fetches and deletes copies on request.
@@ -248,14 +276,15 @@ impl BlobPeer for BlobService {
             }
         };
         if req.length >= MAPPED_MIN {
-            let messages = mapped_messages(&self.store, &digest, req.offset, req.length).map_err(not_found)?;
-            let chunks = messages.into_iter().map(|data| BlobChunk {
-                digest: String::new(),
-                size: 0,
-                data,
-            });
-            let stream = futures_util::stream::iter(chunks.map(Ok));
-            return Ok(Response::new(Box::pin(stream)));
+            if let Some(messages) = mapped_messages(&self.store, &digest, req.offset, req.length).map_err(not_found)? {
+                let chunks = messages.into_iter().map(|data| BlobChunk {
+                    digest: String::new(),
+                    size: 0,
+                    data,
+                });
+                let stream = futures_util::stream::iter(chunks.map(Ok));
+                return Ok(Response::new(Box::pin(stream)));
+            }
         }
         let rx = match self.store.stream_range(&digest, req.offset, req.length) {
             Ok(rx) => rx,
@@ -387,19 +416,16 @@ where
     S: Stream<Item = Result<Bytes, StorageError>> + Unpin,
 {
     store.pins().pin(digest);
-    let (temp, file) = store.shard_temp()?;
+    let (temp, mut file) = store.shard_temp()?;
     let (tx, mut rx) = mpsc::channel::<Bytes>(8);
-    let writer = tokio::task::spawn_blocking(move || -> io::Result<(u64, std::fs::File)> {
-        use std::io::Write;
-        let mut file = std::io::BufWriter::with_capacity(1 << 20, file);
+    let writer = tokio::task::spawn_blocking(move || -> io::Result<u64> {
         let mut written = 0u64;
         while let Some(data) = rx.blocking_recv() {
-            file.write_all(&data)?;
+            file.append(&data)?;
             written += data.len() as u64;
         }
-        let file = file.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
-        Ok((written, file))
+        Ok(written)
     });
     let mut failure = None;
     while let Some(item) = stream.next().await {
@@ -420,8 +446,8 @@ where
     let outcome = match (failure, written) {
         (Some(e), _) => Err(e),
         (None, Err(e)) => Err(StorageError::Io(e)),
-        (None, Ok((n, _))) if n != length => Err(StorageError::Peer(format!("shard has {n} bytes, expected {length}"))),
-        (None, Ok((n, _))) => {
+        (None, Ok(n)) if n != length => Err(StorageError::Peer(format!("shard has {n} bytes, expected {length}"))),
+        (None, Ok(n)) => {
             let store2 = store.clone();
             let (t, d) = (temp.clone(), digest.clone());
             tokio::task::spawn_blocking(move || store2.ingest_shard(&t, &d, index))
@@ -498,17 +524,12 @@ impl BlobPeers {
     /// Streams a locally stored blob to the node at `addr`; returns once it holds it durably.
     pub async fn push(&self, addr: &str, store: &BlobStore, digest: &Digest, size: u64) -> Result<(), StorageError> {
         let mut client = self.client(addr)?;
-        let messages = mapped_messages(store, digest, 0, size)?;
+        let body = local_messages(store, digest, size)?;
         let header = futures_util::stream::once(futures_util::future::ready(BlobChunk {
             digest: digest.to_string(),
             size,
             data: Bytes::new(),
         }));
-        let body = futures_util::stream::iter(messages).map(|data| BlobChunk {
-            digest: String::new(),
-            size: 0,
-            data,
-        });
         client
             .put(header.chain(body))
             .await

@@ -18,9 +18,9 @@
 //! move while blocking work is pending (the simulation's) is never held up by a slow client.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::path::PathBuf;
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
@@ -29,6 +29,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 use tokio::task::JoinHandle;
 
+use crate::at_rest::{Format, StoredWriter};
 use crate::blob_store::{sync_dir, BlobStore};
 use crate::digest::Digest;
 use crate::error::StorageError;
@@ -111,8 +112,13 @@ pub type NowMs = Arc<dyn Fn() -> u64 + Send + Sync>;
 /// The file naming a session's repository (first line) and owner (second line, when any).
 const META_FILE: &str = "repo";
 
+/// The file of a session's bytes: `data`, or `data.sealed` with encryption at rest.
+const DATA_FILE: &str = "data";
+
 struct Live {
-    file: File,
+    writer: StoredWriter,
+    /// The data file (its name says its format).
+    path: PathBuf,
     hasher: Sha256,
     offset: u64,
 }
@@ -122,12 +128,12 @@ impl Live {
         if bytes.is_empty() {
             return Ok(());
         }
-        self.file.write_all(bytes)?;
+        self.writer.append(bytes)?;
         self.hasher.update(bytes);
         let before = self.offset;
         self.offset += bytes.len() as u64;
         if before / WRITEBACK_STEP != self.offset / WRITEBACK_STEP {
-            start_writeback(&self.file, self.offset);
+            start_writeback(self.writer.file(), self.offset);
         }
         Ok(())
     }
@@ -311,11 +317,12 @@ impl Uploads {
             None => repo.to_string(),
         };
         std::fs::write(dir.join(META_FILE), meta)?;
-        let file = OpenOptions::new().create(true).append(true).open(dir.join("data"))?;
+        let (path, writer) = self.store.create_file(&dir.join(DATA_FILE))?;
         let session = Session {
             repo: repo.to_string(),
             live: Some(Live {
-                file,
+                writer,
+                path,
                 hasher: Sha256::new(),
                 offset: 0,
             }),
@@ -354,8 +361,9 @@ impl Uploads {
             return Err(StorageError::UploadOtherRepo(guard.repo.clone()));
         }
         if guard.live.is_none() {
-            let path = self.dir.join(id).join("data");
-            let live = tokio::task::spawn_blocking(move || rehash(path))
+            let dir = self.dir.join(id);
+            let store = self.store.clone();
+            let live = tokio::task::spawn_blocking(move || rehash(&store, &dir))
                 .await
                 .map_err(|e| StorageError::Io(io::Error::other(e)))??;
             guard.live = Some(live);
@@ -406,9 +414,11 @@ impl Uploads {
         let store = self.store.clone();
         let digest = expected.clone();
         tokio::task::spawn_blocking(move || -> io::Result<()> {
-            live.file.sync_all()?;
+            let mut live = live;
+            live.writer.sync_all()?;
+            let path = live.path.clone();
             drop(live);
-            store.ingest(&dir.join("data"), &digest)?;
+            store.ingest(&path, &digest)?;
             std::fs::remove_dir_all(&dir)
         })
         .await
@@ -442,21 +452,26 @@ fn system_now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Rebuilds a session's live state from its bytes on disk.
-fn rehash(path: PathBuf) -> io::Result<Live> {
-    let mut file = OpenOptions::new().read(true).append(true).open(&path)?;
+/// Rebuilds a session's live state from its bytes on disk (in whichever format they are).
+fn rehash(store: &BlobStore, dir: &Path) -> io::Result<Live> {
+    let base = dir.join(DATA_FILE);
+    let path = [Format::Sealed, Format::Plain]
+        .into_iter()
+        .map(|format| format.name(&base))
+        .find(|path| path.is_file())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "upload session has no data file"))?;
     let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
     let mut offset = 0u64;
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        offset += n as u64;
-    }
-    Ok(Live { file, hasher, offset })
+    let writer = StoredWriter::resume(&path, store.master_keys().as_deref(), |bytes| {
+        hasher.update(bytes);
+        offset += bytes.len() as u64;
+    })?;
+    Ok(Live {
+        writer,
+        path,
+        hasher,
+        offset,
+    })
 }
 
 /// An open append to one session. The session stays locked until the writer is closed or
@@ -499,9 +514,15 @@ fn write_batches(
     for batch in &batches {
         result = live.append(batch);
         if result.is_err() {
-            guard.live = None;
             break;
         }
+    }
+    // Whatever a request delivered is in the file when it ends (a sealed tail record included).
+    if result.is_ok() {
+        result = live.writer.flush();
+    }
+    if result.is_err() {
+        guard.live = None;
     }
     (guard, result)
 }

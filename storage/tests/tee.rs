@@ -85,7 +85,8 @@ async fn a_streamed_replica_is_stored_once_its_digest_is_named() {
     for r in [&a, &b] {
         assert!(r.store.contains(&digest));
         let mut stored = Vec::new();
-        std::io::Read::read_to_end(&mut r.store.open_blob(&digest).unwrap(), &mut stored).unwrap();
+        let reader = r.store.open_blob(&digest).unwrap();
+        keelson_storage::blob_store::read_through(reader, |b| stored.extend_from_slice(b)).unwrap();
         assert_eq!(stored, batches.concat());
         assert_eq!(open_sessions(r), 0);
     }

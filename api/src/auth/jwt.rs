@@ -1,10 +1,12 @@
 //! Docker registry tokens: short-lived EdDSA-signed JWTs whose `access` claim lists exactly what
 //! the policies granted, and long-lived refresh tokens. Signing keys live in the replicated
 //! catalog, so every node verifies what any node issued; the newest key signs, older kept keys
-//! still verify, which makes rotation seamless.
+//! still verify, which makes rotation seamless. With encryption at rest a key's private half is
+//! stored sealed by the cluster master key and opened only to sign.
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use keelson_raft::identity::{IdentityState, SigningKey};
+use keelson_storage::at_rest::{keys::open_secret, KeyError, MasterKeys};
 use serde::{Deserialize, Serialize};
 
 /// The `service` the registry names itself in challenges and tokens.
@@ -48,22 +50,21 @@ pub struct Claims {
 pub enum TokenError {
     #[error("no signing key yet")]
     NoKey,
+    #[error("the signing key cannot be opened: {0}")]
+    Sealed(#[from] KeyError),
     #[error("token signed by an unknown key")]
     UnknownKey,
     #[error("invalid token: {0}")]
     Invalid(#[from] jsonwebtoken::errors::Error),
 }
 
-/// Signs `claims` with the newest key.
-pub fn sign(state: &IdentityState, claims: &Claims) -> Result<String, TokenError> {
+/// Signs `claims` with the newest key (its private half opened with `keys` when sealed).
+pub fn sign(state: &IdentityState, claims: &Claims, keys: Option<&MasterKeys>) -> Result<String, TokenError> {
     let key = state.signing_keys.last().ok_or(TokenError::NoKey)?;
     let mut header = Header::new(Algorithm::EdDSA);
     header.kid = Some(key.kid.clone());
-    Ok(jsonwebtoken::encode(
-        &header,
-        claims,
-        &EncodingKey::from_ed_der(&key.private_pkcs8),
-    )?)
+    let private = open_secret(keys, &key.private_pkcs8)?;
+    Ok(jsonwebtoken::encode(&header, claims, &EncodingKey::from_ed_der(&private))?)
 }
 
 /// Verifies a token's signature, expiry and audience; returns its claims.
@@ -99,15 +100,18 @@ pub fn claims(sub: &str, access: Vec<Access>, typ: &str, tid: Option<String>, no
     }
 }
 
-/// A fresh Ed25519 key pair.
-pub fn generate_key(now_ms: u64) -> Result<SigningKey, ring::error::Unspecified> {
+/// A fresh Ed25519 key pair, its private half sealed with `keys` when given.
+pub fn generate_key(now_ms: u64, keys: Option<&MasterKeys>) -> Result<SigningKey, ring::error::Unspecified> {
     use ring::signature::KeyPair;
     let rng = ring::rand::SystemRandom::new();
     let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng)?;
     let pair = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).map_err(|_| ring::error::Unspecified)?;
     Ok(SigningKey {
         kid: crate::auth::random_id(8),
-        private_pkcs8: pkcs8.as_ref().to_vec(),
+        private_pkcs8: match keys {
+            Some(keys) => keys.seal_secret(pkcs8.as_ref()),
+            None => pkcs8.as_ref().to_vec(),
+        },
         public: pair.public_key().as_ref().to_vec(),
         created_ms: now_ms,
     })
@@ -120,23 +124,39 @@ mod tests {
     #[test]
     fn sign_verify_rotate() {
         let mut state = IdentityState::default();
-        state.signing_keys.push(generate_key(1).unwrap());
+        state.signing_keys.push(generate_key(1, None).unwrap());
         let c = claims("acme/ann", vec![], "access", None, 1_000_000_000_000, 300);
-        let old = sign(&state, &claims("acme/ann", vec![], "access", None, now(), 300)).unwrap();
+        let old = sign(&state, &claims("acme/ann", vec![], "access", None, now(), 300), None).unwrap();
         assert_eq!(verify(&state, &old).unwrap().sub, "acme/ann");
         // Expired
-        let expired = sign(&state, &claims("acme/ann", vec![], "access", None, 1000, 300)).unwrap();
+        let expired = sign(&state, &claims("acme/ann", vec![], "access", None, 1000, 300), None).unwrap();
         assert!(verify(&state, &expired).is_err());
         // Rotation: old tokens still verify, new ones use the new key.
-        state.signing_keys.push(generate_key(2).unwrap());
+        state.signing_keys.push(generate_key(2, None).unwrap());
         assert!(verify(&state, &old).is_ok());
-        let fresh = sign(&state, &claims("acme/bob", vec![], "access", None, now(), 300)).unwrap();
+        let fresh = sign(&state, &claims("acme/bob", vec![], "access", None, now(), 300), None).unwrap();
         assert_eq!(verify(&state, &fresh).unwrap().sub, "acme/bob");
         // A key the cluster does not know is refused.
         let mut other = IdentityState::default();
-        other.signing_keys.push(generate_key(3).unwrap());
+        other.signing_keys.push(generate_key(3, None).unwrap());
         assert!(verify(&other, &fresh).is_err());
         let _ = c;
+    }
+
+    #[test]
+    fn a_sealed_key_signs_only_with_the_master_key() {
+        let keys = MasterKeys::parse("000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f").unwrap();
+        let mut state = IdentityState::default();
+        let key = generate_key(1, Some(&keys)).unwrap();
+        // The stored private half is not a PKCS#8 document (which starts with a SEQUENCE).
+        assert_ne!(key.private_pkcs8[0], 0x30);
+        state.signing_keys.push(key);
+        let token = sign(&state, &claims("acme/ann", vec![], "access", None, now(), 300), Some(&keys)).unwrap();
+        assert_eq!(verify(&state, &token).unwrap().sub, "acme/ann");
+        assert!(matches!(
+            sign(&state, &claims("acme/ann", vec![], "access", None, now(), 300), None),
+            Err(TokenError::Sealed(_))
+        ));
     }
 
     fn now() -> u64 {

@@ -150,11 +150,21 @@ pub async fn get<B>(
             Err(e) => return Err(e.into()),
         }
     } else {
-        body::chunks(
-            reg.store
-                .map_range(&digest, start, len)
-                .map_err(keelson_storage::StorageError::Io)?,
-        )
+        let mapped = reg
+            .store
+            .map_range(&digest, start, len)
+            .map_err(keelson_storage::StorageError::Io)?;
+        match mapped {
+            Some(pieces) => body::chunks(pieces),
+            // A sealed copy is decrypted as it streams (and verified when whole).
+            None => {
+                let rx = reg
+                    .store
+                    .stream_range(&digest, start, len)
+                    .map_err(keelson_storage::StorageError::Io)?;
+                body::channel(rx)
+            }
+        }
     };
     Ok(reply.body(body))
 }

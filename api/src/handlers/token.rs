@@ -96,8 +96,10 @@ async fn ensure_signing_key(reg: &Registry) -> Result<(), ApiError> {
     if reg.catalog.reader().with_identity(|s| !s.signing_keys.is_empty()) {
         return Ok(());
     }
-    let key = jwt::generate_key(reg.clock.now_ms())
+    let keys = reg.store.master_keys();
+    let key = jwt::generate_key(reg.clock.now_ms(), keys.as_deref())
         .map_err(|_| ApiError::new(ErrorCode::Unavailable, "cannot generate a signing key"))?;
+    drop(keys);
     let cx = Cx {
         reg,
         caller: Caller {
@@ -230,15 +232,21 @@ pub async fn issue(
     };
     let access: Vec<Access> = tr.scopes.iter().filter_map(|s| grant(&cx, s)).collect();
     let now = reg.clock.now_ms() / 1000;
+    let keys = reg.store.master_keys();
     let (token, refresh) = reg
         .catalog
         .reader()
         .with_identity(|state| {
-            let token = jwt::sign(state, &jwt::claims(&sub, access, "access", None, now, ACCESS_TTL_SECS))?;
+            let token = jwt::sign(
+                state,
+                &jwt::claims(&sub, access, "access", None, now, ACCESS_TTL_SECS),
+                keys.as_deref(),
+            )?;
             let refresh = if tr.offline && principal != Principal::Anonymous {
                 Some(jwt::sign(
                     state,
                     &jwt::claims(&sub, Vec::new(), "refresh", tid, now, REFRESH_TTL_SECS),
+                    keys.as_deref(),
                 )?)
             } else {
                 None

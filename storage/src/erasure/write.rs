@@ -2,7 +2,7 @@
 //! streams shard `i` to its node, all shards in parallel with bounded buffers;
 //! [`rebuild_shard`] recreates one lost shard on this node from any `k` others.
 
-use std::io::{self, Read};
+use std::io;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -37,7 +37,7 @@ pub async fn store_coded(
         let mut buf = vec![0u8; sb];
         for _ in 0..geometry.stripes() {
             let want = (left as usize).min(sb);
-            file.read_exact(&mut buf[..want])?;
+            file.read_at(geometry.size - left, &mut buf[..want])?;
             left -= want as u64;
             let chunks = encode_stripe(geometry.k, geometry.m, geometry.chunk, &buf[..want])
                 .map_err(|e| io::Error::other(e.to_string()))?;

@@ -47,6 +47,14 @@ impl BlobHealth {
             .or_default() += n;
     }
 
+    /// Sets gauge `name` to `value` (what is left to do, rather than what was done).
+    pub fn set(&self, name: &str, value: u64) {
+        self.counters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), value);
+    }
+
     pub fn counters(&self) -> BTreeMap<String, u64> {
         self.counters.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }

@@ -6,6 +6,7 @@
 //! Every decision that changes the catalog goes through Raft with a compare-and-set or an epoch
 //! fence (see [`keelson_raft::CatalogCommand::SetHolders`], `GcMark`, `GcSweep`).
 
+pub mod at_rest;
 pub mod gc;
 pub mod heal;
 pub mod health;
@@ -50,6 +51,8 @@ pub struct JobSettings {
     pub erasure: Option<crate::erasure::Scheme>,
     /// Blobs smaller than this are always replicated.
     pub erasure_min_bytes: u64,
+    /// Time between two encryption-at-rest passes (see [`at_rest`]).
+    pub at_rest_interval: Duration,
 }
 
 impl Default for JobSettings {
@@ -65,6 +68,7 @@ impl Default for JobSettings {
             gc_grace: Duration::from_secs(3600),
             erasure: None,
             erasure_min_bytes: 1 << 20,
+            at_rest_interval: Duration::from_secs(60),
         }
     }
 }
@@ -80,6 +84,9 @@ pub struct BlobJobs {
     /// Wall-clock milliseconds (the node's injectable clock).
     pub now_ms: Arc<dyn Fn() -> u64 + Send + Sync>,
     liveness: Mutex<liveness::Liveness>,
+    /// The key ring generation whose files the last encryption-at-rest pass left all sealed
+    /// under the active key: later passes skip the walk over the disk until keys change.
+    sealed_generation: Mutex<Option<u64>>,
 }
 
 /// Why a pass stopped early (it is retried by the next one).
@@ -115,6 +122,7 @@ impl BlobJobs {
             health,
             now_ms,
             liveness: Mutex::default(),
+            sealed_generation: Mutex::default(),
         }
     }
 

@@ -1,0 +1,186 @@
+//! Encryption-at-rest upkeep (every node; the catalog part on the leader only). One pass:
+//!
+//! - seals plain files (blobs, shards) left from before encryption was turned on: each is read,
+//!   checked (a blob against its digest), written sealed beside it, synced, renamed into place
+//!   and only then is the plain file removed — a crash at any point leaves one readable copy;
+//! - re-wraps the data key of every sealed file still wrapped by a retired master key (headers
+//!   only, see [`crate::at_rest::sealed::rewrap`]);
+//! - on the leader, re-seals catalog secrets (signing keys) that are plain or sealed by a
+//!   retired key, through Raft.
+//!
+//! It reports what is left (`at_rest.*` in `cluster status`), so an operator knows when a
+//! retired key can leave the key file. Reads are throttled like the scrub's.
+
+use std::io;
+use std::sync::Arc;
+
+use keelson_raft::identity::{IdentityCommand, ResealedKey};
+use keelson_raft::CatalogCommand;
+
+use super::throttle::Throttle;
+use super::{BlobJobs, JobError};
+use crate::at_rest::{sealed, Format, MasterKeys};
+use crate::digest::Digest;
+
+/// What one pass did and what it left.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SealOutcome {
+    /// Plain files sealed by this pass.
+    pub converted: usize,
+    /// Sealed files whose data key this pass re-wrapped.
+    pub rewrapped: usize,
+    /// Files still plain or on a retired key after the pass (they failed; retried next pass).
+    pub left: usize,
+    /// Catalog secrets this pass proposed to re-seal.
+    pub secrets_resealed: usize,
+}
+
+/// One stored file the pass looks at.
+enum Target {
+    Blob(Digest),
+    Shard(Digest, usize),
+}
+
+impl BlobJobs {
+    pub async fn seal_pass(&self) -> Result<SealOutcome, JobError> {
+        let mut outcome = SealOutcome::default();
+        let Some(ring) = self.store.key_ring() else {
+            return Ok(outcome);
+        };
+        let generation = ring.generation();
+        let keys = ring.current();
+        let settled = *self.sealed_generation.lock().unwrap_or_else(|p| p.into_inner()) == Some(generation);
+        if !settled {
+            self.seal_files(&keys, &mut outcome).await?;
+            if outcome.left == 0 {
+                *self.sealed_generation.lock().unwrap_or_else(|p| p.into_inner()) = Some(generation);
+            }
+        }
+        if self.is_leader() {
+            outcome.secrets_resealed = self.reseal_secrets(&keys).await?;
+        }
+        self.health.count("at_rest.converted", outcome.converted as u64);
+        self.health.count("at_rest.rewrapped", outcome.rewrapped as u64);
+        self.health.set("at_rest.files_left", if settled { 0 } else { outcome.left as u64 });
+        let stale_secrets = self.catalog.reader().with_identity(|s| {
+            s.signing_keys
+                .iter()
+                .filter(|k| keys.secret_needs_sealing(&k.private_pkcs8))
+                .count()
+        });
+        self.health.set("at_rest.secrets_left", stale_secrets as u64);
+        self.health.set("at_rest.generation", generation);
+        self.health.set("at_rest.settled", u64::from(self.sealed_generation.lock().unwrap_or_else(|p| p.into_inner()).is_some_and(|g| g == generation)));
+        if outcome != SealOutcome::default() {
+            tracing::info!(?outcome, "encryption-at-rest pass");
+        }
+        Ok(outcome)
+    }
+
+    /// Seals plain files and re-wraps sealed ones not on the active key.
+    async fn seal_files(&self, keys: &Arc<MasterKeys>, outcome: &mut SealOutcome) -> Result<(), JobError> {
+        let store = self.store.clone();
+        let files = tokio::task::spawn_blocking(move || -> io::Result<Vec<(Target, Format, u64)>> {
+            let mut files: Vec<(Target, Format, u64)> = store
+                .list()?
+                .into_iter()
+                .map(|b| (Target::Blob(b.digest), b.format, b.size))
+                .collect();
+            files.extend(
+                store
+                    .list_shards()?
+                    .into_iter()
+                    .map(|s| (Target::Shard(s.digest, s.index), s.format, s.size)),
+            );
+            Ok(files)
+        })
+        .await
+        .map_err(|e| io::Error::other(e.to_string()))??;
+        let mut throttle = Throttle::new(self.settings.scrub_rate);
+        for (target, format, size) in files {
+            let store = self.store.clone();
+            let keys = keys.clone();
+            if format == Format::Plain {
+                throttle.pace(size).await;
+            }
+            let done = tokio::task::spawn_blocking(move || -> io::Result<Step> {
+                let (path, digest) = match &target {
+                    Target::Blob(d) => (store.path(d), Some(d)),
+                    Target::Shard(d, i) => (store.shard_path(d, *i), None),
+                };
+                match format {
+                    Format::Plain => store.seal_plain_file(&path, digest).map(|sealed| {
+                        if sealed {
+                            Step::Converted
+                        } else {
+                            Step::Gone
+                        }
+                    }),
+                    Format::Sealed => rewrap_file(&Format::Sealed.name(&path), &keys),
+                }
+            })
+            .await
+            .map_err(|e| io::Error::other(e.to_string()))?;
+            match done {
+                Ok(Step::Converted) => outcome.converted += 1,
+                Ok(Step::Rewrapped) => outcome.rewrapped += 1,
+                Ok(Step::Current | Step::Gone) => {}
+                Err(e) => {
+                    outcome.left += 1;
+                    tracing::warn!(error = %e, "could not seal or re-wrap a stored file");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Proposes sealing every signing key that is plain or sealed by a retired key.
+    async fn reseal_secrets(&self, keys: &Arc<MasterKeys>) -> Result<usize, JobError> {
+        let stale: Vec<(String, Vec<u8>)> = self.catalog.reader().with_identity(|s| {
+            s.signing_keys
+                .iter()
+                .filter(|k| keys.secret_needs_sealing(&k.private_pkcs8))
+                .map(|k| (k.kid.clone(), k.private_pkcs8.clone()))
+                .collect()
+        });
+        let mut sealed = Vec::with_capacity(stale.len());
+        for (kid, was) in stale {
+            match keys.open_secret(&was) {
+                Ok(plain) => sealed.push(ResealedKey {
+                    kid,
+                    private_sealed: keys.seal_secret(&plain),
+                    was,
+                }),
+                Err(e) => tracing::warn!(%kid, error = %e, "a signing key cannot be opened with this node's keys"),
+            }
+        }
+        if sealed.is_empty() {
+            return Ok(0);
+        }
+        let n = sealed.len();
+        self.catalog
+            .propose(CatalogCommand::Identity(IdentityCommand::ResealSigningKeys { sealed }))
+            .await?;
+        Ok(n)
+    }
+}
+
+enum Step {
+    Converted,
+    Rewrapped,
+    Current,
+    /// Deleted or converted meanwhile.
+    Gone,
+}
+
+fn rewrap_file(path: &std::path::Path, keys: &MasterKeys) -> io::Result<Step> {
+    let file = match std::fs::OpenOptions::new().read(true).write(true).open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Step::Gone),
+        Err(e) => return Err(e),
+    };
+    Ok(match sealed::rewrap(&file, keys)? {
+        sealed::Rewrap::Current => Step::Current,
+        sealed::Rewrap::Rewrapped => Step::Rewrapped,
+    })
+}
