@@ -342,9 +342,14 @@ impl ServeArgs {
         if api_tls.is_none() && !insecure_http && !is_loopback(&listen) {
             return Err(ConfigError::InsecureListen(listen));
         }
-        let key_ring = match (self.encryption_key_file.or(file.encryption_key_file), self.encryption_keys) {
+        let key_ring = match (
+            self.encryption_key_file.or(file.encryption_key_file),
+            self.encryption_keys,
+        ) {
             (None, None) => None,
-            (Some(path), None) => Some(std::sync::Arc::new(keelson_storage::at_rest::KeyRing::from_file(&path)?)),
+            (Some(path), None) => Some(std::sync::Arc::new(keelson_storage::at_rest::KeyRing::from_file(
+                &path,
+            )?)),
             (None, Some(text)) => Some(std::sync::Arc::new(keelson_storage::at_rest::KeyRing::fixed(
                 keelson_storage::at_rest::MasterKeys::parse(&text.replace(',', "\n"))?,
             ))),

@@ -23,7 +23,6 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +30,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use support::cluster::Cluster;
 use support::content::{digest_of, pseudo_random};
+use support::images::{http, pull_image, push_image, Image};
 use support::status::status_of;
 
 /// Background job settings for the test: fast passes, short grace, no throttling.
@@ -51,7 +51,6 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const MIB: usize = 1 << 20;
 
 // ---------------------------------------------------------------------------------------------
@@ -73,205 +72,6 @@ fn flip_byte(path: &Path) {
     f.seek(SeekFrom::Start(at)).unwrap();
     f.write_all(&[b[0] ^ 0xff]).unwrap();
     f.sync_all().unwrap();
-}
-
-// ---------------------------------------------------------------------------------------------
-// Images
-// ---------------------------------------------------------------------------------------------
-
-/// An image as pushed: its manifest bytes and every blob it references.
-#[derive(Clone)]
-struct Image {
-    repo: String,
-    tag: String,
-    manifest: Vec<u8>,
-    blobs: Vec<(String, Arc<Vec<u8>>)>,
-}
-
-impl Image {
-    /// An OCI image of a small unique config and the given layers.
-    fn new(repo: &str, tag: &str, layers: &[Arc<Vec<u8>>]) -> Image {
-        let config = Arc::new(
-            serde_json::to_vec(&json!({
-                "architecture": "amd64", "os": "linux",
-                "config": { "Labels": { "image": format!("{repo}:{tag}") } },
-                "rootfs": { "type": "layers", "diff_ids": [] },
-            }))
-            .unwrap(),
-        );
-        let descriptor =
-            |media: &str, bytes: &[u8]| json!({ "mediaType": media, "digest": digest_of(bytes), "size": bytes.len() });
-        let manifest = serde_json::to_vec(&json!({
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": descriptor("application/vnd.oci.image.config.v1+json", &config),
-            "layers": layers.iter().map(|l| descriptor("application/vnd.oci.image.layer.v1.tar", l)).collect::<Vec<_>>(),
-        }))
-        .unwrap();
-        let mut blobs = vec![(digest_of(&config), config)];
-        blobs.extend(layers.iter().map(|l| (digest_of(l), l.clone())));
-        Image {
-            repo: repo.to_string(),
-            tag: tag.to_string(),
-            manifest,
-            blobs,
-        }
-    }
-
-    fn digest(&self) -> String {
-        digest_of(&self.manifest)
-    }
-}
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap()
-}
-
-/// Pushes a blob the way registry clients do: HEAD, then (when `mount_from` is given) a
-/// cross-repository mount, else a monolithic upload.
-async fn push_blob(
-    c: &reqwest::Client,
-    node: &str,
-    repo: &str,
-    digest: &str,
-    bytes: &[u8],
-    mount_from: Option<&str>,
-) -> Result<(), String> {
-    let head = c
-        .head(format!("http://{node}/v2/{repo}/blobs/{digest}"))
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    if head.status() == 200 {
-        return Ok(());
-    }
-    if let Some(from) = mount_from {
-        let r = c
-            .post(format!(
-                "http://{node}/v2/{repo}/blobs/uploads/?mount={digest}&from={from}"
-            ))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        if r.status() == 201 {
-            return Ok(());
-        }
-        // 202: not mountable (collected meanwhile): upload into the session it opened.
-        if r.status() == 202 {
-            let location = r
-                .headers()
-                .get("location")
-                .and_then(|l| l.to_str().ok())
-                .ok_or("mount fallback without Location")?
-                .to_string();
-            let url = if location.starts_with("http") {
-                location
-            } else {
-                format!("http://{node}{location}")
-            };
-            let sep = if url.contains('?') { '&' } else { '?' };
-            let put = c
-                .put(format!("{url}{sep}digest={digest}"))
-                .body(bytes.to_vec())
-                .send()
-                .await
-                .map_err(|e| e.to_string())?;
-            return match put.status().as_u16() {
-                201 => Ok(()),
-                s => Err(format!(
-                    "upload after refused mount of {digest}: {s} {}",
-                    put.text().await.unwrap_or_default()
-                )),
-            };
-        }
-        return Err(format!("mount of {digest}: {}", r.status()));
-    }
-    let r = c
-        .post(format!("http://{node}/v2/{repo}/blobs/uploads/?digest={digest}"))
-        .body(bytes.to_vec())
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    match r.status().as_u16() {
-        201 => Ok(()),
-        s => Err(format!(
-            "push of {digest} to {repo}: {s} {}",
-            r.text().await.unwrap_or_default()
-        )),
-    }
-}
-
-async fn push_image(
-    c: &reqwest::Client,
-    node: &str,
-    image: &Image,
-    mount_from: &BTreeMap<String, String>,
-) -> Result<(), String> {
-    for (digest, bytes) in &image.blobs {
-        push_blob(
-            c,
-            node,
-            &image.repo,
-            digest,
-            bytes,
-            mount_from.get(digest).map(String::as_str),
-        )
-        .await?;
-    }
-    let r = c
-        .put(format!("http://{node}/v2/{}/manifests/{}", image.repo, image.tag))
-        .header("content-type", OCI_MANIFEST)
-        .body(image.manifest.clone())
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    match r.status().as_u16() {
-        201 => Ok(()),
-        s => Err(format!(
-            "manifest {}:{}: {s} {}",
-            image.repo,
-            image.tag,
-            r.text().await.unwrap_or_default()
-        )),
-    }
-}
-
-/// Pulls an image through `node`; every byte must match what was pushed.
-async fn pull_image(c: &reqwest::Client, node: &str, image: &Image) -> Result<(), String> {
-    let r = c
-        .get(format!("http://{node}/v2/{}/manifests/{}", image.repo, image.tag))
-        .header("accept", OCI_MANIFEST)
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    if r.status() != 200 {
-        return Err(format!("{node}: manifest {}:{}: {}", image.repo, image.tag, r.status()));
-    }
-    let body = r.bytes().await.map_err(|e| e.to_string())?;
-    if body.as_ref() != image.manifest.as_slice() {
-        return Err(format!("{node}: manifest {}:{} differs", image.repo, image.tag));
-    }
-    for (digest, bytes) in &image.blobs {
-        let r = c
-            .get(format!("http://{node}/v2/{}/blobs/{digest}", image.repo))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        if r.status() != 200 {
-            return Err(format!("{node}: blob {digest}: {}", r.status()));
-        }
-        let got = r
-            .bytes()
-            .await
-            .map_err(|e| format!("{node}: blob {digest} body: {e}"))?;
-        if got.len() != bytes.len() || digest_of(&got) != *digest {
-            return Err(format!("{node}: blob {digest} differs ({} bytes)", got.len()));
-        }
-    }
-    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -300,24 +100,6 @@ fn form(
 }
 
 impl Cluster {
-    /// `keelson admin <args>` through `node`; its JSON answer.
-    fn admin(&self, node: &str, args: &[&str]) -> Value {
-        let out = Command::new(env!("CARGO_BIN_EXE_keelson"))
-            .args(["admin", "--node", node])
-            .args(args)
-            .output()
-            .expect("run keelson admin");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        if !out.status.success() {
-            panic!(
-                "keelson admin {args:?} failed: {stdout}{}{}",
-                String::from_utf8_lossy(&out.stderr),
-                self.logs()
-            );
-        }
-        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("keelson admin {args:?}: {e}: {stdout}"))
-    }
-
     /// Waits until every member's capacity report is in the catalog (seen by the leader);
     /// returns free bytes by node id.
     fn wait_capacities(&self, alive: &[u64]) -> BTreeMap<u64, u64> {

@@ -68,6 +68,9 @@ impl keelson_api::Clock for SimClock {
     }
 }
 
+/// The master key of the simulated nodes that encrypt at rest.
+pub const SIM_MASTER_KEY: &str = "5a1e5a1e0123456789abcdef0123456789abcdef0123456789abcdef5a1e5a1e";
+
 /// A node host's software: the real node on simulated listeners, running until crashed.
 pub async fn node_host(spec: NodeSpec) -> turmoil::Result {
     let ip = turmoil::lookup(spec.name.as_str());
@@ -97,6 +100,10 @@ pub async fn node_host(spec: NodeSpec) -> turmoil::Result {
         pull_flush_ms: Some(crate::retention::PULL_FLUSH_MS),
         upload_idle_ms: Some(crate::uploads::UPLOAD_IDLE_MS),
         upload_sweep_ms: Some(crate::uploads::UPLOAD_SWEEP_MS),
+        // Even-numbered nodes keep their files sealed (encryption at rest), so sealed uploads,
+        // replicas and shards go through the same crashes, partitions and expiries as plain
+        // ones, and members of both kinds copy blobs to each other.
+        encryption_keys: (spec.id % 2 == 0).then(|| SIM_MASTER_KEY.to_string()),
         ..Default::default()
     }
     .resolve()?;

@@ -125,10 +125,26 @@ fn copy_state(data_dir: &Path, digest: &str) -> Copy {
     if hex.len() < 2 {
         return Copy::Absent;
     }
-    let path = data_dir.join("blobs").join("sha256").join(&hex[..2]).join(hex);
-    match std::fs::read(&path) {
-        Ok(bytes) if hex::encode(Sha256::digest(&bytes)) == hex => Copy::Good,
-        Ok(_) => Copy::Corrupt,
-        Err(_) => Copy::Absent,
+    use keelson_storage::at_rest::{Format, MasterKeys, StoredReader};
+    let base = data_dir.join("blobs").join("sha256").join(&hex[..2]).join(hex);
+    let Some(path) = [Format::Plain, Format::Sealed]
+        .into_iter()
+        .map(|format| format.name(&base))
+        .find(|path| path.is_file())
+    else {
+        return Copy::Absent;
+    };
+    let keys = MasterKeys::parse(crate::cluster::SIM_MASTER_KEY).ok();
+    let reader = match StoredReader::open(&path, keys.as_ref()) {
+        Ok(reader) => reader,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Copy::Absent,
+        Err(_) => return Copy::Corrupt,
+    };
+    let mut hasher = Sha256::new();
+    match keelson_storage::blob_store::read_through(reader, |bytes| hasher.update(bytes)) {
+        Ok(()) if hex::encode(hasher.finalize()) == hex => Copy::Good,
+        Ok(()) => Copy::Corrupt,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Copy::Absent,
+        Err(_) => Copy::Corrupt,
     }
 }

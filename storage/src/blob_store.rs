@@ -205,7 +205,9 @@ impl BlobStore {
                 return Err(e);
             }
         }
-        let parent = plain.parent().ok_or_else(|| io::Error::other("stored file has no parent"))?;
+        let parent = plain
+            .parent()
+            .ok_or_else(|| io::Error::other("stored file has no parent"))?;
         std::fs::rename(&temp, Format::Sealed.name(plain))?;
         sync_dir(parent)?;
         match std::fs::remove_file(plain) {
@@ -478,7 +480,9 @@ impl BlobStore {
                 let entry = entry?;
                 let name = entry.file_name().to_string_lossy().into_owned();
                 let format = Format::of_path(Path::new(&name));
-                let hex = name.strip_suffix(crate::at_rest::stored::SEALED_SUFFIX).unwrap_or(&name);
+                let hex = name
+                    .strip_suffix(crate::at_rest::stored::SEALED_SUFFIX)
+                    .unwrap_or(&name);
                 let Ok(digest) = Digest::parse(&format!("sha256:{hex}")) else {
                     continue; // not a blob (never written by the store)
                 };
@@ -537,7 +541,10 @@ impl BlobStore {
 
     fn open_shard(&self, digest: &Digest, index: usize) -> io::Result<StoredReader> {
         let path = self.located_shard(digest, index).ok_or_else(|| {
-            io::Error::new(io::ErrorKind::NotFound, format!("shard {index} of {digest} is not stored here"))
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("shard {index} of {digest} is not stored here"),
+            )
         })?;
         self.open_file(&path)
     }
@@ -683,7 +690,9 @@ impl BlobStore {
                 let entry = entry?;
                 let name = entry.file_name().to_string_lossy().into_owned();
                 let format = Format::of_path(Path::new(&name));
-                let bare = name.strip_suffix(crate::at_rest::stored::SEALED_SUFFIX).unwrap_or(&name);
+                let bare = name
+                    .strip_suffix(crate::at_rest::stored::SEALED_SUFFIX)
+                    .unwrap_or(&name);
                 let Some((hex, index)) = bare.split_once('.') else {
                     continue;
                 };

@@ -64,7 +64,11 @@ pub fn sign(state: &IdentityState, claims: &Claims, keys: Option<&MasterKeys>) -
     let mut header = Header::new(Algorithm::EdDSA);
     header.kid = Some(key.kid.clone());
     let private = open_secret(keys, &key.private_pkcs8)?;
-    Ok(jsonwebtoken::encode(&header, claims, &EncodingKey::from_ed_der(&private))?)
+    Ok(jsonwebtoken::encode(
+        &header,
+        claims,
+        &EncodingKey::from_ed_der(&private),
+    )?)
 }
 
 /// Verifies a token's signature, expiry and audience; returns its claims.
@@ -151,7 +155,12 @@ mod tests {
         // The stored private half is not a PKCS#8 document (which starts with a SEQUENCE).
         assert_ne!(key.private_pkcs8[0], 0x30);
         state.signing_keys.push(key);
-        let token = sign(&state, &claims("acme/ann", vec![], "access", None, now(), 300), Some(&keys)).unwrap();
+        let token = sign(
+            &state,
+            &claims("acme/ann", vec![], "access", None, now(), 300),
+            Some(&keys),
+        )
+        .unwrap();
         assert_eq!(verify(&state, &token).unwrap().sub, "acme/ann");
         assert!(matches!(
             sign(&state, &claims("acme/ann", vec![], "access", None, now(), 300), None),

@@ -156,6 +156,24 @@ impl Cluster {
         exec_ok(cmd, limit, || self.logs())
     }
 
+    /// `keelson admin <args>` through `node`; its JSON answer.
+    pub fn admin(&self, node: &str, args: &[&str]) -> Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_keelson"))
+            .args(["admin", "--node", node])
+            .args(args)
+            .output()
+            .expect("run keelson admin");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() {
+            panic!(
+                "keelson admin {args:?} failed: {stdout}{}{}",
+                String::from_utf8_lossy(&out.stderr),
+                self.logs()
+            );
+        }
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("keelson admin {args:?}: {e}: {stdout}"))
+    }
+
     /// Node `id`'s cluster status, as the administrator when auth is on.
     pub fn status(&self, id: u64) -> Result<Value, String> {
         let admin = self.admin_token.as_deref().map(|t| ("keelson/admin", t));

@@ -7,7 +7,7 @@
 //! The submodules hold what several test binaries need besides the node itself: `tools`
 //! (installed clients, time-limited runs, polling), `cluster` (nodes formed into a cluster with
 //! the CLI), `content` (test bytes and digests), `daemon` and `docker` (private daemons with
-//! Drop guards), `oci` (skopeo/umoci layouts) and `status` (a node's cluster status over raw
+//! Drop guards), `images` (images pushed and pulled over raw HTTP), `oci` (skopeo/umoci layouts) and `status` (a node's cluster status over raw
 //! HTTP).
 #![allow(dead_code)]
 
@@ -16,6 +16,7 @@ pub mod containerd;
 pub mod content;
 pub mod daemon;
 pub mod docker;
+pub mod images;
 pub mod lb;
 pub mod oci;
 pub mod status;
@@ -329,6 +330,12 @@ impl ClusterNode {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Sets (or replaces) an environment variable for the node's next start.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_string(), value.to_string()));
     }
 
     /// Starts the (killed) node again on the same data directory and the same addresses.

@@ -134,7 +134,10 @@ impl MasterKeys {
             if keys.iter().any(|k| k.id == id) {
                 return Err(KeyError::Duplicate(hex::encode(id)));
             }
-            keys.push(MasterKey { id, key: aead_key(&raw) });
+            keys.push(MasterKey {
+                id,
+                key: aead_key(&raw),
+            });
         }
         if keys.is_empty() {
             return Err(KeyError::Empty);
@@ -286,7 +289,10 @@ mod tests {
         let keys = MasterKeys::parse(&format!("# active\n{B}\n\n{A}\n")).unwrap();
         assert_eq!(keys.ids().len(), 2);
         assert!(matches!(MasterKeys::parse(""), Err(KeyError::Empty)));
-        assert!(matches!(MasterKeys::parse("abc"), Err(KeyError::Malformed { line: 1, .. })));
+        assert!(matches!(
+            MasterKeys::parse("abc"),
+            Err(KeyError::Malformed { line: 1, .. })
+        ));
         assert!(matches!(
             MasterKeys::parse(&"0".repeat(64)),
             Err(KeyError::Malformed { .. })

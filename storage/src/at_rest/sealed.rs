@@ -288,7 +288,11 @@ impl SealedAppender {
             }
         }
         if at != file_len {
-            tracing::warn!(kept = at, found = file_len, "a sealed upload's torn last record was cut off");
+            tracing::warn!(
+                kept = at,
+                found = file_len,
+                "a sealed upload's torn last record was cut off"
+            );
             appender.file.set_len(at)?;
         }
         Ok(appender)
@@ -411,7 +415,13 @@ mod tests {
     const B: &str = "1f1e1d1c1b1a191817161514131211100f0e0d0c0b0a09080706050403020100";
 
     fn rw(path: &std::path::Path) -> File {
-        OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).unwrap()
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .unwrap()
     }
 
     fn content(len: usize) -> Vec<u8> {
@@ -444,7 +454,13 @@ mod tests {
         assert_eq!(w.len(), data.len() as u64);
         let mut r = SealedReader::open(File::open(&path).unwrap(), &keys).unwrap();
         assert_eq!(r.len(), data.len() as u64);
-        for (offset, len) in [(0, data.len()), (1, 10), (CHUNK - 5, 10), (2 * CHUNK, CHUNK + 1234), (data.len() - 1, 1)] {
+        for (offset, len) in [
+            (0, data.len()),
+            (1, 10),
+            (CHUNK - 5, 10),
+            (2 * CHUNK, CHUNK + 1234),
+            (data.len() - 1, 1),
+        ] {
             let mut out = vec![0u8; len];
             r.read_at(offset as u64, &mut out).unwrap();
             assert_eq!(out, data[offset..offset + len]);
@@ -537,13 +553,20 @@ mod tests {
         assert_eq!(rewrap(&rw(&path), &rotated).unwrap(), Rewrap::Rewrapped);
         assert_eq!(rewrap(&rw(&path), &rotated).unwrap(), Rewrap::Current);
         let after = std::fs::read(&path).unwrap();
-        assert_eq!(before[HEADER_LEN as usize..], after[HEADER_LEN as usize..], "records untouched");
+        assert_eq!(
+            before[HEADER_LEN as usize..],
+            after[HEADER_LEN as usize..],
+            "records untouched"
+        );
         assert!(SealedReader::open(File::open(&path).unwrap(), &old).is_err());
         let mut r = SealedReader::open(File::open(&path).unwrap(), &only_new).unwrap();
         let mut out = vec![0u8; data.len()];
         r.read_at(0, &mut out).unwrap();
         assert_eq!(out, data);
-        assert_eq!(wrapping_key(&File::open(&path).unwrap(), &only_new).unwrap(), only_new.active_id());
+        assert_eq!(
+            wrapping_key(&File::open(&path).unwrap(), &only_new).unwrap(),
+            only_new.active_id()
+        );
     }
 
     #[test]

@@ -61,7 +61,8 @@ impl BlobJobs {
         }
         self.health.count("at_rest.converted", outcome.converted as u64);
         self.health.count("at_rest.rewrapped", outcome.rewrapped as u64);
-        self.health.set("at_rest.files_left", if settled { 0 } else { outcome.left as u64 });
+        self.health
+            .set("at_rest.files_left", if settled { 0 } else { outcome.left as u64 });
         let stale_secrets = self.catalog.reader().with_identity(|s| {
             s.signing_keys
                 .iter()
@@ -70,7 +71,15 @@ impl BlobJobs {
         });
         self.health.set("at_rest.secrets_left", stale_secrets as u64);
         self.health.set("at_rest.generation", generation);
-        self.health.set("at_rest.settled", u64::from(self.sealed_generation.lock().unwrap_or_else(|p| p.into_inner()).is_some_and(|g| g == generation)));
+        self.health.set(
+            "at_rest.settled",
+            u64::from(
+                self.sealed_generation
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .is_some_and(|g| g == generation),
+            ),
+        );
         if outcome != SealOutcome::default() {
             tracing::info!(?outcome, "encryption-at-rest pass");
         }
@@ -109,13 +118,17 @@ impl BlobJobs {
                     Target::Shard(d, i) => (store.shard_path(d, *i), None),
                 };
                 match format {
-                    Format::Plain => store.seal_plain_file(&path, digest).map(|sealed| {
-                        if sealed {
-                            Step::Converted
-                        } else {
-                            Step::Gone
-                        }
-                    }),
+                    Format::Plain => {
+                        store.seal_plain_file(&path, digest).map(
+                            |sealed| {
+                                if sealed {
+                                    Step::Converted
+                                } else {
+                                    Step::Gone
+                                }
+                            },
+                        )
+                    }
                     Format::Sealed => rewrap_file(&Format::Sealed.name(&path), &keys),
                 }
             })
