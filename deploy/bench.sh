@@ -11,7 +11,8 @@
 # no target pays for the deferred writeback of the one before. A second single node with
 # pull counting off runs the manifest GET by tag row too (what counting costs), and
 # `keelson-bench retention` measures the retention pass over a synthetic catalog of
-# 1,000,000 images (20,000 with --quick).
+# 1,000,000 images (20,000 with --quick). A third node with encryption at rest runs the big
+# push and pull rows (what sealing costs).
 #
 # Usage: deploy/bench.sh [options]
 #   --quick             smoke run: tiny sizes, 2 s runs, 2 rounds (CI can run it);
@@ -208,6 +209,18 @@ else
   wait_for "${pid[keelson-nocount]}" 127.0.0.1 "$nport" keelson-nocount "$logs/keelson-nocount.log"
   url[keelson-nocount]=http://127.0.0.1:$nport
   echo "== keelson without pull counting pid ${pid[keelson-nocount]} at ${url[keelson-nocount]}"
+  # The same node with encryption at rest, for what sealing costs on pushes and pulls.
+  sport=$(free_port)
+  mkdir -p "$scratch/s"
+  openssl rand -hex 32 >"$scratch/master.key"
+  KEELSON_BOOTSTRAP_TOKEN=$keelson_password RUST_LOG=${RUST_LOG:-warn} "$keelson" serve \
+    --data-dir "$scratch/s" --listen "127.0.0.1:$sport" --auth "$keelson_auth" \
+    --encryption-key-file "$scratch/master.key" \
+    >"$logs/keelson-sealed.log" 2>&1 &
+  pid[keelson-sealed]=$!; pids+=("${pid[keelson-sealed]}")
+  wait_for "${pid[keelson-sealed]}" 127.0.0.1 "$sport" keelson-sealed "$logs/keelson-sealed.log"
+  url[keelson-sealed]=http://127.0.0.1:$sport
+  echo "== keelson with encryption at rest pid ${pid[keelson-sealed]} at ${url[keelson-sealed]}"
 fi
 targets+=(keelson)
 
@@ -291,14 +304,15 @@ url[bare-hyper]=http://$(head -1 "$scratch/bare.addr")
 echo "== bare hyper server pid ${pid[bare-hyper]} at ${url[bare-hyper]}"
 
 # name | bare-hyper ceiling? (1/0) | keelson-bench arguments | cluster targets | compared with |
-# extra single-node targets (keelson-nocount: Keelson with pull counting off)
+# extra single-node targets (keelson-nocount: Keelson with pull counting off; keelson-sealed:
+# Keelson with encryption at rest)
 # Cluster targets: leader, follower, lb (the load balancer), holder / non-holder (a follower
 # that holds the pulled blob / one that does not: the blob is pushed through the leader).
 workloads=(
-  "blob push $big mono c1|0|blob-push --size $big -c 1 -n $pushes_big|leader follower lb|keelson"
+  "blob push $big mono c1|0|blob-push --size $big -c 1 -n $pushes_big|leader follower lb|keelson|keelson-sealed"
   "blob push $mid x$pushes_mid c4|0|blob-push --size $mid -c 4 -n $pushes_mid|leader follower lb|keelson"
   "blob push $mid chunked $chunk x$pushes_mid c4|0|blob-push-chunked --size $mid --chunk $chunk -c 4 -n $pushes_mid"
-  "blob pull $big c1|0|blob-pull --size $big -c 1 -d $dur|holder non-holder|distribution"
+  "blob pull $big c1|0|blob-pull --size $big -c 1 -d $dur|holder non-holder|distribution|keelson-sealed"
   "blob GET 4KiB c32|1|blob-pull --size 4KiB -c 32 -d $dur --warmup $warm|holder non-holder|distribution"
   "manifest GET tag c32|1|manifest-get-tag -c 32 -d $dur --warmup $warm|follower lb|distribution|keelson-nocount"
   "manifest GET digest c32|1|manifest-get-digest -c 32 -d $dur --warmup $warm"
@@ -319,7 +333,7 @@ run_one() {
   [ -n "${url[$label]:-}" ] && urlarg=(--url "${url[$label]}")
   # Credentials go to Keelson's runs only, through the environment (not argv).
   local creds=(env -u KEELSON_BENCH_USER -u KEELSON_BENCH_PASSWORD)
-  if { [ "$label" = keelson ] || [ "$label" = keelson-nocount ]; } && [ -n "$keelson_user" ]; then
+  if [[ $label == keelson* ]] && [ -n "$keelson_user" ]; then
     creds=(env "KEELSON_BENCH_USER=$keelson_user" "KEELSON_BENCH_PASSWORD=$keelson_password")
   elif [[ $label == cluster-* ]] && [ -n "$cluster_user" ]; then
     creds=(env "KEELSON_BENCH_USER=$cluster_user" "KEELSON_BENCH_PASSWORD=$cluster_password")
@@ -456,6 +470,7 @@ labels=keelson
 labels+=,distribution
 labels+=,bare-hyper
 [ -n "${url[keelson-nocount]:-}" ] && labels+=,keelson-nocount
+[ -n "${url[keelson-sealed]:-}" ] && labels+=,keelson-sealed
 shopt -s nullglob
 reports=("$out"/runs/*.json)
 if [ ${#reports[@]} -eq 0 ]; then
@@ -503,6 +518,13 @@ if [ -n "$with" ] && [ -n "$without" ]; then
   echo
   awk -v w="$with" -v n="$without" 'BEGIN {
     printf "Pull counting: manifest GET by tag c32 %.0f req/s counting, %.0f req/s not counting: %+.1f%% (target: within 5%%)\n", w, n, 100 * (w - n) / n }'
+fi
+plain_push=$(best_mbps 01 keelson) sealed_push=$(best_mbps 01 keelson-sealed)
+plain_pull=$(best_mbps 04 keelson) sealed_pull=$(best_mbps 04 keelson-sealed)
+if [ -n "$plain_pull" ] && [ -n "$sealed_pull" ] && [ -n "$plain_push" ] && [ -n "$sealed_push" ]; then
+  echo
+  awk -v pp="$plain_push" -v sp="$sealed_push" -v pl="$plain_pull" -v sl="$sealed_pull" 'BEGIN {
+    printf "Encryption at rest (AES-256-GCM): push %.0f MB/s sealed, %.0f MB/s plain: %+.1f%%; pull %.0f MB/s sealed, %.0f MB/s plain: %+.1f%% (target: within 15%%)\n", sp, pp, 100 * (sp - pp) / pp, sl, pl, 100 * (sl - pl) / pl }'
 fi
 [ "$keep_out" = 1 ] && echo && echo "reports: $out"
 if [ ${#failures[@]} -gt 0 ]; then

@@ -26,6 +26,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 
+use bytes::{Bytes, BytesMut};
 use ring::aead::{Aad, LessSafeKey, Nonce, NONCE_LEN};
 
 use super::keys::{aead_key, random_key, random_nonce, KeyError, KeyId, MasterKeys, KEY_LEN, TAG_LEN, WRAPPED_LEN};
@@ -201,6 +202,47 @@ impl SealedReader {
             written += take;
         }
         Ok(())
+    }
+
+    /// The plaintext at `offset` as pieces of one buffer, decrypted in place: each record's
+    /// ciphertext is read once and its plaintext handed out where it lies, with no copy (what
+    /// streaming a large range wants). Damage is `InvalidData`, as for [`SealedReader::read_at`].
+    pub fn read_pieces(&self, offset: u64, len: u64) -> io::Result<Vec<Bytes>> {
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let end = offset
+            .checked_add(len)
+            .filter(|end| *end <= self.len)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "read beyond the end of a sealed file"))?;
+        let first = offset / CHUNK as u64;
+        let last = (end - 1) / CHUNK as u64;
+        let from = record_offset(first);
+        let to = record_offset(last) + RECORD_OVERHEAD as u64 + self.record_plain_len(last);
+        let mut buf = BytesMut::zeroed((to - from) as usize);
+        self.file.read_exact_at(&mut buf, from)?;
+        let mut spans = Vec::with_capacity((last - first + 1) as usize);
+        for index in first..=last {
+            let at = ((index - first) * RECORD_LEN) as usize;
+            let plain_len = self.record_plain_len(index) as usize;
+            let record = &mut buf[at..at + RECORD_OVERHEAD + plain_len];
+            let (nonce, body) = record.split_at_mut(NONCE_LEN);
+            let mut n = [0u8; NONCE_LEN];
+            n.copy_from_slice(nonce);
+            self.key
+                .open_in_place(
+                    Nonce::assume_unique_for_key(n),
+                    Aad::from(aad(&self.file_id, index)),
+                    body,
+                )
+                .map_err(|_| invalid(format!("sealed record {index} fails authentication")))?;
+            let record_start = index * CHUNK as u64;
+            let skip = offset.saturating_sub(record_start) as usize;
+            let stop = (end.min(record_start + plain_len as u64) - record_start) as usize;
+            spans.push(at + NONCE_LEN + skip..at + NONCE_LEN + stop);
+        }
+        let whole = buf.freeze();
+        Ok(spans.into_iter().map(|span| whole.slice(span)).collect())
     }
 
     fn record_plain_len(&self, index: u64) -> u64 {
@@ -464,6 +506,16 @@ mod tests {
             let mut out = vec![0u8; len];
             r.read_at(offset as u64, &mut out).unwrap();
             assert_eq!(out, data[offset..offset + len]);
+        }
+        for (offset, len) in [
+            (0, data.len()),
+            (5, 3),
+            (CHUNK - 1, 2),
+            (CHUNK, CHUNK),
+            (CHUNK + 9, 2 * CHUNK),
+        ] {
+            let pieces = r.read_pieces(offset as u64, len as u64).unwrap();
+            assert_eq!(pieces.concat(), data[offset..offset + len], "pieces at {offset}+{len}");
         }
         let mut beyond = [0u8; 2];
         assert!(r.read_at(data.len() as u64 - 1, &mut beyond).is_err());

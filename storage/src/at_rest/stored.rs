@@ -97,6 +97,19 @@ impl StoredReader {
         }
     }
 
+    /// `len` plaintext bytes at `offset` as one or more pieces (a sealed file's decrypted in
+    /// place, record by record). Damage in a sealed file is `InvalidData`.
+    pub fn read_pieces(&self, offset: u64, len: u64) -> io::Result<Vec<bytes::Bytes>> {
+        match self {
+            StoredReader::Plain { file, .. } => {
+                let mut buf = bytes::BytesMut::zeroed(len as usize);
+                file.read_exact_at(&mut buf, offset)?;
+                Ok(vec![buf.freeze()])
+            }
+            StoredReader::Sealed(r) => r.read_pieces(offset, len),
+        }
+    }
+
     /// Fills `out` with the plaintext at `offset`. Damage in a sealed file is `InvalidData`.
     pub fn read_at(&mut self, offset: u64, out: &mut [u8]) -> io::Result<()> {
         match self {
