@@ -169,6 +169,9 @@ impl From<StorageError> for ApiError {
 
 impl From<CatalogError> for ApiError {
     fn from(e: CatalogError) -> ApiError {
+        if let CatalogError::TooLarge { .. } = e {
+            return ApiError::new(ErrorCode::SizeInvalid, e.to_string()).with_status(StatusCode::PAYLOAD_TOO_LARGE);
+        }
         tracing::warn!(error = %e, "catalog unavailable");
         ApiError::new(ErrorCode::Unavailable, "catalog temporarily unavailable; retry")
             .with_header("Retry-After", "1".into())

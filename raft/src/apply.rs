@@ -154,7 +154,13 @@ impl Applier<'_> {
                 candidates,
                 now_ms,
             } => self.gc_mark(epoch, candidates, now_ms),
-            C::GcSweep { epoch, blobs } => self.gc_sweep(epoch, blobs),
+            C::GcSweep { epoch, blobs } => self.gc_sweep(epoch, blobs, true),
+            C::GcMarkMore {
+                epoch,
+                candidates,
+                now_ms,
+            } => self.gc_mark_more(epoch, candidates, now_ms),
+            C::GcSweepPart { epoch, blobs } => self.gc_sweep(epoch, blobs, false),
             C::LinkCoded {
                 repo,
                 digest,
@@ -699,18 +705,35 @@ impl Applier<'_> {
         if state.epoch != epoch || state.marked_ms.is_some() {
             return rejected(Rejection::Stale(format!("GC epoch {epoch} is not open")));
         }
-        for digest in &candidates {
-            // Only blobs that still exist can become candidates.
-            if self.tx.exists(CF_BLOBS, digest.as_bytes())? {
-                self.tx.put_raw(CF_GC, &gc_candidate_key(digest), &[])?;
-            }
-        }
+        self.add_gc_candidates(&candidates)?;
         state.marked_ms = Some(now_ms);
         self.tx.put(CF_GC, KEY_GC_STATE, &state)?;
         Ok(Done)
     }
 
-    fn gc_sweep(&mut self, epoch: u64, blobs: Vec<SweptBlob>) -> Applied {
+    fn gc_mark_more(&mut self, epoch: u64, candidates: Vec<String>, now_ms: u64) -> Applied {
+        let mut state: GcState = self.tx.get(CF_GC, KEY_GC_STATE)?.unwrap_or_default();
+        let Some(marked) = state.marked_ms.filter(|_| state.epoch == epoch) else {
+            return rejected(Rejection::Stale(format!("GC epoch {epoch} has no mark to extend")));
+        };
+        self.add_gc_candidates(&candidates)?;
+        state.marked_ms = Some(marked.max(now_ms));
+        self.tx.put(CF_GC, KEY_GC_STATE, &state)?;
+        Ok(Done)
+    }
+
+    fn add_gc_candidates(&mut self, candidates: &[String]) -> Result<(), TxnError> {
+        for digest in candidates {
+            // Only blobs that still exist can become candidates.
+            if self.tx.exists(CF_BLOBS, digest.as_bytes())? {
+                self.tx.put_raw(CF_GC, &gc_candidate_key(digest), &[])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes the `blobs` still candidates of `epoch`; the last part (`ends`) closes the epoch.
+    fn gc_sweep(&mut self, epoch: u64, blobs: Vec<SweptBlob>, ends: bool) -> Applied {
         let mut state: GcState = self.tx.get(CF_GC, KEY_GC_STATE)?.unwrap_or_default();
         if state.epoch != epoch || state.marked_ms.is_none() {
             return rejected(Rejection::Stale(format!("GC epoch {epoch} has no mark")));
@@ -726,6 +749,10 @@ impl Applier<'_> {
             self.tx.delete(CF_BLOBS, blob.digest.as_bytes())?;
             self.tx.delete(CF_CODED, blob.digest.as_bytes())?;
             self.tx.delete(CF_PLACEMENT, &copies_key(&blob.digest))?;
+            self.tx.delete(CF_GC, &gc_candidate_key(&blob.digest))?;
+        }
+        if !ends {
+            return Ok(Done);
         }
         // The epoch ends: every candidate, swept or not, is dropped.
         for key in self.tx.scan_keys(CF_GC, GC_CANDIDATE_PREFIX)? {

@@ -158,7 +158,22 @@ pub enum CatalogCommand {
         units: Vec<DeletionUnit>,
         now_ms: u64,
     },
+    /// GC phase 1 continued: more candidates of the epoch `epoch` that a [`CatalogCommand::GcMark`]
+    /// opened (a mark of many blobs is split to keep every entry small). The sweep then waits
+    /// its grace period from this, the latest, part.
+    GcMarkMore {
+        epoch: u64,
+        candidates: Vec<String>,
+        now_ms: u64,
+    },
+    /// GC phase 2 in parts: deletes like [`CatalogCommand::GcSweep`] but keeps the epoch open
+    /// for the next part; the last part is a `GcSweep`, which ends it.
+    GcSweepPart { epoch: u64, blobs: Vec<SweptBlob> },
 }
+
+/// Candidates or swept blobs per GC command: a digest is about 71 bytes, a swept blob names its
+/// repositories too, so a part stays far below `node::MAX_COMMAND_BYTES`.
+pub const GC_BATCH: usize = 10_000;
 
 /// Where the shards of an erasure-coded blob live: `k` data and `m` parity shards, striped in
 /// `chunk`-byte chunks; `shards[i]` holds shard `i` (`None`: lost, to be rebuilt by repair).

@@ -208,6 +208,22 @@ impl PeerChannels {
     }
 }
 
+/// The largest AppendEntries message sent (the peers accept 64 MiB): 256 entries of large
+/// manifests would exceed it, and a message the receiver refuses would stall replication.
+pub const MAX_APPEND_BYTES: u64 = 32 << 20;
+
+/// `None` when `rpc` encodes within `limit`; else how many of its entries to send instead
+/// (at least one: a single entry is bounded by `node::MAX_COMMAND_BYTES`, well below).
+pub fn entries_over_bound(rpc: &AppendEntriesRequest<TypeConfig>, limit: u64) -> Option<u64> {
+    let bytes = bincode::serialized_size(rpc).ok()?;
+    if bytes <= limit || rpc.entries.len() <= 1 {
+        return None;
+    }
+    let n = rpc.entries.len() as u64;
+    // Entries in proportion to the bound, rounded down, and always fewer than now.
+    Some((n.saturating_mul(limit) / bytes).clamp(1, n - 1))
+}
+
 /// openraft's network factory over [`PeerChannels`].
 #[derive(Clone)]
 pub struct GrpcNetwork {
@@ -290,6 +306,12 @@ impl RaftNetwork<TypeConfig> for GrpcPeer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
+        if let Some(fits) = entries_over_bound(&rpc, MAX_APPEND_BYTES) {
+            // openraft sends the next request with at most this many entries.
+            return Err(RPCError::PayloadTooLarge(
+                openraft::error::PayloadTooLarge::new_entries_hint(fits),
+            ));
+        }
         self.call(&rpc, &option, async |mut c, p| c.append_entries(p).await)
             .await
     }
@@ -310,5 +332,42 @@ impl RaftNetwork<TypeConfig> for GrpcPeer {
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
         self.call(&rpc, &option, async |mut c, p| c.vote(p).await).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::CatalogCommand;
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Vote};
+
+    fn request(entries: usize, each: usize) -> AppendEntriesRequest<TypeConfig> {
+        AppendEntriesRequest {
+            vote: Vote::new_committed(1, 1),
+            prev_log_id: None,
+            leader_commit: None,
+            entries: (0..entries)
+                .map(|i| Entry {
+                    log_id: LogId::new(CommittedLeaderId::new(1, 1), i as u64 + 1),
+                    payload: EntryPayload::Normal(CatalogCommand::GcMark {
+                        epoch: 1,
+                        candidates: vec!["x".repeat(each)],
+                        now_ms: 0,
+                    }),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn an_append_over_the_bound_asks_for_fewer_entries() {
+        assert_eq!(entries_over_bound(&request(10, 1000), 1 << 20), None);
+        // 256 entries of 1 MiB are about 256 MiB: about 32 fit in 32 MiB.
+        let hint = entries_over_bound(&request(256, 1 << 20), MAX_APPEND_BYTES).unwrap();
+        assert!((30..32).contains(&hint), "hint {hint}");
+        assert!(entries_over_bound(&request(hint as usize, 1 << 20), MAX_APPEND_BYTES).is_none());
+        // Two entries over the bound: one at a time; one entry is never split.
+        assert_eq!(entries_over_bound(&request(2, 40 << 20), MAX_APPEND_BYTES), Some(1));
+        assert_eq!(entries_over_bound(&request(1, 40 << 20), MAX_APPEND_BYTES), None);
     }
 }

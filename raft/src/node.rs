@@ -57,7 +57,13 @@ pub enum CatalogError {
     Read(#[from] crate::catalog::ReadError),
     #[error("node {0} was removed from its cluster; delete its data directory to add it again as a new member")]
     Removed(NodeId),
+    #[error("a catalog change of {bytes} bytes is over the {limit}-byte bound of one Raft entry")]
+    TooLarge { bytes: u64, limit: u64 },
 }
+
+/// The largest encoded command one Raft entry may carry: a 4 MiB manifest with room to spare.
+/// Every entry must also fit an AppendEntries message (see `network::MAX_APPEND_BYTES`).
+pub const MAX_COMMAND_BYTES: u64 = 8 << 20;
 
 /// One node's catalog: openraft plus a reader of the applied state.
 #[derive(Clone)]
@@ -68,6 +74,21 @@ pub struct Catalog {
     channels: PeerChannels,
     reads: Arc<ReadBatcher>,
     removal: Removal,
+}
+
+/// Whether a failed RPC never left this node: tonic wraps every failure to open the connection
+/// (refused, unreachable, timed out, TLS handshake) in a `ConnectError` kept in the status's
+/// source chain, and a request is only sent on an open connection. Decided by the error's type,
+/// never by the words of its message.
+pub(crate) fn never_connected(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(error) = source {
+        if error.is::<tonic::ConnectError>() {
+            return true;
+        }
+        source = error.source();
+    }
+    false
 }
 
 /// Why a forwarded request got no answer.
@@ -225,6 +246,13 @@ impl Catalog {
     /// Commits `cmd` through Raft (via the leader) and returns its applied answer, once this node
     /// has applied it too.
     pub async fn propose(&self, cmd: CatalogCommand) -> Result<CatalogResponse, CatalogError> {
+        let bytes = bincode::serialized_size(&cmd).map_err(|e| CatalogError::Unavailable(e.to_string()))?;
+        if bytes > MAX_COMMAND_BYTES {
+            return Err(CatalogError::TooLarge {
+                bytes,
+                limit: MAX_COMMAND_BYTES,
+            });
+        }
         match self.on_leader(Forwarded::Write(cmd)).await? {
             ForwardReply::Written { index, response } => {
                 self.wait_applied(index).await?;
@@ -400,8 +428,7 @@ impl Catalog {
         let payload = encode(req).map_err(|e| Forward::NotDelivered(e.to_string()))?;
         let reply = client.forward(payload).await.map_err(|status| {
             let text = status.message().to_string();
-            // tonic reports a failed dial as Unavailable with the connector's error.
-            if status.code() == tonic::Code::Unavailable && text.contains("connect") {
+            if never_connected(&status) {
                 Forward::NotDelivered(text)
             } else {
                 Forward::Lost(text)
@@ -555,5 +582,28 @@ pub(crate) async fn serve_forwarded(raft: &KeelsonRaft, req: Forwarded) -> Forwa
                 Err(e) => Err(not_leader(&e).unwrap_or_else(|| failed(&e))),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_refused_connection_is_told_apart_by_the_errors_type_not_its_words() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        drop(listener);
+        let mut client = PeerChannels::default().raft_client(&addr).unwrap();
+        let status = client
+            .forward(crate::proto::Payload { data: vec![1, 2, 3] })
+            .await
+            .unwrap_err();
+        assert!(never_connected(&status), "refused dial not recognised: {status:?}");
+        // A status that merely says so (a peer's answer, or an error after the request left)
+        // is no proof that the request never arrived.
+        assert!(!never_connected(&tonic::Status::unavailable(
+            "tcp connect error: Connection refused"
+        )));
     }
 }

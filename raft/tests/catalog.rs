@@ -146,6 +146,92 @@ async fn commands_apply_and_survive_reopen() {
     reopened.shutdown().await;
 }
 
+/// A mark and a sweep split into parts (each Raft entry stays small) act as one; a part that
+/// names no open epoch changes nothing, and an oversized command is refused before Raft.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_marks_and_sweeps_in_parts_and_commands_have_a_byte_bound() {
+    use keelson_raft::SweptBlob;
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = open(dir.path()).await;
+    let repo = "acme/app".to_string();
+    let propose = |cmd| {
+        let catalog = catalog.clone();
+        async move { catalog.propose(cmd).await.unwrap() }
+    };
+    for c in ['a', 'b', 'c', 'd'] {
+        let r = propose(CatalogCommand::LinkBlob {
+            repo: repo.clone(),
+            digest: digest(c),
+            size: 1,
+            holders: vec![1],
+            now_ms: 1,
+        })
+        .await;
+        assert_eq!(r, CatalogResponse::Applied);
+    }
+    let reader = catalog.reader();
+    let epoch = reader.gc_state().unwrap().epoch;
+    let more = CatalogCommand::GcMarkMore {
+        epoch,
+        candidates: vec![digest('c')],
+        now_ms: 20,
+    };
+    assert!(matches!(
+        propose(more.clone()).await,
+        CatalogResponse::Rejected(Rejection::Stale(_))
+    ));
+    let mark = CatalogCommand::GcMark {
+        epoch,
+        candidates: vec![digest('a'), digest('b')],
+        now_ms: 10,
+    };
+    assert_eq!(propose(mark).await, CatalogResponse::Applied);
+    assert_eq!(propose(more).await, CatalogResponse::Applied);
+    // The grace period runs from the latest part.
+    assert_eq!(reader.gc_state().unwrap().marked_ms, Some(20));
+    assert_eq!(
+        reader.gc_candidates().unwrap(),
+        vec![digest('a'), digest('b'), digest('c')]
+    );
+    let swept = |d: char| SweptBlob {
+        digest: digest(d),
+        repos: vec![repo.clone()],
+    };
+    let r = propose(CatalogCommand::GcSweepPart {
+        epoch,
+        blobs: vec![swept('a')],
+    })
+    .await;
+    assert_eq!(r, CatalogResponse::Applied);
+    assert!(reader.blob(&digest('a')).unwrap().is_none());
+    assert_eq!(reader.gc_state().unwrap().epoch, epoch, "a part keeps the epoch open");
+    assert_eq!(reader.gc_candidates().unwrap(), vec![digest('b'), digest('c')]);
+    let r = propose(CatalogCommand::GcSweep {
+        epoch,
+        blobs: vec![swept('b')],
+    })
+    .await;
+    assert_eq!(r, CatalogResponse::Applied);
+    assert!(reader.blob(&digest('b')).unwrap().is_none());
+    assert!(reader.blob(&digest('c')).unwrap().is_some(), "unswept candidates stay");
+    assert!(reader.blob(&digest('d')).unwrap().is_some());
+    assert!(reader.gc_candidates().unwrap().is_empty());
+    assert_eq!(reader.gc_state().unwrap().epoch, epoch + 1);
+
+    // Over the bound of one entry: refused with its size, nothing proposed.
+    let huge = CatalogCommand::GcMark {
+        epoch: epoch + 1,
+        candidates: vec!["x".repeat(9 << 20)],
+        now_ms: 30,
+    };
+    match catalog.propose(huge).await {
+        Err(keelson_raft::CatalogError::TooLarge { bytes, limit }) => assert!(bytes > limit),
+        other => panic!("an oversized command was not refused: {other:?}"),
+    }
+    assert_eq!(reader.gc_state().unwrap().marked_ms, None);
+    catalog.shutdown().await;
+}
+
 /// GC's two phases and their fence, and repair's compare-and-set, applied through Raft.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gc_epochs_fence_references_and_holders_change_by_compare_and_set() {

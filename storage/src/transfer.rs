@@ -346,15 +346,9 @@ impl BlobPeer for BlobService {
                 .map(|c| Bytes::from(c.data))
                 .map_err(|status| StorageError::Peer(status.message().to_string()))
         });
-        match write_shard(
-            &self.store,
-            &digest,
-            first.index as usize,
-            first.length,
-            head.chain(rest),
-        )
-        .await
-        {
+        let (index, _) =
+            crate::erasure::check_shard(first.index, None).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        match write_shard(&self.store, &digest, index, first.length, head.chain(rest)).await {
             Ok(size) => Ok(Response::new(PutReply { size })),
             Err(e) => Err(Status::unavailable(e.to_string())),
         }
@@ -365,13 +359,13 @@ impl BlobPeer for BlobService {
     async fn get_shard(&self, request: Request<GetShardRequest>) -> Result<Response<Self::GetShardStream>, Status> {
         let req = request.into_inner();
         let digest = requested_digest(&req.digest)?;
-        let rx = match self.store.stream_shard(
-            &digest,
-            req.index as usize,
-            req.first_stripe,
-            req.stripes,
-            req.chunk as usize,
-        ) {
+        let (index, chunk) = crate::erasure::check_shard(req.index, Some(req.chunk))
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let chunk = chunk.unwrap_or(crate::erasure::CHUNK);
+        let rx = match self
+            .store
+            .stream_shard(&digest, index, req.first_stripe, req.stripes, chunk)
+        {
             Ok(rx) => rx,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Status::not_found("shard not held here")),
             Err(e) => return Err(Status::unavailable(e.to_string())),
@@ -392,7 +386,17 @@ impl BlobPeer for BlobService {
         let req = request.into_inner();
         let digest = requested_digest(&req.digest)?;
         let peers = self.fetching_peers()?;
-        let geometry = crate::erasure::Geometry::new(req.k as usize, req.m as usize, req.chunk as usize, req.size);
+        let geometry = crate::erasure::Geometry::from_peer(req.k, req.m, req.chunk, req.size)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if req.index as usize >= geometry.k + geometry.m || req.sources.len() > geometry.k + geometry.m {
+            return Err(Status::invalid_argument(format!(
+                "shard index {} with {} sources in a {}+{} layout",
+                req.index,
+                req.sources.len(),
+                geometry.k,
+                geometry.m
+            )));
+        }
         let sources: Vec<Option<String>> = req.sources.into_iter().map(|s| (!s.is_empty()).then_some(s)).collect();
         match crate::erasure::write::rebuild_shard(peers, &self.store, &digest, geometry, &sources, req.index as usize)
             .await

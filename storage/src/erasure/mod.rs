@@ -18,6 +18,12 @@ use sha2::{Digest as _, Sha256};
 pub const CHUNK: usize = 256 << 10;
 /// Bytes of the checksum sealed after every chunk.
 pub const SUM: usize = 32;
+/// Most shards a scheme may have (data + parity).
+pub const MAX_SHARDS: usize = 64;
+/// The largest chunk a peer may name (16 MiB; Keelson writes [`CHUNK`]).
+pub const MAX_CHUNK: usize = 16 << 20;
+/// The largest coded blob a peer may name (1 PiB).
+pub const MAX_CODED_SIZE: u64 = 1 << 50;
 
 /// A coding scheme: `k` data shards, `m` parity shards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +43,8 @@ pub enum ErasureError {
     Corrupt,
     #[error("reed-solomon: {0}")]
     Codec(String),
+    #[error("a peer named an impossible layout: {0}")]
+    Layout(String),
 }
 
 impl FromStr for Scheme {
@@ -47,7 +55,7 @@ impl FromStr for Scheme {
         let (k, m) = s.trim().split_once('+').ok_or_else(bad)?;
         let k: usize = k.trim().parse().map_err(|_| bad())?;
         let m: usize = m.trim().parse().map_err(|_| bad())?;
-        if k == 0 || m == 0 || k + m > 64 {
+        if k == 0 || m == 0 || k + m > MAX_SHARDS {
             return Err(bad());
         }
         Ok(Scheme { k, m })
@@ -72,6 +80,28 @@ pub struct Geometry {
 impl Geometry {
     pub fn new(k: usize, m: usize, chunk: usize, size: u64) -> Geometry {
         Geometry { k, m, chunk, size }
+    }
+
+    /// A geometry a peer named, checked before any arithmetic uses it: `k, m >= 1`,
+    /// `k + m <= MAX_SHARDS`, a chunk of 64..=`MAX_CHUNK` bytes in steps of 64 (what the codec
+    /// takes) and a size up to `MAX_CODED_SIZE`.
+    pub fn from_peer(k: u32, m: u32, chunk: u32, size: u64) -> Result<Geometry, ErasureError> {
+        let (k, m, chunk) = (k as usize, m as usize, chunk as usize);
+        let bad = |why: &str| {
+            Err(ErasureError::Layout(format!(
+                "k={k} m={m} chunk={chunk} size={size}: {why}"
+            )))
+        };
+        if k == 0 || m == 0 || k + m > MAX_SHARDS {
+            return bad("k and m must be at least 1 and k + m at most 64");
+        }
+        if chunk == 0 || chunk > MAX_CHUNK || chunk % 64 != 0 {
+            return bad("the chunk must be a multiple of 64 bytes up to 16 MiB");
+        }
+        if size > MAX_CODED_SIZE {
+            return bad("the blob is larger than a coded blob can be");
+        }
+        Ok(Geometry { k, m, chunk, size })
     }
 
     /// Blob bytes per stripe.
@@ -99,6 +129,21 @@ impl Geometry {
         let sb = self.stripe_bytes();
         (start / sb, (start + len - 1) / sb)
     }
+}
+
+/// Checks a shard index and chunk size a peer named for a shard read or write.
+pub fn check_shard(index: u32, chunk: Option<u32>) -> Result<(usize, Option<usize>), ErasureError> {
+    if index as usize >= MAX_SHARDS {
+        return Err(ErasureError::Layout(format!(
+            "shard index {index} is not below {MAX_SHARDS}"
+        )));
+    }
+    let chunk = match chunk {
+        None => None,
+        Some(c) if c > 0 && c as usize <= MAX_CHUNK => Some(c as usize),
+        Some(c) => return Err(ErasureError::Layout(format!("chunk of {c} bytes"))),
+    };
+    Ok((index as usize, chunk))
 }
 
 /// A chunk followed by its SHA-256.
@@ -187,6 +232,24 @@ pub fn rebuild_stripe(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn layouts_from_peers_are_checked_before_use() {
+        // Each of these would divide by zero, overflow or allocate without bound.
+        assert!(Geometry::from_peer(0, 2, CHUNK as u32, 10).is_err());
+        assert!(Geometry::from_peer(4, 0, CHUNK as u32, 10).is_err());
+        assert!(Geometry::from_peer(60, 5, CHUNK as u32, 10).is_err());
+        assert!(Geometry::from_peer(4, 2, 0, 10).is_err());
+        assert!(Geometry::from_peer(4, 2, 100, 10).is_err());
+        assert!(Geometry::from_peer(4, 2, u32::MAX & !63, 10).is_err());
+        assert!(Geometry::from_peer(4, 2, CHUNK as u32, u64::MAX).is_err());
+        let g = Geometry::from_peer(4, 2, CHUNK as u32, 5 << 20).unwrap();
+        assert_eq!(g.stripes(), 5);
+        assert!(check_shard(64, None).is_err());
+        assert!(check_shard(3, Some(0)).is_err());
+        assert!(check_shard(3, Some(u32::MAX)).is_err());
+        assert_eq!(check_shard(3, Some(CHUNK as u32)).unwrap(), (3, Some(CHUNK)));
+    }
 
     #[test]
     fn schemes_parse() {

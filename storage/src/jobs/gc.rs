@@ -15,6 +15,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use keelson_raft::command::GC_BATCH;
 use keelson_raft::{BlobRecord, CatalogCommand, CatalogResponse, NodeId, SweptBlob};
 
 use super::{BlobJobs, JobError};
@@ -76,16 +77,29 @@ impl BlobJobs {
             }
             let mut candidates: Vec<String> = found.iter().map(|d| d.to_string()).collect();
             candidates.sort();
-            outcome.marked = candidates.len();
-            let cmd = CatalogCommand::GcMark {
-                epoch: state.epoch,
-                candidates,
-                now_ms: now,
-            };
-            if let CatalogResponse::Rejected(r) = self.catalog.propose(cmd).await? {
-                tracing::info!(reason = %r, "GC mark skipped");
-                outcome.marked = 0;
-            } else {
+            // In parts of GC_BATCH, so no Raft entry grows with the number of candidates; a
+            // part lost to a crash leaves its blobs for the next epoch.
+            for (i, part) in candidates.chunks(GC_BATCH).enumerate() {
+                let cmd = if i == 0 {
+                    CatalogCommand::GcMark {
+                        epoch: state.epoch,
+                        candidates: part.to_vec(),
+                        now_ms: now,
+                    }
+                } else {
+                    CatalogCommand::GcMarkMore {
+                        epoch: state.epoch,
+                        candidates: part.to_vec(),
+                        now_ms: (self.now_ms)(),
+                    }
+                };
+                if let CatalogResponse::Rejected(r) = self.catalog.propose(cmd).await? {
+                    tracing::info!(reason = %r, "GC mark skipped");
+                    break;
+                }
+                outcome.marked += part.len();
+            }
+            if outcome.marked > 0 {
                 tracing::info!(epoch = state.epoch, candidates = outcome.marked, "GC marked");
                 self.health.count("gc.marked", outcome.marked as u64);
             }
@@ -111,15 +125,52 @@ impl BlobJobs {
                 holders.insert(digest.clone(), record.holders.clone());
             }
         }
-        let cmd = CatalogCommand::GcSweep {
-            epoch: state.epoch,
-            blobs: blobs.clone(),
+        // In parts of GC_BATCH; the last (possibly empty) part ends the epoch. A crash between
+        // parts leaves the epoch open, and the next pass sweeps the candidates still left.
+        let parts: Vec<&[SweptBlob]> = if blobs.is_empty() {
+            vec![&[]]
+        } else {
+            blobs.chunks(GC_BATCH).collect()
         };
-        if let CatalogResponse::Rejected(r) = self.catalog.propose(cmd).await? {
-            tracing::info!(reason = %r, "GC sweep skipped");
-            return Ok(outcome);
+        let last = parts.len() - 1;
+        for (i, part) in parts.into_iter().enumerate() {
+            let cmd = if i == last {
+                CatalogCommand::GcSweep {
+                    epoch: state.epoch,
+                    blobs: part.to_vec(),
+                }
+            } else {
+                CatalogCommand::GcSweepPart {
+                    epoch: state.epoch,
+                    blobs: part.to_vec(),
+                }
+            };
+            if let CatalogResponse::Rejected(r) = self.catalog.propose(cmd).await? {
+                tracing::info!(reason = %r, "GC sweep skipped");
+                break;
+            }
+            self.delete_swept(part, &holders, &mut outcome).await?;
         }
-        for blob in &blobs {
+        self.health.count("gc.swept", outcome.swept as u64);
+        self.health.count("gc.files_deleted", outcome.files_deleted as u64);
+        tracing::info!(
+            epoch = state.epoch,
+            swept = outcome.swept,
+            files_deleted = outcome.files_deleted,
+            "GC swept"
+        );
+        Ok(outcome)
+    }
+
+    /// Removes the files of a committed sweep part's blobs from their holders.
+    async fn delete_swept(
+        &self,
+        part: &[SweptBlob],
+        holders: &HashMap<String, Vec<NodeId>>,
+        outcome: &mut GcOutcome,
+    ) -> Result<(), JobError> {
+        let reader = self.catalog.reader();
+        for blob in part {
             // A record present again was re-pushed after the sweep: its files are live.
             if reader.blob(&blob.digest)?.is_some() {
                 continue;
@@ -134,15 +185,7 @@ impl BlobJobs {
                 }
             }
         }
-        self.health.count("gc.swept", outcome.swept as u64);
-        self.health.count("gc.files_deleted", outcome.files_deleted as u64);
-        tracing::info!(
-            epoch = state.epoch,
-            swept = outcome.swept,
-            files_deleted = outcome.files_deleted,
-            "GC swept"
-        );
-        Ok(outcome)
+        Ok(())
     }
 
     /// Removes `holder`'s copy of a swept blob; false when it could not (left to its scrub).
