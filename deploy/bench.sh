@@ -436,6 +436,17 @@ for w in "${workloads[@]}"; do
   busy_warning "during \"$name\""
 done
 
+# The load run: many clients at once through the balancer (cluster only). Overload may only
+# be answered 429, the nodes' memory is sampled, and every acknowledged push is read back.
+if [ "$cluster" = 1 ] && { [ -z "$only" ] || grep -qE -- "$only" <<<"load"; }; then
+  load_clients=1000 load_dur=60s
+  [ "$quick" = 1 ] && load_dur=5s
+  echo "== load: $load_clients clients pulling and pushing 64KiB blobs for $load_dur through the balancer"
+  run_one 99 1 cluster-lb "load $load_clients clients" run --workload load -c "$load_clients" -d "$load_dur" \
+    --size 64KiB --max-errors 1 --url "${cluster_url[lb]}" --server-pid "$cluster_pids"
+  grep -h '^load:' "$out"/runs/99-*.err 2>/dev/null | sed 's/^/  /' || true
+fi
+
 busy_warning "at the end"
 echo
 echo "== machine"

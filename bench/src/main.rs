@@ -17,6 +17,7 @@ mod rss;
 mod runner;
 mod stats;
 mod units;
+mod load;
 mod workloads;
 
 use std::process::ExitCode;

@@ -32,6 +32,9 @@ pub enum Workload {
     TagsList,
     /// GET --path repeatedly (no setup): for non-registry targets such as bare-server.
     Get,
+    /// Half pulls of one blob, half pushes of new --size blobs; 429s counted apart; every
+    /// acknowledged push read back afterwards (see `load`).
+    Load,
 }
 
 impl Workload {
@@ -45,6 +48,7 @@ impl Workload {
             Workload::ManifestGetDigest => "manifest-get-digest",
             Workload::TagsList => "tags-list",
             Workload::Get => "get",
+            Workload::Load => "load",
         }
     }
 }
@@ -164,6 +168,32 @@ pub async fn run(
             let (len, body) = ops::tags_list(&reg, &repo, true).await?;
             check_tags(&body.unwrap_or_default(), &tags)?;
             runner::run(TagsList { reg, repo, len }, plan).await
+        }
+        Workload::Load => {
+            let pulled = BlobSource::new(p.size)?.blob(0);
+            ops::push_monolithic(&setup, &repo, &pulled).await?;
+            let load = Arc::new(crate::load::Load {
+                reg,
+                repo,
+                pulled,
+                src: BlobSource::new(p.size)?,
+                acked: Default::default(),
+                throttled: Default::default(),
+            });
+            let outcome = runner::run(SharedOp(load.clone()), plan).await;
+            let (acked, failed) = load.read_back().await;
+            let throttled = load.throttled.load(std::sync::atomic::Ordering::Relaxed);
+            eprintln!(
+                "load: {acked} pushes acknowledged and read back, {} failed; {throttled} operations answered 429",
+                failed.len()
+            );
+            if !failed.is_empty() {
+                return Err(SetupError::Check(format!(
+                    "acknowledged pushes do not read back: {}",
+                    failed.join("; ")
+                )));
+            }
+            outcome
         }
         Workload::Get => {
             let op = Get {
@@ -327,6 +357,15 @@ impl Op for TagsList {
             });
         }
         Ok(n)
+    }
+}
+
+/// An operation shared with the code that inspects it after the run.
+struct SharedOp<O>(Arc<O>);
+
+impl<O: Op> Op for SharedOp<O> {
+    async fn run(&self, seq: u64) -> Result<u64, HttpError> {
+        self.0.run(seq).await
     }
 }
 
