@@ -32,7 +32,7 @@ pub struct Load {
 
 impl Op for Load {
     async fn run(&self, seq: u64) -> Result<u64, HttpError> {
-        let result = if seq % 2 == 0 {
+        let result = if seq.is_multiple_of(2) {
             ops::get_blob(&self.reg, &self.repo, &self.pulled.digest, self.pulled.len(), false).await
         } else {
             let blob = self.src.blob(seq + 1);

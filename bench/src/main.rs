@@ -9,6 +9,7 @@ mod body;
 mod cli;
 mod client;
 mod compare;
+mod load;
 mod manifest;
 mod ops;
 mod report;
@@ -17,7 +18,6 @@ mod rss;
 mod runner;
 mod stats;
 mod units;
-mod load;
 mod workloads;
 
 use std::process::ExitCode;

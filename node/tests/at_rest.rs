@@ -245,8 +245,8 @@ async fn blobs_shards_uploads_and_signing_keys_are_sealed_rotated_scrubbed_and_h
     let marker = b"KEELSON-AT-REST-MARKER-7f3a9c";
     let old_replicated = marked_layer(3 * MIB, 1, marker);
     let old_coded = marked_layer(3 * MIB + 777, 2, marker);
-    let img_old = Image::new("enc/rep", "old", &[old_replicated.clone()]);
-    let img_old_rs = Image::new("enc/rs", "old", &[old_coded.clone()]);
+    let img_old = Image::new("enc/rep", "old", std::slice::from_ref(&old_replicated));
+    let img_old_rs = Image::new("enc/rs", "old", std::slice::from_ref(&old_coded));
     for image in [&img_old, &img_old_rs] {
         if let Err(e) = push_image(&c, &n1, image, &BTreeMap::new()).await {
             panic!("push failed: {e}{}", cluster.logs());
@@ -296,8 +296,8 @@ async fn blobs_shards_uploads_and_signing_keys_are_sealed_rotated_scrubbed_and_h
     })
     .await;
     let catalog_marker = "KEELSON-CATALOG-MARKER-55e1";
-    let img_new = annotated("enc/rep", "new", &[new_replicated.clone()], catalog_marker);
-    let img_new_rs = Image::new("enc/rs", "new", &[new_coded.clone()]);
+    let img_new = annotated("enc/rep", "new", std::slice::from_ref(&new_replicated), catalog_marker);
+    let img_new_rs = Image::new("enc/rs", "new", std::slice::from_ref(&new_coded));
     for image in [&img_new, &img_new_rs] {
         if let Err(e) = push_image(&c, &n2, image, &BTreeMap::new()).await {
             panic!("push failed: {e}{}", cluster.logs());

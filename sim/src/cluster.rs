@@ -103,7 +103,7 @@ pub async fn node_host(spec: NodeSpec) -> turmoil::Result {
         // Even-numbered nodes keep their files sealed (encryption at rest), so sealed uploads,
         // replicas and shards go through the same crashes, partitions and expiries as plain
         // ones, and members of both kinds copy blobs to each other.
-        encryption_keys: (spec.id % 2 == 0).then(|| SIM_MASTER_KEY.to_string()),
+        encryption_keys: spec.id.is_multiple_of(2).then(|| SIM_MASTER_KEY.to_string()),
         ..Default::default()
     }
     .resolve()?;

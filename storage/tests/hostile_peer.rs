@@ -50,8 +50,11 @@ async fn impossible_layouts_and_indexes_are_refused_before_use() {
         ("m = 0", rebuild(4, 0, chunk, 1 << 20, 0, 4)),
         ("k + m over 64", rebuild(60, 10, chunk, 1 << 20, 0, 70)),
         ("a zero chunk (divided by zero)", rebuild(4, 2, 0, 1 << 20, 0, 6)),
-        ("a 4 GiB chunk", rebuild(4, 2, u32::MAX & !63, 1 << 20, 0, 6)),
-        ("a size of 2^64 - 1 (stripe count overflow)", rebuild(4, 2, chunk, u64::MAX, 0, 6)),
+        ("a 4 GiB chunk", rebuild(4, 2, !63u32, 1 << 20, 0, 6)),
+        (
+            "a size of 2^64 - 1 (stripe count overflow)",
+            rebuild(4, 2, chunk, u64::MAX, 0, 6),
+        ),
         ("an index past k + m", rebuild(4, 2, chunk, 1 << 20, 6, 6)),
         ("more sources than shards", rebuild(4, 2, chunk, 1 << 20, 0, 1000)),
     ];
@@ -91,7 +94,11 @@ async fn impossible_layouts_and_indexes_are_refused_before_use() {
         data: vec![0; 10],
     }]);
     let status = client.put_shard(put).await.unwrap_err();
-    assert_eq!(status.code(), tonic::Code::InvalidArgument, "put of shard 64: {status:?}");
+    assert_eq!(
+        status.code(),
+        tonic::Code::InvalidArgument,
+        "put of shard 64: {status:?}"
+    );
     // A range past any blob, with an end that overflows, is simply not found here.
     let status = client
         .get(GetRequest {

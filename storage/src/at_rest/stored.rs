@@ -54,7 +54,7 @@ impl Format {
 /// Reads a stored file's plaintext at any offset.
 pub enum StoredReader {
     Plain { file: File, len: u64 },
-    Sealed(SealedReader),
+    Sealed(Box<SealedReader>),
 }
 
 impl StoredReader {
@@ -73,7 +73,7 @@ impl StoredReader {
                         format!("{} is sealed and this node was given no master key", path.display()),
                     )
                 })?;
-                Ok(StoredReader::Sealed(SealedReader::open(file, keys)?))
+                Ok(StoredReader::Sealed(Box::new(SealedReader::open(file, keys)?)))
             }
         }
     }
@@ -122,7 +122,7 @@ impl StoredReader {
 /// Writes a new stored file (or appends to an upload's) in either format.
 pub enum StoredWriter {
     Plain(BufWriter<File>),
-    Sealed(SealedAppender),
+    Sealed(Box<SealedAppender>),
 }
 
 /// Buffer of a plain writer: large writes pass straight through, small ones are gathered.
@@ -140,7 +140,7 @@ impl StoredWriter {
             Format::Plain => Ok(StoredWriter::Plain(BufWriter::with_capacity(PLAIN_BUFFER, file))),
             Format::Sealed => {
                 let keys = keys.ok_or_else(|| io::Error::new(io::ErrorKind::PermissionDenied, "no master key"))?;
-                Ok(StoredWriter::Sealed(SealedAppender::create(file, keys)?))
+                Ok(StoredWriter::Sealed(Box::new(SealedAppender::create(file, keys)?)))
             }
         }
     }
@@ -165,7 +165,9 @@ impl StoredWriter {
             }
             Format::Sealed => {
                 let keys = keys.ok_or_else(|| io::Error::new(io::ErrorKind::PermissionDenied, "no master key"))?;
-                Ok(StoredWriter::Sealed(SealedAppender::resume(file, keys, seen)?))
+                Ok(StoredWriter::Sealed(Box::new(SealedAppender::resume(
+                    file, keys, seen,
+                )?)))
             }
         }
     }

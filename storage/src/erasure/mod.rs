@@ -241,7 +241,7 @@ mod tests {
         assert!(Geometry::from_peer(60, 5, CHUNK as u32, 10).is_err());
         assert!(Geometry::from_peer(4, 2, 0, 10).is_err());
         assert!(Geometry::from_peer(4, 2, 100, 10).is_err());
-        assert!(Geometry::from_peer(4, 2, u32::MAX & !63, 10).is_err());
+        assert!(Geometry::from_peer(4, 2, !63u32, 10).is_err());
         assert!(Geometry::from_peer(4, 2, CHUNK as u32, u64::MAX).is_err());
         let g = Geometry::from_peer(4, 2, CHUNK as u32, 5 << 20).unwrap();
         assert_eq!(g.stripes(), 5);
