@@ -10,6 +10,23 @@ fn digest(c: char) -> String {
     format!("sha256:{}", c.to_string().repeat(64))
 }
 
+/// Records blobs `names` held by `holders` and links them into `repo`.
+async fn link_blobs(catalog: &Catalog, repo: &str, names: &[char], holders: &[u64]) {
+    for c in names {
+        let r = catalog
+            .propose(CatalogCommand::LinkBlob {
+                repo: repo.to_string(),
+                digest: digest(*c),
+                size: 1,
+                holders: holders.to_vec(),
+                now_ms: 1,
+            })
+            .await
+            .unwrap();
+        assert_eq!(r, CatalogResponse::Applied);
+    }
+}
+
 fn manifest(blobs: Vec<String>, subject: Option<String>) -> ManifestRecord {
     ManifestRecord {
         media_type: "application/vnd.oci.image.manifest.v1+json".into(),
@@ -158,17 +175,7 @@ async fn gc_marks_and_sweeps_in_parts_and_commands_have_a_byte_bound() {
         let catalog = catalog.clone();
         async move { catalog.propose(cmd).await.unwrap() }
     };
-    for c in ['a', 'b', 'c', 'd'] {
-        let r = propose(CatalogCommand::LinkBlob {
-            repo: repo.clone(),
-            digest: digest(c),
-            size: 1,
-            holders: vec![1],
-            now_ms: 1,
-        })
-        .await;
-        assert_eq!(r, CatalogResponse::Applied);
-    }
+    link_blobs(&catalog, &repo, &['a', 'b', 'c', 'd'], &[1]).await;
     let reader = catalog.reader();
     let epoch = reader.gc_state().unwrap().epoch;
     let more = CatalogCommand::GcMarkMore {
@@ -243,17 +250,7 @@ async fn gc_epochs_fence_references_and_holders_change_by_compare_and_set() {
         let catalog = catalog.clone();
         async move { catalog.propose(cmd).await.unwrap() }
     };
-    for c in ['a', 'b', 'c'] {
-        let r = propose(CatalogCommand::LinkBlob {
-            repo: repo.clone(),
-            digest: digest(c),
-            size: 1,
-            holders: vec![1, 2],
-            now_ms: 1,
-        })
-        .await;
-        assert_eq!(r, CatalogResponse::Applied);
-    }
+    link_blobs(&catalog, &repo, &['a', 'b', 'c'], &[1, 2]).await;
     let reader = catalog.reader();
     let state = reader.gc_state().unwrap();
     assert_eq!(state.marked_ms, None);

@@ -141,7 +141,10 @@ fn copy_state(data_dir: &Path, digest: &str) -> Copy {
         Err(_) => return Copy::Corrupt,
     };
     let mut hasher = Sha256::new();
-    match keelson_storage::blob_store::read_through(reader, |bytes| hasher.update(bytes)) {
+    match keelson_storage::blob_store::read_through(&reader, |bytes| {
+        hasher.update(bytes);
+        Ok(())
+    }) {
         Ok(()) if hex::encode(hasher.finalize()) == hex => Copy::Good,
         Ok(()) => Copy::Corrupt,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Copy::Absent,

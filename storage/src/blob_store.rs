@@ -160,7 +160,7 @@ impl BlobStore {
         let keys = self
             .master_keys()
             .ok_or_else(|| io::Error::new(io::ErrorKind::PermissionDenied, "no master key"))?;
-        let mut reader = match self.open_file(plain) {
+        let reader = match self.open_file(plain) {
             Ok(reader) => reader,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(e),
@@ -171,18 +171,12 @@ impl BlobStore {
         let written = (|| -> io::Result<bool> {
             let mut writer = StoredWriter::create(&temp, Some(&keys))?;
             let mut hasher = digest.map(|_| Sha256::new());
-            let len = reader.len();
-            let mut buf = vec![0u8; READ_CHUNK.min(len as usize)];
-            let mut at = 0u64;
-            while at < len {
-                let n = (len - at).min(READ_CHUNK as u64) as usize;
-                reader.read_at(at, &mut buf[..n])?;
+            read_through(&reader, |bytes| {
                 if let Some(h) = hasher.as_mut() {
-                    h.update(&buf[..n]);
+                    h.update(bytes);
                 }
-                writer.append(&buf[..n])?;
-                at += n as u64;
-            }
+                writer.append(bytes)
+            })?;
             if let (Some(h), Some(digest)) = (hasher, digest) {
                 if Digest::from_hasher(h) != *digest {
                     return Ok(false);
@@ -308,7 +302,7 @@ impl BlobStore {
 
     /// Reads `len` bytes at `offset` of a small blob in one call.
     pub fn read_range(&self, digest: &Digest, offset: u64, len: u64) -> io::Result<Bytes> {
-        let mut reader = self.open_blob(digest)?;
+        let reader = self.open_blob(digest)?;
         let mut buf = BytesMut::zeroed(len as usize);
         reader.read_at(offset, &mut buf)?;
         Ok(buf.freeze())
@@ -522,7 +516,10 @@ impl BlobStore {
             Err(e) => return Err(e),
         };
         let mut hasher = Sha256::new();
-        match read_through(reader, |bytes| hasher.update(bytes)) {
+        match read_through(&reader, |bytes| {
+            hasher.update(bytes);
+            Ok(())
+        }) {
             Ok(()) => Ok(Digest::from_hasher(hasher) == *digest),
             Err(e) if e.kind() == io::ErrorKind::InvalidData => Ok(false),
             Err(e) => Err(e),
@@ -596,7 +593,7 @@ impl BlobStore {
         count: u64,
         chunk: usize,
     ) -> io::Result<mpsc::Receiver<io::Result<Bytes>>> {
-        let mut file = self.open_shard(digest, index)?;
+        let file = self.open_shard(digest, index)?;
         let record = (chunk + crate::erasure::SUM) as u64;
         let (tx, rx) = mpsc::channel(4);
         let store = self.clone();
@@ -641,7 +638,7 @@ impl BlobStore {
 
     /// Checks every seal of a shard file; `Ok(false)` when one fails.
     pub fn verify_shard(&self, digest: &Digest, index: usize, chunk: usize) -> io::Result<bool> {
-        let mut file = match self.open_shard(digest, index) {
+        let file = match self.open_shard(digest, index) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::InvalidData => return Ok(false),
             Err(e) => return Err(e),
@@ -784,15 +781,16 @@ pub struct LocalBlob {
     pub format: Format,
 }
 
-/// Hands every plaintext byte of `reader` to `each`, in order, a chunk at a time.
-pub fn read_through(mut reader: StoredReader, mut each: impl FnMut(&[u8])) -> io::Result<()> {
+/// Hands every plaintext byte of `reader` to `each`, in order, a chunk at a time; stops at the
+/// first error of either.
+pub fn read_through(reader: &StoredReader, mut each: impl FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
     let len = reader.len();
     let mut buf = vec![0u8; READ_CHUNK.min(len as usize)];
     let mut at = 0u64;
     while at < len {
         let n = (len - at).min(READ_CHUNK as u64) as usize;
         reader.read_at(at, &mut buf[..n])?;
-        each(&buf[..n]);
+        each(&buf[..n])?;
         at += n as u64;
     }
     Ok(())

@@ -86,7 +86,11 @@ async fn a_streamed_replica_is_stored_once_its_digest_is_named() {
         assert!(r.store.contains(&digest));
         let mut stored = Vec::new();
         let reader = r.store.open_blob(&digest).unwrap();
-        keelson_storage::blob_store::read_through(reader, |b| stored.extend_from_slice(b)).unwrap();
+        keelson_storage::blob_store::read_through(&reader, |b| {
+            stored.extend_from_slice(b);
+            Ok(())
+        })
+        .unwrap();
         assert_eq!(stored, batches.concat());
         assert_eq!(open_sessions(r), 0);
     }

@@ -137,8 +137,6 @@ pub struct SealedReader {
     key: LessSafeKey,
     file_id: [u8; 16],
     len: u64,
-    /// Ciphertext of the records being read, reused between reads.
-    scratch: Vec<u8>,
 }
 
 impl SealedReader {
@@ -150,7 +148,6 @@ impl SealedReader {
             key: header.key,
             file_id: header.file_id,
             len,
-            scratch: Vec::new(),
         })
     }
 
@@ -165,41 +162,11 @@ impl SealedReader {
 
     /// Fills `out` with the plaintext at `offset`, decrypting every record it touches; a record
     /// that fails authentication is an `InvalidData` error.
-    pub fn read_at(&mut self, offset: u64, out: &mut [u8]) -> io::Result<()> {
-        if out.is_empty() {
-            return Ok(());
-        }
-        let end = offset
-            .checked_add(out.len() as u64)
-            .filter(|end| *end <= self.len)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "read beyond the end of a sealed file"))?;
-        let first = offset / CHUNK as u64;
-        let last = (end - 1) / CHUNK as u64;
-        let from = record_offset(first);
-        let to = record_offset(last) + RECORD_OVERHEAD as u64 + self.record_plain_len(last);
-        self.scratch.resize((to - from) as usize, 0);
-        self.file.read_exact_at(&mut self.scratch, from)?;
-        let mut written = 0usize;
-        for index in first..=last {
-            let at = ((index - first) * RECORD_LEN) as usize;
-            let plain_len = self.record_plain_len(index) as usize;
-            let record = &mut self.scratch[at..at + RECORD_OVERHEAD + plain_len];
-            let (nonce, body) = record.split_at_mut(NONCE_LEN);
-            let mut n = [0u8; NONCE_LEN];
-            n.copy_from_slice(nonce);
-            let plain = self
-                .key
-                .open_in_place(
-                    Nonce::assume_unique_for_key(n),
-                    Aad::from(aad(&self.file_id, index)),
-                    body,
-                )
-                .map_err(|_| invalid(format!("sealed record {index} fails authentication")))?;
-            let record_start = index * CHUNK as u64;
-            let skip = offset.saturating_sub(record_start) as usize;
-            let take = (plain.len() - skip).min(out.len() - written);
-            out[written..written + take].copy_from_slice(&plain[skip..skip + take]);
-            written += take;
+    pub fn read_at(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
+        let mut written = 0;
+        for piece in self.read_pieces(offset, out.len() as u64)? {
+            out[written..written + piece.len()].copy_from_slice(&piece);
+            written += piece.len();
         }
         Ok(())
     }
@@ -225,17 +192,12 @@ impl SealedReader {
         for index in first..=last {
             let at = ((index - first) * RECORD_LEN) as usize;
             let plain_len = self.record_plain_len(index) as usize;
-            let record = &mut buf[at..at + RECORD_OVERHEAD + plain_len];
-            let (nonce, body) = record.split_at_mut(NONCE_LEN);
-            let mut n = [0u8; NONCE_LEN];
-            n.copy_from_slice(nonce);
-            self.key
-                .open_in_place(
-                    Nonce::assume_unique_for_key(n),
-                    Aad::from(aad(&self.file_id, index)),
-                    body,
-                )
-                .map_err(|_| invalid(format!("sealed record {index} fails authentication")))?;
+            open_record(
+                &self.key,
+                &self.file_id,
+                index,
+                &mut buf[at..at + RECORD_OVERHEAD + plain_len],
+            )?;
             let record_start = index * CHUNK as u64;
             let skip = offset.saturating_sub(record_start) as usize;
             let stop = (end.min(record_start + plain_len as u64) - record_start) as usize;
@@ -308,15 +270,7 @@ impl SealedAppender {
             }
             let buf = &mut record[..len];
             appender.file.read_exact_at(buf, at)?;
-            let (nonce, body) = buf.split_at_mut(NONCE_LEN);
-            let mut n = [0u8; NONCE_LEN];
-            n.copy_from_slice(nonce);
-            let index = appender.full;
-            let Ok(plain) = appender.key.open_in_place(
-                Nonce::assume_unique_for_key(n),
-                Aad::from(aad(&appender.file_id, index)),
-                body,
-            ) else {
+            let Ok(plain) = open_record(&appender.key, &appender.file_id, appender.full, buf) else {
                 break;
             };
             seen(plain);
@@ -392,6 +346,23 @@ impl SealedAppender {
         self.flush()?;
         self.file.sync_all()
     }
+}
+
+/// Opens record `index` (nonce, ciphertext, tag) in place; its plaintext, or `InvalidData`.
+fn open_record<'a>(
+    key: &LessSafeKey,
+    file_id: &[u8; 16],
+    index: u64,
+    record: &'a mut [u8],
+) -> io::Result<&'a mut [u8]> {
+    if record.len() < RECORD_OVERHEAD {
+        return Err(invalid(format!("sealed record {index} is cut short")));
+    }
+    let (nonce, body) = record.split_at_mut(NONCE_LEN);
+    let mut n = [0u8; NONCE_LEN];
+    n.copy_from_slice(nonce);
+    key.open_in_place(Nonce::assume_unique_for_key(n), Aad::from(aad(file_id, index)), body)
+        .map_err(|_| invalid(format!("sealed record {index} fails authentication")))
 }
 
 /// Seals `plain` as record `index` and appends it to `out`.
@@ -494,7 +465,7 @@ mod tests {
         }
         w.sync_all().unwrap();
         assert_eq!(w.len(), data.len() as u64);
-        let mut r = SealedReader::open(File::open(&path).unwrap(), &keys).unwrap();
+        let r = SealedReader::open(File::open(&path).unwrap(), &keys).unwrap();
         assert_eq!(r.len(), data.len() as u64);
         for (offset, len) in [
             (0, data.len()),
@@ -536,7 +507,7 @@ mod tests {
         let mut raw = std::fs::read(&path).unwrap();
         raw[(HEADER_LEN + RECORD_LEN + 100) as usize] ^= 4;
         std::fs::write(&path, &raw).unwrap();
-        let mut r = SealedReader::open(File::open(&path).unwrap(), &keys).unwrap();
+        let r = SealedReader::open(File::open(&path).unwrap(), &keys).unwrap();
         let mut first = vec![0u8; CHUNK];
         r.read_at(0, &mut first).unwrap();
         assert_eq!(first, data[..CHUNK]);
@@ -559,7 +530,7 @@ mod tests {
         raw[h..h + r].copy_from_slice(&second);
         raw[h + r..h + 2 * r].copy_from_slice(&first);
         std::fs::write(&path, &raw).unwrap();
-        let mut reader = SealedReader::open(File::open(&path).unwrap(), &keys).unwrap();
+        let reader = SealedReader::open(File::open(&path).unwrap(), &keys).unwrap();
         assert!(reader.read_at(0, &mut [0u8; 1]).is_err());
     }
 
@@ -611,7 +582,7 @@ mod tests {
             "records untouched"
         );
         assert!(SealedReader::open(File::open(&path).unwrap(), &old).is_err());
-        let mut r = SealedReader::open(File::open(&path).unwrap(), &only_new).unwrap();
+        let r = SealedReader::open(File::open(&path).unwrap(), &only_new).unwrap();
         let mut out = vec![0u8; data.len()];
         r.read_at(0, &mut out).unwrap();
         assert_eq!(out, data);
@@ -633,12 +604,12 @@ mod tests {
         // Half of a new wrapping landed in slot B before a crash.
         let f = rw(&path);
         f.write_all_at(&rotated.wrap(&[9u8; 32])[..30], SLOT_B as u64).unwrap();
-        let mut r = SealedReader::open(File::open(&path).unwrap(), &rotated).unwrap();
+        let r = SealedReader::open(File::open(&path).unwrap(), &rotated).unwrap();
         let mut out = [0u8; 5];
         r.read_at(0, &mut out).unwrap();
         assert_eq!(&out, b"hello");
         assert_eq!(rewrap(&f, &rotated).unwrap(), Rewrap::Rewrapped);
-        let mut r = SealedReader::open(File::open(&path).unwrap(), &rotated).unwrap();
+        let r = SealedReader::open(File::open(&path).unwrap(), &rotated).unwrap();
         r.read_at(0, &mut out).unwrap();
         assert_eq!(&out, b"hello");
     }

@@ -111,7 +111,7 @@ impl StoredReader {
     }
 
     /// Fills `out` with the plaintext at `offset`. Damage in a sealed file is `InvalidData`.
-    pub fn read_at(&mut self, offset: u64, out: &mut [u8]) -> io::Result<()> {
+    pub fn read_at(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
         match self {
             StoredReader::Plain { file, .. } => file.read_exact_at(out, offset),
             StoredReader::Sealed(r) => r.read_at(offset, out),

@@ -30,7 +30,7 @@ pub async fn store_coded(
         senders.push(Some(tx));
         receivers.push(rx);
     }
-    let mut file = store.open_blob(digest)?;
+    let file = store.open_blob(digest)?;
     let encoder = tokio::task::spawn_blocking(move || -> io::Result<()> {
         let sb = geometry.stripe_bytes() as usize;
         let mut left = geometry.size;
