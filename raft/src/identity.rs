@@ -174,12 +174,19 @@ pub enum IdentityCommand {
     },
 }
 
+/// The SHA-256 of a stored private half (what [`ResealedKey`] compares).
+pub fn stored_sha256(stored: &[u8]) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(stored).into()
+}
+
 /// One signing key's private half, sealed anew (see `IdentityCommand::ResealSigningKeys`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResealedKey {
     pub kid: String,
-    /// The bytes stored now (compare-and-set).
-    pub was: Vec<u8>,
+    /// SHA-256 of the bytes stored now (compare-and-set): never the bytes, which may be a
+    /// private key in the clear that must not enter the log again.
+    pub was_sha256: [u8; 32],
     pub private_sealed: Vec<u8>,
 }
 
@@ -383,7 +390,7 @@ impl IdentityState {
                     if let Some(key) = self
                         .signing_keys
                         .iter_mut()
-                        .find(|k| k.kid == entry.kid && k.private_pkcs8 == entry.was)
+                        .find(|k| k.kid == entry.kid && stored_sha256(&k.private_pkcs8) == entry.was_sha256)
                     {
                         key.private_pkcs8 = entry.private_sealed;
                     }

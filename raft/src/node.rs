@@ -76,6 +76,19 @@ pub struct Catalog {
     removal: Removal,
 }
 
+/// Refuses a command over [`MAX_COMMAND_BYTES`] (checked where it is proposed and again by the
+/// leader, whatever version the proposing member runs).
+fn check_command_size(cmd: &CatalogCommand) -> Result<(), CatalogError> {
+    let bytes = bincode::serialized_size(cmd).map_err(|e| CatalogError::Unavailable(e.to_string()))?;
+    if bytes > MAX_COMMAND_BYTES {
+        return Err(CatalogError::TooLarge {
+            bytes,
+            limit: MAX_COMMAND_BYTES,
+        });
+    }
+    Ok(())
+}
+
 /// Whether a failed RPC never left this node: tonic wraps every failure to open the connection
 /// (refused, unreachable, timed out, TLS handshake) in a `ConnectError` kept in the status's
 /// source chain, and a request is only sent on an open connection. Decided by the error's type,
@@ -246,13 +259,7 @@ impl Catalog {
     /// Commits `cmd` through Raft (via the leader) and returns its applied answer, once this node
     /// has applied it too.
     pub async fn propose(&self, cmd: CatalogCommand) -> Result<CatalogResponse, CatalogError> {
-        let bytes = bincode::serialized_size(&cmd).map_err(|e| CatalogError::Unavailable(e.to_string()))?;
-        if bytes > MAX_COMMAND_BYTES {
-            return Err(CatalogError::TooLarge {
-                bytes,
-                limit: MAX_COMMAND_BYTES,
-            });
-        }
+        check_command_size(&cmd)?;
         match self.on_leader(Forwarded::Write(cmd)).await? {
             ForwardReply::Written { index, response } => {
                 self.wait_applied(index).await?;
@@ -535,6 +542,9 @@ pub(crate) async fn serve_forwarded(raft: &KeelsonRaft, req: Forwarded) -> Forwa
     }
     let failed = |e: &dyn std::fmt::Display| ForwardError::Failed(e.to_string());
     match req {
+        Forwarded::Write(cmd) if check_command_size(&cmd).is_err() => Err(ForwardError::Failed(format!(
+            "a catalog change over the {MAX_COMMAND_BYTES}-byte bound of one Raft entry"
+        ))),
         Forwarded::Write(cmd) => match raft.client_write(cmd).await {
             Ok(resp) => Ok(ForwardReply::Written {
                 index: resp.log_id.index,

@@ -143,10 +143,12 @@ impl BlobStore {
         StoredReader::open(path, self.master_keys().as_deref())
     }
 
-    /// The file holding `base` in either format, the write format tried first.
+    /// The file holding `base` in either format, the write format tried first. The first name
+    /// is tried again last: a conversion renames the sealed file in before it removes the plain
+    /// one, so a lookup that ran between the two never misses both.
     fn locate(&self, base: &Path) -> Option<PathBuf> {
         let first = self.write_format();
-        [first, first.other()]
+        [first, first.other(), first]
             .into_iter()
             .map(|format| format.name(base))
             .find(|path| path.is_file())
@@ -202,7 +204,16 @@ impl BlobStore {
         let parent = plain
             .parent()
             .ok_or_else(|| io::Error::other("stored file has no parent"))?;
-        std::fs::rename(&temp, Format::Sealed.name(plain))?;
+        // Never bring back a file deleted meanwhile (garbage collection, quarantine), and never
+        // replace a sealed file written meanwhile (a repair, a rebuilt shard): that one stands
+        // and the plain one goes.
+        if !plain.is_file() {
+            let _ = std::fs::remove_file(&temp);
+            return Ok(false);
+        }
+        if !rename_noreplace(&temp, &Format::Sealed.name(plain))? {
+            let _ = std::fs::remove_file(&temp);
+        }
         sync_dir(parent)?;
         match std::fs::remove_file(plain) {
             Ok(()) => {}
@@ -794,6 +805,32 @@ pub fn read_through(reader: &StoredReader, mut each: impl FnMut(&[u8]) -> io::Re
         at += n as u64;
     }
     Ok(())
+}
+
+/// Renames `from` to `to` unless `to` exists (then `Ok(false)`, nothing moved).
+fn rename_noreplace(from: &Path, to: &Path) -> io::Result<bool> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(io::Error::other);
+    let (from, to) = (c(from)?, c(to)?);
+    // SAFETY: both are valid NUL-terminated paths that outlive the call; renameat2 only reads them.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if rc == 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    if e.kind() == io::ErrorKind::AlreadyExists {
+        Ok(false)
+    } else {
+        Err(e)
+    }
 }
 
 /// fsyncs a directory so a rename or create inside it is durable.

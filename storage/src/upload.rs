@@ -229,6 +229,20 @@ impl Uploads {
         })
     }
 
+    /// The sealed data files of the sessions on disk (re-wrapped after a master-key rotation
+    /// like every other sealed file).
+    pub fn sealed_files(&self) -> io::Result<Vec<PathBuf>> {
+        let sealed = Format::Sealed.name(Path::new(DATA_FILE));
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&self.dir)? {
+            let path = entry?.path().join(&sealed);
+            if path.is_file() {
+                out.push(path);
+            }
+        }
+        Ok(out)
+    }
+
     /// Sessions open on this node.
     pub fn open_count(&self) -> usize {
         self.lock_map().by_id.len()

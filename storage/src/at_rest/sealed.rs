@@ -251,6 +251,12 @@ impl SealedAppender {
     /// Reopens a sealed file for appending after a restart, handing every plaintext byte to
     /// `seen` in order. The file is cut back after the last record that opens.
     pub fn resume(file: File, keys: &MasterKeys, mut seen: impl FnMut(&[u8])) -> io::Result<SealedAppender> {
+        if file.metadata()?.len() < HEADER_LEN {
+            // The header was never made durable (power lost right after the session began):
+            // no byte of the upload was either, so it starts again, empty, with a fresh key.
+            file.set_len(0)?;
+            return SealedAppender::create(file, keys);
+        }
         let header = read_header(&file, keys)?;
         let file_len = file.metadata()?.len();
         let mut appender = SealedAppender {
@@ -559,6 +565,23 @@ mod tests {
         let w = SealedAppender::resume(rw(&path), &keys, |b| seen.extend_from_slice(b)).unwrap();
         assert_eq!(seen, data);
         assert_eq!(w.len(), data.len() as u64);
+    }
+
+    #[test]
+    fn a_header_lost_to_power_loss_starts_the_upload_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = MasterKeys::parse(A).unwrap();
+        let path = dir.path().join("f");
+        // Only part of the header reached the disk.
+        std::fs::write(&path, &MAGIC[..5]).unwrap();
+        let mut w = SealedAppender::resume(rw(&path), &keys, |_| panic!("no byte was durable")).unwrap();
+        assert_eq!(w.len(), 0);
+        w.append(b"again").unwrap();
+        w.sync_all().unwrap();
+        let r = SealedReader::open(File::open(&path).unwrap(), &keys).unwrap();
+        let mut out = [0u8; 5];
+        r.read_at(0, &mut out).unwrap();
+        assert_eq!(&out, b"again");
     }
 
     #[test]

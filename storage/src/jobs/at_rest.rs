@@ -39,6 +39,8 @@ pub struct SealOutcome {
 enum Target {
     Blob(Digest),
     Shard(Digest, usize),
+    /// An upload session's data file (always sealed when the ring exists; re-wrapped only).
+    Upload(std::path::PathBuf),
 }
 
 impl BlobJobs {
@@ -89,6 +91,7 @@ impl BlobJobs {
     /// Seals plain files and re-wraps sealed ones not on the active key.
     async fn seal_files(&self, keys: &Arc<MasterKeys>, outcome: &mut SealOutcome) -> Result<(), JobError> {
         let store = self.store.clone();
+        let uploads = self.uploads.clone();
         let files = tokio::task::spawn_blocking(move || -> io::Result<Vec<(Target, Format, u64)>> {
             let mut files: Vec<(Target, Format, u64)> = store
                 .list()?
@@ -100,6 +103,12 @@ impl BlobJobs {
                     .list_shards()?
                     .into_iter()
                     .map(|s| (Target::Shard(s.digest, s.index), s.format, s.size)),
+            );
+            files.extend(
+                uploads
+                    .sealed_files()?
+                    .into_iter()
+                    .map(|path| (Target::Upload(path), Format::Sealed, 0)),
             );
             Ok(files)
         })
@@ -116,6 +125,7 @@ impl BlobJobs {
                 let (path, digest) = match &target {
                     Target::Blob(d) => (store.path(d), Some(d)),
                     Target::Shard(d, i) => (store.shard_path(d, *i), None),
+                    Target::Upload(sealed) => return rewrap_file(sealed, &keys),
                 };
                 match format {
                     Format::Plain => {
@@ -162,7 +172,7 @@ impl BlobJobs {
                 Ok(plain) => sealed.push(ResealedKey {
                     kid,
                     private_sealed: keys.seal_secret(&plain),
-                    was,
+                    was_sha256: keelson_raft::identity::stored_sha256(&was),
                 }),
                 Err(e) => tracing::warn!(%kid, error = %e, "a signing key cannot be opened with this node's keys"),
             }

@@ -127,11 +127,7 @@ impl BlobJobs {
         }
         // In parts of GC_BATCH; the last (possibly empty) part ends the epoch. A crash between
         // parts leaves the epoch open, and the next pass sweeps the candidates still left.
-        let parts: Vec<&[SweptBlob]> = if blobs.is_empty() {
-            vec![&[]]
-        } else {
-            blobs.chunks(GC_BATCH).collect()
-        };
+        let parts = sweep_parts(&blobs);
         let last = parts.len() - 1;
         for (i, part) in parts.into_iter().enumerate() {
             let cmd = if i == last {
@@ -211,9 +207,55 @@ impl BlobJobs {
     }
 }
 
+/// Bytes of swept blobs per sweep part: a swept blob names every repository that links it, so
+/// parts are cut by size as well as by count, well below the Raft entry bound.
+const SWEEP_PART_BYTES: usize = 4 << 20;
+
+/// `blobs` in consecutive parts of at most `GC_BATCH` blobs and about `SWEEP_PART_BYTES`
+/// (one part, empty, when there is nothing to sweep: the epoch still ends).
+fn sweep_parts(blobs: &[SweptBlob]) -> Vec<&[SweptBlob]> {
+    let mut parts = Vec::new();
+    let (mut start, mut bytes) = (0, 0usize);
+    for (i, blob) in blobs.iter().enumerate() {
+        let size = 16 + blob.digest.len() + blob.repos.iter().map(|r| r.len() + 8).sum::<usize>();
+        if i > start && (i - start >= GC_BATCH || bytes + size > SWEEP_PART_BYTES) {
+            parts.push(&blobs[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += size;
+    }
+    parts.push(&blobs[start..]);
+    parts
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sweep_parts_are_bounded_by_count_and_by_size() {
+        let blob = |repos: usize| SweptBlob {
+            digest: format!("sha256:{}", "a".repeat(64)),
+            repos: (0..repos).map(|r| format!("tenant/repository-{r:06}")).collect(),
+        };
+        assert_eq!(sweep_parts(&[]).len(), 1, "an empty sweep still ends the epoch");
+        let many: Vec<SweptBlob> = (0..25_000).map(|_| blob(1)).collect();
+        let parts = sweep_parts(&many);
+        assert_eq!(
+            parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
+            vec![10_000, 10_000, 5_000]
+        );
+        // 10,000 blobs linked into 20 repositories each would be about 7 MiB in one part.
+        let wide: Vec<SweptBlob> = (0..10_000).map(|_| blob(20)).collect();
+        let parts = sweep_parts(&wide);
+        assert!(parts.len() >= 2, "{} parts", parts.len());
+        assert_eq!(parts.iter().map(|p| p.len()).sum::<usize>(), 10_000);
+        for part in parts {
+            // What the part costs as a Raft command.
+            let bytes = bincode::serialized_size(part).unwrap();
+            assert!(bytes <= 5 << 20, "a part of {bytes} bytes");
+        }
+    }
 
     #[test]
     fn garbage_is_unreferenced_and_old() {
