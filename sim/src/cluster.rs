@@ -68,6 +68,11 @@ impl keelson_api::Clock for SimClock {
     }
 }
 
+/// Whether simulated node `id` encrypts at rest (the even-numbered ones).
+pub fn encrypts(id: u64) -> bool {
+    id.is_multiple_of(2)
+}
+
 /// The master key of the simulated nodes that encrypt at rest.
 pub const SIM_MASTER_KEY: &str = "5a1e5a1e0123456789abcdef0123456789abcdef0123456789abcdef5a1e5a1e";
 
@@ -103,7 +108,7 @@ pub async fn node_host(spec: NodeSpec) -> turmoil::Result {
         // Even-numbered nodes keep their files sealed (encryption at rest), so sealed uploads,
         // replicas and shards go through the same crashes, partitions and expiries as plain
         // ones, and members of both kinds copy blobs to each other.
-        encryption_keys: spec.id.is_multiple_of(2).then(|| SIM_MASTER_KEY.to_string()),
+        encryption_keys: encrypts(spec.id).then(|| SIM_MASTER_KEY.to_string()),
         ..Default::default()
     }
     .resolve()?;

@@ -84,7 +84,16 @@ pub async fn check(shared: &Shared, nodes: &[NodeSpec]) {
         let mut domains = BTreeSet::new();
         for node in nodes {
             match copy_state(&node.data_dir, &blob.digest) {
-                Copy::Good => {
+                Copy::Good(format) => {
+                    if crate::cluster::encrypts(node.id) {
+                        shared.count("inv.sealed_copies", 1);
+                    }
+                    if crate::cluster::encrypts(node.id) && format != keelson_storage::at_rest::Format::Sealed {
+                        shared.fail(
+                            "plain_copy_on_encrypting_node",
+                            format!("{} on {} is stored in the clear", short(&blob.digest), node.name),
+                        );
+                    }
                     holders.push(node.name.clone());
                     domains.insert(node.fault_domain.clone());
                 }
@@ -112,7 +121,8 @@ pub async fn check(shared: &Shared, nodes: &[NodeSpec]) {
 }
 
 enum Copy {
-    Good,
+    /// Intact, in this format.
+    Good(keelson_storage::at_rest::Format),
     Absent,
     Corrupt,
 }
@@ -145,7 +155,7 @@ fn copy_state(data_dir: &Path, digest: &str) -> Copy {
         hasher.update(bytes);
         Ok(())
     }) {
-        Ok(()) if hex::encode(hasher.finalize()) == hex => Copy::Good,
+        Ok(()) if hex::encode(hasher.finalize()) == hex => Copy::Good(Format::of_path(&path)),
         Ok(()) => Copy::Corrupt,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Copy::Absent,
         Err(_) => Copy::Corrupt,
