@@ -51,20 +51,20 @@ impl BlobJobs {
         };
         let generation = ring.generation();
         let keys = ring.current();
-        let settled = *self.sealed_generation.lock().unwrap_or_else(|p| p.into_inner()) == Some(generation);
-        if !settled {
+        let was_settled = *self.sealed_generation.lock().unwrap_or_else(|p| p.into_inner()) == Some(generation);
+        if !was_settled {
             self.seal_files(&keys, &mut outcome).await?;
             if outcome.left == 0 {
                 *self.sealed_generation.lock().unwrap_or_else(|p| p.into_inner()) = Some(generation);
             }
         }
+        let settled = was_settled || outcome.left == 0;
         if self.is_leader() {
             outcome.secrets_resealed = self.reseal_secrets(&keys).await?;
         }
         self.health.count("at_rest.converted", outcome.converted as u64);
         self.health.count("at_rest.rewrapped", outcome.rewrapped as u64);
-        self.health
-            .set("at_rest.files_left", if settled { 0 } else { outcome.left as u64 });
+        self.health.set("at_rest.files_left", outcome.left as u64);
         let stale_secrets = self.catalog.reader().with_identity(|s| {
             s.signing_keys
                 .iter()
@@ -73,15 +73,7 @@ impl BlobJobs {
         });
         self.health.set("at_rest.secrets_left", stale_secrets as u64);
         self.health.set("at_rest.generation", generation);
-        self.health.set(
-            "at_rest.settled",
-            u64::from(
-                self.sealed_generation
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .is_some_and(|g| g == generation),
-            ),
-        );
+        self.health.set("at_rest.settled", u64::from(settled));
         if outcome != SealOutcome::default() {
             tracing::info!(?outcome, "encryption-at-rest pass");
         }
@@ -128,17 +120,8 @@ impl BlobJobs {
                     Target::Upload(sealed) => return rewrap_file(sealed, &keys),
                 };
                 match format {
-                    Format::Plain => {
-                        store.seal_plain_file(&path, digest).map(
-                            |sealed| {
-                                if sealed {
-                                    Step::Converted
-                                } else {
-                                    Step::Gone
-                                }
-                            },
-                        )
-                    }
+                    Format::Plain if store.seal_plain_file(&path, digest)? => Ok(Step::Converted),
+                    Format::Plain => Ok(Step::Gone),
                     Format::Sealed => rewrap_file(&Format::Sealed.name(&path), &keys),
                 }
             })
