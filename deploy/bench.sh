@@ -128,11 +128,11 @@ trap 'exit 130' INT TERM
 # bounded), GET workloads durations.
 if [ "$quick" = 1 ]; then
   big=8MiB mid=2MiB chunk=512KiB pushes_big=2 pushes_mid=8 dur=2s warm=0s
-  dd_count=64 ossl_secs=1 retention_repos=20
+  dd_count=64 ossl_secs=1 retention_repos=20 cipher_size=32MiB
   need_gib=1
 else
   big=1GiB mid=64MiB chunk=8MiB pushes_big=3 pushes_mid=8 dur=10s warm=1s
-  dd_count=1024 ossl_secs=3 retention_repos=1000
+  dd_count=1024 ossl_secs=3 retention_repos=1000 cipher_size=512MiB
   # Per round and target: 3 + 1 (pull) GiB + 2 x 512 MiB, plus slack.
   need_gib=$(( rounds * 2 * 5 + 2 ))
 fi
@@ -455,6 +455,8 @@ echo "scratch filesystem: $(df -PhT "$scratch" | awk 'NR==2 {print $1" ("$2"), "
 if [ "$limits" = 1 ]; then
   sha=$(openssl speed -seconds "$ossl_secs" -evp sha256 2>/dev/null | awk '/^sha256/ {v=$NF} END {sub(/k$/, "", v); printf "%.0f", v/1000}')
   echo "openssl speed -evp sha256, 16384-byte blocks: ${sha} MB/s (one core)"
+  # What decrypting costs one core through the store's own reader (encryption at rest's limit).
+  "$bench" cipher --size "$cipher_size" --dir "$scratch"
   # Three in a row: a virtual disk may allow bursts above the rate it sustains (a token
   # bucket), and a benchmark that writes GiBs back to back mostly sees the sustained rate.
   dd_rates=()

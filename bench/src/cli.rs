@@ -57,6 +57,9 @@ pub enum Command {
     /// The retention pass over a synthetic catalog (default 1,000,000 images), in-process:
     /// evaluation time, pass time and peak RSS.
     Retention(crate::retention::RetentionArgs),
+    /// Decrypts a sealed file through the blob store's reader on one core: what encryption
+    /// at rest adds to every byte a pull serves.
+    Cipher(crate::cipher::CipherArgs),
 }
 
 #[derive(Debug, Args)]

@@ -6,6 +6,7 @@ mod auth;
 mod bare;
 mod blob;
 mod body;
+mod cipher;
 mod cli;
 mod client;
 mod compare;
@@ -64,6 +65,8 @@ enum BenchError {
     Stdout(std::io::Error),
     #[error(transparent)]
     Retention(#[from] retention::RetentionBenchError),
+    #[error("measuring sealed reads: {0}")]
+    Cipher(#[source] std::io::Error),
 }
 
 /// Exit status of a run that completed but stopped early on --max-errors.
@@ -108,6 +111,10 @@ fn dispatch(cmd: Command) -> Result<ExitCode, BenchError> {
         }
         Command::Retention(a) => {
             retention::run(a)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Cipher(a) => {
+            cipher::run(&a).map_err(BenchError::Cipher)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Compare(a) => {
