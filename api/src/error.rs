@@ -3,6 +3,7 @@
 
 use http::StatusCode;
 use keelson_raft::identity::IdentityRejection;
+use keelson_raft::regions::RegionRejection;
 use keelson_raft::{CatalogError, Rejection};
 use keelson_storage::{DigestError, StorageError};
 use serde_json::json;
@@ -207,6 +208,15 @@ impl From<Rejection> for ApiError {
                 IdentityRejection::OutOfScope(_) => ApiError::new(ErrorCode::BadRequest, r.to_string()),
                 _ => ApiError::new(ErrorCode::Conflict, r.to_string()),
             },
+            Rejection::Region(RegionRejection::Missing(_)) => ApiError::new(ErrorCode::NotFound, r.to_string()),
+            Rejection::Region(RegionRejection::Invalid(_)) => ApiError::new(ErrorCode::BadRequest, r.to_string()),
+            Rejection::NotHome { home } => {
+                ApiError::new(ErrorCode::Denied, r.to_string()).with_detail(json!({ "home_region": home }))
+            }
+            // RFC 9110 §13.1.1: If-Match failed.
+            Rejection::PreconditionFailed { .. } => {
+                ApiError::new(ErrorCode::Denied, r.to_string()).with_status(StatusCode::PRECONDITION_FAILED)
+            }
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod placement;
 pub mod proxy;
 pub mod pulls;
 pub mod rate_limit;
+pub mod regions;
 pub mod registry;
 pub mod routes;
 pub mod server;

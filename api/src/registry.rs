@@ -158,4 +158,6 @@ pub struct Registry {
     pub bootstrap_token: Option<String>,
     /// Request rates per user and address, and the back-off of failed logins.
     pub rate_limits: crate::rate_limit::RateLimits,
+    /// Cross-region replication's in-flight uploads and counters on this node.
+    pub replicator: crate::regions::replicate::Replicator,
 }

@@ -234,7 +234,14 @@ async fn route(reg: &Registry, remote: Option<IpAddr>, req: Request<Incoming>) -
         Route::Base => match method {
             Method::GET | Method::HEAD => {
                 access::require_identity(reg, None)?;
-                Ok(handlers::listing::base())
+                let mut reply = handlers::listing::base();
+                // Which region answered (clusters of one deployment serve one region each).
+                if let Some(region) = reg.catalog.reader().regions()?.name {
+                    if let Ok(value) = http::HeaderValue::from_str(&region) {
+                        reply.headers_mut().insert("keelson-region", value);
+                    }
+                }
+                Ok(reply)
             }
             _ => Err(unsupported(&method)),
         },
@@ -254,7 +261,7 @@ async fn route(reg: &Registry, remote: Option<IpAddr>, req: Request<Incoming>) -
             Method::GET => handlers::manifests::get(reg, name, reference, &req, false).await,
             Method::HEAD => handlers::manifests::get(reg, name, reference, &req, true).await,
             Method::PUT => handlers::manifests::put(reg, name, reference, req).await,
-            Method::DELETE => handlers::manifests::delete(reg, name, reference).await,
+            Method::DELETE => handlers::manifests::delete(reg, name, reference, &req).await,
             _ => Err(unsupported(&method)),
         },
         Route::Blob { name, digest } => match method {

@@ -185,11 +185,32 @@ fn read_certs(path: &Path, what: &'static str) -> Result<Vec<CertificateDer<'sta
 /// the nodes' API certificates), or the system's trust store when `ca` is `None`. The HTTP
 /// versions (ALPN) are left to the connector that uses it.
 pub fn client_config(ca: Option<&Path>) -> Result<rustls::ClientConfig, TlsError> {
-    let mut roots = rustls::RootCertStore::empty();
     match ca {
         Some(path) => {
+            let mut roots = rustls::RootCertStore::empty();
             for cert in read_certs(path, "CA certificate")? {
                 roots.add(cert).map_err(|e| TlsError::Rejected(path.to_path_buf(), e))?;
+            }
+            client_with_roots(roots)
+        }
+        None => client_config_pem(None),
+    }
+}
+
+/// [`client_config`] with the CA given as PEM text (what the catalog keeps for a peer region).
+pub fn client_config_pem(ca_pem: Option<&str>) -> Result<rustls::ClientConfig, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_pem {
+        Some(pem) => {
+            let source = PathBuf::from("the peer's CA certificate");
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem.as_bytes())
+                .collect::<Result<_, _>>()
+                .map_err(|_| TlsError::NotPem(source.clone(), "CA certificate"))?;
+            if certs.is_empty() {
+                return Err(TlsError::NotPem(source, "CA certificate"));
+            }
+            for cert in certs {
+                roots.add(cert).map_err(|e| TlsError::Rejected(source.clone(), e))?;
             }
         }
         None => {
@@ -200,6 +221,10 @@ pub fn client_config(ca: Option<&Path>) -> Result<rustls::ClientConfig, TlsError
             }
         }
     }
+    client_with_roots(roots)
+}
+
+fn client_with_roots(roots: rustls::RootCertStore) -> Result<rustls::ClientConfig, TlsError> {
     Ok(
         rustls::ClientConfig::builder_with_provider(Arc::new(provider::default_provider()))
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])

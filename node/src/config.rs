@@ -187,6 +187,19 @@ pub struct ServeArgs {
     /// [default: 3600000].
     #[arg(long, env = "KEELSON_RETENTION_INTERVAL_MS")]
     pub retention_interval_ms: Option<u64>,
+    /// Milliseconds between two copies of identity from the home region (in a region whose
+    /// home is elsewhere): a token revoked at home stops working here within about this long
+    /// [default: 2000].
+    #[arg(long, env = "KEELSON_IDENTITY_SYNC_MS")]
+    pub identity_sync_ms: Option<u64>,
+    /// Milliseconds between two looks of the leader at the cross-region replication queue
+    /// [default: 500].
+    #[arg(long, env = "KEELSON_REPLICATION_POLL_MS")]
+    pub replication_poll_ms: Option<u64>,
+    /// Milliseconds between two full replication passes over every repository a rule covers,
+    /// which repair anything the queue missed [default: 60000].
+    #[arg(long, env = "KEELSON_REPLICATION_RECONCILE_MS")]
+    pub replication_reconcile_ms: Option<u64>,
     /// Let the cluster administrator move this node's clock forward
     /// (`PUT /api/v1/cluster/clock`), for end-to-end tests of retention days and cooling
     /// periods. Never in production [default: false].
@@ -236,6 +249,14 @@ impl Default for LifecycleSettings {
     }
 }
 
+/// The region timers: copying identity from home, and cross-region replication.
+#[derive(Debug, Clone)]
+pub struct RegionTimers {
+    pub identity_sync: Duration,
+    pub replication_poll: Duration,
+    pub replication_reconcile: Duration,
+}
+
 /// The `auth` setting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -274,6 +295,7 @@ pub struct ServeConfig {
     /// Time between two capacity measurements (`None`: no reports).
     pub capacity_interval: Option<Duration>,
     pub lifecycle: LifecycleSettings,
+    pub regions: RegionTimers,
     pub uploads: UploadSettings,
     pub rates: keelson_api::rate_limit::RateSettings,
     /// Master keys when encryption at rest is on.
@@ -425,6 +447,16 @@ impl ServeArgs {
                         d.retention_interval,
                     ),
                     test_clock: self.test_clock.or(file.test_clock).unwrap_or(false),
+                }
+            },
+            regions: {
+                let ms = |flag: Option<u64>, file: Option<u64>, default: u64| {
+                    Duration::from_millis(flag.or(file).unwrap_or(default).max(10))
+                };
+                RegionTimers {
+                    identity_sync: ms(self.identity_sync_ms, file.identity_sync_ms, 2000),
+                    replication_poll: ms(self.replication_poll_ms, file.replication_poll_ms, 500),
+                    replication_reconcile: ms(self.replication_reconcile_ms, file.replication_reconcile_ms, 60_000),
                 }
             },
             capacity_interval: match self

@@ -12,6 +12,7 @@ pub mod jobs;
 pub mod lb;
 pub mod lifecycle;
 pub mod lifecycle_cli;
+pub mod region_cli;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -286,6 +287,7 @@ where
         tls: api_tls.is_some(),
         bootstrap_token: config.bootstrap_token.clone(),
         rate_limits: keelson_api::rate_limit::RateLimits::new(config.rates, env.clock.clone()),
+        replicator: Default::default(),
     });
     if single {
         match keelson_api::bootstrap_admin(&registry, config.bootstrap_token.clone()).await {
@@ -316,6 +318,15 @@ where
     tasks.push(lifecycle::spawn_retention(
         registry.clone(),
         config.lifecycle.retention_interval,
+    ));
+    tasks.push(lifecycle::spawn_identity_sync(
+        registry.clone(),
+        config.regions.identity_sync,
+    ));
+    tasks.push(lifecycle::spawn_replication(
+        registry.clone(),
+        config.regions.replication_poll,
+        config.regions.replication_reconcile,
     ));
     tasks.push(tokio::spawn(sweep_idle_tees(registry.clone())));
     tasks.push(jobs::expire_uploads(registry.clone(), &config.uploads));

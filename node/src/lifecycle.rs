@@ -1,4 +1,5 @@
-//! The lifecycle layer's timers: every node flushes its pull counts, the leader runs retention.
+//! The lifecycle layer's timers: every node flushes its pull counts, the leader runs retention,
+//! copies identity from the home region and replicates images to other regions.
 //! The passes themselves are in `keelson_api::lifecycle_jobs`, where the management API can also
 //! run them on demand.
 
@@ -31,6 +32,39 @@ pub fn spawn_retention(registry: Arc<Registry>, period: Duration) -> JoinHandle<
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "retention pass failed"),
             }
+        }
+    })
+}
+
+/// Copies identity from the home region every `period` (acts only on the leader of a region
+/// whose home is elsewhere).
+pub fn spawn_identity_sync(registry: Arc<Registry>, period: Duration) -> JoinHandle<()> {
+    every(period, move || {
+        let registry = registry.clone();
+        async move {
+            match keelson_api::regions::identity::sync_from_home(&registry).await {
+                Ok(true) => tracing::info!("copied identity from the home region"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "copying identity from the home region failed"),
+            }
+        }
+    })
+}
+
+/// Drains the replication queue every `poll` and runs a full pass every `reconcile` (only
+/// while this node leads).
+pub fn spawn_replication(registry: Arc<Registry>, poll: Duration, reconcile: Duration) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut last_full = tokio::time::Instant::now();
+        let mut ticker = tokio::time::interval(poll);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let full = last_full.elapsed() >= reconcile;
+            if full {
+                last_full = tokio::time::Instant::now();
+            }
+            keelson_api::regions::replicate::replication_pass(&registry, full).await;
         }
     })
 }

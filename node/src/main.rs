@@ -5,6 +5,7 @@ use keelson::admin_cli::AdminCommand;
 use keelson::cluster_cli::ClusterCommand;
 use keelson::http_client::Target;
 use keelson::lifecycle_cli::{ImagesCommand, RepoCommand, RetentionCommand};
+use keelson::region_cli::{RegionCommand, ReplicationCommand};
 use keelson::ServeArgs;
 use tracing_subscriber::EnvFilter;
 
@@ -53,6 +54,20 @@ enum Command {
         target: TargetArgs,
         #[command(subcommand)]
         command: RetentionCommand,
+    },
+    /// This cluster's region, its home region (where identity is managed) and its peer regions.
+    Region {
+        #[command(flatten)]
+        target: TargetArgs,
+        #[command(subcommand)]
+        command: RegionCommand,
+    },
+    /// Cross-region replication rules and their status.
+    Replication {
+        #[command(flatten)]
+        target: TargetArgs,
+        #[command(subcommand)]
+        command: ReplicationCommand,
     },
     /// A round-robin TCP load balancer (for local clusters and tests).
     Lb {
@@ -143,6 +158,10 @@ fn main() -> std::process::ExitCode {
             Command::Admin { target, command } => keelson::admin_cli::run(&target.target(), command).await?,
             Command::Images { target, command } => keelson::lifecycle_cli::images(&target.target(), command).await?,
             Command::Repo { target, command } => keelson::lifecycle_cli::repo(&target.target(), command).await?,
+            Command::Region { target, command } => keelson::region_cli::region(&target.target(), command).await?,
+            Command::Replication { target, command } => {
+                keelson::region_cli::replication(&target.target(), command).await?
+            }
             Command::Retention { target, command } => {
                 keelson::lifecycle_cli::retention(&target.target(), command).await?
             }

@@ -9,7 +9,6 @@
 //! `apply_lifecycle.rs`.
 
 use crate::command::*;
-use crate::identity::IdentityState;
 use crate::keys::*;
 use crate::lifecycle::*;
 use crate::state_machine::SharedIdentity;
@@ -115,17 +114,14 @@ impl Applier<'_> {
                 Ok(Done)
             }
             C::DeleteRepo { repo } => self.delete_repo(&repo),
-            C::Identity(cmd) => {
-                let mut identity = self.identity.write().unwrap_or_else(|p| p.into_inner());
-                match identity.apply(cmd) {
-                    Ok(()) => {
-                        let state: &IdentityState = &identity;
-                        self.tx.put(CF_IDENTITY, KEY_IDENTITY, state)?;
-                        Ok(Done)
-                    }
-                    Err(r) => rejected(Rejection::Identity(r)),
-                }
-            }
+            C::Identity(cmd) => self.identity_command(cmd),
+            C::Regions(cmd) => self.region_command(cmd),
+            C::TagIf {
+                repo,
+                tag,
+                expected,
+                then,
+            } => self.tag_if(repo, tag, expected, *then),
             C::SetHolders {
                 digest,
                 expected,
@@ -399,6 +395,7 @@ impl Applier<'_> {
         if !self.tx.exists(CF_REPOS, repo.as_bytes())? {
             return rejected(Rejection::RepoUnknown);
         }
+        self.note_change(repo)?;
         let usage = self.repo_usage(repo)?;
         let ns = tenancy_of(repo);
         let mut tenancy = self.tenancy_usage(ns)?;
@@ -611,6 +608,9 @@ impl Applier<'_> {
         if let Some(tag) = &tag {
             check!(self.point_tag(&repo, tag, &digest, now_ms));
         }
+        if tag.is_some() || manifest.subject.is_some() {
+            self.note_change(&repo)?;
+        }
         self.tx.put(CF_MANIFESTS, &manifest_key, &manifest)?;
         Ok(Done)
     }
@@ -669,6 +669,7 @@ impl Applier<'_> {
         self.tx.delete(CF_TAGS, &key)?;
         self.untag_image(repo, &target, tag, now_ms)?;
         self.count(repo, |u| u.tags = u.tags.saturating_sub(1))?;
+        self.note_change(repo)?;
         Ok(Done)
     }
 
@@ -679,6 +680,7 @@ impl Applier<'_> {
         let Some(manifest) = self.tx.get::<ManifestRecord>(CF_MANIFESTS, &key)? else {
             return Ok(());
         };
+        self.note_change(repo)?;
         self.tx.delete(CF_MANIFESTS, &key)?;
         if let Some(subject) = &manifest.subject {
             self.tx.delete(CF_REFERRERS, &join(&[repo, subject, digest]))?;

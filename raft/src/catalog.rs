@@ -348,6 +348,45 @@ impl CatalogReader {
         Ok(tags)
     }
 
+    /// This cluster's region settings, peers and replication rules.
+    pub fn regions(&self) -> Result<crate::regions::Regions> {
+        Ok(self.get(CF_IDENTITY, KEY_REGIONS)?.unwrap_or_default())
+    }
+
+    /// What `target` acknowledged of `repo` under `rule`: tag (or `@digest` for a referrer) →
+    /// digest.
+    pub fn replication_marks(
+        &self,
+        rule: &str,
+        target: &str,
+        repo: &str,
+    ) -> Result<BTreeMap<String, crate::regions::MarkRecord>> {
+        let mut marks = BTreeMap::new();
+        self.scan(
+            CF_LIFECYCLE,
+            &replication_marks_prefix(rule, target, repo),
+            |key, value| {
+                let key = String::from_utf8(key.to_vec()).map_err(err)?;
+                marks.insert(key, bincode::deserialize(value).map_err(err)?);
+                Ok(true)
+            },
+        )?;
+        Ok(marks)
+    }
+
+    /// Repositories with changes not yet replicated, with their change numbers (at most `limit`).
+    pub fn replication_changes(&self, limit: usize) -> Result<Vec<(String, u64)>> {
+        let mut out = Vec::new();
+        self.scan(CF_LIFECYCLE, CHANGES_PREFIX, |repo, value| {
+            out.push((
+                String::from_utf8(repo.to_vec()).map_err(err)?,
+                bincode::deserialize(value).map_err(err)?,
+            ));
+            Ok(out.len() < limit)
+        })?;
+        Ok(out)
+    }
+
     /// How many referrers name `digest` as their subject in `repo`.
     pub fn referrer_count(&self, repo: &str, digest: &str) -> Result<usize> {
         let mut prefix = join(&[repo, digest]);

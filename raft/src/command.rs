@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::identity::{IdentityCommand, IdentityRejection};
 use crate::lifecycle::{DeletionUnit, ImmutableTags, PullCount, RetentionPolicy, Scope, TenancyLimits};
 use crate::redundancy::{NodeCapacity, RedundancyPolicy};
+use crate::regions::{RegionCommand, RegionRejection};
 use crate::types::NodeId;
 
 /// A change to the catalog. Digests are `algorithm:hex` strings validated by the proposer.
@@ -169,6 +170,17 @@ pub enum CatalogCommand {
     /// GC phase 2 in parts: deletes like [`CatalogCommand::GcSweep`] but keeps the epoch open
     /// for the next part; the last part is a `GcSweep`, which ends it.
     GcSweepPart { epoch: u64, blobs: Vec<SweptBlob> },
+    /// Regions, peers, replication rules and marks (`regions.rs`).
+    Regions(RegionCommand),
+    /// Applies `then` (a `PutManifest` naming `tag`, or a `DeleteTag` of it) only while `tag` of
+    /// `repo` points at `expected` (`None`: does not exist): an HTTP `If-Match` on a tag, how
+    /// cross-region replication keeps a tag from ever moving backwards in its target.
+    TagIf {
+        repo: String,
+        tag: String,
+        expected: Option<String>,
+        then: Box<CatalogCommand>,
+    },
 }
 
 /// Candidates or swept blobs per GC command: a digest is about 71 bytes, a swept blob names its
@@ -247,6 +259,18 @@ pub enum Rejection {
     /// A command out of bounds (too many entries, a reference to nothing).
     #[error("{0}")]
     Invalid(String),
+    #[error(transparent)]
+    Region(#[from] RegionRejection),
+    /// Identity is written only in the home region.
+    #[error("identity is managed in the home region {home}; make this change there")]
+    NotHome { home: String },
+    /// A `TagIf` found the tag elsewhere.
+    #[error("tag {tag} is {actual}, not {expected}")]
+    PreconditionFailed {
+        tag: String,
+        expected: String,
+        actual: String,
+    },
 }
 
 /// A repository.

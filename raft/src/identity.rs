@@ -172,6 +172,25 @@ pub enum IdentityCommand {
     ResealSigningKeys {
         sealed: Vec<ResealedKey>,
     },
+    /// The whole state as the home region has it (private signing keys sealed by this
+    /// cluster's proposer when it encrypts): replaces everything here, keeping the later of the
+    /// two last-use times of each token. Only a region whose home is elsewhere accepts it.
+    ReplaceFromHome {
+        state: Box<IdentityState>,
+    },
+}
+
+impl IdentityCommand {
+    /// Whether the command is one of the identity writes that only the home region makes
+    /// (token-use times and re-sealing are local bookkeeping of every region).
+    pub fn is_home_write(&self) -> bool {
+        !matches!(
+            self,
+            IdentityCommand::TouchTokens { .. }
+                | IdentityCommand::ResealSigningKeys { .. }
+                | IdentityCommand::ReplaceFromHome { .. }
+        )
+    }
 }
 
 /// The SHA-256 of a stored private half (what [`ResealedKey`] compares).
@@ -384,6 +403,23 @@ impl IdentityState {
                 self.signing_keys.push(key);
                 let excess = self.signing_keys.len().saturating_sub(KEPT_SIGNING_KEYS);
                 self.signing_keys.drain(..excess);
+            }
+            IdentityCommand::ReplaceFromHome { state } => {
+                let mut state = *state;
+                for (ns, tenancy) in state.tenancies.iter_mut() {
+                    for (name, user) in tenancy.users.iter_mut() {
+                        for token in user.tokens.iter_mut() {
+                            let here = self
+                                .tenancies
+                                .get(ns)
+                                .and_then(|t| t.users.get(name))
+                                .and_then(|u| u.tokens.iter().find(|t| t.id == token.id))
+                                .and_then(|t| t.last_used_ms);
+                            token.last_used_ms = token.last_used_ms.max(here);
+                        }
+                    }
+                }
+                *self = state;
             }
             IdentityCommand::ResealSigningKeys { sealed } => {
                 for entry in sealed {

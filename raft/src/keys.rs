@@ -168,6 +168,31 @@ pub fn gc_candidate_key(digest: &str) -> Vec<u8> {
 }
 
 pub const KEY_IDENTITY: &[u8] = b"state";
+/// The [`crate::regions::Regions`] value, beside the identity state.
+pub const KEY_REGIONS: &[u8] = b"regions";
+
+/// The counter numbering replication changes, in `lifecycle`.
+pub const CHANGE_SEQ_KEY: &[u8] = b"changeseq";
+
+/// `changed\0<repo>`: a repository with changes not yet replicated (value: change number).
+pub fn change_key(repo: &str) -> Vec<u8> {
+    join(&["changed", repo])
+}
+
+/// The prefix of every queued change.
+pub const CHANGES_PREFIX: &[u8] = b"changed\0";
+
+/// A replication mark: `repl\0<rule>\0<target>\0<repo>\0<tag or @digest>` in `lifecycle`.
+pub fn replication_mark_key(rule: &str, target: &str, repo: &str, key: &str) -> Vec<u8> {
+    join(&["repl", rule, target, repo, key])
+}
+
+/// `repl\0<rule>\0<target>\0<repo>\0`: the marks of one repository.
+pub fn replication_marks_prefix(rule: &str, target: &str, repo: &str) -> Vec<u8> {
+    let mut key = join(&["repl", rule, target, repo]);
+    key.push(0);
+    key
+}
 
 pub const KEY_VOTE: &[u8] = b"vote";
 pub const KEY_COMMITTED: &[u8] = b"committed";

@@ -11,6 +11,7 @@
 
 mod apply;
 mod apply_lifecycle;
+mod apply_regions;
 pub mod catalog;
 pub mod command;
 mod db;
@@ -24,6 +25,7 @@ pub mod peer;
 mod read_cache;
 mod read_index;
 pub mod redundancy;
+pub mod regions;
 pub mod removal;
 pub mod retention;
 mod snapshot;

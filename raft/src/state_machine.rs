@@ -98,6 +98,7 @@ fn touches_cached_state(cmd: &CatalogCommand) -> bool {
     !matches!(
         cmd,
         CatalogCommand::Identity(_)
+            | CatalogCommand::Regions(_)
             | CatalogCommand::ReportCapacity { .. }
             | CatalogCommand::RecordPulls { .. }
             | CatalogCommand::SetRetentionPolicy { .. }

@@ -5,6 +5,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use keelson_raft::CatalogCommand;
+use keelson_storage::Digest;
 
 use super::{authorize_repo, commit, header, Reply};
 use crate::access::{Action, Cx};
@@ -114,6 +115,7 @@ pub async fn put(
     let reference = Reference::parse(reference)?;
     let limit = reg.limits.max_manifest_bytes;
     let content_type = header(&req, "content-type").map(str::to_string);
+    let headers = req.headers().clone();
     let bytes = read_limited(req.into_body(), limit).await?;
     let valid = manifest::validate(&bytes, content_type.as_deref(), reg.clock.now_ms())?;
     let tag = match reference {
@@ -128,18 +130,24 @@ pub async fn put(
     };
     let subject = valid.record.subject.clone();
     let digest = valid.digest;
-    commit(
-        reg,
-        CatalogCommand::PutManifest {
+    let precondition = tag_precondition(&headers)?;
+    let put = CatalogCommand::PutManifest {
+        repo: name.to_string(),
+        digest: digest.to_string(),
+        manifest: valid.record,
+        tag: tag.clone(),
+        now_ms: reg.clock.now_ms(),
+    };
+    let cmd = match (precondition, tag) {
+        (Some(expected), Some(tag)) => CatalogCommand::TagIf {
             repo: name.to_string(),
-            digest: digest.to_string(),
-            manifest: valid.record,
             tag,
-            now_ms: reg.clock.now_ms(),
+            expected,
+            then: Box::new(put),
         },
-    )
-    .await
-    .map_err(|e| match e.code {
+        _ => put,
+    };
+    commit(reg, cmd).await.map_err(|e| match e.code {
         // A missing child manifest of an index is a missing referenced blob from the
         // pusher's point of view.
         ErrorCode::ManifestUnknown | ErrorCode::ManifestBlobUnknown => ApiError {
@@ -158,18 +166,34 @@ pub async fn put(
     Ok(reply.empty())
 }
 
-pub async fn delete(reg: &Cx<'_>, name: &str, reference: &str) -> Result<Response<Body>, ApiError> {
+pub async fn delete<B>(
+    reg: &Cx<'_>,
+    name: &str,
+    reference: &str,
+    req: &Request<B>,
+) -> Result<Response<Body>, ApiError> {
     authorize_repo(reg, name, Action::Delete)?;
     let cmd = match Reference::parse(reference)? {
         Reference::Digest(d) => CatalogCommand::DeleteManifest {
             repo: name.to_string(),
             digest: d.to_string(),
         },
-        Reference::Tag(tag) => CatalogCommand::DeleteTag {
-            repo: name.to_string(),
-            tag,
-            now_ms: reg.clock.now_ms(),
-        },
+        Reference::Tag(tag) => {
+            let delete = CatalogCommand::DeleteTag {
+                repo: name.to_string(),
+                tag: tag.clone(),
+                now_ms: reg.clock.now_ms(),
+            };
+            match tag_precondition(req.headers())? {
+                Some(expected) => CatalogCommand::TagIf {
+                    repo: name.to_string(),
+                    tag,
+                    expected,
+                    then: Box::new(delete),
+                },
+                None => delete,
+            }
+        }
     };
     commit(reg, cmd).await.map_err(|e| {
         if e.code == ErrorCode::ManifestUnknown {
@@ -179,4 +203,34 @@ pub async fn delete(reg: &Cx<'_>, name: &str, reference: &str) -> Result<Respons
         }
     })?;
     Ok(Reply::new(StatusCode::ACCEPTED).empty())
+}
+
+/// A conditional tag change (RFC 9110 §13.1): `If-Match: "<digest>"` (the tag must point at
+/// that manifest) or `If-None-Match: *` (the tag must not exist). `Some(expected)` when one is
+/// given; cross-region replication sends them so a tag never moves backwards in a target.
+fn tag_precondition(headers: &http::HeaderMap) -> Result<Option<Option<String>>, ApiError> {
+    if let Some(value) = headers.get("if-none-match") {
+        return match value.to_str().map(str::trim) {
+            Ok("*") => Ok(Some(None)),
+            _ => Err(
+                ApiError::new(ErrorCode::Unsupported, "If-None-Match on a tag takes only *")
+                    .with_status(http::StatusCode::BAD_REQUEST),
+            ),
+        };
+    }
+    let Some(value) = headers.get("if-match") else {
+        return Ok(None);
+    };
+    let text = value
+        .to_str()
+        .ok()
+        .map(|v| v.trim().trim_matches('"'))
+        .filter(|v| !v.is_empty() && !v.contains(['"', ',']));
+    match text.map(Digest::parse) {
+        Some(Ok(digest)) => Ok(Some(Some(digest.to_string()))),
+        _ => Err(ApiError::new(
+            ErrorCode::DigestInvalid,
+            "If-Match names one manifest digest",
+        )),
+    }
 }

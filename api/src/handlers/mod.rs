@@ -6,6 +6,7 @@ pub mod identity;
 pub mod lifecycle;
 pub mod listing;
 pub mod manifests;
+pub mod regions;
 pub mod token;
 pub mod uploads;
 

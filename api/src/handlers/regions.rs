@@ -1,0 +1,246 @@
+//! The region routes of the management API: this cluster's region and home, the peer regions
+//! (`/api/v1/regions…`, cluster administrator), the identity export other regions copy, and
+//! replication rules and their status (`/api/v1/replication…`, tenancy administrators).
+//! `keelson region` and `keelson replication` are thin clients of these routes.
+
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use keelson_raft::regions::{RegionCommand, RegionPeer, ReplicationRule};
+use keelson_raft::CatalogCommand;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{bad_request, commit, json_reply, ok, read_json};
+use crate::access::{self, Cx};
+use crate::body::{self, Body};
+use crate::error::{ApiError, ErrorCode};
+use crate::regions::{identity, status};
+
+#[derive(Deserialize)]
+struct SelfBody {
+    name: String,
+    /// Defaults to `name`: this region is home.
+    #[serde(default)]
+    home: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct PeerBody {
+    url: String,
+    username: String,
+    token: String,
+    #[serde(default)]
+    ca_pem: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RuleBody {
+    namespace: String,
+    #[serde(default = "everything")]
+    repos: String,
+    #[serde(default = "everything")]
+    tags: String,
+    targets: Vec<String>,
+    #[serde(default)]
+    deletes: bool,
+    #[serde(default)]
+    bytes_per_second: Option<u64>,
+}
+
+fn everything() -> String {
+    "*".into()
+}
+
+/// Region keys: short lower-case names (`iad`, `eu-frankfurt-1`).
+fn valid_region(name: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= 40
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    ok.then_some(())
+        .ok_or_else(|| bad_request(format!("invalid region name {name:?} (lower-case letters, digits, -)")))
+}
+
+fn valid_glob(glob: &str) -> Result<(), ApiError> {
+    let ok = !glob.is_empty() && glob.len() <= 256 && !glob.contains('\0');
+    ok.then_some(())
+        .ok_or_else(|| bad_request(format!("invalid pattern {glob:?}")))
+}
+
+fn not_found(message: String) -> ApiError {
+    ApiError::new(ErrorCode::NotFound, message)
+}
+
+/// Dispatches `/api/v1/regions…` and `/api/v1/replication…` (`parts` split at `/`).
+pub async fn route(cx: &Cx<'_>, parts: &[&str], req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let method = req.method().clone();
+    match (&method, parts) {
+        (&Method::GET, ["regions"]) => {
+            access::administer_cluster(cx)?;
+            let regions = cx.catalog.reader().regions()?;
+            ok(json!({
+                "name": regions.name,
+                "home": regions.home.clone().or(regions.name.clone()),
+                "identity_version": regions.identity_version,
+                "peers": regions.peers.values().map(|p| json!({
+                    "name": p.name, "url": p.url, "username": p.username, "custom_ca": p.ca_pem.is_some(),
+                })).collect::<Vec<_>>(),
+            }))
+        }
+        (&Method::PUT, ["regions", "self"]) => {
+            access::administer_cluster(cx)?;
+            let body: SelfBody = read_json(req).await?;
+            valid_region(&body.name)?;
+            let home = body.home.unwrap_or_else(|| body.name.clone());
+            valid_region(&home)?;
+            commit(
+                cx,
+                CatalogCommand::Regions(RegionCommand::SetRegion {
+                    name: body.name.clone(),
+                    home: home.clone(),
+                }),
+            )
+            .await?;
+            ok(json!({ "name": body.name, "home": home }))
+        }
+        (&Method::PUT, ["regions", "peers", name]) => {
+            access::administer_cluster(cx)?;
+            valid_region(name)?;
+            let body: PeerBody = read_json(req).await?;
+            let url_ok = (body.url.starts_with("http://") || body.url.starts_with("https://"))
+                && body.url.len() <= 512
+                && body.url.parse::<http::Uri>().is_ok();
+            if !url_ok {
+                return Err(bad_request(format!("invalid URL {:?}", body.url)));
+            }
+            if body.token.is_empty() || body.token.len() > 512 || body.username.len() > 200 {
+                return Err(bad_request("username and token are required (token at most 512 bytes)"));
+            }
+            if let Some(pem) = &body.ca_pem {
+                if pem.len() > 64 << 10 {
+                    return Err(bad_request("ca_pem is larger than 64 KiB"));
+                }
+                crate::tls::client_config_pem(Some(pem)).map_err(|e| bad_request(e.to_string()))?;
+            }
+            // The credential is sealed under the master key when the cluster encrypts at rest.
+            let secret = match cx.store.master_keys() {
+                Some(keys) => keys.seal_secret(body.token.as_bytes()),
+                None => body.token.into_bytes(),
+            };
+            let peer = RegionPeer {
+                name: name.to_string(),
+                url: body.url.trim_end_matches('/').to_string(),
+                ca_pem: body.ca_pem,
+                username: body.username,
+                secret,
+            };
+            commit(cx, CatalogCommand::Regions(RegionCommand::PutPeer(peer))).await?;
+            ok(json!({ "name": name }))
+        }
+        (&Method::DELETE, ["regions", "peers", name]) => {
+            access::administer_cluster(cx)?;
+            commit(
+                cx,
+                CatalogCommand::Regions(RegionCommand::RemovePeer { name: name.to_string() }),
+            )
+            .await?;
+            ok(json!({ "removed": name }))
+        }
+        (&Method::GET, ["regions", "identity"]) => {
+            access::administer_cluster(cx)?;
+            let export = identity::export(cx).map_err(|m| ApiError::new(ErrorCode::Unavailable, m))?;
+            let tag = format!("\"{}\"", export.version);
+            let unchanged = req
+                .headers()
+                .get("if-none-match")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.trim() == tag);
+            if unchanged {
+                return Ok(crate::handlers::Reply::new(StatusCode::NOT_MODIFIED)
+                    .header("ETag", &tag)
+                    .body(body::empty()));
+            }
+            let bytes =
+                serde_json::to_vec(&export).map_err(|e| ApiError::new(ErrorCode::Unavailable, e.to_string()))?;
+            Ok(crate::handlers::Reply::new(StatusCode::OK)
+                .header("Content-Type", "application/json")
+                .header("ETag", &tag)
+                .header("Content-Length", bytes.len())
+                .body(body::full(bytes)))
+        }
+        (&Method::POST, ["replication", "rules"]) => {
+            let body: RuleBody = read_json(req).await?;
+            access::administer_tenancy(cx, &body.namespace)?;
+            valid_glob(&body.repos)?;
+            valid_glob(&body.tags)?;
+            if body.targets.is_empty() || body.targets.len() > 16 {
+                return Err(bad_request("a rule names 1 to 16 target regions"));
+            }
+            for t in &body.targets {
+                valid_region(t)?;
+            }
+            if body.bytes_per_second == Some(0) {
+                return Err(bad_request("bytes_per_second must be positive"));
+            }
+            let id = hex::encode(rand::random::<[u8; 6]>());
+            let rule = ReplicationRule {
+                id: id.clone(),
+                namespace: body.namespace,
+                repos: body.repos,
+                tags: body.tags,
+                targets: body.targets,
+                deletes: body.deletes,
+                bytes_per_second: body.bytes_per_second,
+                created_ms: cx.clock.now_ms(),
+            };
+            commit(cx, CatalogCommand::Regions(RegionCommand::PutRule(rule.clone()))).await?;
+            Ok(json_reply(StatusCode::CREATED, &json!(rule)))
+        }
+        (&Method::GET, ["replication", "rules"]) => {
+            let rules = visible_rules(cx, &req)?;
+            ok(json!({ "rules": rules }))
+        }
+        (&Method::DELETE, ["replication", "rules", id]) => {
+            let regions = cx.catalog.reader().regions()?;
+            let rule = regions
+                .rules
+                .get(*id)
+                .ok_or_else(|| not_found(format!("rule {id} does not exist")))?;
+            access::administer_tenancy(cx, &rule.namespace)?;
+            commit(
+                cx,
+                CatalogCommand::Regions(RegionCommand::DeleteRule { id: id.to_string() }),
+            )
+            .await?;
+            ok(json!({ "removed": id }))
+        }
+        (&Method::GET, ["replication", "status"]) => {
+            let mut targets = Vec::new();
+            for rule in visible_rules(cx, &req)? {
+                targets.extend(
+                    status::rule_status(cx, &rule).map_err(|e| ApiError::new(ErrorCode::Unavailable, e.to_string()))?,
+                );
+            }
+            let region = cx.catalog.reader().regions()?.name;
+            ok(json!({ "region": region, "targets": targets }))
+        }
+        _ => Err(ApiError::new(ErrorCode::Unsupported, "no such route").with_status(StatusCode::NOT_FOUND)),
+    }
+}
+
+/// The rules the caller administers, optionally of one `?namespace=`.
+fn visible_rules(cx: &Cx<'_>, req: &Request<Incoming>) -> Result<Vec<ReplicationRule>, ApiError> {
+    let pairs = crate::routes::query_pairs(req.uri().query());
+    let namespace = crate::routes::query_get(&pairs, "namespace");
+    match namespace {
+        Some(ns) => access::administer_tenancy(cx, ns)?,
+        None => access::administer_cluster(cx)?,
+    }
+    let regions = cx.catalog.reader().regions()?;
+    Ok(regions
+        .rules
+        .into_values()
+        .filter(|r| namespace.is_none_or(|ns| r.namespace == ns))
+        .collect())
+}

@@ -1,0 +1,333 @@
+//! How this region reaches another: the peer's registry and management API over HTTPS (trusting
+//! the CA the peer record names) or plain HTTP, as the user the peer record names (Basic
+//! credentials; identity is the same in every region). Replication and the identity copy use
+//! only the calls here, so what crosses between regions is the public API and nothing else.
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use keelson_raft::regions::RegionPeer;
+use keelson_storage::at_rest::MasterKeys;
+
+use crate::body::{self, Body};
+
+/// Largest manifest or JSON answer read from a peer.
+const MAX_ANSWER: usize = 16 << 20;
+/// Accept header for manifests: every kind Keelson stores.
+pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
+application/vnd.oci.image.manifest.v1+json, \
+application/vnd.docker.distribution.manifest.list.v2+json, \
+application/vnd.docker.distribution.manifest.v2+json, */*;q=0.1";
+
+/// A failed call to another region.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("cannot reach region {peer}: {cause}")]
+    Connect { peer: String, cause: String },
+    #[error("region {peer} answered {status} to {what}: {body}")]
+    Status {
+        peer: String,
+        status: u16,
+        what: String,
+        body: String,
+    },
+    #[error("reading {what} from region {peer}: {message}")]
+    Body {
+        peer: String,
+        what: String,
+        message: String,
+    },
+    #[error("region {peer}: {0}", peer = .1)]
+    Tls(#[source] crate::tls::TlsError, String),
+    #[error("the credential for region {0} cannot be opened (is the master key missing?)")]
+    Secret(String),
+    #[error("region {peer} sent a malformed {what}")]
+    Malformed { peer: String, what: String },
+}
+
+/// An error and its causes on one line (hyper's client error alone says only "SendRequest").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// Whether a conditional tag change happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Conditional {
+    Done,
+    /// The tag was not what the precondition said (HTTP 412).
+    PreconditionFailed,
+}
+
+/// A client of one peer region.
+#[derive(Clone)]
+pub struct PeerClient {
+    pub name: String,
+    base: String,
+    authorization: String,
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>,
+}
+
+impl PeerClient {
+    /// A client for `peer`, opening its sealed credential with `keys`.
+    pub fn new(peer: &RegionPeer, keys: Option<&MasterKeys>) -> Result<PeerClient, PeerError> {
+        let secret = keelson_storage::at_rest::keys::open_secret(keys, &peer.secret)
+            .map_err(|_| PeerError::Secret(peer.name.clone()))?;
+        let token = String::from_utf8(secret).map_err(|_| PeerError::Secret(peer.name.clone()))?;
+        let basic = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!("{}:{token}", peer.username),
+        );
+        let tls =
+            crate::tls::client_config_pem(peer.ca_pem.as_deref()).map_err(|e| PeerError::Tls(e, peer.name.clone()))?;
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(std::time::Duration::from_secs(5)));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        Ok(PeerClient {
+            name: peer.name.clone(),
+            base: peer.url.trim_end_matches('/').to_string(),
+            authorization: format!("Basic {basic}"),
+            client: Client::builder(TokioExecutor::new()).build(connector),
+        })
+    }
+
+    fn url(&self, path_or_location: &str) -> String {
+        if path_or_location.starts_with("http://") || path_or_location.starts_with("https://") {
+            path_or_location.to_string()
+        } else {
+            format!("{}{path_or_location}", self.base)
+        }
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, String)],
+        body: Body,
+    ) -> Result<Response<Incoming>, PeerError> {
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(self.url(path))
+            .header("authorization", &self.authorization);
+        for (name, value) in headers {
+            builder = builder.header(*name, value);
+        }
+        let request = builder.body(body).map_err(|_| PeerError::Malformed {
+            peer: self.name.clone(),
+            what: format!("URL {path}"),
+        })?;
+        self.client.request(request).await.map_err(|e| PeerError::Connect {
+            peer: self.name.clone(),
+            cause: error_chain(&e),
+        })
+    }
+
+    async fn read(
+        &self,
+        response: Response<Incoming>,
+        what: &str,
+    ) -> Result<(StatusCode, HeaderMap, Bytes), PeerError> {
+        let (parts, incoming) = response.into_parts();
+        let bytes = Limited::new(incoming, MAX_ANSWER)
+            .collect()
+            .await
+            .map_err(|e| PeerError::Body {
+                peer: self.name.clone(),
+                what: what.to_string(),
+                message: e.to_string(),
+            })?
+            .to_bytes();
+        Ok((parts.status, parts.headers, bytes))
+    }
+
+    fn refused(&self, status: StatusCode, what: &str, body: &[u8]) -> PeerError {
+        PeerError::Status {
+            peer: self.name.clone(),
+            status: status.as_u16(),
+            what: what.to_string(),
+            body: String::from_utf8_lossy(&body[..body.len().min(400)]).into_owned(),
+        }
+    }
+
+    /// GET `path` with `headers`; the status, headers and body (at most 16 MiB).
+    pub async fn get(
+        &self,
+        path: &str,
+        headers: &[(&str, String)],
+    ) -> Result<(StatusCode, HeaderMap, Bytes), PeerError> {
+        let response = self.send(Method::GET, path, headers, body::empty()).await?;
+        self.read(response, path).await
+    }
+
+    /// The digest `repo:reference` has in the peer (`None`: it has none).
+    pub async fn manifest_digest(&self, repo: &str, reference: &str) -> Result<Option<String>, PeerError> {
+        let path = format!("/v2/{repo}/manifests/{reference}");
+        let response = self
+            .send(
+                Method::HEAD,
+                &path,
+                &[("accept", MANIFEST_ACCEPT.into())],
+                body::empty(),
+            )
+            .await?;
+        let (status, headers, bytes) = self.read(response, &path).await?;
+        match status {
+            StatusCode::OK => Ok(headers
+                .get("docker-content-digest")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)),
+            StatusCode::NOT_FOUND => Ok(None),
+            s => Err(self.refused(s, &format!("HEAD {path}"), &bytes)),
+        }
+    }
+
+    /// PUTs a manifest under `reference` (a digest, or a tag with `precondition`: the digest
+    /// the tag must have now, `None` for absent).
+    pub async fn put_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        manifest: Bytes,
+        precondition: Option<Option<&str>>,
+    ) -> Result<Conditional, PeerError> {
+        let path = format!("/v2/{repo}/manifests/{reference}");
+        let mut headers = vec![("content-type", media_type.to_string())];
+        match precondition {
+            Some(Some(digest)) => headers.push(("if-match", format!("\"{digest}\""))),
+            Some(None) => headers.push(("if-none-match", "*".into())),
+            None => {}
+        }
+        let response = self.send(Method::PUT, &path, &headers, body::full(manifest)).await?;
+        let (status, _, bytes) = self.read(response, &path).await?;
+        match status {
+            StatusCode::CREATED => Ok(Conditional::Done),
+            StatusCode::PRECONDITION_FAILED => Ok(Conditional::PreconditionFailed),
+            s => Err(self.refused(s, &format!("PUT {path}"), &bytes)),
+        }
+    }
+
+    /// Deletes `tag` while it points at `digest`.
+    pub async fn delete_tag(&self, repo: &str, tag: &str, digest: &str) -> Result<Conditional, PeerError> {
+        let path = format!("/v2/{repo}/manifests/{tag}");
+        let response = self
+            .send(
+                Method::DELETE,
+                &path,
+                &[("if-match", format!("\"{digest}\""))],
+                body::empty(),
+            )
+            .await?;
+        let (status, _, bytes) = self.read(response, &path).await?;
+        match status {
+            StatusCode::ACCEPTED | StatusCode::OK | StatusCode::NOT_FOUND => Ok(Conditional::Done),
+            StatusCode::PRECONDITION_FAILED => Ok(Conditional::PreconditionFailed),
+            s => Err(self.refused(s, &format!("DELETE {path}"), &bytes)),
+        }
+    }
+
+    /// Whether `repo` in the peer has blob `digest`.
+    pub async fn has_blob(&self, repo: &str, digest: &str) -> Result<bool, PeerError> {
+        let path = format!("/v2/{repo}/blobs/{digest}");
+        let response = self.send(Method::HEAD, &path, &[], body::empty()).await?;
+        let (status, _, bytes) = self.read(response, &path).await?;
+        match status {
+            StatusCode::OK => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            s => Err(self.refused(s, &format!("HEAD {path}"), &bytes)),
+        }
+    }
+
+    /// Opens an upload session in `repo`; its location.
+    pub async fn start_upload(&self, repo: &str) -> Result<String, PeerError> {
+        let path = format!("/v2/{repo}/blobs/uploads/");
+        let response = self.send(Method::POST, &path, &[], body::empty()).await?;
+        let (status, headers, bytes) = self.read(response, &path).await?;
+        if status != StatusCode::ACCEPTED {
+            return Err(self.refused(status, &format!("POST {path}"), &bytes));
+        }
+        self.location(&headers, &path)
+    }
+
+    fn location(&self, headers: &HeaderMap, what: &str) -> Result<String, PeerError> {
+        headers
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .ok_or_else(|| PeerError::Malformed {
+                peer: self.name.clone(),
+                what: format!("answer to {what} (no Location)"),
+            })
+    }
+
+    /// How many bytes the session at `location` holds (`None`: the session is gone).
+    pub async fn upload_offset(&self, location: &str) -> Result<Option<u64>, PeerError> {
+        let response = self.send(Method::GET, location, &[], body::empty()).await?;
+        let (status, headers, bytes) = self.read(response, location).await?;
+        match status {
+            StatusCode::NO_CONTENT | StatusCode::OK => {
+                let range = headers.get("range").and_then(|v| v.to_str().ok()).unwrap_or("0-0");
+                let end = range
+                    .rsplit('-')
+                    .next()
+                    .and_then(|e| e.parse::<u64>().ok())
+                    .ok_or_else(|| PeerError::Malformed {
+                        peer: self.name.clone(),
+                        what: format!("upload Range {range:?}"),
+                    })?;
+                // "0-0" is both "nothing yet" (Keelson, distribution) and "one byte": a session
+                // always asks for what it lacks, so resending one byte is harmless but
+                // skipping one is not; treat it as empty.
+                Ok(Some(if end == 0 { 0 } else { end + 1 }))
+            }
+            StatusCode::NOT_FOUND => Ok(None),
+            s => Err(self.refused(s, &format!("GET {location}"), &bytes)),
+        }
+    }
+
+    /// Appends `len` bytes at `start` to the session; the session's next location.
+    pub async fn patch(&self, location: &str, start: u64, len: u64, data: Body) -> Result<String, PeerError> {
+        let headers = [
+            ("content-type", "application/octet-stream".to_string()),
+            ("content-length", len.to_string()),
+            ("content-range", format!("{start}-{}", start + len - 1)),
+        ];
+        let response = self.send(Method::PATCH, location, &headers, data).await?;
+        let (status, headers, bytes) = self.read(response, location).await?;
+        if status != StatusCode::ACCEPTED {
+            return Err(self.refused(status, &format!("PATCH {location}"), &bytes));
+        }
+        self.location(&headers, location)
+    }
+
+    /// Completes the session at `location` as `digest`.
+    pub async fn finish(&self, location: &str, digest: &str) -> Result<(), PeerError> {
+        let separator = if location.contains('?') { '&' } else { '?' };
+        let target = format!("{location}{separator}digest={digest}");
+        let response = self
+            .send(Method::PUT, &target, &[("content-length", "0".into())], body::empty())
+            .await?;
+        let (status, _, bytes) = self.read(response, location).await?;
+        if status != StatusCode::CREATED {
+            return Err(self.refused(status, &format!("PUT {location}"), &bytes));
+        }
+        Ok(())
+    }
+}
