@@ -160,4 +160,16 @@ pub struct Registry {
     pub rate_limits: crate::rate_limit::RateLimits,
     /// Cross-region replication's in-flight uploads and counters on this node.
     pub replicator: crate::regions::replicate::Replicator,
+    /// Pull-through cache fills in flight on this node.
+    pub pull_through: crate::regions::pull_through::PullThrough,
+    /// This registry as the node shares it, for work that outlives a request (a cache fill);
+    /// set once by whoever wraps it in its `Arc`.
+    pub this: std::sync::OnceLock<std::sync::Weak<Registry>>,
+}
+
+impl Registry {
+    /// The shared handle of this registry (see [`Registry::this`]).
+    pub fn handle(&self) -> Option<Arc<Registry>> {
+        self.this.get().and_then(std::sync::Weak::upgrade)
+    }
 }

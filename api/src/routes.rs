@@ -94,14 +94,8 @@ fn split_last<'a>(rest: &'a str, marker: &str) -> Option<(&'a str, &'a str)> {
 
 /// Decoded `key=value` pairs of a query string.
 pub fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
-    query
-        .unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(k), percent_decode(v))
-        })
+    form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect()
 }
 
@@ -110,37 +104,9 @@ pub fn query_get<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str
     pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => match (hex_value(bytes[i + 1]), hex_value(bytes[i + 2])) {
-                (Some(hi), Some(lo)) => {
-                    out.push(hi * 16 + lo);
-                    i += 3;
-                }
-                _ => {
-                    out.push(b'%');
-                    i += 1;
-                }
-            },
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn hex_value(b: u8) -> Option<u8> {
-    (b as char).to_digit(16).map(|d| d as u8)
+/// `value` encoded for a query string.
+pub fn percent_encode(value: &str) -> String {
+    form_urlencoded::byte_serialize(value.as_bytes()).collect()
 }
 
 #[cfg(test)]
@@ -188,6 +154,9 @@ mod tests {
         assert_eq!(query_get(&q, "digest"), Some("sha256:ab"));
         assert_eq!(query_get(&q, "n"), Some("10"));
         assert_eq!(query_get(&q, "x"), Some(""));
-        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+        let odd = query_pairs(Some("a=%zz%4&b=%41"));
+        assert_eq!(query_get(&odd, "a"), Some("%zz%4"));
+        assert_eq!(query_get(&odd, "b"), Some("A"));
+        assert_eq!(percent_encode("repository:a/b:pull"), "repository%3Aa%2Fb%3Apull");
     }
 }

@@ -288,7 +288,10 @@ where
         bootstrap_token: config.bootstrap_token.clone(),
         rate_limits: keelson_api::rate_limit::RateLimits::new(config.rates, env.clock.clone()),
         replicator: Default::default(),
+        pull_through: Default::default(),
+        this: Default::default(),
     });
+    let _ = registry.this.set(Arc::downgrade(&registry));
     if single {
         match keelson_api::bootstrap_admin(&registry, config.bootstrap_token.clone()).await {
             // Printed once, on the first start, to stdout only (never to the log).

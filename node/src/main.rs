@@ -5,7 +5,7 @@ use keelson::admin_cli::AdminCommand;
 use keelson::cluster_cli::ClusterCommand;
 use keelson::http_client::Target;
 use keelson::lifecycle_cli::{ImagesCommand, RepoCommand, RetentionCommand};
-use keelson::region_cli::{RegionCommand, ReplicationCommand};
+use keelson::region_cli::{CacheCommand, RegionCommand, ReplicationCommand};
 use keelson::ServeArgs;
 use tracing_subscriber::EnvFilter;
 
@@ -68,6 +68,13 @@ enum Command {
         target: TargetArgs,
         #[command(subcommand)]
         command: ReplicationCommand,
+    },
+    /// Pull-through caches: repository prefixes that mirror an upstream registry.
+    Cache {
+        #[command(flatten)]
+        target: TargetArgs,
+        #[command(subcommand)]
+        command: CacheCommand,
     },
     /// A round-robin TCP load balancer (for local clusters and tests).
     Lb {
@@ -158,6 +165,7 @@ fn main() -> std::process::ExitCode {
             Command::Admin { target, command } => keelson::admin_cli::run(&target.target(), command).await?,
             Command::Images { target, command } => keelson::lifecycle_cli::images(&target.target(), command).await?,
             Command::Repo { target, command } => keelson::lifecycle_cli::repo(&target.target(), command).await?,
+            Command::Cache { target, command } => keelson::region_cli::cache(&target.target(), command).await?,
             Command::Region { target, command } => keelson::region_cli::region(&target.target(), command).await?,
             Command::Replication { target, command } => {
                 keelson::region_cli::replication(&target.target(), command).await?

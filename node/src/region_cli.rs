@@ -1,6 +1,6 @@
-//! `keelson region …` and `keelson replication …`: this cluster's region and home, its peer
-//! regions, replication rules and their status — thin clients of `/api/v1/regions` and
-//! `/api/v1/replication`.
+//! `keelson region …`, `keelson replication …` and `keelson cache …`: this cluster's region
+//! and home, its peer regions, replication rules and their status, and pull-through caches —
+//! thin clients of `/api/v1/regions`, `/api/v1/replication` and `/api/v1/pull-through`.
 
 use clap::Subcommand;
 use serde_json::{json, Value};
@@ -74,6 +74,39 @@ pub enum ReplicationCommand {
         namespace: Option<String>,
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// Make `<namespace>/<prefix>/…` a cache of an upstream registry.
+    Add {
+        namespace: String,
+        prefix: String,
+        /// The upstream's base URL, e.g. https://registry-1.docker.io.
+        #[arg(long)]
+        upstream: String,
+        /// Path prepended upstream (e.g. `library` for Docker Hub's official images).
+        #[arg(long, default_value = "")]
+        upstream_prefix: String,
+        #[arg(long)]
+        upstream_user: Option<String>,
+        /// A file holding the upstream password or token (kept encrypted when the cluster
+        /// encrypts at rest).
+        #[arg(long)]
+        upstream_password_file: Option<std::path::PathBuf>,
+        #[arg(long)]
+        upstream_ca: Option<std::path::PathBuf>,
+        /// Seconds a cached tag is served before the upstream is asked again.
+        #[arg(long, default_value_t = 3600)]
+        ttl_seconds: u64,
+    },
+    List {
+        namespace: String,
+    },
+    Remove {
+        namespace: String,
+        prefix: String,
     },
 }
 
@@ -220,6 +253,69 @@ pub async fn replication(target: &Target, command: ReplicationCommand) -> Result
                     t["last_error"].as_str().unwrap_or("-")
                 ));
             }
+        }
+    }
+    Ok(())
+}
+
+pub async fn cache(target: &Target, command: CacheCommand) -> Result<(), CliError> {
+    match command {
+        CacheCommand::Add {
+            namespace,
+            prefix,
+            upstream,
+            upstream_prefix,
+            upstream_user,
+            upstream_password_file,
+            upstream_ca,
+            ttl_seconds,
+        } => {
+            let password = upstream_password_file
+                .as_deref()
+                .map(read_file)
+                .transpose()?
+                .map(|p| p.trim().to_string());
+            let ca_pem = upstream_ca.as_deref().map(read_file).transpose()?;
+            target
+                .call(
+                    "POST",
+                    "/api/v1/pull-through",
+                    Some(json!({
+                        "namespace": namespace, "prefix": prefix, "upstream": upstream,
+                        "upstream_prefix": upstream_prefix, "username": upstream_user,
+                        "password": password, "ca_pem": ca_pem, "ttl_seconds": ttl_seconds,
+                    })),
+                )
+                .await?;
+            say(&format!("{namespace}/{prefix}/… caches {upstream}"));
+        }
+        CacheCommand::List { namespace } => {
+            let answer = target
+                .call("GET", &format!("/api/v1/pull-through?namespace={namespace}"), None)
+                .await?;
+            say(&format!("{:<24} {:<40} {:>8}", "PREFIX", "UPSTREAM", "TTL"));
+            for c in answer["caches"].as_array().into_iter().flatten() {
+                say(&format!(
+                    "{:<24} {:<40} {:>7}s",
+                    format!(
+                        "{}/{}",
+                        c["namespace"].as_str().unwrap_or(""),
+                        c["prefix"].as_str().unwrap_or("")
+                    ),
+                    c["upstream"].as_str().unwrap_or(""),
+                    c["ttl_seconds"].as_u64().unwrap_or(0)
+                ));
+            }
+        }
+        CacheCommand::Remove { namespace, prefix } => {
+            target
+                .call(
+                    "DELETE",
+                    &format!("/api/v1/pull-through?namespace={namespace}&prefix={prefix}"),
+                    None,
+                )
+                .await?;
+            say(&format!("removed {namespace}/{prefix}"));
         }
     }
     Ok(())

@@ -634,7 +634,9 @@ async fn two_regions_share_identity_from_home_and_replicate_images_through_outag
     });
     let sent = rule_row(&c, &hosts, &big_rule).await["bytes_sent"].as_u64().unwrap();
     println!("1 GiB layer: {at_cut} bytes sent before the cut, {sent} in all");
-    assert!(sent >= gib as u64, "every byte was sent once: {sent}");
+    // Bytes count once a PATCH is acknowledged: the chunk cut mid-way counts only for what the
+    // target had not kept, so the total is the layer less at most one chunk.
+    assert!(sent + (8 << 20) >= gib as u64, "every byte was sent: {sent}");
     assert!(
         sent < gib as u64 + gib as u64 / 2,
         "the copy resumed instead of restarting: {sent} bytes sent"

@@ -26,6 +26,10 @@ impl Applier<'_> {
     }
 
     pub(crate) fn region_command(&mut self, cmd: RegionCommand) -> Applied {
+        if let RegionCommand::CacheValidated { repo, tag, at_ms } = &cmd {
+            self.tx.put(CF_LIFECYCLE, &cache_validated_key(repo, tag), at_ms)?;
+            return Ok(Done);
+        }
         if let RegionCommand::Processed { repo, seq } = &cmd {
             let key = change_key(repo);
             if self.tx.get::<u64>(CF_LIFECYCLE, &key)? == Some(*seq) {

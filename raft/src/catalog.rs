@@ -374,6 +374,11 @@ impl CatalogReader {
         Ok(marks)
     }
 
+    /// When the pull-through cache last checked `tag` of `repo` upstream.
+    pub fn cache_validated(&self, repo: &str, tag: &str) -> Result<Option<u64>> {
+        self.get(CF_LIFECYCLE, &cache_validated_key(repo, tag))
+    }
+
     /// Repositories with changes not yet replicated, with their change numbers (at most `limit`).
     pub fn replication_changes(&self, limit: usize) -> Result<Vec<(String, u64)>> {
         let mut out = Vec::new();

@@ -182,6 +182,11 @@ pub fn change_key(repo: &str) -> Vec<u8> {
 /// The prefix of every queued change.
 pub const CHANGES_PREFIX: &[u8] = b"changed\0";
 
+/// `cached\0<repo>\0<tag>`: when a pull-through cache last checked the tag upstream.
+pub fn cache_validated_key(repo: &str, tag: &str) -> Vec<u8> {
+    join(&["cached", repo, tag])
+}
+
 /// A replication mark: `repl\0<rule>\0<target>\0<repo>\0<tag or @digest>` in `lifecycle`.
 pub fn replication_mark_key(rule: &str, target: &str, repo: &str, key: &str) -> Vec<u8> {
     join(&["repl", rule, target, repo, key])

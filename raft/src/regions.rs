@@ -60,6 +60,45 @@ pub struct ReplicationRule {
     pub created_ms: u64,
 }
 
+/// A repository prefix of a tenancy that caches an upstream registry: `<ns>/<prefix>/<rest>`
+/// here is `<upstream_prefix>/<rest>` there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullThroughCache {
+    pub namespace: String,
+    /// Path inside the namespace, e.g. `hub` (no leading or trailing `/`).
+    pub prefix: String,
+    /// Base URL of the upstream registry (another Keelson region or any OCI/Docker registry).
+    pub upstream: String,
+    /// Path prepended upstream (e.g. `library`), empty for none.
+    pub upstream_prefix: String,
+    /// Upstream credentials: user name and secret (sealed like a peer's token).
+    pub username: Option<String>,
+    pub secret: Option<Vec<u8>>,
+    pub ca_pem: Option<String>,
+    /// How long a cached tag is served before it is checked upstream again.
+    pub ttl_ms: u64,
+}
+
+impl PullThroughCache {
+    /// The key of the cache in [`Regions::caches`].
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.prefix)
+    }
+
+    /// The upstream repository of `repo` when `repo` is under this cache's prefix.
+    pub fn upstream_repo(&self, repo: &str) -> Option<String> {
+        let rest = repo.strip_prefix(&self.key())?.strip_prefix('/')?;
+        Some(if self.upstream_prefix.is_empty() {
+            rest.to_string()
+        } else {
+            format!("{}/{rest}", self.upstream_prefix)
+        })
+    }
+}
+
+/// Most pull-through caches a cluster keeps.
+pub const MAX_CACHES: usize = 256;
+
 /// The last failure of a rule towards a target (cleared by the next success).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReplicationFailure {
@@ -80,6 +119,8 @@ pub struct Regions {
     pub failures: BTreeMap<String, ReplicationFailure>,
     /// SHA-256 of the identity state last copied from home (hex), what the next copy compares.
     pub identity_version: Option<String>,
+    /// Pull-through caches by `<namespace>/<prefix>`.
+    pub caches: BTreeMap<String, PullThroughCache>,
 }
 
 impl Regions {
@@ -87,6 +128,13 @@ impl Regions {
     pub fn remote_home(&self) -> Option<&str> {
         let home = self.home.as_deref()?;
         (self.name.as_deref() != Some(home)).then_some(home)
+    }
+
+    /// The pull-through cache `repo` is under, with the upstream repository.
+    pub fn cache_for(&self, repo: &str) -> Option<(&PullThroughCache, String)> {
+        self.caches
+            .values()
+            .find_map(|cache| cache.upstream_repo(repo).map(|upstream| (cache, upstream)))
     }
 
     /// The rules of `namespace` whose repository glob matches `repo` (the full name).
@@ -138,6 +186,17 @@ pub enum RegionCommand {
     Processed {
         repo: String,
         seq: u64,
+    },
+    PutCache(PullThroughCache),
+    DeleteCache {
+        key: String,
+    },
+    /// The upstream was asked about `tag` of cached `repo` at `at_ms` and agreed with what is
+    /// cached (or the new image was cached): served without asking again for the cache's TTL.
+    CacheValidated {
+        repo: String,
+        tag: String,
+        at_ms: u64,
     },
 }
 
@@ -224,7 +283,30 @@ impl Regions {
                 }
             }
             RegionCommand::IdentityCopied { version } => self.identity_version = Some(version.clone()),
-            RegionCommand::Processed { .. } => {}
+            RegionCommand::Processed { .. } | RegionCommand::CacheValidated { .. } => {}
+            RegionCommand::PutCache(cache) => {
+                let key = cache.key();
+                if !self.caches.contains_key(&key) && self.caches.len() >= MAX_CACHES {
+                    return Err(RegionRejection::Invalid(format!(
+                        "at most {MAX_CACHES} pull-through caches"
+                    )));
+                }
+                if self
+                    .caches
+                    .keys()
+                    .any(|k| k != &key && (k.starts_with(&format!("{key}/")) || key.starts_with(&format!("{k}/"))))
+                {
+                    return Err(RegionRejection::Invalid(format!(
+                        "{key} overlaps another pull-through cache"
+                    )));
+                }
+                self.caches.insert(key, cache.clone());
+            }
+            RegionCommand::DeleteCache { key } => {
+                self.caches
+                    .remove(key)
+                    .ok_or_else(|| RegionRejection::Missing(format!("pull-through cache {key}")))?;
+            }
             RegionCommand::Replicated { marks } => {
                 if marks.len() > MAX_MARKS {
                     return Err(RegionRejection::Invalid(format!("at most {MAX_MARKS} marks per entry")));

@@ -79,7 +79,17 @@ pub async fn get<B>(
 ) -> Result<Response<Body>, ApiError> {
     authorize_repo(reg, name, Action::Pull)?;
     let digest = Digest::parse(digest)?;
-    let record = linked_blob(reg, name, &digest.to_string()).await?.ok_or_else(unknown)?;
+    let record = match linked_blob(reg, name, &digest.to_string()).await? {
+        Some(record) => record,
+        None => {
+            return match crate::regions::pull_through::cache_for(reg, name)? {
+                Some(cached) => {
+                    crate::regions::pull_through::blob(reg, &cached, name, &digest, header(req, "range"), head).await
+                }
+                None => Err(unknown()),
+            };
+        }
+    };
     let size = record.size;
     let (status, start, len) = match parse_range(header(req, "range"), size) {
         RangeRequest::Whole => (StatusCode::OK, 0, size),

@@ -112,7 +112,10 @@ pub async fn route(cx: &Cx<'_>, rest: &str, req: Request<Incoming>) -> Result<Re
     let method = req.method().clone();
     let parts: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
     let now = cx.clock.now_ms();
-    if matches!(parts.first(), Some(&"regions") | Some(&"replication")) {
+    if matches!(
+        parts.first(),
+        Some(&"regions") | Some(&"replication") | Some(&"pull-through")
+    ) {
         return super::regions::route(cx, &parts, req).await;
     }
     if let Some((repo, resource)) = parts

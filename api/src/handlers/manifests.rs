@@ -58,6 +58,19 @@ pub async fn get<B>(
     head: bool,
 ) -> Result<Response<Body>, ApiError> {
     authorize_repo(reg, name, Action::Pull)?;
+    if let Some(cached) = crate::regions::pull_through::cache_for(reg, name)? {
+        let accept: Vec<&str> = req
+            .headers()
+            .get_all("accept")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        if let Some(reply) =
+            crate::regions::pull_through::manifest(reg, &cached, name, reference, &accept, head).await?
+        {
+            return Ok(reply);
+        }
+    }
     let reference = Reference::parse(reference)?;
     let reader = reg.catalog.reader();
     let (digest, record) = match reference {

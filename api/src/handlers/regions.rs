@@ -1,11 +1,12 @@
 //! The region routes of the management API: this cluster's region and home, the peer regions
 //! (`/api/v1/regions…`, cluster administrator), the identity export other regions copy, and
-//! replication rules and their status (`/api/v1/replication…`, tenancy administrators).
-//! `keelson region` and `keelson replication` are thin clients of these routes.
+//! replication rules and their status (`/api/v1/replication…`) and pull-through caches
+//! (`/api/v1/pull-through`), both for tenancy administrators. `keelson region`,
+//! `keelson replication` and `keelson cache` are thin clients of these routes.
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use keelson_raft::regions::{RegionCommand, RegionPeer, ReplicationRule};
+use keelson_raft::regions::{PullThroughCache, RegionCommand, RegionPeer, ReplicationRule};
 use keelson_raft::CatalogCommand;
 use serde::Deserialize;
 use serde_json::json;
@@ -47,6 +48,29 @@ struct RuleBody {
     bytes_per_second: Option<u64>,
 }
 
+#[derive(Deserialize)]
+struct CacheBody {
+    namespace: String,
+    prefix: String,
+    upstream: String,
+    #[serde(default)]
+    upstream_prefix: String,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+    #[serde(default)]
+    ca_pem: Option<String>,
+    #[serde(default = "default_ttl")]
+    ttl_seconds: u64,
+}
+
+/// How long a cached tag is trusted before the upstream is asked again (Harbor's proxy cache
+/// re-checks on every pull; an hour keeps pulls local yet follows moved tags the same day).
+fn default_ttl() -> u64 {
+    3600
+}
+
 fn everything() -> String {
     "*".into()
 }
@@ -60,6 +84,32 @@ fn valid_region(name: &str) -> Result<(), ApiError> {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
     ok.then_some(())
         .ok_or_else(|| bad_request(format!("invalid region name {name:?} (lower-case letters, digits, -)")))
+}
+
+fn valid_url(url: &str) -> Result<(), ApiError> {
+    let ok = (url.starts_with("http://") || url.starts_with("https://"))
+        && url.len() <= 512
+        && url.parse::<http::Uri>().is_ok();
+    ok.then_some(())
+        .ok_or_else(|| bad_request(format!("invalid URL {url:?}")))
+}
+
+fn valid_ca(pem: &Option<String>) -> Result<(), ApiError> {
+    if let Some(pem) = pem {
+        if pem.len() > 64 << 10 {
+            return Err(bad_request("ca_pem is larger than 64 KiB"));
+        }
+        crate::tls::client_config_pem(Some(pem)).map_err(|e| bad_request(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// A secret as the catalog keeps it: sealed under the master key when there is one.
+fn keep_secret(cx: &Cx<'_>, secret: &str) -> Vec<u8> {
+    match cx.store.master_keys() {
+        Some(keys) => keys.seal_secret(secret.as_bytes()),
+        None => secret.as_bytes().to_vec(),
+    }
 }
 
 fn valid_glob(glob: &str) -> Result<(), ApiError> {
@@ -108,26 +158,13 @@ pub async fn route(cx: &Cx<'_>, parts: &[&str], req: Request<Incoming>) -> Resul
             access::administer_cluster(cx)?;
             valid_region(name)?;
             let body: PeerBody = read_json(req).await?;
-            let url_ok = (body.url.starts_with("http://") || body.url.starts_with("https://"))
-                && body.url.len() <= 512
-                && body.url.parse::<http::Uri>().is_ok();
-            if !url_ok {
-                return Err(bad_request(format!("invalid URL {:?}", body.url)));
-            }
+            valid_url(&body.url)?;
             if body.token.is_empty() || body.token.len() > 512 || body.username.len() > 200 {
                 return Err(bad_request("username and token are required (token at most 512 bytes)"));
             }
-            if let Some(pem) = &body.ca_pem {
-                if pem.len() > 64 << 10 {
-                    return Err(bad_request("ca_pem is larger than 64 KiB"));
-                }
-                crate::tls::client_config_pem(Some(pem)).map_err(|e| bad_request(e.to_string()))?;
-            }
+            valid_ca(&body.ca_pem)?;
             // The credential is sealed under the master key when the cluster encrypts at rest.
-            let secret = match cx.store.master_keys() {
-                Some(keys) => keys.seal_secret(body.token.as_bytes()),
-                None => body.token.into_bytes(),
-            };
+            let secret = keep_secret(cx, &body.token);
             let peer = RegionPeer {
                 name: name.to_string(),
                 url: body.url.trim_end_matches('/').to_string(),
@@ -225,8 +262,88 @@ pub async fn route(cx: &Cx<'_>, parts: &[&str], req: Request<Incoming>) -> Resul
             let region = cx.catalog.reader().regions()?.name;
             ok(json!({ "region": region, "targets": targets }))
         }
+        (&Method::POST, ["pull-through"]) => {
+            let body: CacheBody = read_json(req).await?;
+            access::administer_tenancy(cx, &body.namespace)?;
+            let prefix = body.prefix.trim_matches('/').to_string();
+            crate::names::validate_repo(&format!("{}/{prefix}/x", body.namespace))
+                .map_err(|_| bad_request(format!("invalid prefix {:?}", body.prefix)))?;
+            valid_url(&body.upstream)?;
+            valid_ca(&body.ca_pem)?;
+            let upstream_prefix = body.upstream_prefix.trim_matches('/').to_string();
+            if !upstream_prefix.is_empty() {
+                crate::names::validate_repo(&format!("{upstream_prefix}/x"))
+                    .map_err(|_| bad_request(format!("invalid upstream prefix {:?}", body.upstream_prefix)))?;
+            }
+            let ttl_ms = body
+                .ttl_seconds
+                .checked_mul(1000)
+                .filter(|t| *t > 0)
+                .ok_or_else(|| bad_request("ttl_seconds must be positive and reasonable"))?;
+            if body.password.as_ref().is_some_and(|p| p.len() > 4096)
+                || body.username.as_ref().is_some_and(|u| u.len() > 256)
+            {
+                return Err(bad_request("upstream credentials are too long"));
+            }
+            let cache = PullThroughCache {
+                namespace: body.namespace,
+                prefix,
+                upstream: body.upstream.trim_end_matches('/').to_string(),
+                upstream_prefix,
+                secret: body.password.as_deref().map(|p| keep_secret(cx, p)),
+                username: body.username,
+                ca_pem: body.ca_pem,
+                ttl_ms,
+            };
+            commit(cx, CatalogCommand::Regions(RegionCommand::PutCache(cache.clone()))).await?;
+            Ok(json_reply(StatusCode::CREATED, &cache_view(&cache)))
+        }
+        (&Method::GET, ["pull-through"]) => {
+            let pairs = crate::routes::query_pairs(req.uri().query());
+            let namespace =
+                crate::routes::query_get(&pairs, "namespace").ok_or_else(|| bad_request("namespace is required"))?;
+            access::administer_tenancy(cx, namespace)?;
+            let regions = cx.catalog.reader().regions()?;
+            let caches: Vec<_> = regions
+                .caches
+                .values()
+                .filter(|c| c.namespace == namespace)
+                .map(cache_view)
+                .collect();
+            ok(json!({ "caches": caches }))
+        }
+        (&Method::DELETE, ["pull-through"]) => {
+            let pairs = crate::routes::query_pairs(req.uri().query());
+            let (Some(namespace), Some(prefix)) = (
+                crate::routes::query_get(&pairs, "namespace"),
+                crate::routes::query_get(&pairs, "prefix"),
+            ) else {
+                return Err(bad_request("namespace and prefix are required"));
+            };
+            access::administer_tenancy(cx, namespace)?;
+            let key = format!("{namespace}/{}", prefix.trim_matches('/'));
+            commit(
+                cx,
+                CatalogCommand::Regions(RegionCommand::DeleteCache { key: key.clone() }),
+            )
+            .await?;
+            ok(json!({ "removed": key }))
+        }
         _ => Err(ApiError::new(ErrorCode::Unsupported, "no such route").with_status(StatusCode::NOT_FOUND)),
     }
+}
+
+/// A cache as the API shows it (never its secret).
+fn cache_view(cache: &PullThroughCache) -> serde_json::Value {
+    json!({
+        "namespace": cache.namespace,
+        "prefix": cache.prefix,
+        "upstream": cache.upstream,
+        "upstream_prefix": cache.upstream_prefix,
+        "username": cache.username,
+        "custom_ca": cache.ca_pem.is_some(),
+        "ttl_seconds": cache.ttl_ms / 1000,
+    })
 }
 
 /// The rules the caller administers, optionally of one `?namespace=`.

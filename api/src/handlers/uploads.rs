@@ -146,7 +146,7 @@ fn required_digest(req: &Request<Incoming>) -> Result<Digest, ApiError> {
 }
 
 /// Verifies, stores and links the session's blob.
-async fn complete(reg: &Cx<'_>, name: &str, id: &str, digest: &Digest) -> Result<Response<Body>, ApiError> {
+pub(crate) async fn complete(reg: &Cx<'_>, name: &str, id: &str, digest: &Digest) -> Result<Response<Body>, ApiError> {
     // Taken first, so that every way out of here (a failure included) drops it.
     let tee = reg.tees.take(id);
     let size = reg.uploads.finish(id, name, digest).await?;

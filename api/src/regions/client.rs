@@ -10,7 +10,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use keelson_raft::regions::RegionPeer;
+use keelson_raft::regions::{PullThroughCache, RegionPeer};
 use keelson_storage::at_rest::MasterKeys;
 
 use crate::body::{self, Body};
@@ -69,13 +69,39 @@ pub enum Conditional {
     PreconditionFailed,
 }
 
-/// A client of one peer region.
+/// A client of one peer region (or of a pull-through cache's upstream registry).
 #[derive(Clone)]
 pub struct PeerClient {
     pub name: String,
     base: String,
-    authorization: String,
+    /// Basic credentials, when there are any.
+    authorization: Option<String>,
+    /// `user:secret` for a token endpoint's Basic login (an upstream's Bearer challenge).
+    login: Option<String>,
+    /// Bearer tokens an upstream's token endpoint gave, by scope.
+    bearer: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
     client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>,
+}
+
+fn http_client(
+    ca_pem: Option<&str>,
+    name: &str,
+) -> Result<Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>, PeerError> {
+    let tls = crate::tls::client_config_pem(ca_pem).map_err(|e| PeerError::Tls(e, name.to_string()))?;
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(std::time::Duration::from_secs(5)));
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new()).build(connector))
+}
+
+fn basic(user: &str, secret: &str) -> String {
+    base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("{user}:{secret}"))
 }
 
 impl PeerClient {
@@ -84,26 +110,37 @@ impl PeerClient {
         let secret = keelson_storage::at_rest::keys::open_secret(keys, &peer.secret)
             .map_err(|_| PeerError::Secret(peer.name.clone()))?;
         let token = String::from_utf8(secret).map_err(|_| PeerError::Secret(peer.name.clone()))?;
-        let basic = base64::Engine::encode(
-            &base64::engine::general_purpose::STANDARD,
-            format!("{}:{token}", peer.username),
-        );
-        let tls =
-            crate::tls::client_config_pem(peer.ca_pem.as_deref()).map_err(|e| PeerError::Tls(e, peer.name.clone()))?;
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(std::time::Duration::from_secs(5)));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
         Ok(PeerClient {
             name: peer.name.clone(),
             base: peer.url.trim_end_matches('/').to_string(),
-            authorization: format!("Basic {basic}"),
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            authorization: Some(format!("Basic {}", basic(&peer.username, &token))),
+            login: None,
+            bearer: Default::default(),
+            client: http_client(peer.ca_pem.as_deref(), &peer.name)?,
+        })
+    }
+
+    /// A client for a pull-through cache's upstream: anonymous or with its credentials, which
+    /// are sent only to the upstream's token endpoint when it challenges for a Bearer token
+    /// (Docker Hub and most registries), else as Basic credentials.
+    pub fn upstream(cache: &PullThroughCache, keys: Option<&MasterKeys>) -> Result<PeerClient, PeerError> {
+        let name = cache.upstream.clone();
+        let login = match (&cache.username, &cache.secret) {
+            (Some(user), Some(secret)) => {
+                let opened = keelson_storage::at_rest::keys::open_secret(keys, secret)
+                    .map_err(|_| PeerError::Secret(name.clone()))?;
+                let secret = String::from_utf8(opened).map_err(|_| PeerError::Secret(name.clone()))?;
+                Some(basic(user, &secret))
+            }
+            _ => None,
+        };
+        Ok(PeerClient {
+            base: cache.upstream.trim_end_matches('/').to_string(),
+            authorization: login.as_ref().map(|b| format!("Basic {b}")),
+            login,
+            bearer: Default::default(),
+            client: http_client(cache.ca_pem.as_deref(), &name)?,
+            name,
         })
     }
 
@@ -122,10 +159,22 @@ impl PeerClient {
         headers: &[(&str, String)],
         body: Body,
     ) -> Result<Response<Incoming>, PeerError> {
-        let mut builder = Request::builder()
-            .method(method)
-            .uri(self.url(path))
-            .header("authorization", &self.authorization);
+        self.send_as(method, path, headers, body, self.authorization.as_deref())
+            .await
+    }
+
+    async fn send_as(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, String)],
+        body: Body,
+        authorization: Option<&str>,
+    ) -> Result<Response<Incoming>, PeerError> {
+        let mut builder = Request::builder().method(method).uri(self.url(path));
+        if let Some(authorization) = authorization {
+            builder = builder.header("authorization", authorization);
+        }
         for (name, value) in headers {
             builder = builder.header(*name, value);
         }
@@ -137,6 +186,90 @@ impl PeerClient {
             peer: self.name.clone(),
             cause: error_chain(&e),
         })
+    }
+
+    /// A bodiless request (GET, HEAD) that answers an upstream's Bearer challenge: the token
+    /// is fetched from the realm it names (with the credentials, if any) and kept per scope.
+    async fn send_bodiless(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, String)],
+    ) -> Result<Response<Incoming>, PeerError> {
+        let scope_key = path
+            .split("/manifests/")
+            .next()
+            .and_then(|p| p.split("/blobs/").next())
+            .unwrap_or(path)
+            .to_string();
+        let cached = self
+            .bearer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&scope_key)
+            .cloned();
+        let authorization = cached.map(|t| format!("Bearer {t}")).or(self.authorization.clone());
+        let response = self
+            .send_as(method.clone(), path, headers, body::empty(), authorization.as_deref())
+            .await?;
+        if response.status() != StatusCode::UNAUTHORIZED {
+            return Ok(response);
+        }
+        let Some(challenge) = response
+            .headers()
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok())
+            .and_then(BearerChallenge::parse)
+        else {
+            return Ok(response);
+        };
+        let token = self.fetch_token(&challenge).await?;
+        self.bearer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(scope_key, token.clone());
+        self.send_as(method, path, headers, body::empty(), Some(&format!("Bearer {token}")))
+            .await
+    }
+
+    async fn fetch_token(&self, challenge: &BearerChallenge) -> Result<String, PeerError> {
+        let mut url = challenge.realm.clone();
+        let mut sep = if url.contains('?') { '&' } else { '?' };
+        for (key, value) in [("service", &challenge.service), ("scope", &challenge.scope)] {
+            if let Some(value) = value {
+                url.push(sep);
+                url.push_str(key);
+                url.push('=');
+                url.push_str(&crate::routes::percent_encode(value));
+                sep = '&';
+            }
+        }
+        let authorization = self.login.as_ref().map(|b| format!("Basic {b}"));
+        let response = self
+            .send_as(Method::GET, &url, &[], body::empty(), authorization.as_deref())
+            .await?;
+        let (status, _, bytes) = self.read(response, "the token endpoint").await?;
+        if status != StatusCode::OK {
+            return Err(self.refused(status, "GET token", &bytes));
+        }
+        let answer: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| PeerError::Malformed {
+            peer: self.name.clone(),
+            what: "token answer".into(),
+        })?;
+        answer["token"]
+            .as_str()
+            .or(answer["access_token"].as_str())
+            .map(str::to_string)
+            .ok_or_else(|| PeerError::Malformed {
+                peer: self.name.clone(),
+                what: "token answer (no token)".into(),
+            })
+    }
+
+    /// GETs `path` and hands back the response as it arrives (a blob to stream), answering a
+    /// Bearer challenge first when there is one.
+    pub async fn get_streaming(&self, path: &str, headers: &[(&str, String)]) -> Result<Response<Incoming>, PeerError> {
+        self.send_bodiless(Method::GET, path, headers).await
     }
 
     async fn read(
@@ -329,5 +462,66 @@ impl PeerClient {
             return Err(self.refused(status, &format!("PUT {location}"), &bytes));
         }
         Ok(())
+    }
+}
+
+/// `WWW-Authenticate: Bearer realm="…",service="…",scope="…"`.
+#[derive(Debug, PartialEq, Eq)]
+struct BearerChallenge {
+    realm: String,
+    service: Option<String>,
+    scope: Option<String>,
+}
+
+impl BearerChallenge {
+    fn parse(header: &str) -> Option<BearerChallenge> {
+        let rest = header
+            .trim()
+            .strip_prefix("Bearer ")
+            .or_else(|| header.trim().strip_prefix("bearer "))?;
+        let mut fields = std::collections::HashMap::new();
+        let mut chars = rest.chars().peekable();
+        loop {
+            while chars.peek().is_some_and(|c| *c == ',' || c.is_whitespace()) {
+                chars.next();
+            }
+            let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
+            if key.is_empty() {
+                break;
+            }
+            let value: String = if chars.peek() == Some(&'"') {
+                chars.next();
+                chars.by_ref().take_while(|c| *c != '"').collect()
+            } else {
+                chars.by_ref().take_while(|c| *c != ',').collect()
+            };
+            fields.insert(key.trim().to_ascii_lowercase(), value);
+        }
+        let realm = fields
+            .remove("realm")
+            .filter(|r| r.starts_with("http://") || r.starts_with("https://"))?;
+        Some(BearerChallenge {
+            realm,
+            service: fields.remove("service"),
+            scope: fields.remove("scope"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_challenges_parse() {
+        let c = BearerChallenge::parse(
+            r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/busybox:pull""#,
+        )
+        .unwrap();
+        assert_eq!(c.realm, "https://auth.docker.io/token");
+        assert_eq!(c.service.as_deref(), Some("registry.docker.io"));
+        assert_eq!(c.scope.as_deref(), Some("repository:library/busybox:pull"));
+        assert_eq!(BearerChallenge::parse("Basic realm=\"x\""), None);
+        assert_eq!(BearerChallenge::parse(r#"Bearer realm="file:///etc/passwd""#), None);
     }
 }

@@ -15,6 +15,7 @@ pub mod cluster;
 pub mod containerd;
 pub mod content;
 pub mod daemon;
+pub mod distribution;
 pub mod docker;
 pub mod images;
 pub mod lb;
