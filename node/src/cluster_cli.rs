@@ -110,6 +110,15 @@ pub fn render(s: &ClusterStatus) -> String {
         s.node_id,
         s.state
     );
+    if let Some(region) = &s.region {
+        let home = s.home_region.as_deref().unwrap_or(region);
+        let role = if home == region {
+            "home".to_string()
+        } else {
+            format!("identity from {home}")
+        };
+        out.push_str(&format!("region: {region} ({role})\n"));
+    }
     out.push_str(&format!(
         "{:<4} {:<8} {:<22} {:<22} {:<14} {:<6} {}\n",
         "ID", "ROLE", "API", "PEER", "FAULT-DOMAIN", "LAG", "FREE"

@@ -643,6 +643,21 @@ async fn two_regions_share_identity_from_home_and_replicate_images_through_outag
     );
     let there = fetch_tree(&c, &fra_host, "acme/big/data", "v1").await.unwrap();
     assert_eq!(there.get(&layer_digest), Some(&gib));
+
+    // Home is cut off: fra keeps authenticating with the identity it copied last.
+    let mut iad = iad;
+    for node in iad.nodes.iter_mut() {
+        node.kill();
+    }
+    assert_eq!(login_status(&c, &fra_host, "acme/ann", &ann_token).await, 200);
+    let r = c
+        .get(format!("http://{fra_host}/v2/acme/app/web/manifests/v2"))
+        .header("accept", ACCEPT)
+        .basic_auth("acme/ann", Some(&ann_token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "fra serves its replicas while iad is down");
 }
 
 /// Runs a future to completion from a synchronous poll closure.

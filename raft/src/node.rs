@@ -157,6 +157,11 @@ pub struct ClusterStatus {
     /// `scrub.verified`, `scrub.repaired`, `gc.swept`, `gc.files_deleted`, …).
     #[serde(default)]
     pub blob_jobs: BTreeMap<String, u64>,
+    /// This cluster's region and the region identity is managed in (`None` until set).
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub home_region: Option<String>,
 }
 
 impl Catalog {
@@ -493,6 +498,8 @@ impl Catalog {
             under_replicated: None,
             bytes_to_move: None,
             blob_jobs: BTreeMap::new(),
+            region: None,
+            home_region: None,
         }
     }
 

@@ -138,6 +138,9 @@ pub async fn cluster(reg: &Cx<'_>, rest: &str, req: Request<Incoming>) -> Result
                 status.blob_jobs.insert("repair.misplaced".into(), view.misplaced);
             }
             status.blob_jobs.extend(reg.blob_health.counters());
+            let regions = reg.catalog.reader().regions()?;
+            status.home_region = regions.home.clone().or(regions.name.clone());
+            status.region = regions.name;
             let status = serde_json::to_value(status).map_err(|e| bad_request(e.to_string()))?;
             Ok(json_reply(StatusCode::OK, &status))
         }
