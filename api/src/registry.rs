@@ -160,6 +160,9 @@ pub struct Registry {
     pub rate_limits: crate::rate_limit::RateLimits,
     /// Cross-region replication's in-flight uploads and counters on this node.
     pub replicator: crate::regions::replicate::Replicator,
+    /// How this node opens connections when not over TCP (the simulation's network): used by
+    /// the clients of other regions and upstreams.
+    pub dialer: Option<keelson_raft::network::Dialer>,
     /// Pull-through cache fills in flight on this node.
     pub pull_through: crate::regions::pull_through::PullThrough,
     /// This registry as the node shares it, for work that outlives a request (a cache fill);
@@ -168,6 +171,17 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// The master keys a new catalog secret (a signing key, a peer's or an upstream's
+    /// credential) is sealed with: this node's, but only once every member has reported holding
+    /// the active key. Until then the secret is kept as given and the at-rest pass seals it when
+    /// they all do, so no member is handed a secret it cannot open.
+    pub fn sealing_keys(&self) -> Option<Arc<keelson_storage::at_rest::MasterKeys>> {
+        let keys = self.store.master_keys()?;
+        let capacities = self.catalog.reader().capacities().ok()?;
+        let members = self.catalog.members().into_keys();
+        keelson_raft::redundancy::all_hold_key(&capacities, members, &hex::encode(keys.active_id())).then_some(keys)
+    }
+
     /// The shared handle of this registry (see [`Registry::this`]).
     pub fn handle(&self) -> Option<Arc<Registry>> {
         self.this.get().and_then(std::sync::Weak::upgrade)

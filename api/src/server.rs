@@ -124,9 +124,10 @@ fn caller(reg: &Registry, remote: Option<IpAddr>, req: &Request<Incoming>) -> Re
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     let now_secs = reg.clock.now_ms() / 1000;
-    // A Basic password is a login: a user or address that failed too often waits first.
+    // A Basic password is a login: a user or address that failed too often waits first. With
+    // identity off there is no login to fail (credentials are ignored).
     let basic_user = authorization
-        .filter(|a| a.starts_with("Basic "))
+        .filter(|a| a.starts_with("Basic ") && reg.auth_mode != AuthMode::Off)
         .and_then(|a| auth::basic_credentials(a).ok())
         .map(|(user, _)| user);
     if let Some(user) = &basic_user {

@@ -1,8 +1,9 @@
 //! Capacity reports: every node measures the disk its blobs live on and commits the result
 //! through Raft (`ReportCapacity`), so that placement on every node weighs the members by the
 //! same free-space figures. A report is committed when the free space moved by 1% of the
-//! capacity or more since the last one, and at least every ten measurements otherwise; a node
-//! not yet in a cluster simply retries at the next measurement.
+//! capacity or more since the last one, when the master keys it holds changed, and at least
+//! every ten measurements otherwise; a node not yet in a cluster simply retries at the next
+//! measurement. The key ids tell the cluster when catalog secrets may be sealed.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ pub fn spawn(registry: Arc<Registry>, blob_root: PathBuf, quota: Option<u64>, in
     tokio::spawn(async move {
         let mut last: Option<DiskSpace> = None;
         let mut since_report = 0u32;
+        let mut last_keys: Vec<String> = Vec::new();
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -38,7 +40,12 @@ pub fn spawn(registry: Arc<Registry>, blob_root: PathBuf, quota: Option<u64>, in
                 }
             };
             since_report += 1;
-            if !worth_reporting(last, space) && since_report < REFRESH_EVERY {
+            let key_ids: Vec<String> = registry
+                .store
+                .master_keys()
+                .map(|k| k.ids().iter().map(hex::encode).collect())
+                .unwrap_or_default();
+            if !worth_reporting(last, space) && since_report < REFRESH_EVERY && key_ids == last_keys {
                 continue;
             }
             let cmd = CatalogCommand::ReportCapacity {
@@ -47,11 +54,13 @@ pub fn spawn(registry: Arc<Registry>, blob_root: PathBuf, quota: Option<u64>, in
                     total: space.total,
                     free: space.free,
                     reported_ms: registry.clock.now_ms(),
+                    key_ids: key_ids.clone(),
                 },
             };
             match registry.catalog.propose(cmd).await {
                 Ok(_) => {
                     last = Some(space);
+                    last_keys = key_ids;
                     since_report = 0;
                 }
                 Err(e) => tracing::debug!(error = %e, "capacity report deferred"),

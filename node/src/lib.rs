@@ -261,6 +261,7 @@ where
         store,
         uploads,
         peers,
+        dialer: env.dialer.clone(),
         proxy: match (env.dialer, relay_tls) {
             (Some(d), _) => Proxy::with_dialer(d),
             (None, Some(tls)) => Proxy::with_tls(tls),

@@ -144,7 +144,11 @@ pub async fn region(target: &Target, command: RegionCommand) -> Result<(), CliEr
                     Some(json!({ "name": name, "home": home })),
                 )
                 .await?;
-            say(&format!("region {}  home {}", answer["name"], answer["home"]));
+            say(&format!(
+                "region {}  home {}",
+                answer["name"].as_str().unwrap_or(""),
+                answer["home"].as_str().unwrap_or("")
+            ));
         }
         RegionCommand::AddPeer {
             name,

@@ -75,12 +75,32 @@ impl fmt::Display for RedundancyPolicy {
 }
 
 /// A node's disk as it last reported it: bytes Keelson may use in all, and bytes still free.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
 pub struct NodeCapacity {
     pub total: u64,
     pub free: u64,
     /// The reporter's clock when it measured.
     pub reported_ms: u64,
+    /// Ids (hex) of the master keys the reporter holds, the active one first; empty when it
+    /// does not encrypt at rest. Catalog secrets are sealed only once every member reports the
+    /// active key, so no member is ever handed a secret it cannot open.
+    pub key_ids: Vec<String>,
+}
+
+/// Whether every member in `members` has reported holding master key `key_id` (hex). No
+/// members (a node not yet in a cluster knows none) proves nothing: false.
+pub fn all_hold_key(
+    capacities: &std::collections::BTreeMap<crate::NodeId, NodeCapacity>,
+    members: impl IntoIterator<Item = crate::NodeId>,
+    key_id: &str,
+) -> bool {
+    let mut members = members.into_iter().peekable();
+    members.peek().is_some()
+        && members.all(|id| {
+            capacities
+                .get(&id)
+                .is_some_and(|c| c.key_ids.iter().any(|k| k == key_id))
+        })
 }
 
 #[cfg(test)]

@@ -191,6 +191,11 @@ pub enum RegionCommand {
     DeleteCache {
         key: String,
     },
+    /// Credentials sealed anew under the active master key (encryption turned on, or a
+    /// rotation); each replaces the stored bytes only while they still hash to `was_sha256`.
+    ResealSecrets {
+        secrets: Vec<ResealedSecret>,
+    },
     /// The upstream was asked about `tag` of cached `repo` at `at_ms` and agreed with what is
     /// cached (or the new image was cached): served without asking again for the cache's TTL.
     CacheValidated {
@@ -210,6 +215,16 @@ pub struct ReplicatedMark {
     pub key: String,
     pub digest: Option<String>,
     pub at_ms: u64,
+}
+
+/// A peer's (`peer`) or a pull-through cache's credential, sealed anew.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResealedSecret {
+    pub peer: bool,
+    /// The peer's name or the cache's key.
+    pub name: String,
+    pub was_sha256: [u8; 32],
+    pub sealed: Vec<u8>,
 }
 
 /// What a mark stores.
@@ -284,6 +299,20 @@ impl Regions {
             }
             RegionCommand::IdentityCopied { version } => self.identity_version = Some(version.clone()),
             RegionCommand::Processed { .. } | RegionCommand::CacheValidated { .. } => {}
+            RegionCommand::ResealSecrets { secrets } => {
+                let same = |stored: &[u8], was: &[u8; 32]| crate::identity::stored_sha256(stored) == *was;
+                for s in secrets {
+                    if s.peer {
+                        if let Some(p) = self.peers.get_mut(&s.name).filter(|p| same(&p.secret, &s.was_sha256)) {
+                            p.secret = s.sealed.clone();
+                        }
+                    } else if let Some(c) = self.caches.get_mut(&s.name) {
+                        if c.secret.as_deref().is_some_and(|stored| same(stored, &s.was_sha256)) {
+                            c.secret = Some(s.sealed.clone());
+                        }
+                    }
+                }
+            }
             RegionCommand::PutCache(cache) => {
                 let key = cache.key();
                 if !self.caches.contains_key(&key) && self.caches.len() >= MAX_CACHES {

@@ -426,6 +426,7 @@ async fn redundancy_policies_copy_counts_and_capacities() {
                     total: 100,
                     free: 40,
                     reported_ms: 4,
+                    key_ids: vec![],
                 },
             })
             .await

@@ -37,10 +37,16 @@ pub enum FaultKind {
     CrashNode,
     /// The leader crashes and restarts later.
     CrashLeader,
+    /// The WAN between the regions drops everything.
+    WanCut,
+    /// The WAN between the regions is slow (hundreds of ms per message).
+    WanSlow,
+    /// The second region's node crashes and restarts later.
+    CrashRemote,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 9] = [
+    pub const ALL: [FaultKind; 12] = [
         FaultKind::IsolateLeader,
         FaultKind::HoldLeader,
         FaultKind::IsolateNode,
@@ -50,6 +56,9 @@ impl FaultKind {
         FaultKind::SlowNetwork,
         FaultKind::CrashNode,
         FaultKind::CrashLeader,
+        FaultKind::WanCut,
+        FaultKind::WanSlow,
+        FaultKind::CrashRemote,
     ];
 
     pub fn name(self) -> &'static str {
@@ -63,6 +72,9 @@ impl FaultKind {
             FaultKind::SlowNetwork => "slow-network",
             FaultKind::CrashNode => "crash-restart",
             FaultKind::CrashLeader => "crash-leader",
+            FaultKind::WanCut => "wan-cut",
+            FaultKind::WanSlow => "wan-slow",
+            FaultKind::CrashRemote => "crash-remote-region",
         }
     }
 }
@@ -106,6 +118,7 @@ enum Applied {
     OneWay { from: String, to: String },
     Lossy { a: String, b: String },
     Slow,
+    SlowLinks { a: Vec<String>, b: Vec<String> },
     Crash { host: String },
 }
 
@@ -117,6 +130,8 @@ pub struct Injector {
     nodes: Vec<NodeSpec>,
     /// Every host that is not a node (clients, monitor).
     others: Vec<String>,
+    /// The other region's hosts, across the WAN.
+    remote: Vec<String>,
     normal_latency: Duration,
     crashed: BTreeSet<String>,
     healed: bool,
@@ -127,6 +142,7 @@ impl Injector {
         episodes: Vec<Episode>,
         nodes: Vec<NodeSpec>,
         others: Vec<String>,
+        remote: Vec<String>,
         normal_latency: Duration,
     ) -> Injector {
         Injector {
@@ -135,6 +151,7 @@ impl Injector {
             active: None,
             nodes,
             others,
+            remote,
             normal_latency,
             crashed: BTreeSet::new(),
             healed: false,
@@ -197,6 +214,13 @@ impl Injector {
             .get()
             .and_then(|id| self.nodes.iter().find(|n| n.id == id))
             .map_or_else(|| self.node_name(pick), |n| n.name.clone())
+    }
+
+    /// The home region's side of the WAN: its nodes and its balancer.
+    fn home_side(&self) -> Vec<String> {
+        let mut side: Vec<String> = self.nodes.iter().map(|n| n.name.clone()).collect();
+        side.push(crate::cluster::LB_HOST.to_string());
+        side
     }
 
     fn other_nodes(&self, host: &str) -> Vec<String> {
@@ -262,6 +286,17 @@ impl Injector {
             FaultKind::CrashLeader => Applied::Crash {
                 host: self.leader_or(shared, ep.pick),
             },
+            FaultKind::WanCut => Applied::Partition {
+                a: self.remote.clone(),
+                b: self.home_side(),
+            },
+            FaultKind::WanSlow => Applied::SlowLinks {
+                a: self.remote.clone(),
+                b: self.home_side(),
+            },
+            FaultKind::CrashRemote => Applied::Crash {
+                host: self.remote[(ep.pick % self.remote.len().max(1) as u64) as usize].clone(),
+            },
         };
         match &applied {
             Applied::Partition { a, b } => {
@@ -285,6 +320,14 @@ impl Injector {
             Applied::Slow => {
                 let max = 100 + (700.0 * ep.strength) as u64;
                 sim.set_max_message_latency(Duration::from_millis(max));
+            }
+            Applied::SlowLinks { a, b } => {
+                let max = Duration::from_millis(50 + (450.0 * ep.strength) as u64);
+                for x in a {
+                    for y in b {
+                        sim.set_link_max_message_latency(x.as_str(), y.as_str(), max);
+                    }
+                }
             }
             Applied::Crash { host } => {
                 sim.crash(host.as_str());
@@ -313,6 +356,13 @@ impl Injector {
             Applied::OneWay { from, to } => sim.repair_oneway(from.as_str(), to.as_str()),
             Applied::Lossy { a, b } => sim.set_link_fail_rate(a.as_str(), b.as_str(), 0.0),
             Applied::Slow => sim.set_max_message_latency(self.normal_latency),
+            Applied::SlowLinks { a, b } => {
+                for x in a {
+                    for y in b {
+                        sim.set_link_max_message_latency(x.as_str(), y.as_str(), self.normal_latency);
+                    }
+                }
+            }
             Applied::Crash { host } => {
                 sim.bounce(host.as_str());
                 self.crashed.remove(host);
@@ -338,6 +388,7 @@ fn describe(applied: &Applied) -> String {
         Applied::OneWay { from, to } => format!("{from} -> {to}"),
         Applied::Lossy { a, b } => format!("{a} <-> {b}"),
         Applied::Slow => "all links".into(),
+        Applied::SlowLinks { a, b } => format!("slow {} <-> {}", a.join(","), b.join(",")),
         Applied::Crash { host } => host.clone(),
     }
 }

@@ -7,7 +7,9 @@
 //! changes, skewed clocks), the network's latencies and every random draw the nodes make. After
 //! the faults are healed the run checks that no acknowledged push was lost, that every tag's
 //! history is linearizable, that no term had two leaders, that all members hold the same catalog
-//! and that repair restored every blob's redundancy. Equal seeds give equal traces (see
+//! and that repair restored every blob's redundancy. A second region (one node across a WAN
+//! link that is cut, slowed and healed) receives one repository by cross-region replication and
+//! must equal the source after healing. Equal seeds give equal traces (see
 //! [`determinism`] and [`lockstep`] for how).
 //!
 //! `cargo test -p keelson-sim` runs a fixed set of seeds; the `keelson-sim` binary sweeps many.
@@ -23,6 +25,7 @@ pub mod lockstep;
 pub mod membership;
 pub mod net;
 pub mod redundancy;
+pub mod regions;
 pub mod report;
 pub mod retention;
 pub mod scenario;

@@ -117,6 +117,7 @@ impl Totals {
             "jobs.",
         );
         section(&mut out, "retention and pull counts", "retention.");
+        section(&mut out, "second region (fra) and cross-region replication", "wan.");
         out.push_str(&format!(
             "raft status samples: {}\n",
             self.counters.get("raft.status_samples").copied().unwrap_or(0)

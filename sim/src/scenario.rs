@@ -163,6 +163,11 @@ fn run_here(seed: u64, config: &Config) -> Result<Outcome, RunError> {
     };
     let total = config.nodes + usize::from(changes.plan.adds());
     let skews = crate::skew::draw(&mut rng, total);
+    let fra_dir = tempfile::Builder::new()
+        .prefix("keelson-sim-fra-")
+        .tempdir_in(data_root())
+        .map_err(RunError::DataDir)?;
+    let fra = crate::regions::fra_spec(fra_dir.path().to_path_buf());
     let dirs: Vec<tempfile::TempDir> = (0..total)
         .map(|_| tempfile::Builder::new().prefix("keelson-sim-").tempdir_in(data_root()))
         .collect::<Result<_, _>>()
@@ -207,11 +212,15 @@ fn run_here(seed: u64, config: &Config) -> Result<Outcome, RunError> {
         sim.host(node.name.as_str(), move || cluster::node_host(spec.clone()));
     }
     {
+        let spec = fra.clone();
+        sim.host(fra.name.as_str(), move || cluster::node_host(spec.clone()));
+    }
+    {
         let backends: Vec<String> = nodes.iter().map(NodeSpec::api).collect();
         sim.host(cluster::LB_HOST, move || cluster::lb_host(backends.clone()));
     }
     {
-        let (shared, originals, changes) = (shared.clone(), originals.clone(), changes.clone());
+        let (shared, originals, changes, fra) = (shared.clone(), originals.clone(), changes.clone(), fra.clone());
         sim.client("admin", async move {
             match cluster::form(&shared, &originals).await {
                 Ok(()) => shared.trace(now_ms(), "admin cluster formed"),
@@ -221,6 +230,7 @@ fn run_here(seed: u64, config: &Config) -> Result<Outcome, RunError> {
             tokio::join!(
                 crate::retention::set_policy(&shared, &originals),
                 membership::run(&shared, changes, originals.clone(), spare),
+                crate::regions::link(&shared, &fra),
             );
             Ok(())
         });
@@ -229,7 +239,10 @@ fn run_here(seed: u64, config: &Config) -> Result<Outcome, RunError> {
         "admin".to_string(),
         "monitor".to_string(),
         "verifier".to_string(),
+        "wan-writer".to_string(),
+        "wan-verifier".to_string(),
         cluster::LB_HOST.to_string(),
+        fra.name.clone(),
     ];
     for c in 0..config.clients {
         let spec = WorkerSpec {
@@ -251,6 +264,11 @@ fn run_here(seed: u64, config: &Config) -> Result<Outcome, RunError> {
     }
     sim.client("monitor", cluster::monitor(shared.clone(), nodes.clone()));
     sim.client(
+        "wan-writer",
+        crate::regions::referrer_writer(shared.clone(), config.tags.clone(), config.workload_ms),
+    );
+    sim.client("wan-verifier", crate::regions::verifier(shared.clone(), nodes.clone()));
+    sim.client(
         "verifier",
         invariants::verifier(
             shared.clone(),
@@ -266,6 +284,7 @@ fn run_here(seed: u64, config: &Config) -> Result<Outcome, RunError> {
         episodes,
         nodes.clone(),
         others,
+        vec![fra.name.clone()],
         Duration::from_millis(config.max_latency_ms),
     );
     loop {
@@ -296,6 +315,7 @@ fn run_here(seed: u64, config: &Config) -> Result<Outcome, RunError> {
     }
     invariants::after_run(&shared);
     drop(dirs);
+    drop(fra_dir);
 
     let report = SeedReport {
         seed,

@@ -44,7 +44,7 @@ impl Candidate {
             .map(|(id, (node, _))| Candidate {
                 id: *id,
                 fault_domain: node.fault_domain.clone(),
-                capacity: capacities.get(id).copied(),
+                capacity: capacities.get(id).cloned(),
             })
             .collect()
     }
@@ -193,7 +193,7 @@ fn least_room(candidates: &[Candidate], ids: &[NodeId]) -> Option<NodeId> {
         let free = candidates
             .iter()
             .find(|c| c.id == *id)
-            .and_then(|c| c.capacity)
+            .and_then(|c| c.capacity.clone())
             .map_or(u64::MAX, |c| c.free);
         (free, *id)
     })
@@ -280,6 +280,7 @@ mod tests {
                     total: *total,
                     free: *free,
                     reported_ms: 0,
+                    key_ids: vec![],
                 });
             }
         }

@@ -321,7 +321,7 @@ pub async fn route(cx: &Cx<'_>, rest: &str, req: Request<Incoming>) -> Result<Re
         }
         (&Method::POST, ["signing-keys", "rotate"]) => {
             access::administer_cluster(cx)?;
-            let keys = cx.reg.store.master_keys();
+            let keys = cx.reg.sealing_keys();
             let key = crate::auth::jwt::generate_key(now, keys.as_deref())
                 .map_err(|_| ApiError::new(ErrorCode::Unavailable, "key generation failed"))?;
             drop(keys);

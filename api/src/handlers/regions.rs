@@ -104,9 +104,10 @@ fn valid_ca(pem: &Option<String>) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// A secret as the catalog keeps it: sealed under the master key when there is one.
+/// A secret as the catalog keeps it: sealed under the master key when every member holds it
+/// (see `Registry::sealing_keys`; the at-rest pass seals it later otherwise).
 fn keep_secret(cx: &Cx<'_>, secret: &str) -> Vec<u8> {
-    match cx.store.master_keys() {
+    match cx.sealing_keys() {
         Some(keys) => keys.seal_secret(secret.as_bytes()),
         None => secret.as_bytes().to_vec(),
     }
@@ -163,7 +164,6 @@ pub async fn route(cx: &Cx<'_>, parts: &[&str], req: Request<Incoming>) -> Resul
                 return Err(bad_request("username and token are required (token at most 512 bytes)"));
             }
             valid_ca(&body.ca_pem)?;
-            // The credential is sealed under the master key when the cluster encrypts at rest.
             let secret = keep_secret(cx, &body.token);
             let peer = RegionPeer {
                 name: name.to_string(),

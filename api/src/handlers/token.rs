@@ -96,7 +96,7 @@ async fn ensure_signing_key(reg: &Registry) -> Result<(), ApiError> {
     if reg.catalog.reader().with_identity(|s| !s.signing_keys.is_empty()) {
         return Ok(());
     }
-    let keys = reg.store.master_keys();
+    let keys = reg.sealing_keys();
     let key = jwt::generate_key(reg.clock.now_ms(), keys.as_deref())
         .map_err(|_| ApiError::new(ErrorCode::Unavailable, "cannot generate a signing key"))?;
     drop(keys);

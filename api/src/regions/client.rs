@@ -10,8 +10,10 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use keelson_raft::network::{Dialer, DialerConnector};
 use keelson_raft::regions::{PullThroughCache, RegionPeer};
 use keelson_storage::at_rest::MasterKeys;
+use std::time::Duration;
 
 use crate::body::{self, Body};
 
@@ -80,13 +82,27 @@ pub struct PeerClient {
     login: Option<String>,
     /// Bearer tokens an upstream's token endpoint gave, by scope.
     bearer: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
-    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>,
+    client: Transport,
 }
 
-fn http_client(
-    ca_pem: Option<&str>,
-    name: &str,
-) -> Result<Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>, PeerError> {
+/// How requests reach the other side: TCP (with TLS for `https://`), or the node's dialer (the
+/// simulation's network).
+#[derive(Clone)]
+enum Transport {
+    Tcp(Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>),
+    Dialed(Client<DialerConnector, Body>),
+}
+
+/// Longest wait for an answer's head; a PATCH of one chunk may take longer on a slow link.
+const ANSWER_WITHIN: Duration = Duration::from_secs(30);
+const PATCH_WITHIN: Duration = Duration::from_secs(300);
+
+fn http_client(ca_pem: Option<&str>, name: &str, dialer: Option<&Dialer>) -> Result<Transport, PeerError> {
+    if let Some(dialer) = dialer {
+        return Ok(Transport::Dialed(
+            Client::builder(TokioExecutor::new()).build(dialer.connector()),
+        ));
+    }
     let tls = crate::tls::client_config_pem(ca_pem).map_err(|e| PeerError::Tls(e, name.to_string()))?;
     let mut http = HttpConnector::new();
     http.enforce_http(false);
@@ -97,7 +113,7 @@ fn http_client(
         .https_or_http()
         .enable_http1()
         .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new()).build(connector))
+    Ok(Transport::Tcp(Client::builder(TokioExecutor::new()).build(connector)))
 }
 
 fn basic(user: &str, secret: &str) -> String {
@@ -106,7 +122,7 @@ fn basic(user: &str, secret: &str) -> String {
 
 impl PeerClient {
     /// A client for `peer`, opening its sealed credential with `keys`.
-    pub fn new(peer: &RegionPeer, keys: Option<&MasterKeys>) -> Result<PeerClient, PeerError> {
+    pub fn new(peer: &RegionPeer, keys: Option<&MasterKeys>, dialer: Option<&Dialer>) -> Result<PeerClient, PeerError> {
         let secret = keelson_storage::at_rest::keys::open_secret(keys, &peer.secret)
             .map_err(|_| PeerError::Secret(peer.name.clone()))?;
         let token = String::from_utf8(secret).map_err(|_| PeerError::Secret(peer.name.clone()))?;
@@ -116,14 +132,18 @@ impl PeerClient {
             authorization: Some(format!("Basic {}", basic(&peer.username, &token))),
             login: None,
             bearer: Default::default(),
-            client: http_client(peer.ca_pem.as_deref(), &peer.name)?,
+            client: http_client(peer.ca_pem.as_deref(), &peer.name, dialer)?,
         })
     }
 
     /// A client for a pull-through cache's upstream: anonymous or with its credentials, which
     /// are sent only to the upstream's token endpoint when it challenges for a Bearer token
     /// (Docker Hub and most registries), else as Basic credentials.
-    pub fn upstream(cache: &PullThroughCache, keys: Option<&MasterKeys>) -> Result<PeerClient, PeerError> {
+    pub fn upstream(
+        cache: &PullThroughCache,
+        keys: Option<&MasterKeys>,
+        dialer: Option<&Dialer>,
+    ) -> Result<PeerClient, PeerError> {
         let name = cache.upstream.clone();
         let login = match (&cache.username, &cache.secret) {
             (Some(user), Some(secret)) => {
@@ -139,7 +159,7 @@ impl PeerClient {
             authorization: login.as_ref().map(|b| format!("Basic {b}")),
             login,
             bearer: Default::default(),
-            client: http_client(cache.ca_pem.as_deref(), &name)?,
+            client: http_client(cache.ca_pem.as_deref(), &name, dialer)?,
             name,
         })
     }
@@ -182,10 +202,26 @@ impl PeerClient {
             peer: self.name.clone(),
             what: format!("URL {path}"),
         })?;
-        self.client.request(request).await.map_err(|e| PeerError::Connect {
-            peer: self.name.clone(),
-            cause: error_chain(&e),
-        })
+        let within = if request.method() == Method::PATCH {
+            PATCH_WITHIN
+        } else {
+            ANSWER_WITHIN
+        };
+        let sent = match &self.client {
+            Transport::Tcp(c) => tokio::time::timeout(within, c.request(request)).await,
+            Transport::Dialed(c) => tokio::time::timeout(within, c.request(request)).await,
+        };
+        match sent {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(e)) => Err(PeerError::Connect {
+                peer: self.name.clone(),
+                cause: error_chain(&e),
+            }),
+            Err(_) => Err(PeerError::Connect {
+                peer: self.name.clone(),
+                cause: format!("no answer within {} s", within.as_secs()),
+            }),
+        }
     }
 
     /// A bodiless request (GET, HEAD) that answers an upstream's Bearer challenge: the token
@@ -278,14 +314,15 @@ impl PeerClient {
         what: &str,
     ) -> Result<(StatusCode, HeaderMap, Bytes), PeerError> {
         let (parts, incoming) = response.into_parts();
-        let bytes = Limited::new(incoming, MAX_ANSWER)
-            .collect()
+        let body_error = |message: String| PeerError::Body {
+            peer: self.name.clone(),
+            what: what.to_string(),
+            message,
+        };
+        let bytes = tokio::time::timeout(ANSWER_WITHIN, Limited::new(incoming, MAX_ANSWER).collect())
             .await
-            .map_err(|e| PeerError::Body {
-                peer: self.name.clone(),
-                what: what.to_string(),
-                message: e.to_string(),
-            })?
+            .map_err(|_| body_error(format!("not complete within {} s", ANSWER_WITHIN.as_secs())))?
+            .map_err(|e| body_error(e.to_string()))?
             .to_bytes();
         Ok((parts.status, parts.headers, bytes))
     }

@@ -78,7 +78,7 @@ pub async fn sync_from_home(reg: &Registry) -> Result<bool, SyncError> {
         .get(home)
         .ok_or_else(|| SyncError::NoPeer(home.to_string()))?;
     let keys = reg.store.master_keys();
-    let client = PeerClient::new(peer, keys.as_deref())?;
+    let client = PeerClient::new(peer, keys.as_deref(), reg.dialer.as_ref())?;
     let mut headers = Vec::new();
     if let Some(version) = &regions.identity_version {
         headers.push(("if-none-match", format!("\"{version}\"")));
@@ -97,7 +97,7 @@ pub async fn sync_from_home(reg: &Registry) -> Result<bool, SyncError> {
     }
     let export: IdentityExport = serde_json::from_slice(&body).map_err(|e| SyncError::Decode(e.to_string()))?;
     let mut state = export.state;
-    if let Some(keys) = keys.as_deref() {
+    if let Some(keys) = reg.sealing_keys() {
         for key in state.signing_keys.iter_mut() {
             key.private_pkcs8 = keys.seal_secret(&key.private_pkcs8);
         }

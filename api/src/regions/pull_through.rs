@@ -70,7 +70,8 @@ fn upstream_unavailable(cached: &Cached, e: impl std::fmt::Display) -> ApiError 
 
 fn client(reg: &Registry, cached: &Cached) -> Result<PeerClient, ApiError> {
     let keys = reg.store.master_keys();
-    PeerClient::upstream(&cached.cache, keys.as_deref()).map_err(|e| upstream_unavailable(cached, e))
+    PeerClient::upstream(&cached.cache, keys.as_deref(), reg.dialer.as_ref())
+        .map_err(|e| upstream_unavailable(cached, e))
 }
 
 /// A manifest as the upstream has it.

@@ -65,7 +65,12 @@ pub struct Replicator {
     sent: Mutex<BTreeMap<String, u64>>,
     /// When each rule may send its next byte (its `bytes_per_second` pacing).
     next_send: Mutex<HashMap<String, tokio::time::Instant>>,
+    /// Failing `rule\0target` pairs: consecutive failures and when to try again.
+    backoff: Mutex<HashMap<String, (u32, tokio::time::Instant)>>,
 }
+
+/// Longest pause after failures towards a target (the reconciliation pass keeps its own period).
+const MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Replicator {
     /// Blob bytes this node sent for `rule` to `target` since it started.
@@ -78,6 +83,28 @@ impl Replicator {
         let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
         let entry = sent.entry(failure_key(rule, target)).or_default();
         *entry = entry.saturating_add(n);
+    }
+
+    /// Whether `rule` towards `target` is pausing after failures.
+    fn backing_off(&self, rule: &str, target: &str) -> bool {
+        let backoff = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
+        backoff
+            .get(&failure_key(rule, target))
+            .is_some_and(|(_, until)| tokio::time::Instant::now() < *until)
+    }
+
+    /// Records the outcome of a try: a failure doubles the pause (from 500 ms up to
+    /// [`MAX_BACKOFF`]), a success ends it.
+    fn outcome(&self, rule: &str, target: &str, ok: bool) {
+        let mut backoff = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
+        let key = failure_key(rule, target);
+        if ok {
+            backoff.remove(&key);
+            return;
+        }
+        let failures = backoff.get(&key).map_or(0, |(n, _)| *n).saturating_add(1);
+        let pause = std::time::Duration::from_millis(500u64.saturating_mul(1 << failures.min(5))).min(MAX_BACKOFF);
+        backoff.insert(key, (failures, tokio::time::Instant::now() + pause));
     }
 
     /// Waits until `rule` may send `n` more bytes.
@@ -155,10 +182,16 @@ pub async fn replication_pass(reg: &Registry, full: bool) -> usize {
         let mut all_ok = true;
         for rule in regions.rules_for(&repo) {
             for target in &rule.targets {
+                if reg.replicator.backing_off(&rule.id, target) {
+                    all_ok = false;
+                    continue;
+                }
                 let client = match clients.get(target) {
                     Some(c) => Ok(c.clone()),
                     None => match regions.peers.get(target) {
-                        Some(peer) => PeerClient::new(peer, keys.as_deref()).map_err(ReplicationError::from),
+                        Some(peer) => {
+                            PeerClient::new(peer, keys.as_deref(), reg.dialer.as_ref()).map_err(ReplicationError::from)
+                        }
                         None => Err(ReplicationError::UnknownPeer(target.clone())),
                     },
                 };
@@ -169,6 +202,7 @@ pub async fn replication_pass(reg: &Registry, full: bool) -> usize {
                     }
                     Err(e) => Err(e),
                 };
+                reg.replicator.outcome(&rule.id, target, result.is_ok());
                 let failure_key = failure_key(&rule.id, target);
                 let recorded = regions.failures.get(&failure_key);
                 let update = match &result {

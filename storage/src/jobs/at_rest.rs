@@ -5,8 +5,10 @@
 //!   and only then is the plain file removed — a crash at any point leaves one readable copy;
 //! - re-wraps the data key of every sealed file still wrapped by a retired master key (headers
 //!   only, see [`crate::at_rest::sealed::rewrap`]);
-//! - on the leader, re-seals catalog secrets (signing keys) that are plain or sealed by a
-//!   retired key, through Raft.
+//! - on the leader, re-seals catalog secrets (signing keys, the credentials of peer regions and
+//!   of pull-through upstreams) that are plain or sealed by a retired key, through Raft — but
+//!   only once every member has reported holding the active key (capacity reports carry key
+//!   ids), so a member still without it is never handed a secret it cannot open.
 //!
 //! It reports what is left (`at_rest.*` in `cluster status`), so an operator knows when a
 //! retired key can leave the key file. Reads are throttled like the scrub's.
@@ -15,6 +17,7 @@ use std::io;
 use std::sync::Arc;
 
 use keelson_raft::identity::{IdentityCommand, ResealedKey};
+use keelson_raft::regions::{RegionCommand, ResealedSecret};
 use keelson_raft::CatalogCommand;
 
 use super::throttle::Throttle;
@@ -70,7 +73,7 @@ impl BlobJobs {
                 .iter()
                 .filter(|k| keys.secret_needs_sealing(&k.private_pkcs8))
                 .count()
-        });
+        }) + self.stale_region_secrets(&keys).len();
         self.health.set("at_rest.secrets_left", stale_secrets as u64);
         self.health.set("at_rest.generation", generation);
         self.health.set("at_rest.settled", u64::from(settled));
@@ -140,8 +143,39 @@ impl BlobJobs {
         Ok(())
     }
 
-    /// Proposes sealing every signing key that is plain or sealed by a retired key.
+    /// Whether every member has reported holding the active key (see the module doc).
+    fn all_members_hold(&self, keys: &MasterKeys) -> bool {
+        let Ok(capacities) = self.catalog.reader().capacities() else {
+            return false;
+        };
+        let members = self.catalog.members().into_keys();
+        keelson_raft::redundancy::all_hold_key(&capacities, members, &hex::encode(keys.active_id()))
+    }
+
+    /// Region secrets (peers by name, caches by key) that are plain or sealed by a retired key.
+    fn stale_region_secrets(&self, keys: &MasterKeys) -> Vec<(SecretOwner, Vec<u8>)> {
+        let Ok(regions) = self.catalog.reader().regions() else {
+            return Vec::new();
+        };
+        let peers = regions
+            .peers
+            .values()
+            .filter(|p| keys.secret_needs_sealing(&p.secret))
+            .map(|p| (SecretOwner::Peer(p.name.clone()), p.secret.clone()));
+        let caches = regions.caches.iter().filter_map(|(key, c)| {
+            c.secret
+                .as_ref()
+                .filter(|s| keys.secret_needs_sealing(s))
+                .map(|s| (SecretOwner::Cache(key.clone()), s.clone()))
+        });
+        peers.chain(caches).collect()
+    }
+
+    /// Proposes sealing every catalog secret that is plain or sealed by a retired key.
     async fn reseal_secrets(&self, keys: &Arc<MasterKeys>) -> Result<usize, JobError> {
+        if !self.all_members_hold(keys) {
+            return Ok(0);
+        }
         let stale: Vec<(String, Vec<u8>)> = self.catalog.reader().with_identity(|s| {
             s.signing_keys
                 .iter()
@@ -160,14 +194,49 @@ impl BlobJobs {
                 Err(e) => tracing::warn!(%kid, error = %e, "a signing key cannot be opened with this node's keys"),
             }
         }
-        if sealed.is_empty() {
-            return Ok(0);
+        let mut n = sealed.len();
+        if !sealed.is_empty() {
+            self.catalog
+                .propose(CatalogCommand::Identity(IdentityCommand::ResealSigningKeys { sealed }))
+                .await?;
         }
-        let n = sealed.len();
-        self.catalog
-            .propose(CatalogCommand::Identity(IdentityCommand::ResealSigningKeys { sealed }))
-            .await?;
+        let mut resealed = Vec::new();
+        for (owner, was) in self.stale_region_secrets(keys) {
+            match keys.open_secret(&was) {
+                Ok(plain) => resealed.push(ResealedSecret {
+                    peer: matches!(owner, SecretOwner::Peer(_)),
+                    name: owner.name().to_string(),
+                    was_sha256: keelson_raft::identity::stored_sha256(&was),
+                    sealed: keys.seal_secret(&plain),
+                }),
+                Err(e) => {
+                    tracing::warn!(owner = owner.name(), error = %e, "a credential cannot be opened with this node's keys")
+                }
+            }
+        }
+        if !resealed.is_empty() {
+            n += resealed.len();
+            self.catalog
+                .propose(CatalogCommand::Regions(RegionCommand::ResealSecrets {
+                    secrets: resealed,
+                }))
+                .await?;
+        }
         Ok(n)
+    }
+}
+
+/// Whose credential a region secret is.
+enum SecretOwner {
+    Peer(String),
+    Cache(String),
+}
+
+impl SecretOwner {
+    fn name(&self) -> &str {
+        match self {
+            SecretOwner::Peer(n) | SecretOwner::Cache(n) => n,
+        }
     }
 }
 
