@@ -81,6 +81,21 @@ pub struct Cx<'a> {
     pub caller: Caller,
 }
 
+impl<'a> Cx<'a> {
+    /// The node itself acting (a cache fill, replication, the first signing key): the cluster
+    /// administrator's rights, no client address.
+    pub fn internal(reg: &'a Registry) -> Cx<'a> {
+        Cx {
+            reg,
+            caller: Caller {
+                principal: crate::auth::Principal::Admin,
+                origin: String::new(),
+                remote: None,
+            },
+        }
+    }
+}
+
 impl Deref for Cx<'_> {
     type Target = Registry;
 

@@ -58,13 +58,13 @@ pub async fn get<B>(
     head: bool,
 ) -> Result<Response<Body>, ApiError> {
     authorize_repo(reg, name, Action::Pull)?;
+    let accept: Vec<&str> = req
+        .headers()
+        .get_all("accept")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
     if let Some(cached) = crate::regions::pull_through::cache_for(reg, name)? {
-        let accept: Vec<&str> = req
-            .headers()
-            .get_all("accept")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
         if let Some(reply) =
             crate::regions::pull_through::manifest(reg, &cached, name, reference, &accept, head).await?
         {
@@ -93,12 +93,6 @@ pub async fn get<B>(
             (digest, record)
         }
     };
-    let accept: Vec<&str> = req
-        .headers()
-        .get_all("accept")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
     if !manifest::accepts(&accept, &record.media_type) {
         return Err(ApiError::new(
             ErrorCode::ManifestUnknown,

@@ -100,15 +100,11 @@ async fn ensure_signing_key(reg: &Registry) -> Result<(), ApiError> {
     let key = jwt::generate_key(reg.clock.now_ms(), keys.as_deref())
         .map_err(|_| ApiError::new(ErrorCode::Unavailable, "cannot generate a signing key"))?;
     drop(keys);
-    let cx = Cx {
-        reg,
-        caller: Caller {
-            principal: Principal::Admin,
-            origin: String::new(),
-            remote: None,
-        },
-    };
-    commit(&cx, CatalogCommand::Identity(IdentityCommand::AddSigningKey { key })).await
+    commit(
+        &Cx::internal(reg),
+        CatalogCommand::Identity(IdentityCommand::AddSigningKey { key }),
+    )
+    .await
 }
 
 /// Resolves who is asking.

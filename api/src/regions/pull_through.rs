@@ -27,8 +27,7 @@ use keelson_storage::Digest;
 use tokio::sync::mpsc;
 
 use super::client::{PeerClient, MANIFEST_ACCEPT};
-use crate::access::{Caller, Cx};
-use crate::auth::Principal;
+use crate::access::Cx;
 use crate::body::{self, Body};
 use crate::error::{ApiError, ErrorCode};
 use crate::names::Reference;
@@ -209,17 +208,6 @@ async fn validated(reg: &Registry, repo: &str, tag: &str) {
     }
 }
 
-fn internal(reg: &Registry) -> Cx<'_> {
-    Cx {
-        reg,
-        caller: Caller {
-            principal: Principal::Admin,
-            origin: String::new(),
-            remote: None,
-        },
-    }
-}
-
 fn start_fill(
     reg: Arc<Registry>,
     cached: &Cached,
@@ -362,7 +350,7 @@ async fn copy_blob(
                 }
             }
             writer.close().await?;
-            crate::handlers::uploads::complete(&internal(reg), repo, &id, digest).await?;
+            crate::handlers::uploads::complete(&Cx::internal(reg), repo, &id, digest).await?;
             Ok::<(), ApiError>(())
         }
         .await;

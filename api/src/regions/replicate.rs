@@ -20,8 +20,7 @@ use keelson_raft::regions::{
 use keelson_raft::CatalogCommand;
 
 use super::client::{Conditional, PeerClient, PeerError};
-use crate::access::{Caller, Cx};
-use crate::auth::Principal;
+use crate::access::Cx;
 use crate::body::Body;
 use crate::error::ApiError;
 use crate::registry::Registry;
@@ -121,17 +120,6 @@ impl Replicator {
             start
         };
         tokio::time::sleep_until(wait_until).await;
-    }
-}
-
-fn internal(reg: &Registry) -> Cx<'_> {
-    Cx {
-        reg,
-        caller: Caller {
-            principal: Principal::Admin,
-            origin: String::new(),
-            remote: None,
-        },
     }
 }
 
@@ -478,7 +466,7 @@ async fn read_source(
         .header("range", format!("bytes={offset}-{}", offset + len - 1))
         .body(())
         .map_err(|e| ReplicationError::Source(e.to_string()))?;
-    let cx = internal(reg);
+    let cx = Cx::internal(reg);
     let response = crate::handlers::blobs::get(&cx, repo, digest, &request, false).await?;
     match response.status() {
         StatusCode::OK | StatusCode::PARTIAL_CONTENT => Ok(response.into_body()),
