@@ -346,28 +346,9 @@ impl Regions {
     }
 }
 
-/// Shell-style glob: `*` matches any run of characters (including `/`), `?` one character.
-pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
-    let (mut pi, mut ti) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some((pi, ti));
-            pi += 1;
-        } else if let Some((sp, st)) = star {
-            pi = sp + 1;
-            ti = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|c| *c == '*')
-}
+/// Repository and tag patterns are the lifecycle layer's globs (`*` any run, `/` included;
+/// `?` one character).
+pub use crate::lifecycle::glob_match;
 
 #[cfg(test)]
 mod tests {
