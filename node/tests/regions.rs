@@ -94,6 +94,21 @@ async fn tags_of(c: &reqwest::Client, host: &str, repos: &[&str]) -> BTreeMap<St
     out
 }
 
+/// The tags every member serves, or an "error" entry naming the first member that differs:
+/// a wait on this holds until each member has applied what the balancer may route to it.
+async fn tags_on_every_member(c: &reqwest::Client, members: &[String], repos: &[&str]) -> BTreeMap<String, String> {
+    let Some((first, rest)) = members.split_first() else {
+        return BTreeMap::new();
+    };
+    let seen = tags_of(c, first, repos).await;
+    for host in rest {
+        if tags_of(c, host, repos).await != seen {
+            return BTreeMap::from([("error".to_string(), format!("{host} differs from {first}"))]);
+        }
+    }
+    seen
+}
+
 async fn collect_tags(
     c: &reqwest::Client,
     host: &str,
@@ -303,12 +318,17 @@ async fn two_regions_share_identity_from_home_and_replicate_images_through_outag
         ],
     );
     // fra takes iad's identity whole: iad's administrator now works there, fra's own does not.
+    // Every member must have applied the copy, since the balancer may send the next call anywhere.
+    let fra_members: Vec<String> = fra.nodes.iter().map(|n| n.host()).collect();
     fra.wait("fra copies identity from iad", LIMIT, || {
-        let ok = futures_block(login_status(&c, &fra_host, "keelson/admin", IAD_ADMIN));
-        let old = futures_block(login_status(&c, &fra_host, "keelson/admin", FRA_ADMIN));
-        (ok == 200 && old == 401)
-            .then_some(())
-            .ok_or(format!("iad admin {ok}, fra admin {old}"))
+        for host in &fra_members {
+            let ok = futures_block(login_status(&c, host, "keelson/admin", IAD_ADMIN));
+            let old = futures_block(login_status(&c, host, "keelson/admin", FRA_ADMIN));
+            if !(ok == 200 && old == 401) {
+                return Err(format!("{host}: iad admin {ok}, fra admin {old}"));
+            }
+        }
+        Ok(())
     });
     fra.admin_token = Some(IAD_ADMIN.to_string());
     let shown = keelson(&fra, &fra_host, IAD_ADMIN, &["region", "show"]);
@@ -476,7 +496,7 @@ async fn two_regions_share_identity_from_home_and_replicate_images_through_outag
     assert_eq!(home_tags["acme/app/multi:v1"], index_digest);
     assert_eq!(home_tags["acme/app/tool:v1"], docker_digest);
     fra.wait("fra has every image the rule covers", LIMIT, || {
-        let there = futures_block(tags_of(&c, &fra_host, &repos));
+        let there = futures_block(tags_on_every_member(&c, &fra_members, &repos));
         (there == want_fra(&home_tags))
             .then_some(())
             .ok_or(format!("fra has {there:?}"))
@@ -564,7 +584,7 @@ async fn two_regions_share_identity_from_home_and_replicate_images_through_outag
     let home_tags = tags_of(&c, &iad_host, &repos).await;
     assert!(!home_tags.contains_key("acme/app/tool:v1"));
     fra.wait("fra converges to exactly iad's tags and digests", LIMIT, || {
-        let there = futures_block(tags_of(&c, &fra_host, &repos));
+        let there = futures_block(tags_on_every_member(&c, &fra_members, &repos));
         (there == want_fra(&home_tags))
             .then_some(())
             .ok_or(format!("fra has {there:?}, iad {home_tags:?}"))
