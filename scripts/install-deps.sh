@@ -26,6 +26,8 @@ PACKAGES=(
     "skopeo               cmd:skopeo"
     "umoci                cmd:umoci"
     "docker.io            cmd:dockerd"
+    "docker-compose       cmd:docker-compose"
+    "chromium             cmd:chromium"
     "containerd           cmd:containerd"
     "containerd           cmd:ctr"
     "runc                 cmd:runc"
@@ -68,10 +70,10 @@ for entry in "${PACKAGES[@]}"; do
     fi
 done
 
-# python3 + pip for the `oras` client library.
+# python3 + pip for the `oras` client library and Playwright (the console's browser tests).
 if ! command -v python3 >/dev/null 2>&1; then
     missing+=(python3 python3-pip python3-venv)
-elif ! python3 -c 'import oras' >/dev/null 2>&1 && ! python3 -m pip --version >/dev/null 2>&1; then
+elif ! { python3 -c 'import oras' && python3 -c 'import playwright'; } >/dev/null 2>&1 && ! python3 -m pip --version >/dev/null 2>&1; then
     missing+=(python3-pip)
 fi
 
@@ -83,15 +85,18 @@ if [ "${#missing[@]}" -gt 0 ]; then
     installed+=("${missing[@]}")
 fi
 
-if ! python3 -c 'import oras' >/dev/null 2>&1; then
-    echo "install-deps.sh: installing the oras Python package (pip)"
+# Python packages from PyPI: oras (an OCI client) and playwright (drives Debian's chromium; its
+# own browser download is never used).
+for module in oras playwright; do
+    python3 -c "import $module" >/dev/null 2>&1 && continue
+    echo "install-deps.sh: installing the $module Python package (pip)"
     # Debian's own python3 is "externally managed" (PEP 668); a pyenv/venv python is not.
-    if ! python3 -m pip install -q oras 2>/dev/null; then
-        python3 -m pip install -q --break-system-packages oras
+    if ! python3 -m pip install -q "$module" 2>/dev/null; then
+        python3 -m pip install -q --break-system-packages "$module"
     fi
-    python3 -c 'import oras' || { echo "install-deps.sh: oras still not importable" >&2; exit 1; }
-    installed+=("pip:oras")
-fi
+    python3 -c "import $module" || { echo "install-deps.sh: $module still not importable" >&2; exit 1; }
+    installed+=("pip:$module")
+done
 
 if [ "${#installed[@]}" -eq 0 ]; then
     echo "install-deps.sh: everything already installed"

@@ -7,11 +7,13 @@
 pub mod access;
 pub mod auth;
 pub mod body;
+pub mod console;
 pub mod error;
 pub mod handlers;
 pub mod image_view;
 pub mod lifecycle_jobs;
 pub mod manifest;
+pub mod markdown;
 pub mod names;
 pub mod placement;
 pub mod proxy;

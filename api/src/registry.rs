@@ -148,6 +148,8 @@ pub struct Registry {
     pub verified: crate::auth::VerifiedTokens,
     /// Auth tokens a user may hold at once.
     pub max_tokens_per_user: usize,
+    /// How long a web console session lasts after signing in.
+    pub console_session_secs: u64,
     /// Replica streams of the upload sessions this node owns, between requests.
     pub tees: keelson_storage::tee::ReplicaTees,
     /// Manifest pulls served by this node, flushed to the catalog in batches.

@@ -39,6 +39,10 @@ pub enum Route<'a> {
     },
     /// `/token`: Docker's token endpoint.
     Token,
+    /// `/console` and `/console/<rest>`: the web console's pages, assets and session.
+    Console {
+        rest: &'a str,
+    },
     NotFound,
 }
 
@@ -54,6 +58,12 @@ pub fn parse(path: &str) -> Route<'_> {
     }
     if path == "/token" || path == "/token/" {
         return Route::Token;
+    }
+    if path == "/console" {
+        return Route::Console { rest: "" };
+    }
+    if let Some(rest) = path.strip_prefix("/console/") {
+        return Route::Console { rest };
     }
     let Some(rest) = path.strip_prefix("/v2/") else {
         return Route::NotFound;

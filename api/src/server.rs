@@ -13,7 +13,7 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::access::{self, AuthMode, Caller, Cx};
-use crate::auth::{self, Principal};
+use crate::auth::{self, session, Principal};
 use crate::body::{self, Body};
 use crate::error::{ApiError, ErrorCode};
 use crate::handlers;
@@ -124,6 +124,11 @@ fn caller(reg: &Registry, remote: Option<IpAddr>, req: &Request<Incoming>) -> Re
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     let now_secs = reg.clock.now_ms() / 1000;
+    if authorization.is_none() {
+        if let Some(session) = console_session(req) {
+            return session_caller(reg, req, session, now_secs, origin, remote);
+        }
+    }
     // A Basic password is a login: a user or address that failed too often waits first. With
     // identity off there is no login to fail (credentials are ignored).
     let basic_user = authorization
@@ -152,6 +157,52 @@ fn caller(reg: &Registry, remote: Option<IpAddr>, req: &Request<Incoming>) -> Re
         Err(_) if reg.auth_mode == AuthMode::Off => Principal::Anonymous,
         Err(e) => return Err(access::challenge(&origin, None).with_message(e.to_string())),
     };
+    reg.token_uses.record(&principal, reg.clock.now_ms());
+    Ok(Caller {
+        principal,
+        origin,
+        remote,
+    })
+}
+
+/// The console session cookie of a request, if it has one.
+fn console_session(req: &Request<Incoming>) -> Option<&str> {
+    req.headers()
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(session::from_cookie_header)
+}
+
+/// The caller behind a console session cookie. A change (any method but GET and HEAD) must also
+/// carry the session's CSRF token; an expired or revoked session is a 401 without a challenge,
+/// so the browser shows the console's sign-in page instead of its own password dialog.
+fn session_caller(
+    reg: &Registry,
+    req: &Request<Incoming>,
+    session: &str,
+    now_secs: u64,
+    origin: String,
+    remote: Option<IpAddr>,
+) -> Result<Caller, ApiError> {
+    let resolved = reg
+        .catalog
+        .reader()
+        .with_identity(|state| session::principal(state, session, now_secs));
+    let principal = match resolved {
+        Ok((principal, _)) => principal,
+        Err(_) if reg.auth_mode == AuthMode::Off => Principal::Anonymous,
+        Err(e) => return Err(ApiError::new(ErrorCode::Unauthorized, e.to_string())),
+    };
+    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        let presented = req.headers().get(session::CSRF_HEADER).and_then(|v| v.to_str().ok());
+        if !session::csrf_matches(session, presented) {
+            return Err(ApiError::new(
+                ErrorCode::Denied,
+                "a change made with a console session must carry its CSRF token (X-Keelson-CSRF)",
+            ));
+        }
+    }
     reg.token_uses.record(&principal, reg.clock.now_ms());
     Ok(Caller {
         principal,
@@ -206,6 +257,9 @@ async fn route(reg: &Registry, remote: Option<IpAddr>, req: Request<Incoming>) -
     let relayed = crate::proxy::is_forwarded(req.headers()) && from_member(reg, remote);
     if !relayed {
         reg.rate_limits.admit_address(remote)?;
+    }
+    if let Route::Console { rest } = route {
+        return crate::console::route(reg, remote, rest, req).await;
     }
     if route == Route::Token {
         return match method {
@@ -283,7 +337,7 @@ async fn route(reg: &Registry, remote: Option<IpAddr>, req: Request<Incoming>) -
         },
         Route::Cluster { rest } => handlers::admin::cluster(reg, rest, req).await,
         Route::Manage { rest } => handlers::identity::route(reg, rest, req).await,
-        Route::Token => Err(unsupported(&method)),
+        Route::Token | Route::Console { .. } => Err(unsupported(&method)),
         Route::NotFound => {
             Err(ApiError::new(ErrorCode::Unsupported, "no such route").with_status(StatusCode::NOT_FOUND))
         }

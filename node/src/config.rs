@@ -61,6 +61,9 @@ pub struct ServeArgs {
     /// Auth tokens a user may hold at once [default: 2].
     #[arg(long, env = "KEELSON_MAX_TOKENS_PER_USER")]
     pub max_tokens_per_user: Option<usize>,
+    /// Seconds a web console session lasts after signing in [default: 28800, eight hours].
+    #[arg(long, env = "KEELSON_CONSOLE_SESSION_SECS")]
+    pub console_session_secs: Option<u64>,
     /// Milliseconds between two repair passes of the leader [default: 30000].
     #[arg(long, env = "KEELSON_REPAIR_INTERVAL_MS")]
     pub repair_interval_ms: Option<u64>,
@@ -279,6 +282,7 @@ pub struct ServeConfig {
     pub replicas: usize,
     pub auth: AuthSetting,
     pub max_tokens_per_user: usize,
+    pub console_session_secs: u64,
     /// The administrator's token given at bootstrap (and the bootstrap secret).
     pub bootstrap_token: Option<String>,
     pub snapshot_every_logs: u64,
@@ -395,6 +399,11 @@ impl ServeArgs {
             replicas: self.replicas.or(file.replicas).unwrap_or(3),
             auth: self.auth.or(file.auth).unwrap_or(AuthSetting::Enforce),
             max_tokens_per_user: self.max_tokens_per_user.or(file.max_tokens_per_user).unwrap_or(2),
+            console_session_secs: self
+                .console_session_secs
+                .or(file.console_session_secs)
+                .unwrap_or(8 * 3600)
+                .clamp(60, 30 * 24 * 3600),
             bootstrap_token: self.bootstrap_token.or(file.bootstrap_token).filter(|t| !t.is_empty()),
             snapshot_every_logs: self
                 .snapshot_every_logs

@@ -283,6 +283,7 @@ where
         token_uses: Default::default(),
         verified: Default::default(),
         max_tokens_per_user: config.max_tokens_per_user,
+        console_session_secs: config.console_session_secs,
         tees: Default::default(),
         pulls: keelson_api::pulls::PullCounter::new(config.lifecycle.count_pulls),
         tls: api_tls.is_some(),

@@ -7,6 +7,7 @@
 
 pub mod jwt;
 pub mod policy;
+pub mod session;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -62,6 +63,10 @@ pub enum AuthError {
     Malformed,
     #[error("invalid username or auth token")]
     BadCredentials,
+    #[error("the auth token behind this session or refresh token was revoked")]
+    Revoked,
+    #[error("the session expired; sign in again")]
+    SessionExpired,
     #[error(transparent)]
     Token(#[from] jwt::TokenError),
 }
@@ -123,6 +128,51 @@ pub fn login(state: &IdentityState, username: &str, password: &str) -> Result<Pr
         user: user.to_string(),
         token_id: token.id.clone(),
     })
+}
+
+/// The caller a signed token (a refresh token or a console session) stands for: its subject,
+/// as long as the auth token it was issued against (`tid`) still exists, so revoking that token
+/// ends every session and refresh token made with it.
+pub fn resume(state: &IdentityState, claims: &jwt::Claims) -> Result<Principal, AuthError> {
+    let (ns, user) = split_username(&claims.sub).ok_or(AuthError::BadCredentials)?;
+    let tid = claims.tid.clone().unwrap_or_default();
+    if ns == SYSTEM_NAMESPACE && user == ADMIN_USER {
+        return if state.admin_tokens.iter().any(|t| t.id == tid) {
+            Ok(Principal::Admin)
+        } else {
+            Err(AuthError::Revoked)
+        };
+    }
+    let still_valid = state
+        .tenancies
+        .get(ns)
+        .and_then(|t| t.users.get(user))
+        .is_some_and(|u| u.tokens.iter().any(|t| t.id == tid));
+    if !still_valid {
+        return Err(AuthError::Revoked);
+    }
+    Ok(Principal::User {
+        namespace: ns.into(),
+        user: user.into(),
+        token_id: tid,
+    })
+}
+
+/// The id of the auth token a login presented: the user's token, or the administrator token
+/// whose hash matches `password`.
+pub fn token_id_of(state: &IdentityState, principal: &Principal, password: &str) -> Option<String> {
+    match principal {
+        Principal::User { token_id, .. } => Some(token_id.clone()),
+        Principal::Admin => {
+            let hash = hash_token(password);
+            state
+                .admin_tokens
+                .iter()
+                .find(|t| constant_eq(&t.hash, &hash))
+                .map(|t| t.id.clone())
+        }
+        _ => None,
+    }
 }
 
 fn constant_eq(a: &str, b: &str) -> bool {

@@ -307,6 +307,16 @@ pub async fn route(cx: &Cx<'_>, rest: &str, req: Request<Incoming>) -> Result<Re
             identity(cx, cmd).await?;
             ok(json!({ "policy": name }))
         }
+        // Checks statements without saving them (the console's editor, before Save).
+        (&Method::POST, ["tenancies", ns, "policy-check"]) => {
+            access::administer_tenancy(cx, ns)?;
+            let body: PolicyBody = read_json(req).await?;
+            let statements = policy::parse_policy(&body.statements).map_err(|e| {
+                bad_request(format!("policy does not parse: {e}"))
+                    .with_detail(serde_json::to_value(&e).unwrap_or(Value::Null))
+            })?;
+            ok(json!({ "statements": statements.len() }))
+        }
         (&Method::DELETE, ["tenancies", ns, "policies", name]) => {
             access::administer_tenancy(cx, ns)?;
             identity(
@@ -371,6 +381,7 @@ pub async fn route(cx: &Cx<'_>, rest: &str, req: Request<Incoming>) -> Result<Re
                             out.extend(extra);
                         }
                     }
+                    answer["may"] = caller_may(cx, &name);
                     ok(answer)
                 }
                 Method::PATCH => {
@@ -447,4 +458,16 @@ pub async fn bootstrap_admin(
         Err(e) if e.code == ErrorCode::Conflict => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// What the caller may do with a repository, so a page shows only the actions the API would
+/// accept (the API still checks each one).
+pub(crate) fn caller_may(cx: &Cx<'_>, repo: &str) -> Value {
+    let may = |action| access::authorize(cx, action, repo).is_ok();
+    json!({
+        "pull": may(Action::Pull),
+        "push": may(Action::Push),
+        "delete": may(Action::Delete),
+        "administer": may(Action::Administer),
+    })
 }

@@ -267,6 +267,7 @@ pub fn repo_summary(cx: &Cx<'_>, repo: &str) -> Result<Value, ApiError> {
         "pulls": usage.pulls,
         "last_pull_ms": usage.last_pull_ms,
         "description": info.description,
+        "readme_html": crate::markdown::to_safe_html(&info.readme),
         "readme": info.readme,
         "retention_policy": policy,
         "immutable_tags": immutable_json(own.as_ref().or(tenancy_default.as_ref()), if own.is_some() { "repo" } else { "tenancy" }),
@@ -473,6 +474,9 @@ pub async fn tenancy_route(
             }
             ok(json!({
                 "namespace": ns,
+                "administrator": access::administer_tenancy(cx, ns).is_ok(),
+                // Whether the caller may create repositories in the tenancy's root compartment.
+                "may_create_repos": access::authorize(cx, access::Action::Administer, &format!("{ns}/new")).is_ok(),
                 "repositories": repos,
                 "usage": { "repos": usage.repos, "stored_bytes": usage.stored_bytes },
                 "limits": limits_json(&limits),

@@ -253,6 +253,13 @@ pub async fn route(cx: &Cx<'_>, parts: &[&str], req: Request<Incoming>) -> Resul
             ok(json!({ "removed": id }))
         }
         (&Method::GET, ["replication", "status"]) => {
+            // Bytes sent are counted by the leader's replicator, so a follower asks the leader.
+            if !cx.catalog.is_leader() && !crate::proxy::is_forwarded(req.headers()) {
+                let leader = cx.catalog.wait_for_leader(std::time::Duration::from_secs(5)).await?;
+                if let Some((info, _)) = cx.catalog.members().get(&leader) {
+                    return cx.proxy.forward(&info.api_addr, req).await;
+                }
+            }
             let mut targets = Vec::new();
             for rule in visible_rules(cx, &req)? {
                 targets.extend(

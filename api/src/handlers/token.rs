@@ -92,7 +92,7 @@ fn rfc3339(secs: u64) -> String {
 }
 
 /// Makes sure the cluster has a signing key (the first token request creates it).
-async fn ensure_signing_key(reg: &Registry) -> Result<(), ApiError> {
+pub(crate) async fn ensure_signing_key(reg: &Registry) -> Result<(), ApiError> {
     if reg.catalog.reader().with_identity(|s| !s.signing_keys.is_empty()) {
         return Ok(());
     }
@@ -124,27 +124,8 @@ fn principal_of(
             if claims.typ != "refresh" {
                 return Err(unauthorized("not a refresh token"));
             }
-            let (ns, user) = auth::split_username(&claims.sub).ok_or_else(|| unauthorized("invalid refresh token"))?;
-            let tid = claims.tid.clone().unwrap_or_default();
-            if ns == SYSTEM_NAMESPACE && user == ADMIN_USER && state.admin_tokens.iter().any(|t| t.id == tid) {
-                return Ok((Principal::Admin, claims.sub.clone()));
-            }
-            let still_valid = state
-                .tenancies
-                .get(ns)
-                .and_then(|t| t.users.get(user))
-                .is_some_and(|u| u.tokens.iter().any(|t| t.id == tid));
-            if !still_valid {
-                return Err(unauthorized("the auth token behind this refresh token was revoked"));
-            }
-            Ok((
-                Principal::User {
-                    namespace: ns.into(),
-                    user: user.into(),
-                    token_id: tid,
-                },
-                claims.sub.clone(),
-            ))
+            let principal = auth::resume(state, &claims).map_err(|e| unauthorized(&e.to_string()))?;
+            Ok((principal, claims.sub.clone()))
         });
     }
     match (&tr.username, &tr.password) {

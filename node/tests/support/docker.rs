@@ -62,6 +62,11 @@ impl Docker {
         }
     }
 
+    /// The daemon's address as `DOCKER_HOST` takes it, for tools other than the docker CLI.
+    pub fn host(&self) -> &str {
+        &self.sock
+    }
+
     /// A `docker` command talking to this daemon, with its own client configuration.
     pub fn cmd(&self) -> Command {
         let mut c = tool("docker");
