@@ -447,6 +447,16 @@ if [ "$cluster" = 1 ] && { [ -z "$only" ] || grep -qE -- "$only" <<<"load"; }; t
   grep -h '^load:' "$out"/runs/99-*.err 2>/dev/null | sed 's/^/  /' || true
 fi
 
+# The console's repository page: the first page of 50 of an image list, newest first, over a
+# repository holding many images (the list is read and sorted per request). Keelson only.
+if [ -z "$only" ] || grep -qE -- "$only" <<<"images page"; then
+  page_images=10000
+  [ "$quick" = 1 ] && page_images=1000
+  echo "== images page: the first 50 of $page_images images, as the console's repository view asks"
+  run_one 98 1 keelson "images page ($page_images images) c4" images-page --tags "$page_images" \
+    --size 4KiB -c 4 -d "$dur" --warmup "$warm"
+fi
+
 busy_warning "at the end"
 echo
 echo "== machine"

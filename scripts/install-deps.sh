@@ -27,6 +27,7 @@ PACKAGES=(
     "umoci                cmd:umoci"
     "docker.io            cmd:dockerd"
     "docker-compose       cmd:docker-compose"
+    "haproxy              cmd:haproxy"
     "chromium             cmd:chromium"
     "containerd           cmd:containerd"
     "containerd           cmd:ctr"

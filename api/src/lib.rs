@@ -5,16 +5,20 @@
 //! the simulation can give it real or simulated networks.
 
 pub mod access;
+pub mod audit;
 pub mod auth;
 pub mod body;
 pub mod console;
 pub mod error;
 pub mod handlers;
+pub mod health;
 pub mod image_view;
 pub mod lifecycle_jobs;
 pub mod manifest;
 pub mod markdown;
+pub mod metrics;
 pub mod names;
+pub mod numbered;
 pub mod placement;
 pub mod proxy;
 pub mod pulls;

@@ -40,6 +40,18 @@ pub async fn flush_pulls(reg: &Registry) -> usize {
     flushed
 }
 
+/// Deletes audit records older than `keep` (on the leader), one bounded entry at a time.
+pub async fn prune_audit(reg: &Registry, keep: std::time::Duration) {
+    if !reg.catalog.is_leader() {
+        return;
+    }
+    let keep_ms = u64::try_from(keep.as_millis()).unwrap_or(u64::MAX);
+    let before_ms = reg.clock.now_ms().saturating_sub(keep_ms);
+    if let Err(e) = reg.catalog.propose(CatalogCommand::PruneAudit { before_ms }).await {
+        tracing::debug!(error = %e, "audit pruning deferred");
+    }
+}
+
 /// What one retention pass did.
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct PassReport {

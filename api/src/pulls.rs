@@ -10,11 +10,13 @@
 //! applies each number once, so a count is never lost to a failed flush nor counted twice by a
 //! retried one. New counts wait in the map while batches are pending.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::Mutex;
 
 use keelson_raft::lifecycle::PullCount;
+
+use crate::numbered::NumberedBatches;
 
 /// Shards of the counter map: enough that the API's worker threads rarely meet on one lock.
 const SHARDS: usize = 16;
@@ -36,8 +38,8 @@ pub struct PullCounter {
     enabled: bool,
     shards: Vec<Mutex<Shard>>,
     hasher: std::collections::hash_map::RandomState,
-    /// Batches taken but not yet known to be applied, oldest first, and the last number given.
-    pending: Mutex<(VecDeque<Batch>, u64)>,
+    /// Batches taken but not yet known to be applied.
+    pending: NumberedBatches<PullCount>,
 }
 
 /// Counts on their way to the catalog under one sequence number.
@@ -60,7 +62,7 @@ impl PullCounter {
             enabled,
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             hasher: Default::default(),
-            pending: Mutex::new((VecDeque::new(), 0)),
+            pending: NumberedBatches::default(),
         }
     }
 
@@ -68,27 +70,15 @@ impl PullCounter {
     /// last flush become new batches of at most `max` images, numbered above every earlier one
     /// and at least `floor`.
     pub fn next_batch(&self, floor: u64, max: usize) -> Option<Batch> {
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        if pending.0.is_empty() {
-            let counts = self.take();
-            for chunk in counts.chunks(max.max(1)) {
-                let seq = pending.1.saturating_add(1).max(floor);
-                pending.1 = seq;
-                pending.0.push_back(Batch {
-                    seq,
-                    pulls: chunk.to_vec(),
-                });
-            }
-        }
-        pending.0.front().cloned()
+        self.pending.next(floor, max, || self.take()).map(|b| Batch {
+            seq: b.seq,
+            pulls: b.items,
+        })
     }
 
     /// The batch numbered `seq` was applied (or refused for good): it is not sent again.
     pub fn settled(&self, seq: u64) {
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        if pending.0.front().is_some_and(|b| b.seq == seq) {
-            pending.0.pop_front();
-        }
+        self.pending.settled(seq);
     }
 
     fn shard(&self, digest: &str) -> &Mutex<Shard> {

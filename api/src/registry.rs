@@ -150,6 +150,12 @@ pub struct Registry {
     pub max_tokens_per_user: usize,
     /// How long a web console session lasts after signing in.
     pub console_session_secs: u64,
+    /// This node's Prometheus metrics.
+    pub metrics: crate::metrics::Metrics,
+    /// Audit events this node answered, waiting for the flush.
+    pub audit: crate::audit::AuditLog,
+    /// The readiness check's last synced write to the data directory.
+    pub storage_probe: crate::health::StorageProbe,
     /// Replica streams of the upload sessions this node owns, between requests.
     pub tees: keelson_storage::tee::ReplicaTees,
     /// Manifest pulls served by this node, flushed to the catalog in batches.

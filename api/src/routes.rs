@@ -39,6 +39,12 @@ pub enum Route<'a> {
     },
     /// `/token`: Docker's token endpoint.
     Token,
+    /// `/metrics`: Prometheus metrics.
+    Metrics,
+    /// `/healthz`: the process serves.
+    Healthz,
+    /// `/readyz`: the node is a caught-up member with writable storage.
+    Readyz,
     /// `/console` and `/console/<rest>`: the web console's pages, assets and session.
     Console {
         rest: &'a str,
@@ -58,6 +64,12 @@ pub fn parse(path: &str) -> Route<'_> {
     }
     if path == "/token" || path == "/token/" {
         return Route::Token;
+    }
+    match path {
+        "/metrics" => return Route::Metrics,
+        "/healthz" => return Route::Healthz,
+        "/readyz" => return Route::Readyz,
+        _ => {}
     }
     if path == "/console" {
         return Route::Console { rest: "" };

@@ -13,10 +13,12 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::access::{self, AuthMode, Caller, Cx};
+use crate::audit;
 use crate::auth::{self, session, Principal};
 use crate::body::{self, Body};
 use crate::error::{ApiError, ErrorCode};
 use crate::handlers;
+use crate::metrics::{self, AuthResult};
 use crate::registry::Registry;
 use crate::routes::{self, Route};
 
@@ -63,16 +65,49 @@ where
 }
 
 async fn handle(registry: Arc<Registry>, remote: Option<IpAddr>, req: Request<Incoming>) -> Response<Body> {
-    let head = req.method() == Method::HEAD;
-    let mut response = match route(&registry, remote, req).await {
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
+    let head = method == Method::HEAD;
+    let path = req.uri().path().to_string();
+    let route_label = metrics::route_label(&routes::parse(&path));
+    let bytes_in = content_length(req.headers());
+    let mut note = audit::Note::default();
+    let mut response = match route(&registry, remote, req, &mut note).await {
         Ok(r) => r,
         Err(e) => error_response(&e, head),
     };
+    let status = response.status().as_u16();
+    registry.metrics.record(
+        route_label,
+        &method,
+        status,
+        started.elapsed(),
+        bytes_in,
+        if head { 0 } else { content_length(response.headers()) },
+    );
+    registry.audit.note(
+        registry.catalog.node_id(),
+        registry.clock.now_ms(),
+        &method,
+        &path,
+        &routes::parse(&path),
+        status,
+        &note,
+        remote,
+    );
     response.headers_mut().insert(
         "Docker-Distribution-API-Version",
         HeaderValue::from_static("registry/2.0"),
     );
     response
+}
+
+fn content_length(headers: &http::HeaderMap) -> u64 {
+    headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Renders an error; HEAD answers carry no body.
@@ -111,7 +146,12 @@ fn unsupported(method: &Method) -> ApiError {
 
 /// Resolves the caller of a request; bad credentials are a 401 (with the challenge) when
 /// identity is enforced.
-fn caller(reg: &Registry, remote: Option<IpAddr>, req: &Request<Incoming>) -> Result<Caller, ApiError> {
+fn caller(
+    reg: &Registry,
+    remote: Option<IpAddr>,
+    req: &Request<Incoming>,
+    note: &mut audit::Note,
+) -> Result<Caller, ApiError> {
     let host = req
         .headers()
         .get(http::header::HOST)
@@ -139,6 +179,9 @@ fn caller(reg: &Registry, remote: Option<IpAddr>, req: &Request<Incoming>) -> Re
         reg.rate_limits.admit_login(user, remote)?;
     }
     let cached = authorization.and_then(|a| reg.verified.get(a, now_secs));
+    if authorization.is_some_and(|a| a.starts_with("Bearer ") || a.starts_with("bearer ")) {
+        reg.metrics.token_cache(cached.is_some());
+    }
     let principal = cached.map(Ok).unwrap_or_else(|| {
         let p = reg
             .catalog
@@ -155,14 +198,33 @@ fn caller(reg: &Registry, remote: Option<IpAddr>, req: &Request<Incoming>) -> Re
     let principal = match principal {
         Ok(p) => p,
         Err(_) if reg.auth_mode == AuthMode::Off => Principal::Anonymous,
-        Err(e) => return Err(access::challenge(&origin, None).with_message(e.to_string())),
+        Err(e) => {
+            reg.metrics.auth(AuthResult::Failed);
+            note.refused_user = Some(basic_user.clone().unwrap_or_else(|| "bearer".to_string()));
+            return Err(access::challenge(&origin, None).with_message(e.to_string()));
+        }
     };
+    reg.metrics.auth(match &principal {
+        Principal::Anonymous => AuthResult::Anonymous,
+        Principal::Bearer { .. } => AuthResult::Bearer,
+        _ => AuthResult::Basic,
+    });
     reg.token_uses.record(&principal, reg.clock.now_ms());
     Ok(Caller {
         principal,
         origin,
         remote,
     })
+}
+
+/// Whether the request carries a signed credential (a registry token or a console session).
+fn signed_credentials(req: &Request<Incoming>) -> bool {
+    let bearer = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.starts_with("Bearer ") || a.starts_with("bearer "));
+    bearer || console_session(req).is_some()
 }
 
 /// The console session cookie of a request, if it has one.
@@ -192,8 +254,12 @@ fn session_caller(
     let principal = match resolved {
         Ok((principal, _)) => principal,
         Err(_) if reg.auth_mode == AuthMode::Off => Principal::Anonymous,
-        Err(e) => return Err(ApiError::new(ErrorCode::Unauthorized, e.to_string())),
+        Err(e) => {
+            reg.metrics.auth(AuthResult::Failed);
+            return Err(ApiError::new(ErrorCode::Unauthorized, e.to_string()));
+        }
     };
+    reg.metrics.auth(AuthResult::Session);
     if !matches!(*req.method(), Method::GET | Method::HEAD) {
         let presented = req.headers().get(session::CSRF_HEADER).and_then(|v| v.to_str().ok());
         if !session::csrf_matches(session, presented) {
@@ -243,10 +309,37 @@ fn from_member(reg: &Registry, remote: Option<IpAddr>) -> bool {
     })
 }
 
-async fn route(reg: &Registry, remote: Option<IpAddr>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+async fn route(
+    reg: &Registry,
+    remote: Option<IpAddr>,
+    req: Request<Incoming>,
+    note: &mut audit::Note,
+) -> Result<Response<Body>, ApiError> {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     let route = routes::parse(&path);
+    // Probes and scrapes: answered before the removal check and the rate limits.
+    match route {
+        Route::Healthz => return Ok(crate::health::healthz()),
+        Route::Readyz => return Ok(crate::health::readyz(reg).await),
+        Route::Metrics => {
+            let reg_for_scrape = reg.handle();
+            let text = match reg_for_scrape {
+                Some(r) => tokio::task::spawn_blocking(move || r.metrics.render(&metrics::snapshot(&r)))
+                    .await
+                    .unwrap_or_default(),
+                None => String::new(),
+            };
+            return Ok(handlers::Reply::new(StatusCode::OK)
+                .header(
+                    "Content-Type",
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                )
+                .header("Content-Length", text.len())
+                .body(body::full(text)));
+        }
+        _ => {}
+    }
     if reg.catalog.is_removed() && !matches!(&route, Route::Cluster { rest } if *rest == "status") {
         return Err(ApiError::new(
             ErrorCode::Unavailable,
@@ -262,14 +355,38 @@ async fn route(reg: &Registry, remote: Option<IpAddr>, req: Request<Incoming>) -
         return crate::console::route(reg, remote, rest, req).await;
     }
     if route == Route::Token {
-        return match method {
+        // A refused login on the token endpoint (how docker login checks a password) is audited
+        // under the user it named.
+        let named = req
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|a| auth::basic_credentials(a).ok())
+            .map(|(user, _)| user);
+        let answer = match method {
             Method::GET | Method::POST => handlers::token::issue(reg, remote, req).await,
             _ => Err(unsupported(&method)),
         };
+        if matches!(&answer, Err(e) if e.status == StatusCode::UNAUTHORIZED) {
+            note.refused_user = Some(named.unwrap_or_else(|| "anonymous".to_string()));
+        } else if let Some(user) = named {
+            note.actor = Some(user);
+        }
+        return answer;
+    }
+    // A token or session signed with a key this node has not applied yet (it was made a moment
+    // ago on another node) verifies once this node has caught up with the log: catch up, retry.
+    let mut resolved = caller(reg, remote, &req, note);
+    if matches!(&resolved, Err(e) if e.status == StatusCode::UNAUTHORIZED)
+        && signed_credentials(&req)
+        && reg.catalog.linearizable().await.is_ok()
+    {
+        *note = audit::Note::default();
+        resolved = caller(reg, remote, &req, note);
     }
     let cx = Cx {
         reg,
-        caller: match caller(reg, remote, &req) {
+        caller: match resolved {
             Ok(c) => c,
             // `cluster init` checks its own credential (the bootstrap secret): an uninitialised
             // node has no identity to check the header against.
@@ -281,6 +398,9 @@ async fn route(reg: &Registry, remote: Option<IpAddr>, req: Request<Incoming>) -
             Err(e) => return Err(e),
         },
     };
+    if cx.caller.principal != Principal::Anonymous {
+        note.actor = Some(cx.caller.principal.subject());
+    }
     if !relayed {
         admit_caller(&cx)?;
     }
@@ -337,7 +457,9 @@ async fn route(reg: &Registry, remote: Option<IpAddr>, req: Request<Incoming>) -
         },
         Route::Cluster { rest } => handlers::admin::cluster(reg, rest, req).await,
         Route::Manage { rest } => handlers::identity::route(reg, rest, req).await,
-        Route::Token | Route::Console { .. } => Err(unsupported(&method)),
+        Route::Token | Route::Console { .. } | Route::Metrics | Route::Healthz | Route::Readyz => {
+            Err(unsupported(&method))
+        }
         Route::NotFound => {
             Err(ApiError::new(ErrorCode::Unsupported, "no such route").with_status(StatusCode::NOT_FOUND))
         }

@@ -41,6 +41,9 @@ pub enum Command {
     ManifestGetDigest(RunArgs),
     /// Pushes --tags tags to one repository, then GETs tags/list.
     TagsList(RunArgs),
+    /// Pushes --tags images to one repository, then GETs the first page of 50 of its image
+    /// list (Keelson's /api/v1, as the console's repository view asks).
+    ImagesPage(RunArgs),
     /// GETs --path repeatedly, no setup (for bare-server or any HTTP server).
     Get(RunArgs),
     /// Runs the workload named by --workload.

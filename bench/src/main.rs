@@ -101,6 +101,7 @@ fn dispatch(cmd: Command) -> Result<ExitCode, BenchError> {
         Command::ManifestGetTag(a) => run_workload(Workload::ManifestGetTag, a),
         Command::ManifestGetDigest(a) => run_workload(Workload::ManifestGetDigest, a),
         Command::TagsList(a) => run_workload(Workload::TagsList, a),
+        Command::ImagesPage(a) => run_workload(Workload::ImagesPage, a),
         Command::Get(a) => run_workload(Workload::Get, a),
         Command::Run { workload, args } => run_workload(workload, args),
         Command::BareServer(a) => {

@@ -30,6 +30,10 @@ pub enum Workload {
     ManifestGetDigest,
     /// Push --tags tags on one repository, then GET tags/list.
     TagsList,
+    /// Push --tags distinct images (one tag each) on one repository, then GET the first page of
+    /// 50 of its image list (`/api/v1/repos/<repo>/images?n=50`, newest first), the page the
+    /// console's repository view shows: Keelson only.
+    ImagesPage,
     /// GET --path repeatedly (no setup): for non-registry targets such as bare-server.
     Get,
     /// Half pulls of one blob, half pushes of new --size blobs; 429s counted apart; every
@@ -47,6 +51,7 @@ impl Workload {
             Workload::ManifestGetTag => "manifest-get-tag",
             Workload::ManifestGetDigest => "manifest-get-digest",
             Workload::TagsList => "tags-list",
+            Workload::ImagesPage => "images-page",
             Workload::Get => "get",
             Workload::Load => "load",
         }
@@ -168,6 +173,19 @@ pub async fn run(
             let (len, body) = ops::tags_list(&reg, &repo, true).await?;
             check_tags(&body.unwrap_or_default(), &tags)?;
             runner::run(TagsList { reg, repo, len }, plan).await
+        }
+        Workload::ImagesPage => {
+            let (config, layer) = push_image_blobs(&setup, &repo, p.size).await?;
+            for i in 0..p.tags {
+                let doc = Bytes::from(manifest_json(&config, &layer, &format!("page-{i}")));
+                ops::put_manifest(&setup, &repo, &format!("img-{i:06}"), OCI_MANIFEST, doc).await?;
+            }
+            let path = format!("/api/v1/repos/{repo}/images?n=50");
+            let first = ops::get_path(&reg, &path).await?;
+            if first == 0 {
+                return Err(SetupError::Check(format!("{path} answered an empty body")));
+            }
+            runner::run(Get { reg, path }, plan).await
         }
         Workload::Load => {
             let pulled = BlobSource::new(p.size)?.blob(0);

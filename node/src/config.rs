@@ -190,6 +190,14 @@ pub struct ServeArgs {
     /// [default: 3600000].
     #[arg(long, env = "KEELSON_RETENTION_INTERVAL_MS")]
     pub retention_interval_ms: Option<u64>,
+    /// Milliseconds between two flushes of this node's audit events to the catalog; events of
+    /// at most this long are lost when the node dies [default: 1000].
+    #[arg(long, env = "KEELSON_AUDIT_FLUSH_MS")]
+    pub audit_flush_ms: Option<u64>,
+    /// Days the audit log keeps a record; the leader's retention pass prunes older ones
+    /// [default: 90].
+    #[arg(long, env = "KEELSON_AUDIT_RETENTION_DAYS")]
+    pub audit_retention_days: Option<u64>,
     /// Milliseconds between two copies of identity from the home region (in a region whose
     /// home is elsewhere): a token revoked at home stops working here within about this long
     /// [default: 2000].
@@ -235,6 +243,8 @@ pub struct LifecycleSettings {
     pub count_pulls: bool,
     pub pull_flush: Duration,
     pub retention_interval: Duration,
+    pub audit_flush: Duration,
+    pub audit_retention: Duration,
     pub test_clock: bool,
 }
 
@@ -247,6 +257,9 @@ impl Default for LifecycleSettings {
             pull_flush: Duration::from_secs(10),
             // Hourly, as OCIR evaluates its cleanup policies.
             retention_interval: Duration::from_secs(3600),
+            // One second: an audit record is replicated about this soon after the change.
+            audit_flush: Duration::from_secs(1),
+            audit_retention: Duration::from_secs(90 * 24 * 3600),
             test_clock: false,
         }
     }
@@ -455,6 +468,13 @@ impl ServeArgs {
                         file.retention_interval_ms,
                         d.retention_interval,
                     ),
+                    audit_flush: ms(self.audit_flush_ms, file.audit_flush_ms, d.audit_flush),
+                    audit_retention: self
+                        .audit_retention_days
+                        .or(file.audit_retention_days)
+                        .map_or(d.audit_retention, |days| {
+                            Duration::from_secs(days.clamp(1, 36_500).saturating_mul(24 * 3600))
+                        }),
                     test_clock: self.test_clock.or(file.test_clock).unwrap_or(false),
                 }
             },

@@ -38,6 +38,32 @@ impl Target {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> Result<serde_json::Value, CliError> {
+        let (url, status, bytes) = self.send(method, path, body).await?;
+        if !status.is_success() {
+            return Err(CliError::Refused(
+                url,
+                status.as_u16(),
+                String::from_utf8_lossy(&bytes).into_owned(),
+            ));
+        }
+        if bytes.is_empty() {
+            return Ok(serde_json::Value::Null);
+        }
+        serde_json::from_slice(&bytes).map_err(|e| CliError::Decode(e.to_string()))
+    }
+
+    /// The status a GET of `path` answers (a probe: the body is read and dropped).
+    pub async fn status_of(&self, path: &str) -> Result<u16, CliError> {
+        let (_, status, _) = self.send("GET", path, None).await?;
+        Ok(status.as_u16())
+    }
+
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<(String, hyper::StatusCode, Bytes), CliError> {
         let tls = keelson_api::tls::client_config(self.ca.as_deref())?;
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
@@ -73,17 +99,7 @@ impl Target {
             .await
             .map_err(|e| CliError::Connect(url.clone(), e.to_string()))?
             .to_bytes();
-        if !status.is_success() {
-            return Err(CliError::Refused(
-                url,
-                status.as_u16(),
-                String::from_utf8_lossy(&bytes).into_owned(),
-            ));
-        }
-        if bytes.is_empty() {
-            return Ok(serde_json::Value::Null);
-        }
-        serde_json::from_slice(&bytes).map_err(|e| CliError::Decode(e.to_string()))
+        Ok((url, status, bytes))
     }
 
     /// The same target on another node.

@@ -4,6 +4,7 @@
 //! The binary (`main.rs`) only parses the command line and calls [`start`].
 
 pub mod admin_cli;
+pub mod audit_cli;
 pub mod capacity;
 pub mod cluster_cli;
 pub mod config;
@@ -284,6 +285,9 @@ where
         verified: Default::default(),
         max_tokens_per_user: config.max_tokens_per_user,
         console_session_secs: config.console_session_secs,
+        metrics: Default::default(),
+        audit: Default::default(),
+        storage_probe: Default::default(),
         tees: Default::default(),
         pulls: keelson_api::pulls::PullCounter::new(config.lifecycle.count_pulls),
         tls: api_tls.is_some(),
@@ -320,9 +324,14 @@ where
         registry.clone(),
         config.lifecycle.pull_flush,
     ));
+    tasks.push(lifecycle::spawn_audit_flush(
+        registry.clone(),
+        config.lifecycle.audit_flush,
+    ));
     tasks.push(lifecycle::spawn_retention(
         registry.clone(),
         config.lifecycle.retention_interval,
+        config.lifecycle.audit_retention,
     ));
     tasks.push(lifecycle::spawn_identity_sync(
         registry.clone(),

@@ -1,5 +1,6 @@
-//! The lifecycle layer's timers: every node flushes its pull counts, the leader runs retention,
-//! copies identity from the home region and replicates images to other regions.
+//! The lifecycle layer's timers: every node flushes its pull counts and audit events, the leader
+//! runs retention (and prunes the audit log), copies identity from the home region and
+//! replicates images to other regions.
 //! The passes themselves are in `keelson_api::lifecycle_jobs`, where the management API can also
 //! run them on demand.
 
@@ -22,8 +23,19 @@ pub fn spawn_pull_flush(registry: Arc<Registry>, period: Duration) -> JoinHandle
     })
 }
 
-/// Runs the retention pass every `period` (it acts only while this node leads).
-pub fn spawn_retention(registry: Arc<Registry>, period: Duration) -> JoinHandle<()> {
+/// Sends this node's audit events to the catalog every `period`.
+pub fn spawn_audit_flush(registry: Arc<Registry>, period: Duration) -> JoinHandle<()> {
+    every(period, move || {
+        let registry = registry.clone();
+        async move {
+            keelson_api::audit::flush(&registry).await;
+        }
+    })
+}
+
+/// Runs the retention pass every `period` (it acts only while this node leads), and prunes
+/// audit records older than `audit_retention`.
+pub fn spawn_retention(registry: Arc<Registry>, period: Duration, audit_retention: Duration) -> JoinHandle<()> {
     every(period, move || {
         let registry = registry.clone();
         async move {
@@ -32,6 +44,7 @@ pub fn spawn_retention(registry: Arc<Registry>, period: Duration) -> JoinHandle<
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "retention pass failed"),
             }
+            lifecycle_jobs::prune_audit(&registry, audit_retention).await;
         }
     })
 }

@@ -134,7 +134,7 @@ pub enum RetentionCommand {
 }
 
 /// Milliseconds since the epoch as an RFC 3339 time (`-` when absent).
-fn time(ms: &Value) -> String {
+pub(crate) fn time(ms: &Value) -> String {
     match ms.as_u64() {
         None => "-".into(),
         Some(ms) => {

@@ -76,6 +76,13 @@ enum Command {
         #[command(subcommand)]
         command: CacheCommand,
     },
+    /// The audit log: changes and failed logins, newest first.
+    Audit {
+        #[command(flatten)]
+        target: TargetArgs,
+        #[command(flatten)]
+        args: keelson::audit_cli::AuditArgs,
+    },
     /// A round-robin TCP load balancer (for local clusters and tests).
     Lb {
         #[arg(long)]
@@ -83,6 +90,15 @@ enum Command {
         /// Backend addresses (`host:port`), repeatable.
         #[arg(long = "backend", required = true)]
         backends: Vec<String>,
+        /// Probe the backends' `/readyz` over HTTPS (the nodes serve TLS).
+        #[arg(long)]
+        probe_tls: bool,
+        /// CA that signed the nodes' API certificates, for HTTPS probes.
+        #[arg(long)]
+        probe_ca: Option<std::path::PathBuf>,
+        /// Milliseconds between two readiness probes of each backend.
+        #[arg(long, default_value_t = 1000)]
+        probe_ms: u64,
     },
 }
 
@@ -173,7 +189,21 @@ fn main() -> std::process::ExitCode {
             Command::Retention { target, command } => {
                 keelson::lifecycle_cli::retention(&target.target(), command).await?
             }
-            Command::Lb { listen, backends } => keelson::lb::run(&listen, backends).await?,
+            Command::Audit { target, args } => keelson::audit_cli::run(&target.target(), args).await?,
+            Command::Lb {
+                listen,
+                backends,
+                probe_tls,
+                probe_ca,
+                probe_ms,
+            } => {
+                let probe = keelson::lb::Probe {
+                    tls: probe_tls || probe_ca.is_some(),
+                    ca: probe_ca,
+                    every: std::time::Duration::from_millis(probe_ms.max(50)),
+                };
+                keelson::lb::run(&listen, backends, probe).await?
+            }
         }
         Ok(())
     });

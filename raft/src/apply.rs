@@ -235,6 +235,8 @@ impl Applier<'_> {
                 Ok(Done)
             }
             C::RecordPulls { node, seq, pulls } => self.record_pulls(node, seq, pulls),
+            C::RecordAudit { node, seq, events } => self.record_audit(node, seq, events),
+            C::PruneAudit { before_ms } => self.prune_audit(before_ms),
             C::SetRetentionPolicy {
                 namespace,
                 name,

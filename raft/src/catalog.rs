@@ -392,6 +392,54 @@ impl CatalogReader {
         Ok(out)
     }
 
+    /// Up to `limit` audit records of `scope` that `filter` accepts, newest first, starting
+    /// after the cursor `after` (a page's `next`). A page reads at most 100,000 records, so a
+    /// filter that matches little returns a short page with a cursor to go on from.
+    pub fn audit_page(
+        &self,
+        scope: &str,
+        after: Option<&str>,
+        limit: usize,
+        filter: &crate::audit::AuditFilter,
+    ) -> Result<crate::audit::AuditPage> {
+        const MAX_READ: usize = 100_000;
+        let prefix = crate::audit::scope_prefix(scope);
+        let mut start = prefix.clone();
+        if let Some(after) = after {
+            start.extend_from_slice(&hex::decode(after).map_err(|_| err("bad audit cursor"))?);
+            start.push(0); // strictly after
+        }
+        let mut page = crate::audit::AuditPage::default();
+        let mut read = 0;
+        let mut last_key = None;
+        let mut iter = self
+            .db
+            .iterator_cf(self.cf(CF_LIFECYCLE)?, IteratorMode::From(&start, Direction::Forward));
+        for item in iter.by_ref() {
+            let (key, value) = item.map_err(err)?;
+            if !key.starts_with(&prefix) {
+                return Ok(page); // the scope's last record was read
+            }
+            read += 1;
+            let event: crate::audit::AuditEvent = bincode::deserialize(&value).map_err(err)?;
+            if filter.matches(&event) {
+                page.events.push(event);
+            }
+            last_key = Some(key[prefix.len()..].to_vec());
+            if page.events.len() >= limit || read >= MAX_READ {
+                break;
+            }
+        }
+        // Stopped early: more may follow when another record of the scope does.
+        let more = iter
+            .next()
+            .transpose()
+            .map_err(err)?
+            .is_some_and(|(key, _)| key.starts_with(&prefix));
+        page.next = last_key.filter(|_| more).map(hex::encode);
+        Ok(page)
+    }
+
     /// How many referrers name `digest` as their subject in `repo`.
     pub fn referrer_count(&self, repo: &str, digest: &str) -> Result<usize> {
         let mut prefix = join(&[repo, digest]);
@@ -488,6 +536,11 @@ impl CatalogReader {
     /// The number of the last pull-count batch applied from `node` (0: none).
     pub fn pull_seq(&self, node: NodeId) -> Result<u64> {
         Ok(self.lifecycle(&pull_seq_key(node))?.unwrap_or(0))
+    }
+
+    /// The number of the last audit batch applied from `node`.
+    pub fn audit_seq(&self, node: NodeId) -> Result<u64> {
+        Ok(self.lifecycle(&crate::audit::seq_key(node))?.unwrap_or(0))
     }
 
     pub fn repo_info(&self, repo: &str) -> Result<RepoInfo> {

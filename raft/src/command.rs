@@ -181,6 +181,17 @@ pub enum CatalogCommand {
         expected: Option<String>,
         then: Box<CatalogCommand>,
     },
+    /// Audit events answered by node `node` since its last flush (at most
+    /// [`crate::audit::MAX_AUDIT_PER_ENTRY`]); like `RecordPulls`, a `seq` not above the node's
+    /// last applied one is a retry and changes nothing.
+    RecordAudit {
+        node: NodeId,
+        seq: u64,
+        events: Vec<crate::audit::AuditEvent>,
+    },
+    /// Deletes audit records older than `before_ms` (at most
+    /// [`crate::audit::MAX_PRUNE_PER_ENTRY`] per entry; the leader's pass repeats).
+    PruneAudit { before_ms: u64 },
 }
 
 /// Candidates or swept blobs per GC command: a digest is about 71 bytes, a swept blob names its

@@ -10,8 +10,10 @@
 #![allow(clippy::result_large_err)]
 
 mod apply;
+mod apply_audit;
 mod apply_lifecycle;
 mod apply_regions;
+pub mod audit;
 pub mod catalog;
 pub mod command;
 mod db;

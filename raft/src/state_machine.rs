@@ -101,6 +101,8 @@ fn touches_cached_state(cmd: &CatalogCommand) -> bool {
             | CatalogCommand::Regions(_)
             | CatalogCommand::ReportCapacity { .. }
             | CatalogCommand::RecordPulls { .. }
+            | CatalogCommand::RecordAudit { .. }
+            | CatalogCommand::PruneAudit { .. }
             | CatalogCommand::SetRetentionPolicy { .. }
             | CatalogCommand::AssignRetention { .. }
             | CatalogCommand::SetImmutableTags { .. }

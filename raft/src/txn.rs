@@ -102,6 +102,28 @@ impl Txn {
         Ok(out)
     }
 
+    /// Up to `limit` committed keys under `prefix` that `wanted` accepts, in key order, holding
+    /// only those in memory (a bounded pass over a large range).
+    pub fn committed_keys_where(
+        &self,
+        cf: &'static str,
+        prefix: &[u8],
+        limit: usize,
+        wanted: impl Fn(&[u8]) -> bool,
+    ) -> Result<Vec<Vec<u8>>, TxnError> {
+        let mut out = Vec::new();
+        for item in self.db.prefix_iterator_cf(self.cf(cf)?, prefix) {
+            let (key, _) = item?;
+            if !key.starts_with(prefix) || out.len() >= limit {
+                break;
+            }
+            if wanted(&key) {
+                out.push(key.to_vec());
+            }
+        }
+        Ok(out)
+    }
+
     /// Keys under `prefix` as this transaction sees them: committed ones not deleted here, plus
     /// ones written here.
     pub fn scan_keys(&self, cf: &'static str, prefix: &[u8]) -> Result<Vec<Vec<u8>>, TxnError> {

@@ -157,7 +157,9 @@ pub async fn lb_host(backends: Vec<String>) -> turmoil::Result {
     let listener = &listener;
     let accept = move || async move { listener.accept().await.map(|(stream, _)| stream) };
     let connect = |addr: String| turmoil::net::TcpStream::connect(addr);
-    keelson::lb::balance(accept, backends, connect).await?;
+    // No readiness prober here: the simulation's balancer knows only whether a node accepts.
+    let readiness = std::sync::Arc::new(keelson::lb::Readiness::all_ready(backends.len()));
+    keelson::lb::balance(accept, backends, readiness, connect).await?;
     Ok(())
 }
 

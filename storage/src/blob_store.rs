@@ -93,6 +93,11 @@ const CACHE_BYTES: usize = 64 << 20;
 const CACHE_ENTRY: usize = 256 << 10;
 
 impl BlobStore {
+    /// The directory holding this store's files (the node's data directory for blobs).
+    pub fn root(&self) -> &std::path::Path {
+        &self.root
+    }
+
     pub fn open(root: PathBuf) -> io::Result<BlobStore> {
         std::fs::create_dir_all(root.join("sha256"))?;
         // Leftovers of conversions a crash interrupted (the plain file is still in place).

@@ -124,24 +124,29 @@ fn catalog_error(e: keelson_raft::CatalogError) -> ApiError {
     }
 }
 
+/// The cluster's status as this node sees it, with the blob jobs' view and the region.
+pub(crate) fn full_status(reg: &crate::registry::Registry) -> Result<keelson_raft::ClusterStatus, ApiError> {
+    let mut status = reg.catalog.status();
+    if let Some(view) = reg.blob_health.view() {
+        status.under_replicated = Some(view.under_replicated);
+        status.bytes_to_move = Some(view.bytes_to_move);
+        status.blob_jobs.insert("repair.unavailable".into(), view.unavailable);
+        status.blob_jobs.insert("repair.misplaced".into(), view.misplaced);
+    }
+    status.blob_jobs.extend(reg.blob_health.counters());
+    let regions = reg.catalog.reader().regions()?;
+    status.home_region = regions.home.clone().or(regions.name.clone());
+    status.region = regions.name;
+    Ok(status)
+}
+
 /// Dispatches `/api/v1/cluster/<rest>`.
 pub async fn cluster(reg: &Cx<'_>, rest: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let method = req.method().clone();
     match (method.as_str(), rest) {
         ("GET", "status") => {
             access::administer_cluster(reg)?;
-            let mut status = reg.catalog.status();
-            if let Some(view) = reg.blob_health.view() {
-                status.under_replicated = Some(view.under_replicated);
-                status.bytes_to_move = Some(view.bytes_to_move);
-                status.blob_jobs.insert("repair.unavailable".into(), view.unavailable);
-                status.blob_jobs.insert("repair.misplaced".into(), view.misplaced);
-            }
-            status.blob_jobs.extend(reg.blob_health.counters());
-            let regions = reg.catalog.reader().regions()?;
-            status.home_region = regions.home.clone().or(regions.name.clone());
-            status.region = regions.name;
-            let status = serde_json::to_value(status).map_err(|e| bad_request(e.to_string()))?;
+            let status = serde_json::to_value(full_status(reg)?).map_err(|e| bad_request(e.to_string()))?;
             Ok(json_reply(StatusCode::OK, &status))
         }
         ("POST", "init") => {

@@ -118,6 +118,9 @@ pub async fn route(cx: &Cx<'_>, rest: &str, req: Request<Incoming>) -> Result<Re
     ) {
         return super::regions::route(cx, &parts, req).await;
     }
+    if parts.first() == Some(&"audit") {
+        return super::audit::route(cx, &parts[1..], &req);
+    }
     if let Some((repo, resource)) = parts
         .first()
         .filter(|p| **p == "repos")

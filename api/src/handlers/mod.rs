@@ -1,6 +1,7 @@
 //! Route handlers, one module per resource, and the small helpers they share.
 
 pub mod admin;
+pub mod audit;
 pub mod blobs;
 pub mod identity;
 pub mod lifecycle;

@@ -70,6 +70,16 @@ def docker(config, *args, ok=True, stdin=None):
     return out
 
 
+def wait_for(what, check, limit=60.0):
+    """Polls `check` until it holds (a deadline, not a sleep standing in for a condition)."""
+    import time
+    deadline = time.monotonic() + limit
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not reached in {limit} s")
+        time.sleep(0.1)
+
+
 def shot(page, name):
     page.screenshot(path=os.path.join(SHOTS, name + ".png"), full_page=True)
 
@@ -230,6 +240,16 @@ def main():
         expect(page.locator("#policy-new-check")).to_contain_text("Line 2, column")
         _, tenancy = call("GET", "/api/v1/tenancies/acme", expect_status=200)
         assert all(p["name"] != "broken" for p in tenancy["policies"]), tenancy
+
+        step("the administration page shows the tenancy's audit log")
+        wait_for("the push in the audit log", lambda: any(
+            e["action"] == "manifest.put" and e["actor"] == "acme/ann"
+            for e in call("GET", "/api/v1/audit?namespace=acme", expect_status=200)[1]["events"]))
+        page.reload()
+        audit = page.get_by_role("table", name="Audit log")
+        expect(audit).to_contain_text("manifest.put")
+        expect(audit).to_contain_text("acme/ann")
+        shot(page, "audit")
 
         step("a new token is shown once and works for docker login")
         page.get_by_role("link", name="Auth tokens").click()

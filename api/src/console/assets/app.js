@@ -497,7 +497,7 @@ async function pageAdmin(ns) {
     h('p', { class: 'muted' }, 'One statement per line, e.g. ', h('code', {}, 'allow group Developers to use repos in compartment dev'), '.'));
   for (const p of t.policies) policiesBox.append(policyEditor(ns, p.name, p.statements, p.compartment));
   policiesBox.append(policyEditor(ns, null, [], null));
-  append(section, [users, groupsBox, policiesBox]);
+  append(section, [users, groupsBox, policiesBox, await auditBox(ns)]);
   return section;
 }
 
@@ -537,6 +537,21 @@ function policyEditor(ns, name, statements, compartment) {
     name ? h('button', { type: 'button', class: 'danger', onclick: () => { if (confirm('Delete policy ' + name + '?')) change(box, () => api('DELETE', '/api/v1/tenancies/' + ns + '/policies/' + name), 'Deleted policy ' + name + '.'); } }, 'Delete policy ' + name) : null),
   h('div', { class: 'result' }));
   return box;
+}
+
+// The newest audit records of a tenancy (or, for the cluster administrator, of no tenancy).
+async function auditBox(ns) {
+  const query = new URLSearchParams(location.search);
+  const failed = query.get('failed') === 'true';
+  const page = await get('/api/v1/audit?n=50' + (ns ? '&namespace=' + ns : '') + (failed ? '&failed=true' : ''));
+  const here = location.pathname;
+  return h('div', { class: 'card', id: 'audit' }, h('h2', {}, 'Audit log'),
+    h('p', {}, failed ? link(here, 'Show every record') : link(here + '?failed=true', 'Show only refusals and failed logins')),
+    table('Audit log', ['Time', 'Actor', 'Action', { label: 'Status', num: 1 }, 'Source', 'Node', 'Target'],
+      page.events.map((e) => h('tr', {}, h('td', {}, when(e.time_ms)), h('td', {}, e.actor), h('td', { class: 'mono' }, e.action),
+        h('td', { class: 'num' }, e.status), h('td', {}, e.source || '-'), h('td', {}, e.node), h('td', { class: 'mono digest' }, e.target))),
+      'No records yet.'),
+    page.next ? h('p', { class: 'muted' }, 'Older records: keelson audit' + (ns ? ' --namespace ' + ns : '') + ' --after ' + page.next) : null);
 }
 
 async function pageTokens(ns) {
@@ -608,5 +623,6 @@ async function pageCluster() {
       table('Replication', ['Rule', 'Target', { label: 'Pending', num: 1 }, { label: 'Pending bytes', num: 1 }, 'Lag', { label: 'Sent', num: 1 }, 'Last error'],
         (replication.targets || []).map((r) => h('tr', {}, h('td', { class: 'mono' }, r.rule), h('td', {}, r.target), h('td', { class: 'num' }, r.pending_images), h('td', { class: 'num' }, bytes(r.pending_bytes)),
           h('td', {}, r.lag_ms !== undefined && r.lag_ms !== null ? (r.lag_ms / 1000).toFixed(1) + ' s' : '-'), h('td', { class: 'num' }, bytes(r.bytes_sent)), h('td', {}, r.last_error || '-'))),
-        'No replication rules.')) : null);
+        'No replication rules.')) : null,
+    await auditBox(null));
 }
