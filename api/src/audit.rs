@@ -18,6 +18,10 @@ use crate::routes::Route;
 
 /// Events one node holds between flushes; past it new events are counted as dropped.
 const MAX_QUEUED: usize = 20_000;
+/// Distinct (user, address) pairs of refused logins one node holds between flushes: a flood of
+/// bad credentials becomes at most this many records per flush, each with its count, and can
+/// never crowd the changes out of the queue.
+const MAX_REFUSAL_KEYS: usize = 1_000;
 
 /// What the request path learned about a request for its audit record.
 #[derive(Debug, Default)]
@@ -31,6 +35,8 @@ pub struct Note {
 #[derive(Default)]
 pub struct AuditLog {
     queue: Mutex<Vec<AuditEvent>>,
+    /// Refused logins since the last flush: the first of each (user, address) and how many.
+    refusals: Mutex<std::collections::HashMap<(String, String), (AuditEvent, u64)>>,
     dropped: AtomicU64,
     batches: NumberedBatches<AuditEvent>,
 }
@@ -69,6 +75,18 @@ impl AuditLog {
             source: source.map(|ip| ip.to_string()).unwrap_or_default(),
         }
         .bounded();
+        if event.action == "auth.failed" {
+            let mut refusals = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
+            let key = (event.actor.clone(), event.source.clone());
+            if let Some((_, count)) = refusals.get_mut(&key) {
+                *count = count.saturating_add(1);
+            } else if refusals.len() < MAX_REFUSAL_KEYS {
+                refusals.insert(key, (event, 1));
+            } else {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            return;
+        }
         let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         if queue.len() >= MAX_QUEUED {
             self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -82,8 +100,23 @@ impl AuditLog {
         self.dropped.load(Ordering::Relaxed)
     }
 
+    /// Everything noted since the last flush; repeated refusals as one record saying how many.
     fn take(&self) -> Vec<AuditEvent> {
-        std::mem::take(&mut *self.queue.lock().unwrap_or_else(|p| p.into_inner()))
+        let mut events = std::mem::take(&mut *self.queue.lock().unwrap_or_else(|p| p.into_inner()));
+        let refusals = std::mem::take(&mut *self.refusals.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut refused: Vec<AuditEvent> = refusals
+            .into_values()
+            .map(|(mut event, count)| {
+                if count > 1 {
+                    event.target = format!("{} (and {} more)", event.target, count - 1);
+                }
+                event.bounded()
+            })
+            .collect();
+        // A batch's content never depends on hashing order (replayable simulations).
+        refused.sort_by(|a, b| (a.time_ms, &a.actor, &a.source).cmp(&(b.time_ms, &b.actor, &b.source)));
+        events.extend(refused);
+        events
     }
 }
 
@@ -265,6 +298,31 @@ mod tests {
             action_of(&Method::GET, &parse("/v2/"), 401, &refused).as_deref(),
             Some("auth.failed")
         );
+    }
+
+    #[test]
+    fn a_flood_of_refused_logins_becomes_one_record_per_user_and_address() {
+        let log = AuditLog::default();
+        let refused = Note {
+            actor: None,
+            refused_user: Some("acme/ann".into()),
+        };
+        let ip = Some(std::net::IpAddr::from([10, 0, 0, 9]));
+        for t in 0..5_000 {
+            log.note(1, t, &Method::GET, "/v2/", &parse("/v2/"), 401, &refused, ip);
+        }
+        let change = Note {
+            actor: Some("acme/ann".into()),
+            refused_user: None,
+        };
+        let path = "/v2/acme/app/manifests/v1";
+        log.note(1, 9, &Method::PUT, path, &parse(path), 201, &change, ip);
+        let events = log.take();
+        assert_eq!(events.len(), 2, "{events:?}");
+        assert_eq!(events[0].action, "manifest.put");
+        assert_eq!(events[1].action, "auth.failed");
+        assert_eq!(events[1].target, "/v2/ (and 4999 more)");
+        assert!(log.take().is_empty());
     }
 
     #[test]

@@ -40,6 +40,9 @@ pub async fn flush_pulls(reg: &Registry) -> usize {
     flushed
 }
 
+/// Prune entries the leader proposes per retention pass.
+const PRUNE_ENTRIES_PER_PASS: usize = 8;
+
 /// Deletes audit records older than `keep` (on the leader), one bounded entry at a time.
 pub async fn prune_audit(reg: &Registry, keep: std::time::Duration) {
     if !reg.catalog.is_leader() {
@@ -47,8 +50,13 @@ pub async fn prune_audit(reg: &Registry, keep: std::time::Duration) {
     }
     let keep_ms = u64::try_from(keep.as_millis()).unwrap_or(u64::MAX);
     let before_ms = reg.clock.now_ms().saturating_sub(keep_ms);
-    if let Err(e) = reg.catalog.propose(CatalogCommand::PruneAudit { before_ms }).await {
-        tracing::debug!(error = %e, "audit pruning deferred");
+    // Each entry deletes at most MAX_PRUNE_PER_ENTRY records; a few per pass keep up with any
+    // plausible rate of changes (an entry with nothing left to delete costs one seek per scope).
+    for _ in 0..PRUNE_ENTRIES_PER_PASS {
+        if let Err(e) = reg.catalog.propose(CatalogCommand::PruneAudit { before_ms }).await {
+            tracing::debug!(error = %e, "audit pruning deferred");
+            return;
+        }
     }
 }
 

@@ -92,9 +92,16 @@ pub struct Snapshot {
     pub replication: Vec<(String, String, f64, u64, u64, u64)>,
 }
 
+/// How long a scrape's text is served again: several scrapers, or one scraping too often, cost
+/// one catalog read per interval.
+const SCRAPE_REUSE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Every metric of one node.
 pub struct Metrics {
     registry: PromRegistry,
+    /// The last scrape's text and when it was made; held while one is built, so concurrent
+    /// scrapes wait for it instead of building their own.
+    last_scrape: std::sync::Mutex<Option<(std::time::Instant, String)>>,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram>,
     bytes_in: Family<RouteLabels, Counter>,
@@ -262,6 +269,7 @@ impl Metrics {
         );
         Metrics {
             registry,
+            last_scrape: std::sync::Mutex::new(None),
             requests,
             latency,
             bytes_in,
@@ -321,6 +329,19 @@ impl Metrics {
     pub fn token_cache(&self, hit: bool) {
         let result = if hit { "hit" } else { "miss" };
         self.token_cache.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    /// The text exposition, rebuilt with `snapshot()` at most once per [`SCRAPE_REUSE`].
+    pub fn scrape(&self, snapshot: impl FnOnce() -> Snapshot) -> String {
+        let mut last = self.last_scrape.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, text)) = last.as_ref() {
+            if at.elapsed() < SCRAPE_REUSE {
+                return text.clone();
+            }
+        }
+        let text = self.render(&snapshot());
+        *last = Some((std::time::Instant::now(), text.clone()));
+        text
     }
 
     /// The text exposition, after setting the scrape-time gauges from `now`.

@@ -69,7 +69,8 @@ async fn handle(registry: Arc<Registry>, remote: Option<IpAddr>, req: Request<In
     let method = req.method().clone();
     let head = method == Method::HEAD;
     let path = req.uri().path().to_string();
-    let route_label = metrics::route_label(&routes::parse(&path));
+    let parsed = routes::parse(&path);
+    let route_label = metrics::route_label(&parsed);
     let bytes_in = content_length(req.headers());
     let mut note = audit::Note::default();
     let mut response = match route(&registry, remote, req, &mut note).await {
@@ -90,7 +91,7 @@ async fn handle(registry: Arc<Registry>, remote: Option<IpAddr>, req: Request<In
         registry.clock.now_ms(),
         &method,
         &path,
-        &routes::parse(&path),
+        &parsed,
         status,
         &note,
         remote,
@@ -217,14 +218,20 @@ fn caller(
     })
 }
 
-/// Whether the request carries a signed credential (a registry token or a console session).
-fn signed_credentials(req: &Request<Incoming>) -> bool {
+/// Whether the request's registry token or console session names a signing key this node does
+/// not hold yet.
+fn signed_with_unknown_key(reg: &Registry, req: &Request<Incoming>) -> bool {
     let bearer = req
         .headers()
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.starts_with("Bearer ") || a.starts_with("bearer "));
-    bearer || console_session(req).is_some()
+        .and_then(|a| a.strip_prefix("Bearer ").or_else(|| a.strip_prefix("bearer ")));
+    let Some(token) = bearer.or_else(|| console_session(req)) else {
+        return false;
+    };
+    reg.catalog
+        .reader()
+        .with_identity(|state| auth::jwt::names_unknown_key(state, token.trim()))
 }
 
 /// The console session cookie of a request, if it has one.
@@ -325,7 +332,7 @@ async fn route(
         Route::Metrics => {
             let reg_for_scrape = reg.handle();
             let text = match reg_for_scrape {
-                Some(r) => tokio::task::spawn_blocking(move || r.metrics.render(&metrics::snapshot(&r)))
+                Some(r) => tokio::task::spawn_blocking(move || r.metrics.scrape(|| metrics::snapshot(&r)))
                     .await
                     .unwrap_or_default(),
                 None => String::new(),
@@ -352,7 +359,7 @@ async fn route(
         reg.rate_limits.admit_address(remote)?;
     }
     if let Route::Console { rest } = route {
-        return crate::console::route(reg, remote, rest, req).await;
+        return crate::console::route(reg, remote, rest, req, note).await;
     }
     if route == Route::Token {
         // A refused login on the token endpoint (how docker login checks a password) is audited
@@ -378,7 +385,7 @@ async fn route(
     // ago on another node) verifies once this node has caught up with the log: catch up, retry.
     let mut resolved = caller(reg, remote, &req, note);
     if matches!(&resolved, Err(e) if e.status == StatusCode::UNAUTHORIZED)
-        && signed_credentials(&req)
+        && signed_with_unknown_key(reg, &req)
         && reg.catalog.linearizable().await.is_ok()
     {
         *note = audit::Note::default();

@@ -116,9 +116,10 @@ where
         tokio::spawn(async move {
             // Ready backends first; when none is ready (or none of them accepts), any that
             // accepts, so a cluster without a leader still answers its clients with errors.
+            let start = next.fetch_add(1, Ordering::Relaxed);
             for only_ready in [true, false] {
-                for _ in 0..backends.len() {
-                    let i = next.fetch_add(1, Ordering::Relaxed) % backends.len();
+                for k in 0..backends.len() {
+                    let i = start.wrapping_add(k) % backends.len();
                     if only_ready && !readiness.is_ready(i) {
                         continue;
                     }

@@ -146,7 +146,9 @@ async fn a_pull_through_cache_fills_from_distribution_serves_through_outages_and
             .into_iter()
             .flatten()
             .any(|i| i["digest"] == first_digest.as_str() && i["tags"] == json!(["v1"]));
-        found.then_some(()).ok_or(format!("images: {body}"))
+        found
+            .then_some(())
+            .ok_or_else(|| format!("images: {body}\n--- node log:\n{}", keelson.log()))
     });
 
     // The upstream goes away: the cache still serves the image.

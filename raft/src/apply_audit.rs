@@ -29,19 +29,38 @@ impl Applier<'_> {
         Ok(Done)
     }
 
+    /// Deletes records older than `before_ms`, at most [`MAX_PRUNE_PER_ENTRY`]: in each scope
+    /// the old records are the last ones (newest first), so each scope costs one seek.
     pub(crate) fn prune_audit(&mut self, before_ms: u64) -> Applied {
-        let old = self
-            .tx
-            .committed_keys_where(CF_LIFECYCLE, AUDIT_PREFIX, MAX_PRUNE_PER_ENTRY, |key| {
-                // The scope ends at the first 0 after the prefix; the time follows.
-                key[AUDIT_PREFIX.len()..]
-                    .iter()
-                    .position(|b| *b == 0)
-                    .and_then(|at| time_of_suffix(&key[AUDIT_PREFIX.len() + at + 1..]))
-                    .is_some_and(|t| t < before_ms)
-            })?;
-        for key in old {
-            self.tx.delete(CF_LIFECYCLE, &key)?;
+        let oldest_kept = (u64::MAX - before_ms).to_be_bytes();
+        let mut budget = MAX_PRUNE_PER_ENTRY;
+        let mut cursor = AUDIT_PREFIX.to_vec();
+        while budget > 0 {
+            // The next scope: the first record at or after the cursor.
+            let Some(first) = self
+                .tx
+                .committed_keys_from(CF_LIFECYCLE, &cursor, AUDIT_PREFIX, 1)?
+                .pop()
+            else {
+                break;
+            };
+            let Some(end) = first[AUDIT_PREFIX.len()..].iter().position(|b| *b == 0) else {
+                break;
+            };
+            let scope = first[..AUDIT_PREFIX.len() + end + 1].to_vec();
+            // Inverted times above `u64::MAX - before_ms` are records older than `before_ms`.
+            let mut from = scope.clone();
+            from.extend_from_slice(&oldest_kept);
+            from.push(0xff);
+            for key in self.tx.committed_keys_from(CF_LIFECYCLE, &from, &scope, budget)? {
+                self.tx.delete(CF_LIFECYCLE, &key)?;
+                budget -= 1;
+            }
+            // Past this scope: its terminating 0 becomes 1.
+            cursor = scope;
+            if let Some(last) = cursor.last_mut() {
+                *last = 1;
+            }
         }
         Ok(Done)
     }

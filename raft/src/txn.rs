@@ -102,24 +102,23 @@ impl Txn {
         Ok(out)
     }
 
-    /// Up to `limit` committed keys under `prefix` that `wanted` accepts, in key order, holding
-    /// only those in memory (a bounded pass over a large range).
-    pub fn committed_keys_where(
+    /// Up to `limit` committed keys at or after `start` that still begin with `prefix`, in key
+    /// order (a bounded read of one range).
+    pub fn committed_keys_from(
         &self,
         cf: &'static str,
+        start: &[u8],
         prefix: &[u8],
         limit: usize,
-        wanted: impl Fn(&[u8]) -> bool,
     ) -> Result<Vec<Vec<u8>>, TxnError> {
         let mut out = Vec::new();
-        for item in self.db.prefix_iterator_cf(self.cf(cf)?, prefix) {
+        let mode = rocksdb::IteratorMode::From(start, rocksdb::Direction::Forward);
+        for item in self.db.iterator_cf(self.cf(cf)?, mode) {
             let (key, _) = item?;
             if !key.starts_with(prefix) || out.len() >= limit {
                 break;
             }
-            if wanted(&key) {
-                out.push(key.to_vec());
-            }
+            out.push(key.to_vec());
         }
         Ok(out)
     }

@@ -71,6 +71,15 @@ pub fn sign(state: &IdentityState, claims: &Claims, keys: Option<&MasterKeys>) -
     )?)
 }
 
+/// Whether `token` names a signing key `state` does not hold (yet): a key made a moment ago on
+/// another node that this one has not applied.
+pub fn names_unknown_key(state: &IdentityState, token: &str) -> bool {
+    jsonwebtoken::decode_header(token)
+        .ok()
+        .and_then(|h| h.kid)
+        .is_some_and(|kid| !state.signing_keys.iter().any(|k| k.kid == kid))
+}
+
 /// Verifies a token's signature, expiry and audience; returns its claims.
 pub fn verify(state: &IdentityState, token: &str) -> Result<Claims, TokenError> {
     let header = jsonwebtoken::decode_header(token)?;

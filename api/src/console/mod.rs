@@ -39,10 +39,11 @@ pub async fn route(
     remote: Option<IpAddr>,
     rest: &str,
     req: Request<Incoming>,
+    note: &mut crate::audit::Note,
 ) -> Result<Response<Body>, ApiError> {
     let method = req.method().clone();
     match (&method, rest) {
-        (&Method::POST, "api/session") => sign_in(reg, remote, req).await,
+        (&Method::POST, "api/session") => sign_in(reg, remote, req, note).await,
         (&Method::GET, "api/session") => who(reg, &req),
         (&Method::DELETE, "api/session") => sign_out(reg, &req),
         (_, "api/session") => Err(unsupported()),
@@ -83,9 +84,27 @@ struct SignIn {
     token: String,
 }
 
-/// Checks the login like `docker login` does and answers with a session cookie.
-async fn sign_in(reg: &Registry, remote: Option<IpAddr>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+/// Checks the login like `docker login` does and answers with a session cookie. Only a JSON
+/// body from the console's own origin is taken: a form on another site cannot send one, so it
+/// cannot sign a victim's browser in as someone else.
+async fn sign_in(
+    reg: &Registry,
+    remote: Option<IpAddr>,
+    req: Request<Incoming>,
+    note: &mut crate::audit::Note,
+) -> Result<Response<Body>, ApiError> {
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    if !header("content-type").is_some_and(|t| t.starts_with("application/json")) {
+        return Err(ApiError::new(ErrorCode::BadRequest, "signing in takes a JSON body"));
+    }
+    if header("sec-fetch-site").is_some_and(|s| s == "cross-site") {
+        return Err(ApiError::new(
+            ErrorCode::Denied,
+            "signing in from another site is refused",
+        ));
+    }
     let body: SignIn = read_json(req).await?;
+    note.refused_user = Some(body.username.clone());
     reg.rate_limits.admit_login(&body.username, remote)?;
     let reader = reg.catalog.reader();
     let login = reader.with_identity(|state| {
@@ -96,6 +115,8 @@ async fn sign_in(reg: &Registry, remote: Option<IpAddr>, req: Request<Incoming>)
     reg.rate_limits.login_result(&body.username, remote, login.is_ok());
     let (principal, tid) =
         login.map_err(|_| ApiError::new(ErrorCode::Unauthorized, "invalid username or auth token"))?;
+    note.refused_user = None;
+    note.actor = Some(principal.subject());
     crate::handlers::token::ensure_signing_key(reg).await?;
     reg.token_uses.record(&principal, reg.clock.now_ms());
     let now = reg.clock.now_ms() / 1000;

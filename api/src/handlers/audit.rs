@@ -52,7 +52,8 @@ pub fn route<B>(cx: &Cx<'_>, rest: &[&str], req: &Request<B>) -> Result<Response
     };
     let n = number("n")?.map_or(100, |n| n as usize).clamp(1, MAX_PAGE);
     let after = query_get(&pairs, "after").filter(|v| !v.is_empty());
-    if after.is_some_and(|a| a.len() > 128 || !a.bytes().all(|b| b.is_ascii_hexdigit())) {
+    // A cursor is the hex of a record's key after its scope: 26 bytes.
+    if after.is_some_and(|a| a.len() != 52 || !a.bytes().all(|b| b.is_ascii_hexdigit())) {
         return Err(bad_request("after must be the next cursor of a previous page"));
     }
     let page = cx

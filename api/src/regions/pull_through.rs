@@ -43,7 +43,12 @@ pub struct PullThrough {
     manifests: Mutex<HashSet<String>>,
     /// `repo@digest` of blobs being copied.
     blobs: Mutex<HashSet<String>>,
+    /// Woken whenever a blob copy ends, for those waiting on another copy of the same blob.
+    blob_done: tokio::sync::Notify,
 }
+
+/// How long a fill waits for another copy of a blob (a client's GET storing it) to end.
+const OTHER_COPY_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// A repository under a cache, with its upstream name.
 pub struct Cached {
@@ -332,7 +337,10 @@ async fn copy_blob(
                     }
                 }
             }
-            return Ok(());
+            // The client has every byte; the caller (a manifest fill links the manifest next)
+            // must not go on before the other copy has stored and linked the blob.
+            drop(client);
+            return wait_for_other_copy(reg, &key).await;
         }
         let id = reg.uploads.create(repo, Some("keelson/pull-through"))?;
         let copied = async {
@@ -366,8 +374,34 @@ async fn copy_blob(
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&key);
+        reg.pull_through.blob_done.notify_waiters();
     }
     result
+}
+
+/// Waits until no copy of `key` is in progress on this node (bounded by [`OTHER_COPY_WAIT`]).
+async fn wait_for_other_copy(reg: &Registry, key: &str) -> Result<(), ApiError> {
+    let deadline = tokio::time::Instant::now() + OTHER_COPY_WAIT;
+    loop {
+        let done = reg.pull_through.blob_done.notified();
+        tokio::pin!(done);
+        done.as_mut().enable();
+        let busy = reg
+            .pull_through
+            .blobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(key);
+        if !busy {
+            return Ok(());
+        }
+        if tokio::time::timeout_at(deadline, done).await.is_err() {
+            return Err(ApiError::new(
+                ErrorCode::Unavailable,
+                format!("another copy of {key} did not finish"),
+            ));
+        }
+    }
 }
 
 /// Answers a blob GET or HEAD on a cached repository whose blob is not stored here: streamed

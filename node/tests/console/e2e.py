@@ -225,6 +225,13 @@ def main():
                  headers: {'Content-Type': 'application/json'}, body: '{"public": false}'})).status"""
         )
         assert status == 403, f"a change without the CSRF token answered {status}"
+        # Nor can another site sign this browser in as someone else: a form cannot send JSON.
+        status = page.evaluate(
+            """async () => (await fetch('/console/api/session', {method: 'POST',
+                 headers: {'Content-Type': 'text/plain'},
+                 body: '{"username": "acme/rob", "token": "x"}'})).status"""
+        )
+        assert status == 400, f"a sign-in posted as a form answered {status}"
         _, demo_info = call("GET", "/api/v1/repos/acme/app/demo", expect_status=200)
         assert demo_info["public"] is True, demo_info
 
