@@ -63,7 +63,7 @@ impl AuditLog {
             (_, Some(actor)) => actor.clone(),
             _ => "anonymous".to_string(),
         };
-        let scope = scope_of(route, path, &actor);
+        let scope = scope_of(route, &actor);
         let event = AuditEvent {
             time_ms: now_ms,
             node,
@@ -195,7 +195,7 @@ fn first_segment(rest: &str) -> &str {
 
 /// The tenancy a request concerns: the first segment of a repository name, the namespace of a
 /// tenancy route, else the actor's own namespace (empty for the administrator and strangers).
-fn scope_of(route: &Route<'_>, path: &str, actor: &str) -> String {
+fn scope_of(route: &Route<'_>, actor: &str) -> String {
     let from_repo = |name: &str| name.split('/').next().unwrap_or_default().to_string();
     match route {
         Route::Manifest { name, .. }
@@ -213,10 +213,7 @@ fn scope_of(route: &Route<'_>, path: &str, actor: &str) -> String {
             }
         }
         Route::Cluster { .. } => String::new(),
-        _ => {
-            let _ = path;
-            actor_scope(actor)
-        }
+        _ => actor_scope(actor),
     }
 }
 
@@ -327,17 +324,14 @@ mod tests {
 
     #[test]
     fn scopes_follow_the_tenancy() {
+        assert_eq!(scope_of(&parse("/v2/acme/app/manifests/v1"), "keelson/admin"), "acme");
         assert_eq!(
-            scope_of(&parse("/v2/acme/app/manifests/v1"), "", "keelson/admin"),
+            scope_of(&parse("/api/v1/tenancies/acme/users"), "keelson/admin"),
             "acme"
         );
-        assert_eq!(
-            scope_of(&parse("/api/v1/tenancies/acme/users"), "", "keelson/admin"),
-            "acme"
-        );
-        assert_eq!(scope_of(&parse("/api/v1/repos/acme/app"), "", "keelson/admin"), "acme");
-        assert_eq!(scope_of(&parse("/api/v1/cluster/members"), "", "keelson/admin"), "");
-        assert_eq!(scope_of(&parse("/v2/"), "", "acme/ann"), "acme");
-        assert_eq!(scope_of(&parse("/v2/"), "", "keelson/admin"), "");
+        assert_eq!(scope_of(&parse("/api/v1/repos/acme/app"), "keelson/admin"), "acme");
+        assert_eq!(scope_of(&parse("/api/v1/cluster/members"), "keelson/admin"), "");
+        assert_eq!(scope_of(&parse("/v2/"), "acme/ann"), "acme");
+        assert_eq!(scope_of(&parse("/v2/"), "keelson/admin"), "");
     }
 }
