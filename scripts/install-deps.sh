@@ -71,10 +71,11 @@ for entry in "${PACKAGES[@]}"; do
     fi
 done
 
-# python3 + pip for the `oras` client library and Playwright (the console's browser tests).
+# python3 + pip for the `oras` client library, Playwright (the console's browser tests) and
+# openapi-spec-validator (node/tests/openapi.rs).
 if ! command -v python3 >/dev/null 2>&1; then
     missing+=(python3 python3-pip python3-venv)
-elif ! { python3 -c 'import oras' && python3 -c 'import playwright'; } >/dev/null 2>&1 && ! python3 -m pip --version >/dev/null 2>&1; then
+elif ! { python3 -c 'import oras' && python3 -c 'import playwright' && python3 -c 'import openapi_spec_validator'; } >/dev/null 2>&1 && ! python3 -m pip --version >/dev/null 2>&1; then
     missing+=(python3-pip)
 fi
 
@@ -86,17 +87,19 @@ if [ "${#missing[@]}" -gt 0 ]; then
     installed+=("${missing[@]}")
 fi
 
-# Python packages from PyPI: oras (an OCI client) and playwright (drives Debian's chromium; its
-# own browser download is never used).
-for module in oras playwright; do
+# Python packages from PyPI, as module:package: oras (an OCI client), playwright (drives Debian's
+# chromium; its own browser download is never used) and openapi-spec-validator (checks the
+# management API's OpenAPI document).
+for entry in oras:oras playwright:playwright openapi_spec_validator:openapi-spec-validator; do
+    module="${entry%%:*}" package="${entry#*:}"
     python3 -c "import $module" >/dev/null 2>&1 && continue
-    echo "install-deps.sh: installing the $module Python package (pip)"
+    echo "install-deps.sh: installing the $package Python package (pip)"
     # Debian's own python3 is "externally managed" (PEP 668); a pyenv/venv python is not.
-    if ! python3 -m pip install -q "$module" 2>/dev/null; then
-        python3 -m pip install -q --break-system-packages "$module"
+    if ! python3 -m pip install -q "$package" 2>/dev/null; then
+        python3 -m pip install -q --break-system-packages "$package"
     fi
     python3 -c "import $module" || { echo "install-deps.sh: $module still not importable" >&2; exit 1; }
-    installed+=("pip:$module")
+    installed+=("pip:$package")
 done
 
 if [ "${#installed[@]}" -eq 0 ]; then

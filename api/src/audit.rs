@@ -10,7 +10,7 @@ use std::sync::Mutex;
 
 use http::Method;
 use keelson_raft::audit::{AuditEvent, MAX_AUDIT_PER_ENTRY};
-use keelson_raft::{CatalogCommand, CatalogResponse};
+use keelson_raft::CatalogCommand;
 
 use crate::numbered::NumberedBatches;
 use crate::registry::Registry;
@@ -224,30 +224,21 @@ fn actor_scope(actor: &str) -> String {
     }
 }
 
-/// Sends this node's audit events to the catalog, batch by batch; a batch that could not be
-/// committed is sent again, with its number, by the next flush. Returns the events flushed.
+/// Sends this node's audit events to the catalog (see [`crate::numbered::flush`]). Returns the
+/// events flushed.
 pub async fn flush(reg: &Registry) -> usize {
-    let mut flushed = 0;
     let node = reg.catalog.node_id();
     let applied = reg.catalog.reader().audit_seq(node).unwrap_or(0);
-    let floor = reg.clock.now_ms().max(applied.saturating_add(1));
-    while let Some(batch) = reg.audit.batches.next(floor, MAX_AUDIT_PER_ENTRY, || reg.audit.take()) {
-        let cmd = CatalogCommand::RecordAudit {
-            node,
-            seq: batch.seq,
-            events: batch.items.clone(),
-        };
-        match reg.catalog.propose(cmd).await {
-            Ok(CatalogResponse::Applied) => flushed += batch.items.len(),
-            Ok(CatalogResponse::Rejected(r)) => tracing::warn!(reason = %r, "audit events refused"),
-            Err(e) => {
-                tracing::debug!(error = %e, "audit flush deferred");
-                return flushed;
-            }
-        }
-        reg.audit.batches.settled(batch.seq);
-    }
-    flushed
+    crate::numbered::flush(
+        reg,
+        "audit events",
+        &reg.audit.batches,
+        applied,
+        MAX_AUDIT_PER_ENTRY,
+        || reg.audit.take(),
+        |seq, events| CatalogCommand::RecordAudit { node, seq, events },
+    )
+    .await
 }
 
 #[cfg(test)]

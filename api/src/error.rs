@@ -82,6 +82,9 @@ impl ErrorCode {
     }
 }
 
+/// The message of [`ApiError::no_route`].
+pub const NO_ROUTE: &str = "no such management route";
+
 /// A client-visible failure.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{code:?} ({status}): {message}")]
@@ -103,6 +106,13 @@ impl ApiError {
             detail: None,
             headers: Vec::new(),
         }
+    }
+
+    /// The answer of every `/api/v1` dispatcher to a path or method it has no route for: one
+    /// constructor, so a client (and `node/tests/openapi.rs`) can tell "no such route" from a
+    /// route's own 404 for an object that does not exist.
+    pub fn no_route() -> ApiError {
+        ApiError::new(ErrorCode::NotFound, NO_ROUTE)
     }
 
     pub fn with_status(mut self, status: StatusCode) -> ApiError {

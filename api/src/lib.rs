@@ -19,6 +19,8 @@ pub mod markdown;
 pub mod metrics;
 pub mod names;
 pub mod numbered;
+pub mod openapi;
+pub mod outbound;
 pub mod placement;
 pub mod proxy;
 pub mod pulls;
@@ -28,6 +30,7 @@ pub mod registry;
 pub mod routes;
 pub mod server;
 pub mod tls;
+pub mod webhooks;
 
 pub use access::AuthMode;
 pub use handlers::admin::bootstrap_redundancy;

@@ -4,7 +4,7 @@
 
 use keelson_raft::lifecycle::MAX_PULLS_PER_ENTRY;
 use keelson_raft::retention;
-use keelson_raft::{CatalogCommand, CatalogResponse};
+use keelson_raft::CatalogCommand;
 
 use crate::registry::Registry;
 
@@ -12,32 +12,21 @@ use crate::registry::Registry;
 /// the catalog's size; each repository's images are then read and judged on their own).
 const REPO_PAGE: usize = 500;
 
-/// Writes the pulls this node counted to the catalog, batch by batch (at most
-/// [`MAX_PULLS_PER_ENTRY`] images each); a batch that could not be committed stays pending and
-/// is sent again, with its number, by the next flush. Returns the number of images flushed.
+/// Writes the pulls this node counted to the catalog, at most [`MAX_PULLS_PER_ENTRY`] images
+/// per batch (see [`crate::numbered::flush`]). Returns the number of images flushed.
 pub async fn flush_pulls(reg: &Registry) -> usize {
-    let mut flushed = 0;
-    // New numbers start above the clock and above what the catalog last applied from this node
-    // (a clock set back, or a restart, never makes a new batch look like a retry).
-    let applied = reg.catalog.reader().pull_seq(reg.catalog.node_id()).unwrap_or(0);
-    let floor = reg.clock.now_ms().max(applied.saturating_add(1));
-    while let Some(batch) = reg.pulls.next_batch(floor, MAX_PULLS_PER_ENTRY) {
-        let cmd = CatalogCommand::RecordPulls {
-            node: reg.catalog.node_id(),
-            seq: batch.seq,
-            pulls: batch.pulls.clone(),
-        };
-        match reg.catalog.propose(cmd).await {
-            Ok(CatalogResponse::Applied) => flushed += batch.pulls.len(),
-            Ok(CatalogResponse::Rejected(r)) => tracing::warn!(reason = %r, "pull counts refused"),
-            Err(e) => {
-                tracing::debug!(error = %e, "pull count flush deferred");
-                return flushed;
-            }
-        }
-        reg.pulls.settled(batch.seq);
-    }
-    flushed
+    let node = reg.catalog.node_id();
+    let applied = reg.catalog.reader().pull_seq(node).unwrap_or(0);
+    crate::numbered::flush(
+        reg,
+        "pull counts",
+        reg.pulls.batches(),
+        applied,
+        MAX_PULLS_PER_ENTRY,
+        || reg.pulls.take(),
+        |seq, pulls| CatalogCommand::RecordPulls { node, seq, pulls },
+    )
+    .await
 }
 
 /// Prune entries the leader proposes per retention pass.

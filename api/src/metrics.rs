@@ -292,6 +292,39 @@ impl Metrics {
         }
     }
 
+    /// Every metric, with the catalog's storage timings (its log appends, applies and
+    /// snapshots) among them.
+    pub fn with_raft(timings: &keelson_raft::timings::RaftTimings) -> Metrics {
+        let mut metrics = Metrics::new();
+        let r = &mut metrics.registry;
+        r.register(
+            "raft_append_duration_seconds",
+            "Time from a log append until its entries are fsynced (group commit included)",
+            timings.append_seconds.clone(),
+        );
+        r.register(
+            "raft_apply_duration_seconds",
+            "Time to apply one batch of committed entries to the catalog",
+            timings.apply_seconds.clone(),
+        );
+        r.register(
+            "raft_snapshot_build_duration_seconds",
+            "Time to build a catalog snapshot",
+            timings.snapshot_build_seconds.clone(),
+        );
+        r.register(
+            "raft_snapshot_install_duration_seconds",
+            "Time to install a snapshot received from the leader",
+            timings.snapshot_install_seconds.clone(),
+        );
+        r.register(
+            "raft_snapshot_bytes",
+            "Size of the last snapshot built or installed",
+            timings.snapshot_bytes.clone(),
+        );
+        metrics
+    }
+
     /// Counts one answered request.
     pub fn record(
         &self,

@@ -8,6 +8,10 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
+use keelson_raft::{CatalogCommand, CatalogResponse};
+
+use crate::registry::Registry;
+
 /// Items on their way to the catalog under one number.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Numbered<T> {
@@ -54,4 +58,35 @@ impl<T: Clone> NumberedBatches<T> {
             pending.0.pop_front();
         }
     }
+}
+
+/// Sends what `batches` holds, and what `take` yields meanwhile, to the catalog as the commands
+/// `command` makes, batch by batch; a batch that could not be committed stays pending and is
+/// sent again, with its number, by the next flush. `applied` is the last number the catalog
+/// applied from this node: new numbers start above it and above the clock, so a clock set back
+/// or a restart never makes a new batch look like a retry. Returns the items flushed.
+pub async fn flush<T: Clone>(
+    reg: &Registry,
+    what: &str,
+    batches: &NumberedBatches<T>,
+    applied: u64,
+    max: usize,
+    take: impl Fn() -> Vec<T>,
+    command: impl Fn(u64, Vec<T>) -> CatalogCommand,
+) -> usize {
+    let mut flushed = 0;
+    let floor = reg.clock.now_ms().max(applied.saturating_add(1));
+    while let Some(batch) = batches.next(floor, max, &take) {
+        let n = batch.items.len();
+        match reg.catalog.propose(command(batch.seq, batch.items)).await {
+            Ok(CatalogResponse::Applied) => flushed += n,
+            Ok(CatalogResponse::Rejected(r)) => tracing::warn!(reason = %r, "{what} refused"),
+            Err(e) => {
+                tracing::debug!(error = %e, "{what} flush deferred");
+                return flushed;
+            }
+        }
+        batches.settled(batch.seq);
+    }
+    flushed
 }

@@ -108,6 +108,11 @@ impl Proxy {
         *req.uri_mut() = uri;
         req.headers_mut()
             .insert(FORWARDED_HEADER, http::HeaderValue::from_static("1"));
+        if !req.headers().contains_key(keelson_raft::request_id::HEADER) {
+            if let Some(id) = keelson_raft::request_id::current().and_then(|id| http::HeaderValue::from_str(&id).ok()) {
+                req.headers_mut().insert(keelson_raft::request_id::HEADER, id);
+            }
+        }
         match &self.client {
             ProxyClient::Tcp(client) => client.request(req).await,
             ProxyClient::Tls(client) => client.request(req).await,

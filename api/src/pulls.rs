@@ -42,13 +42,6 @@ pub struct PullCounter {
     pending: NumberedBatches<PullCount>,
 }
 
-/// Counts on their way to the catalog under one sequence number.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Batch {
-    pub seq: u64,
-    pub pulls: Vec<PullCount>,
-}
-
 impl Default for PullCounter {
     fn default() -> Self {
         PullCounter::new(true)
@@ -66,19 +59,9 @@ impl PullCounter {
         }
     }
 
-    /// The oldest batch still to be sent; when none is pending, the counts recorded since the
-    /// last flush become new batches of at most `max` images, numbered above every earlier one
-    /// and at least `floor`.
-    pub fn next_batch(&self, floor: u64, max: usize) -> Option<Batch> {
-        self.pending.next(floor, max, || self.take()).map(|b| Batch {
-            seq: b.seq,
-            pulls: b.items,
-        })
-    }
-
-    /// The batch numbered `seq` was applied (or refused for good): it is not sent again.
-    pub fn settled(&self, seq: u64) {
-        self.pending.settled(seq);
+    /// The batches taken but not yet known to be applied (see [`crate::numbered::flush`]).
+    pub fn batches(&self) -> &NumberedBatches<PullCount> {
+        &self.pending
     }
 
     fn shard(&self, digest: &str) -> &Mutex<Shard> {
@@ -113,7 +96,7 @@ impl PullCounter {
     }
 
     /// Takes everything counted since the last call.
-    fn take(&self) -> Vec<PullCount> {
+    pub fn take(&self) -> Vec<PullCount> {
         let mut out = Vec::new();
         for shard in &self.shards {
             let taken = std::mem::take(&mut *shard.lock().unwrap_or_else(|p| p.into_inner()));
@@ -145,38 +128,38 @@ mod tests {
         counter.record("a/b", "sha256:1", 30);
         counter.record("a/b", "sha256:1", 20);
         counter.record("a/c", "sha256:1", 5);
-        let first = counter.next_batch(100, 1).unwrap();
+        let first = counter.batches().next(100, 1, || counter.take()).unwrap();
         assert_eq!(first.seq, 100);
-        assert_eq!(first.pulls.len(), 1);
+        assert_eq!(first.items.len(), 1);
         // Not settled (the commit failed): the same batch again, whatever was counted since.
         counter.record("a/b", "sha256:1", 40);
-        assert_eq!(counter.next_batch(200, 1), Some(first.clone()));
-        counter.settled(first.seq);
-        let second = counter.next_batch(200, 1).unwrap();
+        assert_eq!(counter.batches().next(200, 1, || counter.take()), Some(first.clone()));
+        counter.batches().settled(first.seq);
+        let second = counter.batches().next(200, 1, || counter.take()).unwrap();
         assert_eq!(second.seq, 101, "numbers grow past the clock once taken");
-        counter.settled(second.seq);
+        counter.batches().settled(second.seq);
         // The count made while batches were pending goes in the next flush.
-        let third = counter.next_batch(50, 10).unwrap();
+        let third = counter.batches().next(50, 10, || counter.take()).unwrap();
         assert_eq!(third.seq, 102);
-        assert_eq!(third.pulls.len(), 1);
-        let p = &third.pulls[0];
+        assert_eq!(third.items.len(), 1);
+        let p = &third.items[0];
         assert_eq!((p.repo.as_str(), p.count, p.last_ms), ("a/b", 1, 40));
         let mut all: Vec<(String, u64, u64)> = first
-            .pulls
+            .items
             .iter()
-            .chain(second.pulls.iter())
+            .chain(second.items.iter())
             .map(|p| (p.repo.clone(), p.count, p.last_ms))
             .collect();
         all.sort();
         assert_eq!(all, vec![("a/b".into(), 3, 30), ("a/c".into(), 1, 5)]);
-        counter.settled(third.seq);
-        assert_eq!(counter.next_batch(60, 10), None);
+        counter.batches().settled(third.seq);
+        assert_eq!(counter.batches().next(60, 10, || counter.take()), None);
     }
 
     #[test]
     fn a_disabled_counter_records_nothing() {
         let counter = PullCounter::new(false);
         counter.record("a/b", "sha256:1", 10);
-        assert_eq!(counter.next_batch(1, 10), None);
+        assert_eq!(counter.batches().next(1, 10, || counter.take()), None);
     }
 }

@@ -154,6 +154,8 @@ pub struct Registry {
     pub metrics: crate::metrics::Metrics,
     /// Audit events this node answered, waiting for the flush.
     pub audit: crate::audit::AuditLog,
+    /// Pull events waiting for the flush, and the leader's webhook deliveries.
+    pub webhooks: crate::webhooks::Webhooks,
     /// The readiness check's last synced write to the data directory.
     pub storage_probe: crate::health::StorageProbe,
     /// Replica streams of the upload sessions this node owns, between requests.
@@ -188,6 +190,15 @@ impl Registry {
         let capacities = self.catalog.reader().capacities().ok()?;
         let members = self.catalog.members().into_keys();
         keelson_raft::redundancy::all_hold_key(&capacities, members, &hex::encode(keys.active_id())).then_some(keys)
+    }
+
+    /// A secret as the catalog keeps it: sealed under the master key when every member holds
+    /// it (see [`Registry::sealing_keys`]; the at-rest pass seals it later otherwise).
+    pub fn keep_secret(&self, secret: &[u8]) -> Vec<u8> {
+        match self.sealing_keys() {
+            Some(keys) => keys.seal_secret(secret),
+            None => secret.to_vec(),
+        }
     }
 
     /// The shared handle of this registry (see [`Registry::this`]).

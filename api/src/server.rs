@@ -64,7 +64,26 @@ where
     }
 }
 
-async fn handle(registry: Arc<Registry>, remote: Option<IpAddr>, req: Request<Incoming>) -> Response<Body> {
+/// One request under its id (the client's `X-Request-Id`, or a new one): every log line it
+/// causes, here and on the nodes it is relayed or forwarded to, carries the id, and the answer
+/// names it.
+async fn handle(registry: Arc<Registry>, remote: Option<IpAddr>, mut req: Request<Incoming>) -> Response<Body> {
+    use keelson_raft::request_id;
+    let id = request_id::accept_or_make(req.headers().get(request_id::HEADER).and_then(|v| v.to_str().ok()));
+    let value = HeaderValue::from_str(&id).ok();
+    if let Some(v) = &value {
+        req.headers_mut().insert(request_id::HEADER, v.clone());
+    }
+    let span = tracing::info_span!("request", id = %id);
+    let mut response =
+        tracing::Instrument::instrument(request_id::scope(id, answer(registry, remote, req)), span).await;
+    if let Some(v) = value {
+        response.headers_mut().insert(request_id::HEADER, v);
+    }
+    response
+}
+
+async fn answer(registry: Arc<Registry>, remote: Option<IpAddr>, req: Request<Incoming>) -> Response<Body> {
     let started = std::time::Instant::now();
     let method = req.method().clone();
     let head = method == Method::HEAD;

@@ -198,6 +198,11 @@ pub struct ServeArgs {
     /// [default: 90].
     #[arg(long, env = "KEELSON_AUDIT_RETENTION_DAYS")]
     pub audit_retention_days: Option<u64>,
+    /// Milliseconds between two rounds of the webhook task: this node's pull events go to the
+    /// catalog, and the leader starts a delivery to every endpoint with events due
+    /// [default: 500].
+    #[arg(long, env = "KEELSON_WEBHOOK_POLL_MS")]
+    pub webhook_poll_ms: Option<u64>,
     /// Milliseconds between two copies of identity from the home region (in a region whose
     /// home is elsewhere): a token revoked at home stops working here within about this long
     /// [default: 2000].
@@ -245,6 +250,7 @@ pub struct LifecycleSettings {
     pub retention_interval: Duration,
     pub audit_flush: Duration,
     pub audit_retention: Duration,
+    pub webhook_poll: Duration,
     pub test_clock: bool,
 }
 
@@ -260,6 +266,8 @@ impl Default for LifecycleSettings {
             // One second: an audit record is replicated about this soon after the change.
             audit_flush: Duration::from_secs(1),
             audit_retention: Duration::from_secs(90 * 24 * 3600),
+            // Half a second: a queued event leaves about this soon after its change commits.
+            webhook_poll: Duration::from_millis(500),
             test_clock: false,
         }
     }
@@ -475,6 +483,7 @@ impl ServeArgs {
                         .map_or(d.audit_retention, |days| {
                             Duration::from_secs(days.clamp(1, 36_500).saturating_mul(24 * 3600))
                         }),
+                    webhook_poll: ms(self.webhook_poll_ms, file.webhook_poll_ms, d.webhook_poll),
                     test_clock: self.test_clock.or(file.test_clock).unwrap_or(false),
                 }
             },

@@ -256,6 +256,7 @@ where
     }
 
     let peers = BlobPeers::new(catalog.channels().clone());
+    let metrics = keelson_api::metrics::Metrics::with_raft(catalog.timings());
     let registry = Arc::new(Registry {
         self_node,
         catalog,
@@ -285,8 +286,9 @@ where
         verified: Default::default(),
         max_tokens_per_user: config.max_tokens_per_user,
         console_session_secs: config.console_session_secs,
-        metrics: Default::default(),
+        metrics,
         audit: Default::default(),
+        webhooks: Default::default(),
         storage_probe: Default::default(),
         tees: Default::default(),
         pulls: keelson_api::pulls::PullCounter::new(config.lifecycle.count_pulls),
@@ -327,6 +329,10 @@ where
     tasks.push(lifecycle::spawn_audit_flush(
         registry.clone(),
         config.lifecycle.audit_flush,
+    ));
+    tasks.push(lifecycle::spawn_webhooks(
+        registry.clone(),
+        config.lifecycle.webhook_poll,
     ));
     tasks.push(lifecycle::spawn_retention(
         registry.clone(),

@@ -1,6 +1,6 @@
-//! The lifecycle layer's timers: every node flushes its pull counts and audit events, the leader
-//! runs retention (and prunes the audit log), copies identity from the home region and
-//! replicates images to other regions.
+//! The lifecycle layer's timers: every node flushes its pull counts, audit events and webhook
+//! pull events; the leader delivers webhooks, runs retention (and prunes the audit log), copies
+//! identity from the home region and replicates images to other regions.
 //! The passes themselves are in `keelson_api::lifecycle_jobs`, where the management API can also
 //! run them on demand.
 
@@ -29,6 +29,16 @@ pub fn spawn_audit_flush(registry: Arc<Registry>, period: Duration) -> JoinHandl
         let registry = registry.clone();
         async move {
             keelson_api::audit::flush(&registry).await;
+        }
+    })
+}
+
+/// Runs a round of the webhook task every `period` (see `keelson_api::webhooks::tick`).
+pub fn spawn_webhooks(registry: Arc<Registry>, period: Duration) -> JoinHandle<()> {
+    every(period, move || {
+        let registry = registry.clone();
+        async move {
+            keelson_api::webhooks::tick(&registry).await;
         }
     })
 }

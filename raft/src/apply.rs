@@ -122,6 +122,8 @@ impl Applier<'_> {
                 expected,
                 then,
             } => self.tag_if(repo, tag, expected, *then),
+            C::Webhooks(cmd) => self.webhook_command(cmd),
+            C::Attributed { origin, then } => self.attributed(origin, *then),
             C::SetHolders {
                 digest,
                 expected,

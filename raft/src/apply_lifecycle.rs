@@ -189,9 +189,24 @@ impl Applier<'_> {
             if !self.unit_stands(repo, &unit, &policy, immutable.as_ref())? {
                 continue;
             }
+            let (media_type, size) = self.manifest_facts(repo, &unit.image.digest)?;
             for member in std::iter::once(&unit.image).chain(unit.with.iter()) {
                 self.remove_image(repo, &member.digest)?;
             }
+            self.emit(crate::webhooks::WebhookEvent {
+                id: 0,
+                kind: crate::webhooks::EventKind::Retention,
+                repository: repo.to_string(),
+                digest: unit.image.digest.clone(),
+                media_type,
+                size,
+                tag: unit.tags.first().cloned(),
+                origin: crate::webhooks::EventOrigin {
+                    actor: format!("retention/{policy_name}"),
+                    time_ms: now_ms,
+                    ..Default::default()
+                },
+            })?;
             let record = DeletionRecord {
                 repo: repo.to_string(),
                 policy: policy_name.to_string(),

@@ -578,3 +578,83 @@ fn split_pair(key: &[u8]) -> Result<(&str, &str)> {
     let second = std::str::from_utf8(&key[at + 1..]).map_err(err)?;
     Ok((first, second))
 }
+
+/// Webhooks: endpoints, where their queues stand, and the queued events.
+impl CatalogReader {
+    fn endpoint_views(&self, prefix: &[u8]) -> Result<Vec<crate::webhooks::EndpointView>> {
+        use crate::webhooks::*;
+        let mut found = Vec::new();
+        self.scan(CF_LIFECYCLE, prefix, |suffix, value| {
+            let mut key = prefix[ENDPOINT_PREFIX.len()..].to_vec();
+            key.extend_from_slice(suffix);
+            let (ns, name) = split_name(&key).ok_or_else(|| err("webhook key without a name"))?;
+            found.push((ns, name, bincode::deserialize::<WebhookEndpoint>(value).map_err(err)?));
+            Ok(true)
+        })?;
+        found
+            .into_iter()
+            .map(|(ns, name, endpoint)| {
+                let state = self.lifecycle(&state_key(&ns, &name))?.unwrap_or_default();
+                Ok(EndpointView {
+                    ns,
+                    name,
+                    endpoint,
+                    state,
+                })
+            })
+            .collect()
+    }
+
+    /// A tenancy's webhook endpoints, by name.
+    pub fn webhooks(&self, ns: &str) -> Result<Vec<crate::webhooks::EndpointView>> {
+        self.endpoint_views(&crate::webhooks::endpoints_prefix(ns))
+    }
+
+    /// Every tenancy's webhook endpoints (at most 20 per tenancy).
+    pub fn all_webhooks(&self) -> Result<Vec<crate::webhooks::EndpointView>> {
+        self.endpoint_views(crate::webhooks::ENDPOINT_PREFIX)
+    }
+
+    pub fn webhook(&self, ns: &str, name: &str) -> Result<Option<crate::webhooks::EndpointView>> {
+        use crate::webhooks::*;
+        let Some(endpoint) = self.lifecycle::<WebhookEndpoint>(&endpoint_key(ns, name))? else {
+            return Ok(None);
+        };
+        let state = self.lifecycle(&state_key(ns, name))?.unwrap_or_default();
+        Ok(Some(EndpointView {
+            ns: ns.to_string(),
+            name: name.to_string(),
+            endpoint,
+            state,
+        }))
+    }
+
+    /// The oldest queued events of an endpoint with their numbers: at most `max` events and
+    /// about `max_bytes` of them (always at least one).
+    pub fn webhook_queue(
+        &self,
+        ns: &str,
+        name: &str,
+        max: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<(u64, crate::webhooks::WebhookEvent)>> {
+        let prefix = crate::webhooks::queue_prefix(ns, name);
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        self.scan(CF_LIFECYCLE, &prefix, |suffix, value| {
+            if out.len() >= max || (bytes >= max_bytes && !out.is_empty()) {
+                return Ok(false);
+            }
+            let seq = u64::from_be_bytes(suffix.try_into().map_err(|_| err("bad webhook queue key"))?);
+            bytes = bytes.saturating_add(value.len());
+            out.push((seq, bincode::deserialize(value).map_err(err)?));
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
+    /// The number of the last pull-event batch applied from `node` (0: none).
+    pub fn webhook_pull_seq(&self, node: NodeId) -> Result<u64> {
+        Ok(self.lifecycle(&crate::webhooks::seq_key(node))?.unwrap_or(0))
+    }
+}

@@ -192,6 +192,14 @@ pub enum CatalogCommand {
     /// Deletes audit records older than `before_ms` (at most
     /// [`crate::audit::MAX_PRUNE_PER_ENTRY`] per entry; the leader's pass repeats).
     PruneAudit { before_ms: u64 },
+    /// A change to webhook endpoints or their queues.
+    Webhooks(crate::webhooks::WebhookCommand),
+    /// A manifest push or a manifest or tag deletion (possibly under a `TagIf`) made through
+    /// the API, with who made it: applying it queues its webhook events.
+    Attributed {
+        origin: crate::webhooks::EventOrigin,
+        then: Box<CatalogCommand>,
+    },
 }
 
 /// Candidates or swept blobs per GC command: a digest is about 71 bytes, a swept blob names its

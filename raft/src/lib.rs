@@ -13,6 +13,7 @@ mod apply;
 mod apply_audit;
 mod apply_lifecycle;
 mod apply_regions;
+mod apply_webhooks;
 pub mod audit;
 pub mod catalog;
 pub mod command;
@@ -29,13 +30,16 @@ mod read_index;
 pub mod redundancy;
 pub mod regions;
 pub mod removal;
+pub mod request_id;
 pub mod retention;
 mod snapshot;
 mod state_machine;
 pub mod synthetic;
+pub mod timings;
 pub mod tls;
 mod txn;
 pub mod types;
+pub mod webhooks;
 
 pub use catalog::CatalogReader;
 pub use command::{

@@ -18,18 +18,22 @@ use tokio::sync::mpsc;
 
 use crate::db::Db;
 use crate::keys::*;
+use crate::timings::RaftTimings;
 use crate::types::{Entry, NodeId, StorageError, TypeConfig};
+
+/// A flush callback and when its entries were handed to the log.
+type Waiting = (LogFlushed<TypeConfig>, std::time::Instant);
 
 #[derive(Clone)]
 pub struct LogStore {
     db: Db,
-    flusher: mpsc::UnboundedSender<LogFlushed<TypeConfig>>,
+    flusher: mpsc::UnboundedSender<Waiting>,
 }
 
 impl LogStore {
-    pub fn new(db: Db) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel::<LogFlushed<TypeConfig>>();
-        tokio::spawn(group_commit(db.clone(), rx));
+    pub fn new(db: Db, timings: RaftTimings) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel::<Waiting>();
+        tokio::spawn(group_commit(db.clone(), rx, timings));
         LogStore { db, flusher: tx }
     }
 
@@ -63,7 +67,7 @@ impl LogStore {
 }
 
 /// The flusher: one WAL fsync for every batch of callbacks that queued up while the last ran.
-async fn group_commit(db: Db, mut rx: mpsc::UnboundedReceiver<LogFlushed<TypeConfig>>) {
+async fn group_commit(db: Db, mut rx: mpsc::UnboundedReceiver<Waiting>, timings: RaftTimings) {
     while let Some(first) = rx.recv().await {
         let mut waiting = vec![first];
         while let Ok(more) = rx.try_recv() {
@@ -75,7 +79,8 @@ async fn group_commit(db: Db, mut rx: mpsc::UnboundedReceiver<LogFlushed<TypeCon
             Ok(Err(e)) => Err(e.to_string()),
             Err(e) => Err(e.to_string()),
         };
-        for callback in waiting {
+        for (callback, since) in waiting {
+            timings.append_seconds.observe(since.elapsed().as_secs_f64());
             callback.log_io_completed(result.clone().map_err(std::io::Error::other));
         }
     }
@@ -163,6 +168,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let started = std::time::Instant::now();
         let cf = self.cf(CF_LOGS)?;
         let mut batch = WriteBatch::default();
         for entry in entries {
@@ -171,7 +177,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         self.db.write(batch).map_err(|e| StorageIOError::write_logs(&e))?;
         self.flusher
-            .send(callback)
+            .send((callback, started))
             .map_err(|_| StorageIOError::write_logs(&std::io::Error::other("log flusher stopped")))?;
         Ok(())
     }

@@ -74,6 +74,7 @@ pub struct Catalog {
     channels: PeerChannels,
     reads: Arc<ReadBatcher>,
     removal: Removal,
+    timings: crate::timings::RaftTimings,
 }
 
 /// Refuses a command over [`MAX_COMMAND_BYTES`] (checked where it is proposed and again by the
@@ -179,9 +180,10 @@ impl Catalog {
             return Err(CatalogError::Removed(config.node_id));
         }
         let db = crate::db::open(&config.dir.join("catalog")).map_err(|e| open_err(&e))?;
-        let log_store = LogStore::new(db.clone());
-        let state_machine =
-            StateMachineStore::new(db.clone(), config.dir.join("snapshots")).map_err(|e| open_err(&e))?;
+        let timings = crate::timings::RaftTimings::default();
+        let log_store = LogStore::new(db.clone(), timings.clone());
+        let state_machine = StateMachineStore::new(db.clone(), config.dir.join("snapshots"), timings.clone())
+            .map_err(|e| open_err(&e))?;
         let identity = state_machine.identity();
         let read_cache = state_machine.read_cache();
         let raft_config = Config {
@@ -209,6 +211,7 @@ impl Catalog {
             channels,
             reads: Arc::new(ReadBatcher::default()),
             removal,
+            timings,
         };
         if config.bootstrap_single && !catalog.is_initialized().await? {
             catalog
@@ -225,6 +228,11 @@ impl Catalog {
     /// Reads of the locally applied state.
     pub fn reader(&self) -> &CatalogReader {
         &self.reader
+    }
+
+    /// How long appends, applies and snapshots take on this node (for its metrics).
+    pub fn timings(&self) -> &crate::timings::RaftTimings {
+        &self.timings
     }
 
     pub fn raft(&self) -> &KeelsonRaft {
@@ -438,7 +446,11 @@ impl Catalog {
             .raft_client(&leader.peer_addr)
             .map_err(|e| Forward::NotDelivered(e.to_string()))?;
         let payload = encode(req).map_err(|e| Forward::NotDelivered(e.to_string()))?;
-        let reply = client.forward(payload).await.map_err(|status| {
+        let mut request = tonic::Request::new(payload);
+        if let Some(id) = crate::request_id::current().and_then(|id| id.parse().ok()) {
+            request.metadata_mut().insert(crate::request_id::HEADER, id);
+        }
+        let reply = client.forward(request).await.map_err(|status| {
             let text = status.message().to_string();
             if never_connected(&status) {
                 Forward::NotDelivered(text)

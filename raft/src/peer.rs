@@ -101,7 +101,21 @@ impl RaftPeer for PeerService {
 
     async fn forward(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
         let req: Forwarded = decode(request.get_ref()).map_err(bad_request)?;
-        reply(&crate::node::serve_forwarded(&self.raft, req).await)
+        let serve = crate::node::serve_forwarded(&self.raft, req);
+        // The forwarding node's request: its id follows into the leader's log lines.
+        let id = request
+            .metadata()
+            .get(crate::request_id::HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let answer = match id {
+            Some(id) => {
+                let span = tracing::info_span!("request", id = %id);
+                tracing::Instrument::instrument(crate::request_id::scope(id, serve), span).await
+            }
+            None => serve.await,
+        };
+        reply(&answer)
     }
 
     async fn leave(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {

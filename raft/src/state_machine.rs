@@ -22,6 +22,7 @@ use crate::identity::IdentityState;
 use crate::keys::*;
 use crate::read_cache::ReadCache;
 use crate::snapshot::{SnapshotError, SnapshotFiles};
+use crate::timings::RaftTimings;
 use crate::txn::Txn;
 use crate::types::{Entry, NodeId, NodeInfo, StorageError, TypeConfig};
 
@@ -31,6 +32,7 @@ pub struct StateMachineStore {
     snapshot_seq: u64,
     identity: SharedIdentity,
     cache: Arc<ReadCache>,
+    timings: RaftTimings,
 }
 
 /// The in-memory identity state, shared with every reader on this node.
@@ -41,7 +43,7 @@ fn io_err<E: std::error::Error + 'static>(e: E) -> StorageError {
 }
 
 impl StateMachineStore {
-    pub fn new(db: Db, snapshot_dir: PathBuf) -> Result<Self, std::io::Error> {
+    pub fn new(db: Db, snapshot_dir: PathBuf, timings: RaftTimings) -> Result<Self, std::io::Error> {
         let snapshots = SnapshotFiles::new(snapshot_dir)?;
         if snapshots
             .resume_interrupted_install(&db)
@@ -55,6 +57,7 @@ impl StateMachineStore {
             snapshot_seq: 0,
             identity: Default::default(),
             cache: Default::default(),
+            timings,
         };
         store
             .reload_identity()
@@ -103,6 +106,7 @@ fn touches_cached_state(cmd: &CatalogCommand) -> bool {
             | CatalogCommand::RecordPulls { .. }
             | CatalogCommand::RecordAudit { .. }
             | CatalogCommand::PruneAudit { .. }
+            | CatalogCommand::Webhooks(_)
             | CatalogCommand::SetRetentionPolicy { .. }
             | CatalogCommand::AssignRetention { .. }
             | CatalogCommand::SetImmutableTags { .. }
@@ -114,11 +118,20 @@ fn touches_cached_state(cmd: &CatalogCommand) -> bool {
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         self.snapshot_seq += 1;
+        let started = std::time::Instant::now();
         let (db, snapshots, seq) = (self.db.clone(), self.snapshots.clone(), self.snapshot_seq);
         let (meta, file) = tokio::task::spawn_blocking(move || snapshots.build(&db, seq))
             .await
             .map_err(|e| StorageIOError::write_snapshot(None, &e))?
             .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        self.timings
+            .snapshot_build_seconds
+            .observe(started.elapsed().as_secs_f64());
+        if let Ok(m) = file.metadata() {
+            self.timings
+                .snapshot_bytes
+                .set(i64::try_from(m.len()).unwrap_or(i64::MAX));
+        }
         Ok(Snapshot {
             meta,
             snapshot: Box::new(tokio::fs::File::from_std(file)),
@@ -144,6 +157,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let started = std::time::Instant::now();
         let mut answers = Vec::new();
         for entry in entries {
             let touches_cached = matches!(&entry.payload, EntryPayload::Normal(c) if touches_cached_state(c));
@@ -179,6 +193,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             }
             answers.push(answer);
         }
+        self.timings.apply_seconds.observe(started.elapsed().as_secs_f64());
         Ok(answers)
     }
 
@@ -189,6 +204,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             snapshot_seq: self.snapshot_seq + 1,
             identity: self.identity.clone(),
             cache: self.cache.clone(),
+            timings: self.timings.clone(),
         }
     }
 
@@ -217,7 +233,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         };
         // Chunks were written through tokio's file, which finishes writes in the background.
         snapshot.flush().await.map_err(|e| failed(&e))?;
+        if let Ok(m) = snapshot.metadata().await {
+            self.timings
+                .snapshot_bytes
+                .set(i64::try_from(m.len()).unwrap_or(i64::MAX));
+        }
         drop(snapshot);
+        let started = std::time::Instant::now();
         let (db, snapshots, owned_meta) = (self.db.clone(), self.snapshots.clone(), meta.clone());
         let cache = self.cache.clone();
         let installed: Result<(), SnapshotError> =
@@ -225,6 +247,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 .await
                 .map_err(|e| failed(&e))?;
         installed.map_err(|e| failed(&e))?;
+        self.timings
+            .snapshot_install_seconds
+            .observe(started.elapsed().as_secs_f64());
         self.reload_identity()
     }
 

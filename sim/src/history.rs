@@ -57,6 +57,8 @@ pub struct Shared {
     pub touches: RefCell<Vec<crate::retention::Touch>>,
     /// Manifest GETs sent per repository, whatever their answer.
     pub pulls_sent: RefCell<BTreeMap<String, u64>>,
+    /// What the webhook receiver got.
+    pub webhooks: crate::webhooks::Seen,
     /// Terms in which each node claimed leadership.
     pub leader_claims: RefCell<BTreeMap<u64, BTreeSet<u64>>>,
     /// The leader most recently seen by the monitor (for faults aimed at the leader).

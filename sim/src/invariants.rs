@@ -75,6 +75,7 @@ pub async fn verifier(
     converge(&shared, &nodes).await;
     crate::retention::check(&shared, &nodes, &repos).await;
     crate::redundancy::check(&shared, &nodes).await;
+    crate::webhooks::check(&shared, &nodes).await;
     final_tags(&shared, &nodes, &repos, &tags).await;
     acked_blobs(&shared, &nodes).await;
     acked_manifests(&shared, &nodes).await;

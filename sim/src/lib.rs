@@ -9,7 +9,8 @@
 //! history is linearizable, that no term had two leaders, that all members hold the same catalog
 //! and that repair restored every blob's redundancy. A second region (one node across a WAN
 //! link that is cut, slowed and healed) receives one repository by cross-region replication and
-//! must equal the source after healing. Equal seeds give equal traces (see
+//! must equal the source after healing. Every acknowledged push reaches a webhook receiver on
+//! the simulated network as a signed event, through crashes and leader changes. Equal seeds give equal traces (see
 //! [`determinism`] and [`lockstep`] for how).
 //!
 //! `cargo test -p keelson-sim` runs a fixed set of seeds; the `keelson-sim` binary sweeps many.
@@ -31,6 +32,7 @@ pub mod retention;
 pub mod scenario;
 pub mod skew;
 pub mod uploads;
+pub mod webhooks;
 pub mod workload;
 
 pub use report::{SeedReport, Totals};

@@ -42,6 +42,7 @@ pub const TENANCY: &str = "sim";
 #[derive(Debug, Clone)]
 pub struct Touch {
     pub repo: String,
+    pub tag: String,
     pub digest: String,
     /// Sim time the request was sent and answered.
     pub call_ms: u64,

@@ -216,6 +216,12 @@ fn run_here(seed: u64, config: &Config) -> Result<Outcome, RunError> {
         sim.host(fra.name.as_str(), move || cluster::node_host(spec.clone()));
     }
     {
+        let shared = shared.clone();
+        sim.host(crate::webhooks::HOOKS_HOST, move || {
+            crate::webhooks::receiver(shared.clone())
+        });
+    }
+    {
         let backends: Vec<String> = nodes.iter().map(NodeSpec::api).collect();
         sim.host(cluster::LB_HOST, move || cluster::lb_host(backends.clone()));
     }
@@ -231,6 +237,7 @@ fn run_here(seed: u64, config: &Config) -> Result<Outcome, RunError> {
                 crate::retention::set_policy(&shared, &originals),
                 membership::run(&shared, changes, originals.clone(), spare),
                 crate::regions::link(&shared, &fra),
+                crate::webhooks::register(&shared, &originals),
             );
             Ok(())
         });
@@ -243,6 +250,7 @@ fn run_here(seed: u64, config: &Config) -> Result<Outcome, RunError> {
         "wan-verifier".to_string(),
         cluster::LB_HOST.to_string(),
         fra.name.clone(),
+        crate::webhooks::HOOKS_HOST.to_string(),
     ];
     for c in 0..config.clients {
         let spec = WorkerSpec {

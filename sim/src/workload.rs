@@ -366,6 +366,7 @@ impl Client {
                 self.shared.register_op(&key, RegOp::Write(value), call, Some(ret));
                 self.shared.touches.borrow_mut().push(crate::retention::Touch {
                     repo: repo.to_string(),
+                    tag: tag.to_string(),
                     digest: digest.clone(),
                     call_ms,
                     ack_ms: now_ms(),

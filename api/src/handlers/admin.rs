@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use http::{Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use keelson_raft::redundancy::PolicyParseError;
@@ -16,24 +16,28 @@ use crate::body::Body;
 use crate::error::{ApiError, ErrorCode};
 
 /// A member as the management API receives it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct MemberSpec {
+    /// The node's id (`--node-id`).
     pub id: u64,
+    /// `host:port` of its API and of its peer endpoint.
     pub api_addr: String,
     pub peer_addr: String,
+    /// Copies of a blob go to distinct fault domains first (default `default`).
     #[serde(default = "default_domain")]
     pub fault_domain: String,
 }
 
 /// The cluster's default redundancy policy as `PUT /api/v1/cluster/redundancy` takes it.
-#[derive(Debug, Deserialize)]
-struct RedundancyBody {
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub(crate) struct RedundancyBody {
+    /// `replicas=N` or `rs=k+m`.
     redundancy: String,
 }
 
 /// `PUT /api/v1/cluster/clock`: how far ahead of real time a test clock runs.
-#[derive(Debug, Deserialize)]
-struct ClockBody {
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub(crate) struct ClockBody {
     offset_ms: u64,
 }
 
@@ -143,13 +147,14 @@ pub(crate) fn full_status(reg: &crate::registry::Registry) -> Result<keelson_raf
 /// Dispatches `/api/v1/cluster/<rest>`.
 pub async fn cluster(reg: &Cx<'_>, rest: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let method = req.method().clone();
-    match (method.as_str(), rest) {
-        ("GET", "status") => {
+    let parts: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
+    match (&method, parts.as_slice()) {
+        (&Method::GET, ["status"]) => {
             access::administer_cluster(reg)?;
             let status = serde_json::to_value(full_status(reg)?).map_err(|e| bad_request(e.to_string()))?;
             Ok(json_reply(StatusCode::OK, &status))
         }
-        ("POST", "init") => {
+        (&Method::POST, ["init"]) => {
             // A pristine cluster has no identity yet: the caller proves the bootstrap secret, or
             // calls from the node's own host. Once initialised, only the administrator may.
             if reg.catalog.is_initialized().await? {
@@ -172,13 +177,13 @@ pub async fn cluster(reg: &Cx<'_>, rest: &str, req: Request<Incoming>) -> Result
             }
             Ok(json_reply(StatusCode::OK, &answer))
         }
-        ("GET", "redundancy") => {
+        (&Method::GET, ["redundancy"]) => {
             access::administer_cluster(reg)?;
             let committed = reg.catalog.reader().cluster_redundancy()?.is_some();
             let answer = serde_json::json!({ "redundancy": reg.cluster_policy()?.to_string(), "committed": committed });
             Ok(json_reply(StatusCode::OK, &answer))
         }
-        ("PUT", "redundancy") => {
+        (&Method::PUT, ["redundancy"]) => {
             access::administer_cluster(reg)?;
             let body: RedundancyBody = read_json(req)
                 .await?
@@ -198,7 +203,7 @@ pub async fn cluster(reg: &Cx<'_>, rest: &str, req: Request<Incoming>) -> Result
                 &serde_json::json!({ "redundancy": policy.to_string(), "committed": true }),
             ))
         }
-        ("PUT", "clock") => {
+        (&Method::PUT, ["clock"]) => {
             access::administer_cluster(reg)?;
             let body: ClockBody = read_json(req)
                 .await?
@@ -213,12 +218,12 @@ pub async fn cluster(reg: &Cx<'_>, rest: &str, req: Request<Incoming>) -> Result
                 &serde_json::json!({ "offset_ms": body.offset_ms, "now_ms": reg.clock.now_ms() }),
             ))
         }
-        ("POST", "pulls/flush") => {
+        (&Method::POST, ["pulls", "flush"]) => {
             access::administer_cluster(reg)?;
             let flushed = crate::lifecycle_jobs::flush_pulls(reg).await;
             Ok(json_reply(StatusCode::OK, &serde_json::json!({ "flushed": flushed })))
         }
-        ("POST", "retention/run") => {
+        (&Method::POST, ["retention", "run"]) => {
             access::administer_cluster(reg)?;
             if !reg.catalog.is_leader() {
                 return Err(bad_request("retention passes run on the leader; send this to it"));
@@ -229,7 +234,7 @@ pub async fn cluster(reg: &Cx<'_>, rest: &str, req: Request<Incoming>) -> Result
             let report = serde_json::to_value(report).map_err(|e| bad_request(e.to_string()))?;
             Ok(json_reply(StatusCode::OK, &report))
         }
-        ("POST", "members") => {
+        (&Method::POST, ["members"]) => {
             access::administer_cluster(reg)?;
             let spec: MemberSpec = read_json(req)
                 .await?
@@ -241,11 +246,9 @@ pub async fn cluster(reg: &Cx<'_>, rest: &str, req: Request<Incoming>) -> Result
                 .map_err(catalog_error)?;
             Ok(json_reply(StatusCode::OK, &serde_json::json!({ "added": id })))
         }
-        ("DELETE", rest) if rest.starts_with("members/") => {
+        (&Method::DELETE, ["members", id]) => {
             access::administer_cluster(reg)?;
-            let id: u64 = rest["members/".len()..]
-                .parse()
-                .map_err(|_| bad_request("member id must be a number"))?;
+            let id: u64 = id.parse().map_err(|_| bad_request("member id must be a number"))?;
             if !reg.catalog.members().contains_key(&id) {
                 return Err(bad_request(format!("node {id} is not a member")).with_status(StatusCode::NOT_FOUND));
             }
@@ -255,7 +258,7 @@ pub async fn cluster(reg: &Cx<'_>, rest: &str, req: Request<Incoming>) -> Result
                 &serde_json::json!({ "removed": id, "told": told }),
             ))
         }
-        _ => Err(ApiError::new(ErrorCode::Unsupported, "no such management route").with_status(StatusCode::NOT_FOUND)),
+        _ => Err(ApiError::no_route()),
     }
 }
 

@@ -6,7 +6,7 @@
 //! `since` and `until` (milliseconds since the epoch), `failed=true`; paging: `n` (at most
 //! 1,000, default 100) and `after` (the `next` of the previous page, also in a `Link` header).
 
-use http::{Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode};
 use keelson_raft::audit::AuditFilter;
 use serde_json::json;
 
@@ -18,10 +18,15 @@ use crate::routes::{percent_encode, query_get, query_pairs};
 
 const MAX_PAGE: usize = 1_000;
 
+/// Dispatches `/api/v1/audit/<rest>`.
 pub fn route<B>(cx: &Cx<'_>, rest: &[&str], req: &Request<B>) -> Result<Response<Body>, ApiError> {
-    if !rest.is_empty() || req.method() != http::Method::GET {
-        return Err(ApiError::not_found("no such audit route; GET /api/v1/audit"));
+    match (req.method(), rest) {
+        (&Method::GET, []) => page(cx, req),
+        _ => Err(ApiError::no_route()),
     }
+}
+
+fn page<B>(cx: &Cx<'_>, req: &Request<B>) -> Result<Response<Body>, ApiError> {
     let pairs = query_pairs(req.uri().query());
     let namespace = query_get(&pairs, "namespace").filter(|n| !n.is_empty());
     match namespace {

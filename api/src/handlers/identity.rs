@@ -37,33 +37,43 @@ fn valid_namespace(ns: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-#[derive(Deserialize)]
-struct NameBody {
+/// A new compartment, user or group of a tenancy.
+#[derive(Deserialize, utoipa::ToSchema)]
+pub(crate) struct NameBody {
+    /// Letters, digits, space, `.`, `_`, `-` and `@`; at most 100 characters.
     name: String,
+    /// The parent compartment (compartments only; absent: the tenancy's root).
     #[serde(default)]
     parent: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct NamespaceBody {
+/// A new tenancy.
+#[derive(Deserialize, utoipa::ToSchema)]
+pub(crate) struct NamespaceBody {
+    /// The tenancy's namespace: the first component of its repository names.
     namespace: String,
 }
 
-#[derive(Deserialize)]
-struct TokenBody {
+/// A new auth token.
+#[derive(Deserialize, utoipa::ToSchema)]
+pub(crate) struct TokenBody {
     #[serde(default)]
     description: String,
 }
 
-#[derive(Deserialize)]
-struct PolicyBody {
+/// A policy: statements such as `allow group G to manage repos in compartment C`.
+#[derive(Deserialize, utoipa::ToSchema)]
+pub(crate) struct PolicyBody {
+    /// The compartment the policy is attached to (absent: the tenancy's root).
     #[serde(default)]
     compartment: Option<String>,
     statements: Vec<String>,
 }
 
-#[derive(Deserialize)]
-struct RepoBody {
+/// A repository to create (`name` required) or the settings to change (every field optional).
+#[derive(Deserialize, utoipa::ToSchema)]
+pub(crate) struct RepoBody {
+    /// The repository, `<namespace>/<path>` (creation only; a change names it in the path).
     #[serde(default)]
     name: Option<String>,
     #[serde(default)]
@@ -121,6 +131,9 @@ pub async fn route(cx: &Cx<'_>, rest: &str, req: Request<Incoming>) -> Result<Re
     if parts.first() == Some(&"audit") {
         return super::audit::route(cx, &parts[1..], &req);
     }
+    if let ["tenancies", ns, "webhooks", rest @ ..] = parts.as_slice() {
+        return super::webhooks::route(cx, ns, rest, req).await;
+    }
     if let Some((repo, resource)) = parts
         .first()
         .filter(|p| **p == "repos")
@@ -134,6 +147,8 @@ pub async fn route(cx: &Cx<'_>, rest: &str, req: Request<Incoming>) -> Result<Re
         }
     }
     match (&method, parts.as_slice()) {
+        // The API's own description, for anyone (`crate::openapi`).
+        (&Method::GET, ["openapi.json"]) => Ok(crate::openapi::response()),
         (&Method::POST, ["tenancies"]) => {
             access::administer_cluster(cx)?;
             let body: NamespaceBody = read_json(req).await?;
@@ -424,7 +439,7 @@ pub async fn route(cx: &Cx<'_>, rest: &str, req: Request<Incoming>) -> Result<Re
                 _ => Err(ApiError::new(ErrorCode::Unsupported, "method not supported")),
             }
         }
-        _ => Err(ApiError::not_found("no such management route")),
+        _ => Err(ApiError::no_route()),
     }
 }
 

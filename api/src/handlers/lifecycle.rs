@@ -78,7 +78,7 @@ pub async fn repo_route(
                 repo: repo.to_string(),
                 digest: image.digest.clone(),
             };
-            commit(cx, cmd).await?;
+            commit(cx, crate::webhooks::attributed(cx, &req, cmd)).await?;
             ok(json!({ "deleted": image.digest, "tags": image.tags }))
         }
         (Method::DELETE, RepoResource::Tag(tag)) => {
@@ -91,7 +91,7 @@ pub async fn repo_route(
                 tag: tag.clone(),
                 now_ms: cx.clock.now_ms(),
             };
-            commit(cx, cmd).await?;
+            commit(cx, crate::webhooks::attributed(cx, &req, cmd)).await?;
             ok(json!({ "untagged": tag }))
         }
         (Method::GET, RepoResource::RetentionPreview) => {
@@ -282,7 +282,7 @@ fn immutable_json(setting: Option<&ImmutableTags>, source: &str) -> Value {
 }
 
 /// The immutable-tag part of a repository or tenancy body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct ImmutableBody {
     #[serde(default)]
     pub enabled: bool,
@@ -307,10 +307,11 @@ impl ImmutableBody {
 }
 
 /// The lifecycle fields of `PATCH /api/v1/repos/<repo>`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct RepoLifecycleBody {
     #[serde(default)]
     pub description: Option<String>,
+    /// Markdown, shown by the console (raw HTML is shown as text).
     #[serde(default)]
     pub readme: Option<String>,
     /// A policy of the tenancy; `"global"` or `""` returns to the global policy.
@@ -361,8 +362,9 @@ impl RepoLifecycleBody {
 }
 
 /// A retention policy as the API takes and shows it.
-#[derive(Debug, Deserialize)]
-struct PolicyBody {
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = RetentionPolicyBody)]
+pub(crate) struct PolicyBody {
     #[serde(default)]
     not_pulled_days: Option<u32>,
     #[serde(default)]
@@ -578,7 +580,7 @@ pub async fn tenancy_route(
             commit(cx, cmd).await?;
             ok(immutable_json(setting.as_ref(), "tenancy"))
         }
-        _ => Err(ApiError::not_found("no such management route")),
+        _ => Err(ApiError::no_route()),
     }
 }
 
@@ -652,12 +654,13 @@ async fn policy_route(
             answer["policy"] = json!(name);
             ok(answer)
         }
-        _ => Err(ApiError::not_found("no such management route")),
+        _ => Err(ApiError::no_route()),
     }
 }
 
-#[derive(Debug, Deserialize)]
-struct LimitsBody {
+/// A tenancy's limits; an absent field keeps its current value.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub(crate) struct LimitsBody {
     #[serde(default)]
     max_repos: Option<u64>,
     #[serde(default)]

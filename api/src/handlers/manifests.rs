@@ -73,6 +73,10 @@ pub async fn get<B>(
     }
     let reference = Reference::parse(reference)?;
     let reader = reg.catalog.reader();
+    let by_tag = match &reference {
+        Reference::Tag(tag) => Some(tag.clone()),
+        Reference::Digest(_) => None,
+    };
     let (digest, record) = match reference {
         Reference::Tag(tag) => {
             reg.catalog.linearizable().await?;
@@ -109,6 +113,15 @@ pub async fn get<B>(
     }
     // A GET is a pull of this image (a HEAD only asks whether it exists).
     reg.pulls.record(name, &digest, reg.clock.now_ms());
+    reg.webhooks.note_pull(
+        reg,
+        req,
+        name,
+        by_tag.as_deref(),
+        &digest,
+        &record.media_type,
+        record.body.len() as u64,
+    );
     Ok(reply.body(body::full(record.body)))
 }
 
@@ -123,6 +136,7 @@ pub async fn put(
     let limit = reg.limits.max_manifest_bytes;
     let content_type = header(&req, "content-type").map(str::to_string);
     let headers = req.headers().clone();
+    let origin = crate::webhooks::origin(reg, &req);
     let bytes = read_limited(req.into_body(), limit).await?;
     let valid = manifest::validate(&bytes, content_type.as_deref(), reg.clock.now_ms())?;
     let tag = match reference {
@@ -153,6 +167,10 @@ pub async fn put(
             then: Box::new(put),
         },
         _ => put,
+    };
+    let cmd = CatalogCommand::Attributed {
+        origin,
+        then: Box::new(cmd),
     };
     commit(reg, cmd).await.map_err(|e| match e.code {
         // A missing child manifest of an index is a missing referenced blob from the
@@ -202,13 +220,15 @@ pub async fn delete<B>(
             }
         }
     };
-    commit(reg, cmd).await.map_err(|e| {
-        if e.code == ErrorCode::ManifestUnknown {
-            unknown()
-        } else {
-            e
-        }
-    })?;
+    commit(reg, crate::webhooks::attributed(reg, req, cmd))
+        .await
+        .map_err(|e| {
+            if e.code == ErrorCode::ManifestUnknown {
+                unknown()
+            } else {
+                e
+            }
+        })?;
     Ok(Reply::new(StatusCode::ACCEPTED).empty())
 }
 

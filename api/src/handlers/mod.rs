@@ -10,6 +10,7 @@ pub mod manifests;
 pub mod regions;
 pub mod token;
 pub mod uploads;
+pub mod webhooks;
 
 use http::{Request, Response, StatusCode};
 use keelson_raft::{CatalogCommand, CatalogResponse};

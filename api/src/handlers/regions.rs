@@ -17,50 +17,72 @@ use crate::body::{self, Body};
 use crate::error::{ApiError, ErrorCode};
 use crate::regions::{identity, status};
 
-#[derive(Deserialize)]
-struct SelfBody {
+/// This cluster's region and the region identity is managed in.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = RegionSelfBody)]
+pub(crate) struct SelfBody {
     name: String,
     /// Defaults to `name`: this region is home.
     #[serde(default)]
     home: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct PeerBody {
+/// A peer region: its URL and the credentials this region uses there.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = RegionPeerBody)]
+pub(crate) struct PeerBody {
+    /// The peer's API, `http://` or `https://`.
     url: String,
+    /// A user of the peer (`<namespace>/<user>`) and one of its auth tokens (at most 512 bytes).
     username: String,
     token: String,
+    /// CA certificates (PEM, at most 64 KiB) to trust for the peer instead of the system's.
     #[serde(default)]
     ca_pem: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct RuleBody {
+/// A replication rule: a tenancy's matching tags are copied to the target regions.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = ReplicationRuleBody)]
+pub(crate) struct RuleBody {
     namespace: String,
+    /// Glob over the repository name inside the namespace (default `*`).
     #[serde(default = "everything")]
     repos: String,
+    /// Glob over tag names (default `*`).
     #[serde(default = "everything")]
     tags: String,
+    /// 1 to 16 region names.
     targets: Vec<String>,
+    /// Whether removing a tag here removes it in the targets.
     #[serde(default)]
     deletes: bool,
+    /// Throttle for the blob bytes sent under this rule (absent: unthrottled).
     #[serde(default)]
     bytes_per_second: Option<u64>,
 }
 
-#[derive(Deserialize)]
-struct CacheBody {
+/// A pull-through cache: `<namespace>/<prefix>/<rest>` here is `<upstream_prefix>/<rest>` upstream.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = PullThroughCacheBody)]
+pub(crate) struct CacheBody {
     namespace: String,
+    /// Path inside the namespace, e.g. `hub`.
     prefix: String,
+    /// Base URL of the upstream registry.
     upstream: String,
+    /// Path prepended upstream (e.g. `library`).
     #[serde(default)]
     upstream_prefix: String,
+    /// Upstream credentials, when it needs any.
     #[serde(default)]
     username: Option<String>,
     #[serde(default)]
     password: Option<String>,
+    /// CA certificates (PEM) to trust for the upstream instead of the system's.
     #[serde(default)]
     ca_pem: Option<String>,
+    /// How long a cached tag is trusted before the upstream is asked again (default 3600).
     #[serde(default = "default_ttl")]
     ttl_seconds: u64,
 }
@@ -336,7 +358,7 @@ pub async fn route(cx: &Cx<'_>, parts: &[&str], req: Request<Incoming>) -> Resul
             .await?;
             ok(json!({ "removed": key }))
         }
-        _ => Err(ApiError::new(ErrorCode::Unsupported, "no such route").with_status(StatusCode::NOT_FOUND)),
+        _ => Err(ApiError::no_route()),
     }
 }
 

@@ -7,15 +7,13 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-use keelson_raft::network::{Dialer, DialerConnector};
+use keelson_raft::network::Dialer;
 use keelson_raft::regions::{PullThroughCache, RegionPeer};
 use keelson_storage::at_rest::MasterKeys;
 use std::time::Duration;
 
 use crate::body::{self, Body};
+use crate::outbound::Transport;
 
 /// Largest manifest or JSON answer read from a peer.
 const MAX_ANSWER: usize = 16 << 20;
@@ -51,18 +49,6 @@ pub enum PeerError {
     Malformed { peer: String, what: String },
 }
 
-/// An error and its causes on one line (hyper's client error alone says only "SendRequest").
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
 /// Whether a conditional tag change happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Conditional {
@@ -85,35 +71,12 @@ pub struct PeerClient {
     client: Transport,
 }
 
-/// How requests reach the other side: TCP (with TLS for `https://`), or the node's dialer (the
-/// simulation's network).
-#[derive(Clone)]
-enum Transport {
-    Tcp(Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>),
-    Dialed(Client<DialerConnector, Body>),
-}
-
 /// Longest wait for an answer's head; a PATCH of one chunk may take longer on a slow link.
 const ANSWER_WITHIN: Duration = Duration::from_secs(30);
 const PATCH_WITHIN: Duration = Duration::from_secs(300);
 
 fn http_client(ca_pem: Option<&str>, name: &str, dialer: Option<&Dialer>) -> Result<Transport, PeerError> {
-    if let Some(dialer) = dialer {
-        return Ok(Transport::Dialed(
-            Client::builder(TokioExecutor::new()).build(dialer.connector()),
-        ));
-    }
-    let tls = crate::tls::client_config_pem(ca_pem).map_err(|e| PeerError::Tls(e, name.to_string()))?;
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(std::time::Duration::from_secs(5)));
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
-    Ok(Transport::Tcp(Client::builder(TokioExecutor::new()).build(connector)))
+    Transport::new(ca_pem, dialer).map_err(|e| PeerError::Tls(e, name.to_string()))
 }
 
 fn basic(user: &str, secret: &str) -> String {
@@ -207,21 +170,13 @@ impl PeerClient {
         } else {
             ANSWER_WITHIN
         };
-        let sent = match &self.client {
-            Transport::Tcp(c) => tokio::time::timeout(within, c.request(request)).await,
-            Transport::Dialed(c) => tokio::time::timeout(within, c.request(request)).await,
-        };
-        match sent {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(e)) => Err(PeerError::Connect {
+        self.client
+            .send(request, within)
+            .await
+            .map_err(|cause| PeerError::Connect {
                 peer: self.name.clone(),
-                cause: error_chain(&e),
-            }),
-            Err(_) => Err(PeerError::Connect {
-                peer: self.name.clone(),
-                cause: format!("no answer within {} s", within.as_secs()),
-            }),
-        }
+                cause,
+            })
     }
 
     /// A bodiless request (GET, HEAD) that answers an upstream's Bearer challenge: the token

@@ -222,6 +222,32 @@ impl BlobJobs {
                 }))
                 .await?;
         }
+        let webhooks = self.catalog.reader().all_webhooks().unwrap_or_default();
+        let mut hooks = Vec::new();
+        for view in webhooks
+            .into_iter()
+            .filter(|v| keys.secret_needs_sealing(&v.endpoint.secret))
+        {
+            match keys.open_secret(&view.endpoint.secret) {
+                Ok(plain) => hooks.push(keelson_raft::webhooks::ResealedWebhookSecret {
+                    was_sha256: keelson_raft::identity::stored_sha256(&view.endpoint.secret),
+                    sealed: keys.seal_secret(&plain),
+                    ns: view.ns,
+                    name: view.name,
+                }),
+                Err(e) => {
+                    tracing::warn!(webhook = %view.name, error = %e, "a webhook secret cannot be opened with this node's keys")
+                }
+            }
+        }
+        if !hooks.is_empty() {
+            n += hooks.len();
+            self.catalog
+                .propose(CatalogCommand::Webhooks(
+                    keelson_raft::webhooks::WebhookCommand::ResealSecrets { secrets: hooks },
+                ))
+                .await?;
+        }
         Ok(n)
     }
 }
