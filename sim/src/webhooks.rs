@@ -36,11 +36,14 @@ const SECRET: &str = "sim-webhook-secret";
 /// How long after healing every expected event has to arrive.
 const DELIVER_WITHIN_MS: u64 = 120_000;
 
+/// One event as received: action, repository, tag and digest.
+pub type Received = (String, String, Option<String>, String);
+
 /// What the receiver got, and since when events are owed.
 #[derive(Default)]
 pub struct Seen {
     /// Events by id: (action, repository, tag, digest).
-    pub events: RefCell<BTreeMap<String, (String, String, Option<String>, String)>>,
+    pub events: RefCell<BTreeMap<String, Received>>,
     pub deliveries: Cell<u64>,
     pub repeated: Cell<u64>,
     /// Sim time the endpoint was acknowledged: pushes called after it owe an event.

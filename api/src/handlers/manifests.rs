@@ -113,15 +113,8 @@ pub async fn get<B>(
     }
     // A GET is a pull of this image (a HEAD only asks whether it exists).
     reg.pulls.record(name, &digest, reg.clock.now_ms());
-    reg.webhooks.note_pull(
-        reg,
-        req,
-        name,
-        by_tag.as_deref(),
-        &digest,
-        &record.media_type,
-        record.body.len() as u64,
-    );
+    reg.webhooks
+        .note_pull(reg, req, name, by_tag.as_deref(), &digest, &record);
     Ok(reply.body(body::full(record.body)))
 }
 

@@ -40,7 +40,8 @@ pub struct Webhooks {
 }
 
 impl Webhooks {
-    /// Notes a manifest GET of `digest` in `repo` (by `tag`, when it was asked by tag).
+    /// Notes a manifest GET of `digest` (stored as `record`) in `repo`, by `tag` when it was
+    /// asked by tag.
     pub fn note_pull<B>(
         &self,
         cx: &Cx<'_>,
@@ -48,8 +49,7 @@ impl Webhooks {
         repo: &str,
         tag: Option<&str>,
         digest: &str,
-        media_type: &str,
-        size: u64,
+        record: &keelson_raft::ManifestRecord,
     ) {
         let ns = keelson_raft::lifecycle::tenancy_of(repo);
         if !self
@@ -65,8 +65,8 @@ impl Webhooks {
             kind: EventKind::Pull,
             repository: repo.to_string(),
             digest: digest.to_string(),
-            media_type: media_type.to_string(),
-            size,
+            media_type: record.media_type.clone(),
+            size: record.body.len() as u64,
             tag: tag.map(str::to_string),
             origin: origin(cx, req),
         }
