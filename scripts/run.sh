@@ -15,4 +15,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
     $SUDO apt-get update -q
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
-exec cargo run --release -p keelson -- serve "$@"
+# The same build as scripts/test.sh (the whole workspace with its tests): after a test run this
+# is a no-op, where building the binary alone would resolve other features and rebuild.
+cargo build --release --workspace --all-targets
+exec "${CARGO_TARGET_DIR:-target}/release/keelson" serve "$@"

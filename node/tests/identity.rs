@@ -438,6 +438,70 @@ async fn token_flow_refresh_and_revocation() {
         json!([{"type": "repository", "name": "acme/app", "actions": ["pull", "push"]}])
     );
 
+    // Mounting from another repository with tokens (distribution spec, "Mounting a blob from
+    // another repository"): the challenge asks for the source's pull scope as well, so one
+    // token covers both and the blob is mounted (201), not uploaded again (202).
+    // (Ann may push to repositories that exist; creating one takes `manage`.)
+    for repo in ["acme/app2", "acme/app3"] {
+        assert_eq!(
+            api.push(Some(("keelson/admin", ADMIN_TOKEN)), repo, "v0").await,
+            StatusCode::CREATED
+        );
+    }
+    let layer = digest(b"layer of acme/app:v1");
+    let mount_url = format!("{}/v2/acme/app2/blobs/uploads/?mount={layer}&from=acme/app", api.url);
+    let resp = api.client.post(&mount_url).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let challenge = resp.headers()["www-authenticate"].to_str().unwrap().to_string();
+    let scope = challenge
+        .split("scope=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(
+        scope, "repository:acme/app2:pull,push repository:acme/app:pull",
+        "{challenge}"
+    );
+    let token_for = |scopes: Vec<&str>| {
+        let query: String = scopes.iter().map(|s| format!("&scope={s}")).collect();
+        let url = format!("{}/token?service=keelson{query}", api.url);
+        let client = api.client.clone();
+        let token = token.clone();
+        async move {
+            let body: Value = client
+                .get(url)
+                .basic_auth("acme/ann", Some(&token))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            body["token"].as_str().unwrap().to_string()
+        }
+    };
+    let both = token_for(scope.split(' ').collect()).await;
+    let resp = api.client.post(&mount_url).bearer_auth(&both).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED, "mounted");
+    assert_eq!(
+        resp.headers()["location"].to_str().unwrap(),
+        format!("/v2/acme/app2/blobs/{layer}")
+    );
+    // A token without the source's scope uploads instead, as distribution does.
+    let only_target = token_for(vec!["repository:acme/app3:pull,push"]).await;
+    let resp = api
+        .client
+        .post(format!(
+            "{}/v2/acme/app3/blobs/uploads/?mount={layer}&from=acme/app",
+            api.url
+        ))
+        .bearer_auth(&only_target)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED, "an upload session instead");
+
     let bearer = |t: &str| format!("Bearer {t}");
     let get = |t: String| {
         api.client

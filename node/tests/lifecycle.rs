@@ -29,28 +29,7 @@ const DAY_MS: u64 = 24 * 3600 * 1000;
 
 /// An HTTP exchange with curl: (status, body as JSON or a string).
 fn http(method: &str, url: &str, body: Option<&str>, content_type: &str) -> (u16, Value) {
-    let mut cmd = tool("curl");
-    cmd.args([
-        "-sS",
-        "--max-time",
-        "60",
-        "-o",
-        "-",
-        "-w",
-        "\n%{http_code}",
-        "-X",
-        method,
-    ])
-    .args(["-H", &format!("Content-Type: {content_type}")]);
-    if let Some(body) = body {
-        cmd.args(["--data-binary", body]);
-    }
-    cmd.arg(url);
-    let out = exec(&mut cmd, LIMIT);
-    assert!(out.ok, "curl {method} {url}: {}", out.stderr);
-    let (text, code) = out.stdout.rsplit_once('\n').unwrap_or(("", "0"));
-    let value = serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()));
-    (code.trim().parse().unwrap_or(0), value)
+    support::tools::curl_json(method, url, body, content_type, None)
 }
 
 fn api(method: &str, host: &str, path: &str, body: Option<Value>) -> Value {

@@ -29,7 +29,7 @@ use sha2::Sha256;
 use support::cluster::Cluster;
 use support::free_port;
 use support::oci::{skopeo, umoci_image};
-use support::tools::{exec, need, tool, wait_until};
+use support::tools::{need, wait_until};
 
 const THREE: [(u64, &str); 3] = [(1, "fd1"), (2, "fd2"), (3, "fd3")];
 const ADMIN: &str = "webhooks-admin-token-0123456789abcdef";
@@ -112,29 +112,9 @@ fn read_request(stream: TcpStream) -> Option<Delivery> {
 }
 
 fn curl(method: &str, url: &str, body: Option<&Value>) -> (u16, Value) {
-    let mut cmd = tool("curl");
-    cmd.args([
-        "-sS",
-        "--max-time",
-        "60",
-        "-o",
-        "-",
-        "-w",
-        "\n%{http_code}",
-        "-X",
-        method,
-    ])
-    .args(["-u", &format!("keelson/admin:{ADMIN}")])
-    .args(["-H", "Content-Type: application/json"]);
-    if let Some(body) = body {
-        cmd.args(["--data-binary", &body.to_string()]);
-    }
-    cmd.arg(url);
-    let out = exec(&mut cmd, LIMIT);
-    assert!(out.ok, "curl {method} {url}: {}", out.stderr);
-    let (text, code) = out.stdout.rsplit_once('\n').unwrap_or(("", "0"));
-    let value = serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()));
-    (code.trim().parse().unwrap_or(0), value)
+    let body = body.map(Value::to_string);
+    let basic = format!("keelson/admin:{ADMIN}");
+    support::tools::curl_json(method, url, body.as_deref(), "application/json", Some(&basic))
 }
 
 fn api(method: &str, host: &str, path: &str, body: Option<Value>) -> Value {

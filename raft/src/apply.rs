@@ -60,6 +60,28 @@ impl Applier<'_> {
                 tag,
                 now_ms,
             } => self.put_manifest(repo, digest, manifest, tag, now_ms),
+            C::PutManifestTags {
+                repo,
+                digest,
+                manifest,
+                tags,
+                now_ms,
+            } => {
+                if tags.is_empty() || tags.len() > MAX_TAGS_PER_PUT {
+                    return rejected(Rejection::Invalid(format!(
+                        "a manifest PUT applies 1 to {MAX_TAGS_PER_PUT} tags"
+                    )));
+                }
+                // A refusal of any tag (immutable, a limit) refuses the entry: none is applied.
+                for tag in tags {
+                    let answer =
+                        self.put_manifest(repo.clone(), digest.clone(), manifest.clone(), Some(tag), now_ms)?;
+                    if answer != Done {
+                        return Ok(answer);
+                    }
+                }
+                Ok(Done)
+            }
             C::DeleteTag { repo, tag, now_ms } => self.delete_tag(&repo, &tag, now_ms),
             C::DeleteManifest { repo, digest } => {
                 if !self.tx.exists(CF_MANIFESTS, &join(&[&repo, &digest]))? {

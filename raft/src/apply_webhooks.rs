@@ -21,6 +21,28 @@ struct Planned {
     tag: Option<String>,
 }
 
+/// A push's events: `push`, and `tag` when it named a tag.
+fn pushed(repo: &str, digest: &str, manifest: &crate::command::ManifestRecord, tag: Option<&str>) -> Vec<Planned> {
+    let push = Planned {
+        kind: EventKind::Push,
+        repo: repo.to_string(),
+        digest: digest.to_string(),
+        media_type: manifest.media_type.clone(),
+        size: manifest.body.len() as u64,
+        tag: tag.map(str::to_string),
+    };
+    match tag {
+        Some(_) => {
+            let tagged = Planned {
+                kind: EventKind::Tag,
+                ..push.clone()
+            };
+            vec![push, tagged]
+        }
+        None => vec![push],
+    }
+}
+
 impl Applier<'_> {
     pub(crate) fn webhook_command(&mut self, cmd: WebhookCommand) -> Applied {
         match cmd {
@@ -193,25 +215,17 @@ impl Applier<'_> {
                 manifest,
                 tag,
                 ..
-            } => {
-                let push = Planned {
-                    kind: EventKind::Push,
-                    repo: repo.clone(),
-                    digest: digest.clone(),
-                    media_type: manifest.media_type.clone(),
-                    size: manifest.body.len() as u64,
-                    tag: tag.clone(),
-                };
-                let mut planned = Vec::with_capacity(2);
-                if tag.is_some() {
-                    planned.push(Planned {
-                        kind: EventKind::Tag,
-                        ..push.clone()
-                    });
-                }
-                planned.insert(0, push);
-                planned
-            }
+            } => pushed(repo, digest, manifest, tag.as_deref()),
+            CatalogCommand::PutManifestTags {
+                repo,
+                digest,
+                manifest,
+                tags,
+                ..
+            } => tags
+                .iter()
+                .flat_map(|tag| pushed(repo, digest, manifest, Some(tag)))
+                .collect(),
             CatalogCommand::DeleteManifest { repo, digest } => {
                 let (media_type, size) = self.manifest_facts(repo, digest)?;
                 vec![Planned {

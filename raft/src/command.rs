@@ -34,6 +34,15 @@ pub enum CatalogCommand {
         tag: Option<String>,
         now_ms: u64,
     },
+    /// Store a manifest in `repo` and point every one of `tags` at it, all or none (a manifest
+    /// PUT by digest with `?tag=` parameters); at most [`MAX_TAGS_PER_PUT`] tags.
+    PutManifestTags {
+        repo: String,
+        digest: String,
+        manifest: ManifestRecord,
+        tags: Vec<String>,
+        now_ms: u64,
+    },
     /// Remove a tag (the manifest stays).
     DeleteTag { repo: String, tag: String, now_ms: u64 },
     /// Remove a manifest, every tag that points at it and its referrer entry.
@@ -201,6 +210,9 @@ pub enum CatalogCommand {
         then: Box<CatalogCommand>,
     },
 }
+
+/// Most tags one manifest PUT may apply.
+pub const MAX_TAGS_PER_PUT: usize = 32;
 
 /// Candidates or swept blobs per GC command: a digest is about 71 bytes, a swept blob names its
 /// repositories too, so a part stays far below `node::MAX_COMMAND_BYTES`.

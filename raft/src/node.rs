@@ -61,9 +61,11 @@ pub enum CatalogError {
     TooLarge { bytes: u64, limit: u64 },
 }
 
-/// The largest encoded command one Raft entry may carry: a 4 MiB manifest with room to spare.
-/// Every entry must also fit an AppendEntries message (see `network::MAX_APPEND_BYTES`).
-pub const MAX_COMMAND_BYTES: u64 = 8 << 20;
+/// The largest encoded command one Raft entry may carry: a 4 MiB manifest, the parts of it the
+/// record keeps parsed (annotations, digests: substrings of the body, so at most as much again)
+/// and the push's origin, with 256 KiB to spare. Every entry must also fit an AppendEntries
+/// message (see `network::MAX_APPEND_BYTES`).
+pub const MAX_COMMAND_BYTES: u64 = (8 << 20) + (256 << 10);
 
 /// One node's catalog: openraft plus a reader of the applied state.
 #[derive(Clone)]

@@ -101,7 +101,10 @@ impl RaftPeer for PeerService {
 
     async fn forward(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
         let req: Forwarded = decode(request.get_ref()).map_err(bad_request)?;
-        let serve = crate::node::serve_forwarded(&self.raft, req);
+        let serve = async {
+            tracing::debug!("serving a request forwarded by another member");
+            crate::node::serve_forwarded(&self.raft, req).await
+        };
         // The forwarding node's request: its id follows into the leader's log lines.
         let id = request
             .metadata()

@@ -459,6 +459,28 @@ async fn immutable_tags_cannot_move_or_go() {
         "{refused}"
     );
     assert!(catalog.reader().image(repo, &digest("other")).unwrap().is_none());
+    // Several tags in one PUT (`?tag=`) apply all or none: one immutable tag among them refuses
+    // the whole entry, and the free tag it named does not move either.
+    let many = CatalogCommand::PutManifestTags {
+        repo: repo.into(),
+        digest: digest("other"),
+        manifest: image_manifest(&["config"], "{\"other\":1}", None),
+        tags: vec!["fresh".into(), "v1".into()],
+        now_ms: T0,
+    };
+    assert!(matches!(rejected(&catalog, many).await, Rejection::TagImmutable { .. }));
+    assert_eq!(catalog.reader().tag(repo, "fresh").unwrap(), None);
+    assert!(catalog.reader().image(repo, &digest("other")).unwrap().is_none());
+    let many = CatalogCommand::PutManifestTags {
+        repo: repo.into(),
+        digest: digest("other"),
+        manifest: image_manifest(&["config"], "{\"other\":1}", None),
+        tags: vec!["fresh".into(), "latest".into()],
+        now_ms: T0,
+    };
+    ok(&catalog, many).await;
+    assert_eq!(catalog.reader().tag(repo, "fresh").unwrap(), Some(digest("other")));
+    assert_eq!(catalog.reader().tag(repo, "latest").unwrap(), Some(digest("other")));
     let same = image_manifest(&["config", "layer-one"], "{\"m\":\"one\"}", None);
     ok(&catalog, put(repo, "one", same, Some("v1"), T0 + 1)).await;
     assert_eq!(catalog.reader().tag(repo, "v1").unwrap(), Some(digest("one")));

@@ -322,3 +322,42 @@ pub async fn monitor(shared: Rc<Shared>, nodes: Vec<NodeSpec>) -> turmoil::Resul
     }
     Ok(())
 }
+
+/// Sends one management call to `nodes` in turn, through the faults, until one answers with a
+/// 2xx or 120 s pass; each try is traced as `admin <what> via <node> -> <answer>`. Whether one
+/// succeeded.
+pub async fn manage_until_done(
+    shared: &Shared,
+    nodes: &[NodeSpec],
+    method: Method,
+    path: &str,
+    body: &str,
+    what: &str,
+) -> bool {
+    let deadline = now_ms() + 120_000;
+    let mut i = 0usize;
+    while now_ms() < deadline && !nodes.is_empty() {
+        let node = &nodes[i % nodes.len()];
+        i += 1;
+        let answer = client::request(
+            &api_addr(&node.name),
+            method.clone(),
+            path,
+            &[("content-type", "application/json")],
+            Bytes::from(body.to_string()),
+            Duration::from_secs(10),
+        )
+        .await;
+        let ok = matches!(&answer, Ok(r) if (200..300).contains(&r.status));
+        let label = match &answer {
+            Ok(r) => r.status.to_string(),
+            Err(e) => e.label().to_string(),
+        };
+        shared.trace(now_ms(), format!("admin {what} via {} -> {label}", node.name));
+        if ok {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    false
+}

@@ -17,15 +17,11 @@
 //! and the tag histories stay linearizable: retention never removes a tag, since an image that
 //! gains one between evaluation and commit is saved by the compare-and-set.
 
-use std::time::Duration;
-
-use bytes::Bytes;
 use http::Method;
 use serde_json::Value;
 
-use crate::client;
 use crate::cluster::{api_addr, NodeSpec, EPOCH_MS};
-use crate::history::{now_ms, Shared};
+use crate::history::Shared;
 use crate::skew::MAX_SKEW_MS;
 
 /// The cooling period of the simulation's policy: long enough to be longer than the skew bound
@@ -63,42 +59,15 @@ pub async fn stop(shared: &Shared, nodes: &[NodeSpec]) {
 
 async fn change_policy(shared: &Shared, nodes: &[NodeSpec], method: Method, body: String, what: &str) {
     let path = format!("/api/v1/tenancies/{TENANCY}/retention-policies/global");
-    let deadline = now_ms() + 120_000;
-    let mut i = 0usize;
-    while now_ms() < deadline {
-        let node = &nodes[i % nodes.len()];
-        i += 1;
-        let answer = client::request(
-            &api_addr(&node.name),
-            method.clone(),
-            &path,
-            &[("content-type", "application/json")],
-            Bytes::from(body.clone()),
-            Duration::from_secs(10),
-        )
-        .await;
-        let ok = matches!(&answer, Ok(r) if r.status == 200);
-        shared.trace(
-            now_ms(),
-            format!(
-                "admin retention policy {what} via {} -> {}",
-                node.name,
-                match &answer {
-                    Ok(r) => r.status.to_string(),
-                    Err(e) => e.label().to_string(),
-                }
-            ),
+    let label = format!("retention policy {what}");
+    if crate::cluster::manage_until_done(shared, nodes, method, &path, &body, &label).await {
+        shared.count(format!("retention.policy_{what}"), 1);
+    } else {
+        shared.fail(
+            "retention_policy",
+            format!("no node accepted the policy change ({what}) in 120 s"),
         );
-        if ok {
-            shared.count(format!("retention.policy_{what}"), 1);
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    shared.fail(
-        "retention_policy",
-        format!("no node accepted the policy change ({what}) in 120 s"),
-    );
 }
 
 /// One logged deletion: the image and what went with it, and when (the judging node's clock).

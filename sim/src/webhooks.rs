@@ -24,8 +24,7 @@ use hyper_util::rt::TokioIo;
 use keelson_api::webhooks::envelope;
 use serde_json::{json, Value};
 
-use crate::client;
-use crate::cluster::{api_addr, NodeSpec};
+use crate::cluster::NodeSpec;
 use crate::history::{now_ms, Shared};
 use crate::retention::TENANCY;
 
@@ -61,33 +60,10 @@ fn endpoint_body() -> Value {
 /// Creates (or replaces) the endpoint through any node, retried through the faults.
 async fn put_endpoint(shared: &Shared, nodes: &[NodeSpec], what: &str) -> bool {
     let path = format!("/api/v1/tenancies/{TENANCY}/webhooks/hooks");
-    let deadline = now_ms() + 120_000;
-    let mut i = 0usize;
-    while now_ms() < deadline {
-        let node = &nodes[i % nodes.len()];
-        i += 1;
-        let answer = client::request(
-            &api_addr(&node.name),
-            Method::PUT,
-            &path,
-            &[("content-type", "application/json")],
-            Bytes::from(endpoint_body().to_string()),
-            Duration::from_secs(10),
-        )
-        .await;
-        let ok = matches!(&answer, Ok(r) if r.status == 200 || r.status == 201);
-        shared.trace(
-            now_ms(),
-            format!(
-                "admin webhook {what} via {} -> {}",
-                node.name,
-                crate::cluster::answer_label(&answer.map_err(|e| e.label().to_string()))
-            ),
-        );
-        if ok {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+    let body = endpoint_body().to_string();
+    let label = format!("webhook {what}");
+    if crate::cluster::manage_until_done(shared, nodes, Method::PUT, &path, &body, &label).await {
+        return true;
     }
     shared.fail("webhook_endpoint", format!("the webhook endpoint was never {what}"));
     false

@@ -13,6 +13,7 @@ use crate::body::{self, Body};
 use crate::error::{ApiError, ErrorCode};
 use crate::manifest;
 use crate::names::Reference;
+use crate::routes::query_pairs;
 
 fn unknown() -> ApiError {
     ApiError::new(ErrorCode::ManifestUnknown, "manifest unknown to registry")
@@ -129,9 +130,11 @@ pub async fn put(
     let limit = reg.limits.max_manifest_bytes;
     let content_type = header(&req, "content-type").map(str::to_string);
     let headers = req.headers().clone();
+    let query = req.uri().query().map(str::to_string);
     let origin = crate::webhooks::origin(reg, &req);
     let bytes = read_limited(req.into_body(), limit).await?;
     let valid = manifest::validate(&bytes, content_type.as_deref(), reg.clock.now_ms())?;
+    let reference_is_digest = matches!(reference, Reference::Digest(_));
     let tag = match reference {
         Reference::Digest(d) if d != valid.digest => {
             return Err(ApiError::new(
@@ -145,21 +148,64 @@ pub async fn put(
     let subject = valid.record.subject.clone();
     let digest = valid.digest;
     let precondition = tag_precondition(&headers)?;
-    let put = CatalogCommand::PutManifest {
-        repo: name.to_string(),
-        digest: digest.to_string(),
-        manifest: valid.record,
-        tag: tag.clone(),
-        now_ms: reg.clock.now_ms(),
-    };
-    let cmd = match (precondition, tag) {
-        (Some(expected), Some(tag)) => CatalogCommand::TagIf {
+    // `?tag=` parameters (distribution spec 1.1, "Pushing Manifests with tags"): every tag or
+    // none, each named back in an `OCI-Tag` header.
+    let mut tags: Vec<String> = tag.iter().cloned().collect();
+    for (key, value) in query_pairs(query.as_deref()) {
+        if key != "tag" {
+            continue;
+        }
+        let Reference::Tag(t) = Reference::parse(&value)? else {
+            return Err(ApiError::new(ErrorCode::TagInvalid, format!("{value:?} is not a tag")));
+        };
+        if !tags.contains(&t) {
+            tags.push(t);
+        }
+    }
+    if tags.len() > keelson_raft::command::MAX_TAGS_PER_PUT {
+        return Err(ApiError::new(
+            ErrorCode::TagInvalid,
+            format!(
+                "at most {} tags in one manifest PUT",
+                keelson_raft::command::MAX_TAGS_PER_PUT
+            ),
+        ));
+    }
+    let now_ms = reg.clock.now_ms();
+    let cmd = match (precondition, tags.as_slice()) {
+        (Some(expected), [tag]) => CatalogCommand::TagIf {
             repo: name.to_string(),
-            tag,
+            tag: tag.clone(),
             expected,
-            then: Box::new(put),
+            then: Box::new(CatalogCommand::PutManifest {
+                repo: name.to_string(),
+                digest: digest.to_string(),
+                manifest: valid.record,
+                tag: Some(tag.clone()),
+                now_ms,
+            }),
         },
-        _ => put,
+        (Some(_), _) => {
+            return Err(ApiError::new(
+                ErrorCode::Unsupported,
+                "a conditional manifest PUT names exactly one tag",
+            )
+            .with_status(StatusCode::BAD_REQUEST))
+        }
+        (None, [] | [_]) => CatalogCommand::PutManifest {
+            repo: name.to_string(),
+            digest: digest.to_string(),
+            manifest: valid.record,
+            tag: tags.first().cloned(),
+            now_ms,
+        },
+        (None, _) => CatalogCommand::PutManifestTags {
+            repo: name.to_string(),
+            digest: digest.to_string(),
+            manifest: valid.record,
+            tags: tags.clone(),
+            now_ms,
+        },
     };
     let cmd = CatalogCommand::Attributed {
         origin,
@@ -180,6 +226,11 @@ pub async fn put(
         .header("Docker-Content-Digest", &digest);
     if let Some(subject) = subject {
         reply = reply.header("OCI-Subject", subject);
+    }
+    if reference_is_digest {
+        for tag in &tags {
+            reply = reply.header("OCI-Tag", tag);
+        }
     }
     Ok(reply.empty())
 }

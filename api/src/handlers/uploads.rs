@@ -219,15 +219,36 @@ fn small_blob_copies(m: u16) -> u16 {
 
 /// POST `/v2/<name>/blobs/uploads/` (`?digest=` monolithic, `?mount=&from=` cross-mount).
 pub async fn start(reg: &Cx<'_>, name: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
-    authorize_repo(reg, name, Action::Push)?;
-    super::lifecycle::admits_upload(reg, name)?;
     let pairs = query_pairs(req.uri().query());
-    if let (Some(mount), Some(from)) = (query_get(&pairs, "mount"), query_get(&pairs, "from")) {
+    if let Err(e) = authorize_repo(reg, name, Action::Push) {
+        // A cross-repository mount's challenge asks for the source's pull scope too, so a
+        // token client fetches one token good for both and mounts instead of uploading
+        // (distribution spec, "Mounting a blob from another repository").
+        return Err(match query_get(&pairs, "from") {
+            Some(from) if e.status == StatusCode::UNAUTHORIZED && names::validate_repo(from).is_ok() => {
+                crate::access::challenge(
+                    &reg.caller.origin,
+                    Some(format!("repository:{name}:pull,push repository:{from}:pull")),
+                )
+            }
+            _ => e,
+        });
+    }
+    super::lifecycle::admits_upload(reg, name)?;
+    if let Some(mount) = query_get(&pairs, "mount") {
         let digest = Digest::parse(mount)?;
-        if names::validate_repo(from).is_ok()
-            && authorize_repo(reg, from, Action::Pull).is_ok()
-            && super::linked_blob(reg, from, &digest.to_string()).await?.is_some()
-        {
+        // Without `from`, the registry looks for the blob in the tenancy's other repositories
+        // (distribution spec 1.1, "Mounting a blob from another repository").
+        let source = match query_get(&pairs, "from") {
+            Some(from) => (names::validate_repo(from).is_ok() && authorize_repo(reg, from, Action::Pull).is_ok())
+                .then(|| from.to_string()),
+            None => mount_source(reg, name, &digest.to_string())?,
+        };
+        let linked = match &source {
+            Some(from) => super::linked_blob(reg, from, &digest.to_string()).await?.is_some(),
+            None => false,
+        };
+        if linked {
             // MountBlob never re-creates a record: if GC collected the blob meanwhile it is
             // rejected and the client uploads the bytes instead.
             let mount = CatalogCommand::MountBlob {
@@ -261,6 +282,38 @@ pub async fn start(reg: &Cx<'_>, name: &str, req: Request<Incoming>) -> Result<R
             result
         }
     }
+}
+
+/// Repositories a mount without `from` looks through, at most.
+const MOUNT_SEARCH_REPOS: usize = 5_000;
+
+/// Another repository of `name`'s tenancy that links `digest` and that the caller may pull from:
+/// the first in name order, among at most [`MOUNT_SEARCH_REPOS`].
+fn mount_source(reg: &Cx<'_>, name: &str, digest: &str) -> Result<Option<String>, ApiError> {
+    let prefix = format!("{}/", keelson_raft::lifecycle::tenancy_of(name));
+    let reader = reg.catalog.reader();
+    let mut last = prefix.clone();
+    let mut seen = 0usize;
+    while seen < MOUNT_SEARCH_REPOS {
+        let page = reader.repos(Some(&last), 500)?;
+        for repo in &page.items {
+            if !repo.starts_with(&prefix) {
+                return Ok(None);
+            }
+            seen += 1;
+            if repo != name
+                && reader.blob_in_repo(repo, digest)?.is_some()
+                && authorize_repo(reg, repo, Action::Pull).is_ok()
+            {
+                return Ok(Some(repo.clone()));
+            }
+        }
+        match page.items.last() {
+            Some(l) if page.more => last = l.clone(),
+            _ => return Ok(None),
+        }
+    }
+    Ok(None)
 }
 
 /// Where the session lives when another node owns it (its API address).

@@ -192,6 +192,40 @@ async fn cross_repo_mount() {
     reg.assert_blob("acme/a", &data).await;
 }
 
+/// Distribution spec 1.1, "Mounting a blob from another repository": a mount without `from`
+/// finds the blob in another repository of the same tenancy (201); a blob only another
+/// tenancy holds is not found there, and the client uploads instead (202).
+#[tokio::test]
+async fn mount_without_from_searches_the_tenancy() {
+    let node = Node::start();
+    let reg = node.reg();
+    let data = random_bytes(30_000);
+    let d = reg.push_blob("acme/src/one", &data).await;
+    let r = reg
+        .send(
+            "POST",
+            &format!("/v2/acme/dst/blobs/uploads/?mount={d}"),
+            &[],
+            Some(vec![]),
+        )
+        .await;
+    r.expect(201);
+    r.expect_header("docker-content-digest", &d);
+    reg.assert_blob("acme/dst", &data).await;
+    let elsewhere = random_bytes(30_000);
+    let e = reg.push_blob("other/app", &elsewhere).await;
+    let r = reg
+        .send(
+            "POST",
+            &format!("/v2/acme/dst/blobs/uploads/?mount={e}"),
+            &[],
+            Some(vec![]),
+        )
+        .await;
+    r.expect(202);
+    r.must_header("docker-upload-uuid");
+}
+
 /// Mount of a blob the source repository does not have → 202, an ordinary upload session
 /// (Location + Docker-Upload-UUID) that can then be completed.
 #[tokio::test]

@@ -564,3 +564,43 @@ async fn content_type_parameters_ignored() {
     g.expect_header("content-type", OCI_MANIFEST);
     assert!(g.body == body);
 }
+
+/// Distribution spec 1.1, "Pushing Manifests" with `?tag=`: a PUT by digest with tag
+/// parameters applies every tag and names each in an `OCI-Tag` header; an invalid tag among them
+/// refuses the PUT and applies none.
+#[tokio::test]
+async fn manifest_put_by_digest_with_tag_parameters() {
+    let node = Node::start();
+    let reg = node.reg();
+    let (config, layers) = push_parts(&reg, "acme/tagged", OCI_CONFIG, OCI_LAYER, 1).await;
+    let body = oci_manifest(&config, &layers, json!({}));
+    let digest = sha256(&body);
+    let refused = reg
+        .put_manifest(
+            "acme/tagged",
+            &format!("{digest}?tag=ok&tag=not%20a%20tag"),
+            OCI_MANIFEST,
+            &body,
+        )
+        .await;
+    assert_error(&refused, 400, "TAG_INVALID");
+    reg.get_manifest("acme/tagged", "ok").await.expect(404);
+    let r = reg
+        .put_manifest(
+            "acme/tagged",
+            &format!("{digest}?tag=v1&tag=stable&tag=v1"),
+            OCI_MANIFEST,
+            &body,
+        )
+        .await;
+    r.expect(201);
+    r.expect_header("docker-content-digest", &digest);
+    assert_eq!(r.headers_all("oci-tag"), ["v1", "stable"], "{}", r.describe());
+    for tag in ["v1", "stable"] {
+        assert_pullable(&reg, "acme/tagged", tag, OCI_MANIFEST, &body).await;
+    }
+    // A PUT by tag answers no OCI-Tag (the tag is the reference).
+    let r = reg.put_manifest("acme/tagged", "v2", OCI_MANIFEST, &body).await;
+    r.expect(201);
+    assert!(r.headers_all("oci-tag").is_empty(), "{}", r.describe());
+}

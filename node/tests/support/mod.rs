@@ -278,11 +278,12 @@ impl ClusterNode {
             .arg("--fault-domain")
             .arg(&self.fault_domain)
             .env("KEELSON_AUTH", "off")
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
             )
+            // The test's own settings win (a log level included).
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

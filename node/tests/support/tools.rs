@@ -115,3 +115,40 @@ pub fn tail(text: &str, max: usize) -> &str {
     }
     &text[start..]
 }
+
+/// One request with `curl` whose body (if any) is of `content_type`, optionally with Basic
+/// credentials `user:secret`: the status and the answer parsed as JSON (a string when it is
+/// not JSON).
+pub fn curl_json(
+    method: &str,
+    url: &str,
+    body: Option<&str>,
+    content_type: &str,
+    basic: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let mut cmd = tool("curl");
+    cmd.args([
+        "-sS",
+        "--max-time",
+        "60",
+        "-o",
+        "-",
+        "-w",
+        "\n%{http_code}",
+        "-X",
+        method,
+    ])
+    .args(["-H", &format!("Content-Type: {content_type}")]);
+    if let Some(basic) = basic {
+        cmd.args(["-u", basic]);
+    }
+    if let Some(body) = body {
+        cmd.args(["--data-binary", body]);
+    }
+    cmd.arg(url);
+    let out = exec(&mut cmd, Duration::from_secs(120));
+    assert!(out.ok, "curl {method} {url}: {}", out.stderr);
+    let (text, code) = out.stdout.rsplit_once('\n').unwrap_or(("", "0"));
+    let value = serde_json::from_str(text).unwrap_or_else(|_| serde_json::Value::String(text.to_string()));
+    (code.trim().parse().unwrap_or(0), value)
+}
