@@ -113,7 +113,7 @@ proptest! {
             Some("application/vnd.oci.image.index.v1+json"),
             Some("application/vnd.docker.distribution.manifest.v2+json"),
         ][kind];
-        let _ = crate::manifest::validate(&body, content_type, 0);
+        let _ = crate::manifest::validate(&body, content_type, 0, Default::default());
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub mod regions;
 pub mod registry;
 pub mod routes;
 pub mod server;
+pub mod signatures;
 pub mod tls;
 pub mod webhooks;
 

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use keelson_raft::ManifestRecord;
-use keelson_storage::Digest;
+use keelson_storage::{Algorithm, Digest};
 use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
 
 use crate::error::{ApiError, ErrorCode};
@@ -29,7 +29,15 @@ pub struct ValidManifest {
 }
 
 /// Validates `body` sent with `content_type`; `now_ms` stamps the record.
-pub fn validate(body: &[u8], content_type: Option<&str>, now_ms: u64) -> Result<ValidManifest, ApiError> {
+///
+/// The manifest's digest is taken by `algorithm`: the one of the digest it is pushed by, sha256
+/// when pushed by tag.
+pub fn validate(
+    body: &[u8],
+    content_type: Option<&str>,
+    now_ms: u64,
+    algorithm: Algorithm,
+) -> Result<ValidManifest, ApiError> {
     let generic: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| invalid(format!("manifest is not valid JSON: {e}")))?;
     let object = generic
@@ -105,7 +113,7 @@ pub fn validate(body: &[u8], content_type: Option<&str>, now_ms: u64) -> Result<
     record.manifests.sort();
     record.manifests.dedup();
     Ok(ValidManifest {
-        digest: Digest::of(body),
+        digest: Digest::of_with(algorithm, body),
         record,
     })
 }
@@ -159,7 +167,7 @@ mod tests {
             "subject": {"mediaType": OCI_MANIFEST, "digest": digest('c'), "size": 5}
         })
         .to_string();
-        let v = validate(body.as_bytes(), Some(OCI_MANIFEST), 7).expect("valid");
+        let v = validate(body.as_bytes(), Some(OCI_MANIFEST), 7, Algorithm::Sha256).expect("valid");
         assert_eq!(v.record.blobs, vec![digest('a'), digest('b')]);
         assert_eq!(v.record.subject, Some(digest('c')));
         assert_eq!(
@@ -171,17 +179,17 @@ mod tests {
 
     #[test]
     fn rejects_bad_manifests() {
-        assert!(validate(b"{", None, 0).is_err());
-        assert!(validate(b"[]", None, 0).is_err());
-        assert!(validate(br#"{"schemaVersion":1}"#, None, 0).is_err());
+        assert!(validate(b"{", None, 0, Algorithm::Sha256).is_err());
+        assert!(validate(b"[]", None, 0, Algorithm::Sha256).is_err());
+        assert!(validate(br#"{"schemaVersion":1}"#, None, 0, Algorithm::Sha256).is_err());
         let mismatch = format!(
             r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"x","digest":"{}","size":1}},"layers":[]}}"#,
             digest('a')
         );
-        assert!(validate(mismatch.as_bytes(), Some(DOCKER_MANIFEST), 0).is_err());
-        assert!(validate(mismatch.as_bytes(), Some(OCI_MANIFEST), 0).is_ok());
+        assert!(validate(mismatch.as_bytes(), Some(DOCKER_MANIFEST), 0, Algorithm::Sha256).is_err());
+        assert!(validate(mismatch.as_bytes(), Some(OCI_MANIFEST), 0, Algorithm::Sha256).is_ok());
         let bad_digest = r#"{"schemaVersion":2,"config":{"mediaType":"x","digest":"sha256:zz","size":1},"layers":[]}"#;
-        assert!(validate(bad_digest.as_bytes(), None, 0).is_err());
+        assert!(validate(bad_digest.as_bytes(), None, 0, Algorithm::Sha256).is_err());
     }
 
     #[test]

@@ -288,3 +288,53 @@ pub fn fetch_coded(
     let geometry = Geometry::new(layout.k as usize, layout.m as usize, layout.chunk as usize, size);
     keelson_storage::erasure::read::stream_range(reg.peers.clone(), digest.clone(), geometry, sources, offset, len)
 }
+
+/// A small blob's whole content, wherever the cluster keeps it (here, on another holder, or in
+/// shards), checked against its digest: for the registry's own reads of content it interprets
+/// (signature payloads). Blobs over `max` bytes are refused.
+pub async fn read_whole(reg: &Registry, digest: &Digest, record: &BlobRecord, max: u64) -> Result<Bytes, ApiError> {
+    let size = record.size;
+    if size > max {
+        return Err(ApiError::new(
+            ErrorCode::ManifestInvalid,
+            format!("blob {digest} has {size} bytes; at most {max} are read here"),
+        ));
+    }
+    if let Some(bytes) = reg.store.cached_range(digest, 0, size) {
+        return Ok(bytes);
+    }
+    let local = if reg.store.contains(digest) {
+        let (store, d) = (reg.store.clone(), digest.clone());
+        tokio::task::spawn_blocking(move || store.read_small(&d, size, 0, size))
+            .await
+            .map_err(|e| StorageError::Io(std::io::Error::other(e)))?
+            .ok()
+    } else {
+        None
+    };
+    let bytes = match local {
+        Some(bytes) => bytes,
+        None => {
+            let mut rx = match reg.catalog.reader().coded(&digest.to_string())? {
+                Some(layout) => fetch_coded(reg, digest, size, &layout, 0, size),
+                None => fetch_remote(reg, digest, record, 0, size).await?,
+            };
+            let mut whole = bytes::BytesMut::with_capacity(size as usize);
+            while let Some(piece) = rx.recv().await {
+                let piece = piece.map_err(StorageError::Io)?;
+                if whole.len() + piece.len() > size as usize {
+                    break;
+                }
+                whole.extend_from_slice(&piece);
+            }
+            whole.freeze()
+        }
+    };
+    if bytes.len() as u64 != size || !digest.matches(&bytes) {
+        return Err(ApiError::new(
+            ErrorCode::Unavailable,
+            format!("blob {digest} could not be read whole; retry"),
+        ));
+    }
+    Ok(bytes)
+}

@@ -175,6 +175,8 @@ pub struct Registry {
     pub dialer: Option<keelson_raft::network::Dialer>,
     /// Pull-through cache fills in flight on this node.
     pub pull_through: crate::regions::pull_through::PullThrough,
+    /// Signature checks already made on this node (content-addressed, so never stale).
+    pub signature_checks: crate::signatures::Checks,
     /// This registry as the node shares it, for work that outlives a request (a cache fill);
     /// set once by whoever wraps it in its `Arc`.
     pub this: std::sync::OnceLock<std::sync::Weak<Registry>>,

@@ -15,6 +15,9 @@ pub enum CliError {
     Refused(String, u16, String),
     #[error("unexpected answer: {0}")]
     Decode(String),
+    /// The call worked; what it found is a failure (an image without a valid signature).
+    #[error("{0}")]
+    Check(String),
     #[error(transparent)]
     Tls(#[from] keelson_api::tls::TlsError),
 }

@@ -297,6 +297,7 @@ where
         rate_limits: keelson_api::rate_limit::RateLimits::new(config.rates, env.clock.clone()),
         replicator: Default::default(),
         pull_through: Default::default(),
+        signature_checks: Default::default(),
         this: Default::default(),
     });
     let _ = registry.this.set(Arc::downgrade(&registry));

@@ -44,6 +44,21 @@ pub enum ImagesCommand {
         /// `<repo>:<tag>`.
         reference: String,
     },
+    /// Sign an image (and each manifest of an index) in cosign's format with a key the cluster
+    /// holds (`PUT /api/v1/tenancies/<ns>/signing-keys/<name>` with `generate: true`), so CI
+    /// signs without holding a private key. `cosign verify --key <the key's public PEM>` accepts it.
+    Sign {
+        /// `<repo>@<digest>` or `<repo>:<tag>` (the image the tag names).
+        reference: String,
+        /// The held key's name.
+        #[arg(long)]
+        key: String,
+    },
+    /// An image's signatures and whether the keys its tenancy trusts verify them.
+    Verify {
+        /// `<repo>@<digest>` or `<repo>:<tag>`.
+        reference: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -279,6 +294,50 @@ pub async fn images(target: &Target, command: ImagesCommand) -> Result<(), CliEr
                     .call("DELETE", &format!("/api/v1/repos/{repo}/images/{digest}"), None)
                     .await?,
             );
+        }
+        ImagesCommand::Sign { reference, key } => {
+            let (repo, r) = split_reference(&reference)?;
+            let digest = digest_of(target, &repo, r).await?;
+            let answer = target
+                .call(
+                    "POST",
+                    &format!("/api/v1/repos/{repo}/images/{digest}/sign"),
+                    Some(json!({ "key": key })),
+                )
+                .await?;
+            for signed in answer["signed"].as_array().into_iter().flatten() {
+                say(&format!(
+                    "signed {repo}@{} with {key}: {} ({})",
+                    signed["digest"].as_str().unwrap_or(""),
+                    signed["tag"].as_str().unwrap_or(""),
+                    signed["signature_manifest"].as_str().unwrap_or("")
+                ));
+            }
+        }
+        ImagesCommand::Verify { reference } => {
+            let (repo, r) = split_reference(&reference)?;
+            let digest = digest_of(target, &repo, r).await?;
+            let image = target
+                .call("GET", &format!("/api/v1/repos/{repo}/images/{digest}"), None)
+                .await?;
+            say(&format!(
+                "{repo}@{digest}: {}",
+                image["signature"].as_str().unwrap_or("unknown")
+            ));
+            for s in image["signatures"].as_array().into_iter().flatten() {
+                let verdict = match s["verified_by"].as_array().filter(|v| !v.is_empty()) {
+                    Some(keys) => format!("verified by {}", strings(&json!(keys))),
+                    None => s["problem"].as_str().unwrap_or("not verified").to_string(),
+                };
+                say(&format!(
+                    "  {:<9} {}  {verdict}",
+                    s["format"].as_str().unwrap_or(""),
+                    short(s["manifest"].as_str().unwrap_or(""))
+                ));
+            }
+            if image["signature"] != json!("signed") {
+                return Err(CliError::Check(format!("{repo}@{digest} has no valid signature")));
+            }
         }
         ImagesCommand::Untag { reference } => {
             let (repo, Reference::Tag(tag)) = split_reference(&reference)? else {

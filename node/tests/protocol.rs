@@ -10,6 +10,7 @@
 //! - `base`       — `/v2/` and the "garbage never gets a 5xx" table
 //! - `uploads`    — blob upload sessions (POST/PATCH/PUT/GET/DELETE, resume across restart)
 //! - `blobs`      — blob GET/HEAD/Range/DELETE, per-repository visibility, cross-repo mount
+//! - `digests`    — sha512 across blobs, mounts, manifests and referrers; Range edge cases
 //! - `manifests`  — manifest PUT/GET/HEAD/DELETE, media types, validation, names
 //! - `listing`    — tags list and `_catalog` pagination
 //! - `referrers`  — OCI 1.1 referrers API
@@ -24,6 +25,8 @@ mod common;
 mod base;
 #[path = "protocol/blobs.rs"]
 mod blobs;
+#[path = "protocol/digests.rs"]
+mod digests;
 #[path = "protocol/durability.rs"]
 mod durability;
 #[path = "protocol/listing.rs"]

@@ -145,6 +145,7 @@ impl Applier<'_> {
                 then,
             } => self.tag_if(repo, tag, expected, *then),
             C::Webhooks(cmd) => self.webhook_command(cmd),
+            C::Signing(cmd) => self.signing_command(cmd),
             C::Attributed { origin, then } => self.attributed(origin, *then),
             C::SetHolders {
                 digest,

@@ -605,6 +605,27 @@ impl CatalogReader {
             .collect()
     }
 
+    /// The signing keys a tenancy trusts, by name.
+    pub fn signing_keys(&self, ns: &str) -> Result<crate::signing::TenancyKeys> {
+        Ok(self.lifecycle(&crate::signing::keys_key(ns))?.unwrap_or_default())
+    }
+
+    /// Every tenancy's signing keys (for the at-rest pass), by namespace.
+    pub fn all_signing_keys(&self) -> Result<Vec<(String, crate::signing::TenancyKeys)>> {
+        let mut found = Vec::new();
+        self.scan(CF_LIFECYCLE, crate::signing::KEYS_PREFIX, |ns, value| {
+            let ns = std::str::from_utf8(ns).map_err(err)?.to_string();
+            found.push((ns, bincode::deserialize(value).map_err(err)?));
+            Ok(true)
+        })?;
+        Ok(found)
+    }
+
+    /// A tenancy's verification policies, by name.
+    pub fn verification_policies(&self, ns: &str) -> Result<crate::signing::TenancyPolicies> {
+        Ok(self.lifecycle(&crate::signing::policies_key(ns))?.unwrap_or_default())
+    }
+
     /// A tenancy's webhook endpoints, by name.
     pub fn webhooks(&self, ns: &str) -> Result<Vec<crate::webhooks::EndpointView>> {
         self.endpoint_views(&crate::webhooks::endpoints_prefix(ns))

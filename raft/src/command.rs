@@ -203,6 +203,8 @@ pub enum CatalogCommand {
     PruneAudit { before_ms: u64 },
     /// A change to webhook endpoints or their queues.
     Webhooks(crate::webhooks::WebhookCommand),
+    /// A change to a tenancy's trusted signing keys or verification policies.
+    Signing(crate::signing::SigningCommand),
     /// A manifest push or a manifest or tag deletion (possibly under a `TagIf`) made through
     /// the API, with who made it: applying it queues its webhook events.
     Attributed {

@@ -107,6 +107,7 @@ fn touches_cached_state(cmd: &CatalogCommand) -> bool {
             | CatalogCommand::RecordAudit { .. }
             | CatalogCommand::PruneAudit { .. }
             | CatalogCommand::Webhooks(_)
+            | CatalogCommand::Signing(_)
             | CatalogCommand::SetRetentionPolicy { .. }
             | CatalogCommand::AssignRetention { .. }
             | CatalogCommand::SetImmutableTags { .. }

@@ -19,11 +19,11 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
-use sha2::{Digest as _, Sha256};
 use tokio::sync::{mpsc, Notify};
 
 use crate::at_rest::{Format, KeyRing, MasterKeys, StoredReader, StoredWriter};
 use crate::cache::SmallBlobCache;
+use crate::digest::Algorithm;
 use crate::digest::Digest;
 use crate::error::StorageError;
 use crate::pins::Pins;
@@ -99,7 +99,9 @@ impl BlobStore {
     }
 
     pub fn open(root: PathBuf) -> io::Result<BlobStore> {
-        std::fs::create_dir_all(root.join("sha256"))?;
+        for algorithm in Algorithm::ALL {
+            std::fs::create_dir_all(root.join(algorithm.name()))?;
+        }
         // Leftovers of conversions a crash interrupted (the plain file is still in place).
         let _ = std::fs::remove_dir_all(root.join(CONVERT_DIR));
         Ok(BlobStore {
@@ -177,7 +179,7 @@ impl BlobStore {
         let temp = Format::Sealed.name(&dir.join(hex::encode(rand::random::<[u8; 12]>())));
         let written = (|| -> io::Result<bool> {
             let mut writer = StoredWriter::create(&temp, Some(&keys))?;
-            let mut hasher = digest.map(|_| Sha256::new());
+            let mut hasher = digest.map(Digest::hasher);
             read_through(&reader, |bytes| {
                 if let Some(h) = hasher.as_mut() {
                     h.update(bytes);
@@ -185,7 +187,7 @@ impl BlobStore {
                 writer.append(bytes)
             })?;
             if let (Some(h), Some(digest)) = (hasher, digest) {
-                if Digest::from_hasher(h) != *digest {
+                if h.finish() != *digest {
                     return Ok(false);
                 }
             }
@@ -267,7 +269,7 @@ impl BlobStore {
             return Ok(self.read_range(digest, offset, len)?);
         }
         let whole = self.read_range(digest, 0, size)?;
-        if Digest::of(&whole) != *digest {
+        if !digest.matches(&whole) {
             self.quarantine(digest)?;
             return Err(StorageError::Corrupt(digest.clone()));
         }
@@ -277,7 +279,10 @@ impl BlobStore {
 
     /// Where the blob's file is named (a sealed one adds `.sealed`).
     pub fn path(&self, digest: &Digest) -> PathBuf {
-        self.root.join("sha256").join(&digest.hex()[..2]).join(digest.hex())
+        self.root
+            .join(digest.algorithm().name())
+            .join(&digest.hex()[..2])
+            .join(digest.hex())
     }
 
     /// The blob's file, in whichever format it is stored.
@@ -387,7 +392,7 @@ impl BlobStore {
         tokio::task::spawn_blocking(move || {
             // A sealed file needs no hash pass: every record's tag already proves its bytes, its
             // place in the file and the file it belongs to, and its length is the blob's.
-            let mut hasher = (whole && !sealed).then(Sha256::new);
+            let mut hasher = (whole && !sealed).then(|| digest.hasher());
             let mut held: Option<Bytes> = None;
             let mut left = len;
             let mut at = offset;
@@ -419,7 +424,7 @@ impl BlobStore {
                 }
             }
             if let Some(h) = hasher {
-                if Digest::from_hasher(h) != digest {
+                if h.finish() != digest {
                     let _ = store.quarantine(&digest);
                     let _ = tx.blocking_send(Err(io::Error::new(
                         io::ErrorKind::InvalidData,
@@ -491,7 +496,20 @@ impl BlobStore {
     /// Every blob stored here, with its file size and modification time.
     pub fn list(&self) -> io::Result<Vec<LocalBlob>> {
         let mut out = Vec::new();
-        for fan in std::fs::read_dir(self.root.join("sha256"))? {
+        for algorithm in Algorithm::ALL {
+            self.list_algorithm(algorithm, &mut out)?;
+        }
+        Ok(out)
+    }
+
+    /// The blobs of one algorithm's directory, appended to `out`.
+    fn list_algorithm(&self, algorithm: Algorithm, out: &mut Vec<LocalBlob>) -> io::Result<()> {
+        let fans = match std::fs::read_dir(self.root.join(algorithm.name())) {
+            Ok(fans) => fans,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        for fan in fans {
             let fan = fan?;
             if !fan.file_type()?.is_dir() {
                 continue;
@@ -503,7 +521,7 @@ impl BlobStore {
                 let hex = name
                     .strip_suffix(crate::at_rest::stored::SEALED_SUFFIX)
                     .unwrap_or(&name);
-                let Ok(digest) = Digest::parse(&format!("sha256:{hex}")) else {
+                let Some(digest) = Digest::from_hex(algorithm, hex) else {
                     continue; // not a blob (never written by the store)
                 };
                 let meta = match entry.metadata() {
@@ -520,7 +538,18 @@ impl BlobStore {
                 });
             }
         }
-        Ok(out)
+        Ok(())
+    }
+
+    /// The digest by `algorithm` of a stored file's content (read through its format).
+    pub fn hash_file(&self, path: &Path, algorithm: Algorithm) -> io::Result<Digest> {
+        let reader = self.open_file(path)?;
+        let mut hasher = crate::digest::ContentHasher::new(algorithm);
+        read_through(&reader, |bytes| {
+            hasher.update(bytes);
+            Ok(())
+        })?;
+        Ok(hasher.finish())
     }
 
     /// Hashes a stored blob; `Ok(false)` when its bytes do not match its name (or, sealed, a
@@ -531,12 +560,12 @@ impl BlobStore {
             Err(e) if e.kind() == io::ErrorKind::InvalidData => return Ok(false),
             Err(e) => return Err(e),
         };
-        let mut hasher = Sha256::new();
+        let mut hasher = digest.hasher();
         match read_through(&reader, |bytes| {
             hasher.update(bytes);
             Ok(())
         }) {
-            Ok(()) => Ok(Digest::from_hasher(hasher) == *digest),
+            Ok(()) => Ok(hasher.finish() == *digest),
             Err(e) if e.kind() == io::ErrorKind::InvalidData => Ok(false),
             Err(e) => Err(e),
         }
@@ -719,7 +748,8 @@ impl BlobStore {
                 let Some((hex, index)) = bare.split_once('.') else {
                     continue;
                 };
-                let (Ok(digest), Ok(index)) = (Digest::parse(&format!("sha256:{hex}")), index.parse::<usize>()) else {
+                let digest = Algorithm::of_hex_len(hex.len()).and_then(|algorithm| Digest::from_hex(algorithm, hex));
+                let (Some(digest), Ok(index)) = (digest, index.parse::<usize>()) else {
                     continue;
                 };
                 let meta = match entry.metadata() {

@@ -23,7 +23,7 @@ pub mod transfer;
 pub mod upload;
 
 pub use blob_store::BlobStore;
-pub use digest::{Digest, DigestError};
+pub use digest::{Algorithm, ContentHasher, Digest, DigestError};
 pub use error::StorageError;
 pub use transfer::{BlobPeers, BlobService};
 pub use upload::{UploadWriter, Uploads};

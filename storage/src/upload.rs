@@ -25,13 +25,12 @@ use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 use rand::RngCore;
-use sha2::{Digest as _, Sha256};
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 use tokio::task::JoinHandle;
 
 use crate::at_rest::{Format, StoredWriter};
 use crate::blob_store::{sync_dir, BlobStore};
-use crate::digest::Digest;
+use crate::digest::{Algorithm, ContentHasher, Digest};
 use crate::error::StorageError;
 use crate::tee::ReplicaTee;
 
@@ -119,7 +118,9 @@ struct Live {
     writer: StoredWriter,
     /// The data file (its name says its format).
     path: PathBuf,
-    hasher: Sha256,
+    /// sha256 of the bytes so far: the algorithm every client uses, hashed as bytes arrive.
+    /// A session finished under another algorithm is hashed again from its file.
+    hasher: ContentHasher,
     offset: u64,
 }
 
@@ -337,7 +338,7 @@ impl Uploads {
             live: Some(Live {
                 writer,
                 path,
-                hasher: Sha256::new(),
+                hasher: ContentHasher::new(Algorithm::Sha256),
                 offset: 0,
             }),
             expired: false,
@@ -414,33 +415,55 @@ impl Uploads {
     pub async fn finish(&self, id: &str, repo: &str, expected: &Digest) -> Result<u64, StorageError> {
         let mut guard = self.session(id, repo).await?;
         let live = guard.live.take().ok_or(StorageError::UploadUnknown)?;
-        let actual = Digest::from_hasher(live.hasher.clone());
-        if actual != *expected {
-            drop(guard);
-            self.cancel(id, repo).await?;
-            return Err(StorageError::DigestMismatch {
-                expected: expected.clone(),
-                actual,
-            });
+        let hashed_live = live.hasher.algorithm() == expected.algorithm();
+        if hashed_live {
+            let actual = live.hasher.clone().finish();
+            if actual != *expected {
+                drop(guard);
+                return Err(self.mismatch(id, repo, expected, actual).await);
+            }
         }
         let size = live.offset;
         let dir = self.dir.join(id);
         let store = self.store.clone();
         let digest = expected.clone();
-        tokio::task::spawn_blocking(move || -> io::Result<()> {
+        // `Some(actual)` when the bytes, hashed again under the expected algorithm, differ.
+        let mismatch = tokio::task::spawn_blocking(move || -> io::Result<Option<Digest>> {
             let mut live = live;
             live.writer.sync_all()?;
             let path = live.path.clone();
             drop(live);
+            if !hashed_live {
+                let actual = store.hash_file(&path, digest.algorithm())?;
+                if actual != digest {
+                    return Ok(Some(actual));
+                }
+            }
             store.ingest(&path, &digest)?;
-            std::fs::remove_dir_all(&dir)
+            std::fs::remove_dir_all(&dir)?;
+            Ok(None)
         })
         .await
         .map_err(|e| StorageError::Io(io::Error::other(e)))??;
+        if let Some(actual) = mismatch {
+            drop(guard);
+            return Err(self.mismatch(id, repo, expected, actual).await);
+        }
         guard.expired = true;
         self.lock_map().remove(id);
         drop(guard);
         Ok(size)
+    }
+
+    /// Discards a session whose bytes are not `expected`'s and says so.
+    async fn mismatch(&self, id: &str, repo: &str, expected: &Digest, actual: Digest) -> StorageError {
+        if let Err(e) = self.cancel(id, repo).await {
+            return e;
+        }
+        StorageError::DigestMismatch {
+            expected: expected.clone(),
+            actual,
+        }
     }
 
     /// Drops a session and its bytes.
@@ -474,7 +497,7 @@ fn rehash(store: &BlobStore, dir: &Path) -> io::Result<Live> {
         .map(|format| format.name(&base))
         .find(|path| path.is_file())
         .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "upload session has no data file"))?;
-    let mut hasher = Sha256::new();
+    let mut hasher = ContentHasher::new(Algorithm::Sha256);
     let mut offset = 0u64;
     let writer = StoredWriter::resume(&path, store.master_keys().as_deref(), |bytes| {
         hasher.update(bytes);

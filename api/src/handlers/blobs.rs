@@ -16,57 +16,111 @@ fn unknown() -> ApiError {
     ApiError::new(ErrorCode::BlobUnknown, "blob unknown to registry")
 }
 
-/// A parsed `Range: bytes=…` header against a blob of `size` bytes.
+/// A `Range` header against a blob of `size` bytes, read as RFC 9110 §14 says.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum RangeRequest {
+    /// No header, a unit other than bytes (§14.2: MUST be ignored), several ranges that do not
+    /// make one span (§14.2 lets a server ignore them rather than send multipart/byteranges), or
+    /// an empty blob with a suffix range (§14.1.3: the whole, empty, representation).
     Whole,
+    /// One span, inclusive; several overlapping or adjacent ranges are coalesced (§14.2).
     Part { start: u64, end: u64 },
+    /// No range overlaps the blob (§14.1.3): 416 with `Content-Range: bytes */size` (§15.5.17).
     Unsatisfiable,
+    /// An invalid ranges-specifier (§14.1.1), rejected (§14.2) with 416 and the reason.
+    Malformed(&'static str),
 }
 
+/// More ranges than this in one header are refused: §14.2 names many small ranges as a sign of a
+/// denial-of-service attempt.
+const MAX_RANGES: usize = 64;
+
 pub(crate) fn parse_range(header: Option<&str>, size: u64) -> RangeRequest {
-    let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else {
+    let Some(header) = header else {
         return RangeRequest::Whole;
     };
-    if spec.contains(',') {
-        return RangeRequest::Whole; // multiple ranges: serving the whole blob is allowed
+    let Some((unit, set)) = header.trim().split_once('=') else {
+        return RangeRequest::Malformed("a Range header is unit=ranges, e.g. bytes=0-1023");
+    };
+    if !unit.trim().eq_ignore_ascii_case("bytes") {
+        return RangeRequest::Whole;
     }
-    let Some((a, b)) = spec.trim().split_once('-') else {
-        return RangeRequest::Whole;
-    };
-    let (a, b) = (a.trim(), b.trim());
-    let parsed = match (a.is_empty(), b.is_empty()) {
-        (false, _) => {
-            let Ok(start) = a.parse::<u64>() else {
-                return RangeRequest::Whole;
-            };
-            let end = if b.is_empty() {
-                size.saturating_sub(1)
-            } else {
-                match b.parse::<u64>() {
-                    Ok(e) if e >= start => e.min(size.saturating_sub(1)),
-                    _ => return RangeRequest::Whole,
-                }
-            };
-            (start, end)
+    // range-set = 1#range-spec: a list, whose empty elements are tolerated (§5.6.1).
+    let specs: Vec<&str> = set.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    if specs.is_empty() {
+        return RangeRequest::Malformed("the Range header names no range");
+    }
+    if specs.len() > MAX_RANGES {
+        return RangeRequest::Malformed("the Range header names more than 64 ranges");
+    }
+    let mut spans = Vec::with_capacity(specs.len());
+    let mut empty_suffix = false;
+    for spec in specs {
+        match parse_spec(spec, size) {
+            Ok(Some(span)) => spans.push(span),
+            Ok(None) => {}
+            Err(SpecError::EmptyBlobSuffix) => empty_suffix = true,
+            Err(SpecError::Invalid(why)) => return RangeRequest::Malformed(why),
         }
-        (true, false) => {
-            let Ok(suffix) = b.parse::<u64>() else {
-                return RangeRequest::Whole;
-            };
+    }
+    spans.sort_unstable();
+    let mut merged: Option<(u64, u64)> = None;
+    for (start, end) in spans {
+        merged = match merged {
+            None => Some((start, end)),
+            // Overlapping or adjacent: one span.
+            Some((s, e)) if start <= e.saturating_add(1) => Some((s, e.max(end))),
+            Some(_) => return RangeRequest::Whole,
+        };
+    }
+    match merged {
+        Some((start, end)) => RangeRequest::Part { start, end },
+        None if empty_suffix => RangeRequest::Whole,
+        None => RangeRequest::Unsatisfiable,
+    }
+}
+
+enum SpecError {
+    Invalid(&'static str),
+    /// A suffix range of an empty blob: satisfiable, yet no byte can be named.
+    EmptyBlobSuffix,
+}
+
+/// One range-spec: `first-last`, `first-` or `-suffix` (§14.1.1); `None` when it does not
+/// overlap the blob.
+fn parse_spec(spec: &str, size: u64) -> Result<Option<(u64, u64)>, SpecError> {
+    let (first, last) = spec
+        .split_once('-')
+        .ok_or(SpecError::Invalid("a range is first-last, first- or -suffix"))?;
+    let (first, last) = (first.trim(), last.trim());
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    // Positions past u64 are past any blob: saturate rather than refuse valid syntax.
+    let number = |s: &str| s.parse::<u64>().unwrap_or(u64::MAX);
+    match (digits(first), first.is_empty(), digits(last), last.is_empty()) {
+        (false, true, true, false) => {
+            let suffix = number(last);
             if suffix == 0 {
-                return RangeRequest::Unsatisfiable;
+                Ok(None)
+            } else if size == 0 {
+                Err(SpecError::EmptyBlobSuffix)
+            } else {
+                Ok(Some((size.saturating_sub(suffix), size - 1)))
             }
-            (size.saturating_sub(suffix), size.saturating_sub(1))
         }
-        (true, true) => return RangeRequest::Whole,
-    };
-    if parsed.0 >= size {
-        return RangeRequest::Unsatisfiable;
-    }
-    RangeRequest::Part {
-        start: parsed.0,
-        end: parsed.1,
+        (true, false, true, false) | (true, false, false, true) => {
+            let start = number(first);
+            let end = if last.is_empty() { u64::MAX } else { number(last) };
+            if end < start {
+                return Err(SpecError::Invalid("a range's last byte comes before its first"));
+            }
+            if start >= size {
+                return Ok(None);
+            }
+            Ok(Some((start, end.min(size - 1))))
+        }
+        _ => Err(SpecError::Invalid(
+            "a range is first-last, first- or -suffix, in decimal digits",
+        )),
     }
 }
 
@@ -91,12 +145,26 @@ pub async fn get<B>(
         }
     };
     let size = record.size;
-    let (status, start, len) = match parse_range(header(req, "range"), size) {
+    let etag = format!("\"{digest}\"");
+    // If-Range (RFC 9110 §13.1.5): a Range applies only while the validator still matches, by
+    // strong comparison; a date never matches, since blobs carry no Last-Modified.
+    let range = match header(req, "if-range") {
+        Some(validator) if validator.trim() != etag => None,
+        _ => header(req, "range"),
+    };
+    let (status, start, len) = match parse_range(range, size) {
         RangeRequest::Whole => (StatusCode::OK, 0, size),
         RangeRequest::Part { start, end } => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
         RangeRequest::Unsatisfiable => {
+            return Err(ApiError::new(
+                ErrorCode::RangeInvalid,
+                format!("no requested range overlaps the blob's {size} bytes"),
+            )
+            .with_header("Content-Range", format!("bytes */{size}")));
+        }
+        RangeRequest::Malformed(why) => {
             return Err(
-                ApiError::new(ErrorCode::RangeInvalid, "requested range not satisfiable")
+                ApiError::new(ErrorCode::RangeInvalid, format!("invalid Range header: {why}"))
                     .with_header("Content-Range", format!("bytes */{size}")),
             );
         }
@@ -105,7 +173,7 @@ pub async fn get<B>(
         .header("Content-Type", "application/octet-stream")
         .header("Content-Length", len)
         .header("Docker-Content-Digest", &digest)
-        .header("ETag", format!("\"{digest}\""))
+        .header("ETag", &etag)
         .header("Accept-Ranges", "bytes")
         .header("Cache-Control", "max-age=31536000");
     if status == StatusCode::PARTIAL_CONTENT {
@@ -227,19 +295,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ranges() {
+    fn ranges_follow_rfc_9110() {
         use RangeRequest::*;
+        let malformed = |h: &str| matches!(parse_range(Some(h), 10), Malformed(_));
         assert_eq!(parse_range(None, 10), Whole);
+        // §14.1.1 forms.
         assert_eq!(parse_range(Some("bytes=0-9"), 10), Part { start: 0, end: 9 });
         assert_eq!(parse_range(Some("bytes=5-"), 10), Part { start: 5, end: 9 });
         assert_eq!(parse_range(Some("bytes=-4"), 10), Part { start: 6, end: 9 });
         assert_eq!(parse_range(Some("bytes=-40"), 10), Part { start: 0, end: 9 });
         assert_eq!(parse_range(Some("bytes=2-100"), 10), Part { start: 2, end: 9 });
+        assert_eq!(parse_range(Some("BYTES=1-1"), 10), Part { start: 1, end: 1 });
+        assert_eq!(
+            parse_range(Some("bytes=3-99999999999999999999999"), 10),
+            Part { start: 3, end: 9 }
+        );
+        // §14.1.3: unsatisfiable.
         assert_eq!(parse_range(Some("bytes=10-"), 10), Unsatisfiable);
         assert_eq!(parse_range(Some("bytes=-0"), 10), Unsatisfiable);
-        assert_eq!(parse_range(Some("bytes=5-2"), 10), Whole);
-        assert_eq!(parse_range(Some("bytes=x-"), 10), Whole);
+        assert_eq!(parse_range(Some("bytes=10-20,30-"), 10), Unsatisfiable);
+        assert_eq!(parse_range(Some("bytes=0-"), 0), Unsatisfiable);
+        assert_eq!(parse_range(Some("bytes=-5"), 0), Whole);
+        // §14.1.1: invalid specifiers are rejected, not ignored.
+        assert!(malformed("bytes=5-2"));
+        assert!(malformed("bytes=x-"));
+        assert!(malformed("bytes=-"));
+        assert!(malformed("bytes="));
+        assert!(malformed("bytes=+1-2"));
+        assert!(malformed("bytes=0-1,junk"));
+        assert!(malformed("bytes 0-1"));
+        assert!(malformed(&format!("bytes={}", vec!["0-0"; 65].join(","))));
+        // §14.2: an unknown unit is ignored; overlapping ranges coalesce; disjoint ones get the whole.
         assert_eq!(parse_range(Some("items=0-1"), 10), Whole);
+        assert_eq!(parse_range(Some("bytes=0-3, 2-5,6-6"), 10), Part { start: 0, end: 6 });
         assert_eq!(parse_range(Some("bytes=0-1,3-4"), 10), Whole);
+        assert_eq!(parse_range(Some("bytes=0-1,20-30"), 10), Part { start: 0, end: 1 });
     }
 }

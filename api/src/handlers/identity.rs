@@ -134,6 +134,12 @@ pub async fn route(cx: &Cx<'_>, rest: &str, req: Request<Incoming>) -> Result<Re
     if let ["tenancies", ns, "webhooks", rest @ ..] = parts.as_slice() {
         return super::webhooks::route(cx, ns, rest, req).await;
     }
+    if let ["tenancies", ns, "signing-keys", rest @ ..] = parts.as_slice() {
+        return super::signing::keys_route(cx, ns, rest, req).await;
+    }
+    if let ["tenancies", ns, "verification-policies", rest @ ..] = parts.as_slice() {
+        return super::signing::policies_route(cx, ns, rest, req).await;
+    }
     if let Some((repo, resource)) = parts
         .first()
         .filter(|p| **p == "repos")

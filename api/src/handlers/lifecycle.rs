@@ -28,6 +28,8 @@ use crate::routes::{query_get, query_pairs};
 pub enum RepoResource<'a> {
     Images,
     Image(&'a str),
+    /// `POST …/images/<digest>/sign`: a server-side signature by a key the cluster holds.
+    Sign(&'a str),
     Tag(&'a str),
     RetentionPreview,
     RetentionRun,
@@ -40,6 +42,7 @@ pub fn repo_resource<'a>(method: &Method, parts: &[&'a str]) -> Option<(String, 
     let (take, resource) = match (method, parts) {
         (&Method::GET, [.., "images"]) => (1, RepoResource::Images),
         (&Method::GET | &Method::DELETE, [.., "images", d]) if d.contains(':') => (2, RepoResource::Image(d)),
+        (&Method::POST, [.., "images", d, "sign"]) if d.contains(':') => (3, RepoResource::Sign(d)),
         (&Method::DELETE, [.., "tags", t]) => (2, RepoResource::Tag(t)),
         (&Method::GET, [.., "retention", "preview"]) => (2, RepoResource::RetentionPreview),
         (&Method::POST, [.., "retention", "run"]) => (2, RepoResource::RetentionRun),
@@ -64,12 +67,21 @@ pub async fn repo_route(
     match (method, resource) {
         (Method::GET, RepoResource::Images) => {
             access::authorize(cx, Action::Inspect, repo)?;
-            list_images(cx, repo, &req)
+            list_images(cx, repo, &req).await
         }
         (Method::GET, RepoResource::Image(digest)) => {
             access::authorize(cx, Action::Inspect, repo)?;
             let image = find_image(cx, repo, digest)?;
-            ok(image_view::detail(cx.catalog.reader(), repo, &image)?)
+            let mut detail = image_view::detail(cx.catalog.reader(), repo, &image)?;
+            let verification = crate::signatures::verify(cx, repo, &image.digest).await?;
+            detail["signature"] = json!(verification.status);
+            detail["signatures"] = json!(verification.signatures);
+            ok(detail)
+        }
+        (Method::POST, RepoResource::Sign(digest)) => {
+            access::authorize(cx, Action::Push, repo)?;
+            let image = find_image(cx, repo, digest)?;
+            super::signing::sign(cx, repo, &image.digest, req).await
         }
         (Method::DELETE, RepoResource::Image(digest)) => {
             access::authorize(cx, Action::Delete, repo)?;
@@ -153,7 +165,7 @@ fn find_image(cx: &Cx<'_>, repo: &str, digest: &str) -> Result<ImageFacts, ApiEr
 
 /// `GET …/images`: `sort=pushed|pulled|size|pulls` (newest, latest or largest first;
 /// `order=asc` reverses), `tagged=true|false`, `n` and `last` (a digest) for pages.
-fn list_images<B>(cx: &Cx<'_>, repo: &str, req: &Request<B>) -> Result<Response<Body>, ApiError> {
+async fn list_images<B>(cx: &Cx<'_>, repo: &str, req: &Request<B>) -> Result<Response<Body>, ApiError> {
     let pairs = query_pairs(req.uri().query());
     let reader = cx.catalog.reader();
     if reader.repo(repo)?.is_none() {
@@ -209,10 +221,15 @@ fn list_images<B>(cx: &Cx<'_>, repo: &str, req: &Request<B>) -> Result<Response<
     };
     let page: Vec<&ImageFacts> = images.iter().skip(start).take(n).collect();
     let more = start + page.len() < total;
-    let entries: Vec<Value> = page
+    let mut entries: Vec<Value> = page
         .iter()
         .map(|i| image_view::entry(reader, repo, i))
         .collect::<Result<_, _>>()?;
+    let digests: Vec<String> = page.iter().map(|i| i.digest.clone()).collect();
+    let statuses = crate::signatures::statuses(cx, repo, &digests).await?;
+    for (entry, status) in entries.iter_mut().zip(statuses) {
+        entry["signature"] = json!(status);
+    }
     let doc = json!({ "repo": repo, "total": total, "images": entries });
     let bytes = doc.to_string();
     let mut reply = Reply::new(StatusCode::OK)

@@ -104,6 +104,10 @@ pub async fn get<B>(
             format!("manifest is {}, which the request does not accept", record.media_type),
         ));
     }
+    if !head {
+        // A verification policy may require a valid signature before the image is pulled.
+        crate::signatures::enforce(reg, name, &digest, &record).await?;
+    }
     let reply = Reply::new(StatusCode::OK)
         .header("Content-Type", &record.media_type)
         .header("Content-Length", record.body.len())
@@ -133,7 +137,11 @@ pub async fn put(
     let query = req.uri().query().map(str::to_string);
     let origin = crate::webhooks::origin(reg, &req);
     let bytes = read_limited(req.into_body(), limit).await?;
-    let valid = manifest::validate(&bytes, content_type.as_deref(), reg.clock.now_ms())?;
+    let algorithm = match &reference {
+        Reference::Digest(d) => d.algorithm(),
+        Reference::Tag(_) => Default::default(),
+    };
+    let valid = manifest::validate(&bytes, content_type.as_deref(), reg.clock.now_ms(), algorithm)?;
     let reference_is_digest = matches!(reference, Reference::Digest(_));
     let tag = match reference {
         Reference::Digest(d) if d != valid.digest => {

@@ -8,6 +8,7 @@ pub mod lifecycle;
 pub mod listing;
 pub mod manifests;
 pub mod regions;
+pub mod signing;
 pub mod token;
 pub mod uploads;
 pub mod webhooks;

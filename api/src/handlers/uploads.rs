@@ -211,6 +211,26 @@ pub(crate) async fn complete(reg: &Cx<'_>, name: &str, id: &str, digest: &Digest
     Ok(created(name, digest))
 }
 
+/// Stores `bytes` as a blob of `name` the way a push does (an upload session, verified, placed
+/// with the repository's redundancy and linked), for content the registry itself writes
+/// (server-side signatures). Returns the blob's sha256 digest.
+pub(crate) async fn store_bytes(cx: &Cx<'_>, name: &str, owner: &str, bytes: bytes::Bytes) -> Result<Digest, ApiError> {
+    let digest = Digest::of(&bytes);
+    let id = cx.uploads.create(name, Some(owner))?;
+    let stored = async {
+        let mut writer = cx.uploads.writer(&id, name, None).await?;
+        writer.write(bytes).await?;
+        writer.close().await?;
+        complete(cx, name, &id, &digest).await
+    }
+    .await;
+    if let Err(e) = stored {
+        let _ = cx.uploads.cancel(&id, name).await;
+        return Err(e);
+    }
+    Ok(digest)
+}
+
 /// Copies of a small blob in a repository coded with `m` parity shards: three, or `m + 1` when
 /// the code survives more losses.
 fn small_blob_copies(m: u16) -> u16 {

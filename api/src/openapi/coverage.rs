@@ -75,6 +75,22 @@ const DISPATCHERS: &[Dispatcher] = &[
         answers_no_route: true,
     },
     Dispatcher {
+        file: "signing.rs",
+        function: "keys_route",
+        prefix: "/api/v1/tenancies/{}/signing-keys",
+        dots: "",
+        reached_as: Some("super::signing::keys_route"),
+        answers_no_route: true,
+    },
+    Dispatcher {
+        file: "signing.rs",
+        function: "policies_route",
+        prefix: "/api/v1/tenancies/{}/verification-policies",
+        dots: "",
+        reached_as: Some("super::signing::policies_route"),
+        answers_no_route: true,
+    },
+    Dispatcher {
         file: "lifecycle.rs",
         function: "repo_resource",
         // `[.., "images"]`: the leading `..` is `repos/<name…>`, already in the prefix.

@@ -29,7 +29,12 @@ pub(super) fn path_parameter(name: &str) -> Option<(RefOr<Schema>, &'static str)
              parameter over several segments; a tool that encodes the slashes sends a name the \
              server refuses as invalid.",
         ),
-        "digest" => (string(), "An image's manifest digest, `sha256:<64 hex>`."),
+        "digest" => (
+            string(),
+            "An image's manifest digest, `sha256:<64 hex>` or `sha512:<128 hex>`.",
+        ),
+        "key" => (string(), "A trusted signing key's name: 1 to 64 of `a-z 0-9 - _ .`."),
+        "verification_policy" => (string(), "A verification policy's name: 1 to 64 of `a-z 0-9 - _ .`."),
         "tag" => (string(), "A tag of the repository."),
         "retention_policy" => (
             string(),
@@ -227,9 +232,43 @@ pub(super) fn shared_schemas() -> Vec<(&'static str, RefOr<Schema>)> {
                         "referrers",
                         describe(integer(), "How many referrers (signatures, SBOMs, …) it has."),
                     ),
+                    (
+                        "signature",
+                        describe(
+                            one_of(&["signed", "invalid", "unsigned"]),
+                            "Whether a key its tenancy trusts verifies one of its signatures.",
+                        ),
+                    ),
                 ]),
                 "An image as a listing shows it.",
             ),
+        ),
+        (
+            "SigningKey",
+            obj([
+                ("name", string()),
+                (
+                    "scope",
+                    describe(string(), "`tenancy`, `compartment:<name>` or `repository:<name>`."),
+                ),
+                ("kind", one_of(&["public_key", "certificate"])),
+                ("pem", string()),
+                ("fingerprint_sha256", string()),
+                (
+                    "held_by_cluster",
+                    describe(boolean(), "Whether the cluster holds its private key."),
+                ),
+                ("created_ms", integer()),
+            ]),
+        ),
+        (
+            "VerificationPolicy",
+            obj([
+                ("name", string()),
+                ("scope", string()),
+                ("keys", array(string())),
+                ("created_ms", integer()),
+            ]),
         ),
         (
             "Descriptor",
@@ -251,6 +290,18 @@ pub(super) fn shared_schemas() -> Vec<(&'static str, RefOr<Schema>)> {
                             describe(any(), "The config's descriptor (`Descriptor`), or null."),
                         ),
                         ("layers", array(named("Descriptor"))),
+                        (
+                            "signatures",
+                            describe(
+                                array(obj([
+                                    ("format", one_of(&["cosign", "notation"])),
+                                    ("manifest", string()),
+                                    ("verified_by", array(string())),
+                                    ("problem", string_or_null()),
+                                ])),
+                                "Its signature manifests, each checked against the trusted keys.",
+                            ),
+                        ),
                         (
                             "children",
                             describe(

@@ -8,7 +8,7 @@ use super::schemas::{
     any, array, boolean, describe, extend, integer, integer_or_null, named, obj, one_of, string, string_or_null,
 };
 use super::{op, Access, Op};
-use crate::handlers::{admin, identity, lifecycle, regions};
+use crate::handlers::{admin, identity, lifecycle, regions, signing};
 
 /// The tags, in the order a reader meets them.
 pub(super) const TAGS: &[(&str, &str)] = &[
@@ -40,6 +40,10 @@ pub(super) const TAGS: &[(&str, &str)] = &[
     ),
     ("pull-through", "Repository prefixes that cache an upstream registry."),
     ("webhooks", "A tenancy's webhook endpoints and their delivery state."),
+    (
+        "signing",
+        "Keys trusted for image signatures, verification policies and server-side signing.",
+    ),
     ("audit", "The replicated audit log."),
 ];
 
@@ -62,12 +66,18 @@ pub(super) fn operations() -> Vec<Op> {
         token: "delete",
         public: false,
     };
+    let push = Access::Repository {
+        verb: "use",
+        token: "push",
+        public: false,
+    };
     let manage = Access::Repository {
         verb: "manage",
         token: "*",
         public: false,
     };
-    let mut ops = vec![
+    let mut ops =
+        vec![
         // --- meta ----------------------------------------------------------------------------------
         op("GET", "/api/v1/openapi.json", "meta", "This document")
             .access(Access::Anyone)
@@ -416,6 +426,29 @@ pub(super) fn operations() -> Vec<Op> {
             200,
             "The image with its layers, config, children and referrers.",
             named("ImageDetail"),
+        ),
+        op(
+            "POST",
+            "/api/v1/repos/{repository}/images/{digest}/sign",
+            "signing",
+            "Sign an image with a key the cluster holds",
+        )
+        .about(
+            "Adds a cosign-format signature (under the `<algorithm>-<hex>.sig` tag) of the image and, for an \
+             index, of each of its manifests. The key must be held by the cluster and trusted for the repository.",
+        )
+        .access(push)
+        .body::<signing::SignBody>("The held key to sign with.")
+        .answer(
+            201,
+            "Signed.",
+            obj([
+                ("key", string()),
+                (
+                    "signed",
+                    array(obj([("digest", string()), ("signature_manifest", string()), ("tag", string())])),
+                ),
+            ]),
         ),
         op(
             "DELETE",
@@ -873,6 +906,85 @@ pub(super) fn operations() -> Vec<Op> {
         )
         .access(tenancy)
         .answer(202, "Queued.", obj([("queued", one_of(&["ping"]))])),
+        // --- signing (handlers/signing.rs) ---------------------------------------------------------
+        op(
+            "GET",
+            "/api/v1/tenancies/{namespace}/signing-keys",
+            "signing",
+            "The keys a tenancy trusts",
+        )
+        .access(tenancy)
+        .answer(200, "The keys.", obj([("keys", array(named("SigningKey")))])),
+        op(
+            "GET",
+            "/api/v1/tenancies/{namespace}/signing-keys/{key}",
+            "signing",
+            "A trusted key",
+        )
+        .access(tenancy)
+        .answer(200, "The key (never a private part).", named("SigningKey")),
+        op(
+            "PUT",
+            "/api/v1/tenancies/{namespace}/signing-keys/{key}",
+            "signing",
+            "Register, make or replace a key",
+        )
+        .about(
+            "One of `public_key` (PEM, checks cosign signatures), `certificate` (PEM trust anchor, checks \
+             notation signatures) or `generate: true` (an ECDSA P-256 key the cluster holds, sealed at rest, for \
+             server-side signing; its public PEM is answered). Unknown fields are refused.",
+        )
+        .access(tenancy)
+        .body::<signing::KeyBody>("The key.")
+        .answer(201, "Created (200 when it replaced one).", named("SigningKey"))
+        .also_json(200, "Replaced.", named("SigningKey")),
+        op(
+            "DELETE",
+            "/api/v1/tenancies/{namespace}/signing-keys/{key}",
+            "signing",
+            "Remove a key",
+        )
+        .about("Refused while a verification policy names it.")
+        .access(tenancy)
+        .answer(200, "Deleted.", done("deleted")),
+        op(
+            "GET",
+            "/api/v1/tenancies/{namespace}/verification-policies",
+            "signing",
+            "A tenancy's verification policies",
+        )
+        .access(tenancy)
+        .answer(200, "The policies.", obj([("policies", array(named("VerificationPolicy")))])),
+        op(
+            "GET",
+            "/api/v1/tenancies/{namespace}/verification-policies/{verification_policy}",
+            "signing",
+            "A verification policy",
+        )
+        .access(tenancy)
+        .answer(200, "The policy.", named("VerificationPolicy")),
+        op(
+            "PUT",
+            "/api/v1/tenancies/{namespace}/verification-policies/{verification_policy}",
+            "signing",
+            "Create or replace a verification policy",
+        )
+        .about(
+            "Manifest GETs of images in the scope are refused (403 DENIED, naming the policy) unless one of the keys \
+             verifies a signature of the image. Every key must be registered.",
+        )
+        .access(tenancy)
+        .body::<signing::PolicyBody>("The policy.")
+        .answer(201, "Created (200 when it replaced one).", named("VerificationPolicy"))
+        .also_json(200, "Replaced.", named("VerificationPolicy")),
+        op(
+            "DELETE",
+            "/api/v1/tenancies/{namespace}/verification-policies/{verification_policy}",
+            "signing",
+            "Delete a verification policy",
+        )
+        .access(tenancy)
+        .answer(200, "Deleted.", done("deleted")),
         // --- audit (handlers/audit.rs) -------------------------------------------------------------
         op("GET", "/api/v1/audit", "audit", "The audit log, newest first")
             .about("Without `namespace`: the records of any tenancy and of none, for the cluster administrator only.")

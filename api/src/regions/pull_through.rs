@@ -80,7 +80,7 @@ fn client(reg: &Registry, cached: &Cached) -> Result<PeerClient, ApiError> {
 
 /// A manifest as the upstream has it.
 struct Upstream {
-    digest: String,
+    digest: Digest,
     media_type: String,
     bytes: Bytes,
 }
@@ -96,14 +96,13 @@ async fn fetch_manifest(client: &PeerClient, cached: &Cached, reference: &str) -
         StatusCode::NOT_FOUND => return Ok(None),
         s => return Err(upstream_unavailable(cached, format!("answered {s} for {path}"))),
     }
-    let digest = {
-        use sha2::Digest as _;
-        let mut hasher = sha2::Sha256::new();
-        hasher.update(&bytes);
-        Digest::from_hasher(hasher).to_string()
-    };
-    if let Ok(d) = Digest::parse(reference) {
-        if d.to_string() != digest {
+    // A manifest fetched by digest is kept under that digest (whatever its algorithm) and checked
+    // against it; one fetched by tag under its sha256.
+    let by_digest = Digest::parse(reference).ok();
+    let algorithm = by_digest.as_ref().map(Digest::algorithm).unwrap_or_default();
+    let digest = Digest::of_with(algorithm, &bytes);
+    if let Some(d) = by_digest {
+        if d != digest {
             return Err(upstream_unavailable(
                 cached,
                 format!("sent other bytes for {reference}"),
@@ -175,7 +174,7 @@ pub async fn manifest(
         Err(e) => return Err(e),
     };
     if let Some(tag) = &tag {
-        if local.as_deref() == Some(upstream.digest.as_str()) {
+        if local.as_deref() == Some(upstream.digest.to_string().as_str()) {
             validated(cx, repo, tag).await;
             return Ok(None);
         }
@@ -186,19 +185,24 @@ pub async fn manifest(
             format!("manifest is {}, which the request does not accept", upstream.media_type),
         ));
     }
-    let valid = crate::manifest::validate(&upstream.bytes, Some(&upstream.media_type), now)?;
+    let valid = crate::manifest::validate(
+        &upstream.bytes,
+        Some(&upstream.media_type),
+        now,
+        upstream.digest.algorithm(),
+    )?;
     if let Some(registry) = cx.handle() {
         start_fill(registry, cached, repo, valid.digest.to_string(), valid.record, tag);
     }
     let reply = crate::handlers::Reply::new(StatusCode::OK)
         .header("Content-Type", &upstream.media_type)
         .header("Content-Length", upstream.bytes.len())
-        .header("Docker-Content-Digest", &upstream.digest)
+        .header("Docker-Content-Digest", upstream.digest.to_string())
         .header("ETag", format!("\"{}\"", upstream.digest));
     if head {
         return Ok(Some(reply.body(body::empty())));
     }
-    cx.pulls.record(repo, &upstream.digest, now);
+    cx.pulls.record(repo, &upstream.digest.to_string(), now);
     Ok(Some(reply.body(body::full(upstream.bytes))))
 }
 
@@ -272,7 +276,12 @@ async fn fill(
         let upstream = fetch_manifest(&client, cached, child)
             .await?
             .ok_or_else(|| upstream_unavailable(cached, format!("has no manifest {child}")))?;
-        let valid = crate::manifest::validate(&upstream.bytes, Some(&upstream.media_type), reg.clock.now_ms())?;
+        let valid = crate::manifest::validate(
+            &upstream.bytes,
+            Some(&upstream.media_type),
+            reg.clock.now_ms(),
+            upstream.digest.algorithm(),
+        )?;
         Box::pin(fill(reg, cached, repo, child, valid.record, None, budget)).await?;
     }
     for blob in &record.blobs {

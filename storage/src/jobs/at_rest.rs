@@ -5,8 +5,8 @@
 //!   and only then is the plain file removed — a crash at any point leaves one readable copy;
 //! - re-wraps the data key of every sealed file still wrapped by a retired master key (headers
 //!   only, see [`crate::at_rest::sealed::rewrap`]);
-//! - on the leader, re-seals catalog secrets (signing keys, the credentials of peer regions and
-//!   of pull-through upstreams) that are plain or sealed by a retired key, through Raft — but
+//! - on the leader, re-seals catalog secrets (token-signing keys, the credentials of peer regions
+//!   and of pull-through upstreams, webhook secrets, held image-signing keys) that are plain or sealed by a retired key, through Raft — but
 //!   only once every member has reported holding the active key (capacity reports carry key
 //!   ids), so a member still without it is never handed a secret it cannot open.
 //!
@@ -18,6 +18,8 @@ use std::sync::Arc;
 
 use keelson_raft::identity::{IdentityCommand, ResealedKey};
 use keelson_raft::regions::{RegionCommand, ResealedSecret};
+use keelson_raft::signing::{ResealedImageKey, SigningCommand};
+use keelson_raft::webhooks::{ResealedWebhookSecret, WebhookCommand};
 use keelson_raft::CatalogCommand;
 
 use super::throttle::Throttle;
@@ -68,13 +70,8 @@ impl BlobJobs {
         self.health.count("at_rest.converted", outcome.converted as u64);
         self.health.count("at_rest.rewrapped", outcome.rewrapped as u64);
         self.health.set("at_rest.files_left", outcome.left as u64);
-        let stale_secrets = self.catalog.reader().with_identity(|s| {
-            s.signing_keys
-                .iter()
-                .filter(|k| keys.secret_needs_sealing(&k.private_pkcs8))
-                .count()
-        }) + self.stale_region_secrets(&keys).len();
-        self.health.set("at_rest.secrets_left", stale_secrets as u64);
+        self.health
+            .set("at_rest.secrets_left", self.stale_secrets(&keys).len() as u64);
         self.health.set("at_rest.generation", generation);
         self.health.set("at_rest.settled", u64::from(settled));
         if outcome != SealOutcome::default() {
@@ -152,23 +149,56 @@ impl BlobJobs {
         keelson_raft::redundancy::all_hold_key(&capacities, members, &hex::encode(keys.active_id()))
     }
 
-    /// Region secrets (peers by name, caches by key) that are plain or sealed by a retired key.
-    fn stale_region_secrets(&self, keys: &MasterKeys) -> Vec<(SecretOwner, Vec<u8>)> {
-        let Ok(regions) = self.catalog.reader().regions() else {
-            return Vec::new();
-        };
-        let peers = regions
-            .peers
-            .values()
-            .filter(|p| keys.secret_needs_sealing(&p.secret))
-            .map(|p| (SecretOwner::Peer(p.name.clone()), p.secret.clone()));
-        let caches = regions.caches.iter().filter_map(|(key, c)| {
-            c.secret
-                .as_ref()
-                .filter(|s| keys.secret_needs_sealing(s))
-                .map(|s| (SecretOwner::Cache(key.clone()), s.clone()))
+    /// The catalog secrets that are plain or sealed by a retired key.
+    fn stale_secrets(&self, keys: &MasterKeys) -> StaleSecrets {
+        let reader = self.catalog.reader();
+        let stale = |stored: &Vec<u8>| keys.secret_needs_sealing(stored);
+        let token_keys = reader.with_identity(|s| {
+            s.signing_keys
+                .iter()
+                .filter(|k| stale(&k.private_pkcs8))
+                .map(|k| (k.kid.clone(), k.private_pkcs8.clone()))
+                .collect()
         });
-        peers.chain(caches).collect()
+        let mut regions = Vec::new();
+        if let Ok(r) = reader.regions() {
+            regions.extend(
+                r.peers
+                    .values()
+                    .filter(|p| stale(&p.secret))
+                    .map(|p| ((true, p.name.clone()), p.secret.clone())),
+            );
+            regions.extend(r.caches.iter().filter_map(|(key, c)| {
+                c.secret
+                    .as_ref()
+                    .filter(|s| stale(s))
+                    .map(|s| ((false, key.clone()), s.clone()))
+            }));
+        }
+        let webhooks = reader
+            .all_webhooks()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|v| stale(&v.endpoint.secret))
+            .map(|v| ((v.ns, v.name), v.endpoint.secret))
+            .collect();
+        let image_keys = reader
+            .all_signing_keys()
+            .unwrap_or_default()
+            .into_iter()
+            .flat_map(|(ns, t)| {
+                t.keys.into_iter().filter_map(move |(name, k)| {
+                    let private = k.private.filter(|p| stale(p))?;
+                    Some(((ns.clone(), name), private))
+                })
+            })
+            .collect();
+        StaleSecrets {
+            token_keys,
+            regions,
+            webhooks,
+            image_keys,
+        }
     }
 
     /// Proposes sealing every catalog secret that is plain or sealed by a retired key.
@@ -176,94 +206,93 @@ impl BlobJobs {
         if !self.all_members_hold(keys) {
             return Ok(0);
         }
-        let stale: Vec<(String, Vec<u8>)> = self.catalog.reader().with_identity(|s| {
-            s.signing_keys
-                .iter()
-                .filter(|k| keys.secret_needs_sealing(&k.private_pkcs8))
-                .map(|k| (k.kid.clone(), k.private_pkcs8.clone()))
-                .collect()
+        let stale = self.stale_secrets(keys);
+        let sealed = resealed(keys, "token-signing key", stale.token_keys, |kid, was, sealed| {
+            ResealedKey {
+                kid,
+                private_sealed: sealed,
+                was_sha256: was,
+            }
         });
-        let mut sealed = Vec::with_capacity(stale.len());
-        for (kid, was) in stale {
-            match keys.open_secret(&was) {
-                Ok(plain) => sealed.push(ResealedKey {
-                    kid,
-                    private_sealed: keys.seal_secret(&plain),
-                    was_sha256: keelson_raft::identity::stored_sha256(&was),
-                }),
-                Err(e) => tracing::warn!(%kid, error = %e, "a signing key cannot be opened with this node's keys"),
+        let secrets = resealed(keys, "region credential", stale.regions, |(peer, name), was, sealed| {
+            ResealedSecret {
+                peer,
+                name,
+                was_sha256: was,
+                sealed,
             }
-        }
-        let mut n = sealed.len();
-        if !sealed.is_empty() {
-            self.catalog
-                .propose(CatalogCommand::Identity(IdentityCommand::ResealSigningKeys { sealed }))
-                .await?;
-        }
-        let mut resealed = Vec::new();
-        for (owner, was) in self.stale_region_secrets(keys) {
-            match keys.open_secret(&was) {
-                Ok(plain) => resealed.push(ResealedSecret {
-                    peer: matches!(owner, SecretOwner::Peer(_)),
-                    name: owner.name().to_string(),
-                    was_sha256: keelson_raft::identity::stored_sha256(&was),
-                    sealed: keys.seal_secret(&plain),
-                }),
-                Err(e) => {
-                    tracing::warn!(owner = owner.name(), error = %e, "a credential cannot be opened with this node's keys")
-                }
+        });
+        let hooks = resealed(keys, "webhook secret", stale.webhooks, |(ns, name), was, sealed| {
+            ResealedWebhookSecret {
+                ns,
+                name,
+                was_sha256: was,
+                sealed,
             }
-        }
-        if !resealed.is_empty() {
-            n += resealed.len();
-            self.catalog
-                .propose(CatalogCommand::Regions(RegionCommand::ResealSecrets {
-                    secrets: resealed,
-                }))
-                .await?;
-        }
-        let webhooks = self.catalog.reader().all_webhooks().unwrap_or_default();
-        let mut hooks = Vec::new();
-        for view in webhooks
-            .into_iter()
-            .filter(|v| keys.secret_needs_sealing(&v.endpoint.secret))
-        {
-            match keys.open_secret(&view.endpoint.secret) {
-                Ok(plain) => hooks.push(keelson_raft::webhooks::ResealedWebhookSecret {
-                    was_sha256: keelson_raft::identity::stored_sha256(&view.endpoint.secret),
-                    sealed: keys.seal_secret(&plain),
-                    ns: view.ns,
-                    name: view.name,
-                }),
-                Err(e) => {
-                    tracing::warn!(webhook = %view.name, error = %e, "a webhook secret cannot be opened with this node's keys")
-                }
-            }
-        }
-        if !hooks.is_empty() {
-            n += hooks.len();
-            self.catalog
-                .propose(CatalogCommand::Webhooks(
-                    keelson_raft::webhooks::WebhookCommand::ResealSecrets { secrets: hooks },
-                ))
-                .await?;
+        });
+        let image_keys = resealed(
+            keys,
+            "image-signing key",
+            stale.image_keys,
+            |(ns, name), was, sealed| ResealedImageKey {
+                ns,
+                name,
+                was_sha256: was,
+                sealed,
+            },
+        );
+        let n = sealed.len() + secrets.len() + hooks.len() + image_keys.len();
+        let commands = [
+            (!sealed.is_empty()).then(|| CatalogCommand::Identity(IdentityCommand::ResealSigningKeys { sealed })),
+            (!secrets.is_empty()).then(|| CatalogCommand::Regions(RegionCommand::ResealSecrets { secrets })),
+            (!hooks.is_empty()).then(|| CatalogCommand::Webhooks(WebhookCommand::ResealSecrets { secrets: hooks })),
+            (!image_keys.is_empty()).then(|| CatalogCommand::Signing(SigningCommand::ResealKeys { keys: image_keys })),
+        ];
+        for command in commands.into_iter().flatten() {
+            self.catalog.propose(command).await?;
         }
         Ok(n)
     }
 }
 
-/// Whose credential a region secret is.
-enum SecretOwner {
-    Peer(String),
-    Cache(String),
+/// Catalog secrets that are plain or sealed by a retired key, by kind, with what owns each.
+struct StaleSecrets {
+    /// Token-signing keys by kid.
+    token_keys: Vec<(String, Vec<u8>)>,
+    /// Region credentials: (whether a peer's, else a cache's; its name or key).
+    regions: Vec<((bool, String), Vec<u8>)>,
+    /// Webhook secrets by (namespace, endpoint).
+    webhooks: Vec<((String, String), Vec<u8>)>,
+    /// Held image-signing keys by (namespace, key).
+    image_keys: Vec<((String, String), Vec<u8>)>,
 }
 
-impl SecretOwner {
-    fn name(&self) -> &str {
-        match self {
-            SecretOwner::Peer(n) | SecretOwner::Cache(n) => n,
+impl StaleSecrets {
+    fn len(&self) -> usize {
+        self.token_keys.len() + self.regions.len() + self.webhooks.len() + self.image_keys.len()
+    }
+}
+
+/// Each stale secret opened with `keys` and sealed anew, as `make(owner, sha256 of what was
+/// stored, newly sealed)`; a secret this node cannot open is logged and left.
+fn resealed<O: std::fmt::Debug, T>(
+    keys: &MasterKeys,
+    what: &str,
+    stale: impl IntoIterator<Item = (O, Vec<u8>)>,
+    make: impl Fn(O, [u8; 32], Vec<u8>) -> T,
+) -> Vec<T> {
+    let mut out = Vec::new();
+    for (owner, was) in stale {
+        match keys.open_secret(&was) {
+            Ok(plain) => out.push(make(
+                owner,
+                keelson_raft::identity::stored_sha256(&was),
+                keys.seal_secret(&plain),
+            )),
+            Err(e) => tracing::warn!(?owner, error = %e, "a {what} cannot be opened with this node's keys"),
         }
     }
+    out
 }
 
 enum Step {
