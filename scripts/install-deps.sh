@@ -89,9 +89,9 @@ fi
 
 # Python packages from PyPI, as module:package: oras (an OCI client), playwright (drives Debian's
 # chromium; its own browser download is never used) and openapi-spec-validator (checks the
-# management API's OpenAPI document) and cryptography (an independent implementation of the
-# signatures Keelson checks and makes).
-for entry in oras:oras playwright:playwright openapi_spec_validator:openapi-spec-validator cryptography:cryptography; do
+# management API's OpenAPI document), cryptography (an independent implementation of the
+# signatures Keelson checks and makes) and cyclonedx-python-lib (validates the SBOMs it makes).
+for entry in oras:oras playwright:playwright openapi_spec_validator:openapi-spec-validator cryptography:cryptography "cyclonedx:cyclonedx-python-lib[json-validation]"; do
     module="${entry%%:*}" package="${entry#*:}"
     python3 -c "import $module" >/dev/null 2>&1 && continue
     echo "install-deps.sh: installing the $package Python package (pip)"

@@ -28,6 +28,7 @@ pub mod rate_limit;
 pub mod regions;
 pub mod registry;
 pub mod routes;
+pub mod scanning;
 pub mod server;
 pub mod signatures;
 pub mod tls;

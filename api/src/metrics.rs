@@ -110,6 +110,7 @@ pub struct Metrics {
     token_cache: Family<ResultLabels, Counter>,
     rate_limited: Counter,
     pulls: Counter,
+    images_scanned: Counter,
     raft: RaftGauges,
     open_uploads: Gauge,
     disk_capacity: Gauge,
@@ -184,6 +185,12 @@ impl Metrics {
             "pulls",
             "Manifest GETs answered 200 (what pull counts count)",
             pulls.clone(),
+        );
+        let images_scanned = Counter::default();
+        registry.register(
+            "images_scanned",
+            "Images this node inventoried (layers read; re-matching reads none)",
+            images_scanned.clone(),
         );
         let gauge = |registry: &mut PromRegistry, name: &str, help: &str| {
             let g = Gauge::default();
@@ -278,6 +285,7 @@ impl Metrics {
             token_cache,
             rate_limited,
             pulls,
+            images_scanned,
             raft,
             open_uploads,
             disk_capacity,
@@ -353,6 +361,11 @@ impl Metrics {
         if route == "manifest" && method == "GET" && status == 200 {
             self.pulls.inc();
         }
+    }
+
+    /// One image inventoried by this node's scanner.
+    pub fn count_scan(&self) {
+        self.images_scanned.inc();
     }
 
     pub fn auth(&self, result: AuthResult) {

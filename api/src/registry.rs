@@ -177,6 +177,8 @@ pub struct Registry {
     pub pull_through: crate::regions::pull_through::PullThrough,
     /// Signature checks already made on this node (content-addressed, so never stale).
     pub signature_checks: crate::signatures::Checks,
+    /// Vulnerability reports already worked out on this node (per SBOM and database).
+    pub scan_reports: crate::scanning::Reports,
     /// This registry as the node shares it, for work that outlives a request (a cache fill);
     /// set once by whoever wraps it in its `Arc`.
     pub this: std::sync::OnceLock<std::sync::Weak<Registry>>,

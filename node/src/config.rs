@@ -203,6 +203,13 @@ pub struct ServeArgs {
     /// [default: 500].
     #[arg(long, env = "KEELSON_WEBHOOK_POLL_MS")]
     pub webhook_poll_ms: Option<u64>,
+    /// Inventory pushed images in the background (the vulnerability scanner) [default: true].
+    #[arg(long, env = "KEELSON_SCANNER")]
+    pub scanner: Option<bool>,
+    /// Milliseconds between two rounds of the vulnerability scanner, which inventories the
+    /// pushed images whose largest layer this node holds, one at a time [default: 1000].
+    #[arg(long, env = "KEELSON_SCAN_POLL_MS")]
+    pub scan_poll_ms: Option<u64>,
     /// Milliseconds between two copies of identity from the home region (in a region whose
     /// home is elsewhere): a token revoked at home stops working here within about this long
     /// [default: 2000].
@@ -251,6 +258,8 @@ pub struct LifecycleSettings {
     pub audit_flush: Duration,
     pub audit_retention: Duration,
     pub webhook_poll: Duration,
+    pub scanner: bool,
+    pub scan_poll: Duration,
     pub test_clock: bool,
 }
 
@@ -268,6 +277,9 @@ impl Default for LifecycleSettings {
             audit_retention: Duration::from_secs(90 * 24 * 3600),
             // Half a second: a queued event leaves about this soon after its change commits.
             webhook_poll: Duration::from_millis(500),
+            scanner: true,
+            // A second: an image's inventory starts about this soon after its push.
+            scan_poll: Duration::from_secs(1),
             test_clock: false,
         }
     }
@@ -484,6 +496,8 @@ impl ServeArgs {
                             Duration::from_secs(days.clamp(1, 36_500).saturating_mul(24 * 3600))
                         }),
                     webhook_poll: ms(self.webhook_poll_ms, file.webhook_poll_ms, d.webhook_poll),
+                    scanner: self.scanner.or(file.scanner).unwrap_or(d.scanner),
+                    scan_poll: ms(self.scan_poll_ms, file.scan_poll_ms, d.scan_poll),
                     test_clock: self.test_clock.or(file.test_clock).unwrap_or(false),
                 }
             },

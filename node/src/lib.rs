@@ -14,6 +14,7 @@ pub mod lb;
 pub mod lifecycle;
 pub mod lifecycle_cli;
 pub mod region_cli;
+pub mod vulndb_cli;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -298,6 +299,7 @@ where
         replicator: Default::default(),
         pull_through: Default::default(),
         signature_checks: Default::default(),
+        scan_reports: Default::default(),
         this: Default::default(),
     });
     let _ = registry.this.set(Arc::downgrade(&registry));
@@ -335,6 +337,9 @@ where
         registry.clone(),
         config.lifecycle.webhook_poll,
     ));
+    if config.lifecycle.scanner {
+        tasks.push(lifecycle::spawn_scanner(registry.clone(), config.lifecycle.scan_poll));
+    }
     tasks.push(lifecycle::spawn_retention(
         registry.clone(),
         config.lifecycle.retention_interval,

@@ -43,6 +43,16 @@ pub fn spawn_webhooks(registry: Arc<Registry>, period: Duration) -> JoinHandle<(
     })
 }
 
+/// Inventories queued images every `period` (those whose largest layer this node holds).
+pub fn spawn_scanner(registry: Arc<Registry>, period: Duration) -> JoinHandle<()> {
+    every(period, move || {
+        let registry = registry.clone();
+        async move {
+            keelson_api::scanning::tick(&registry).await;
+        }
+    })
+}
+
 /// Runs the retention pass every `period` (it acts only while this node leads), and prunes
 /// audit records older than `audit_retention`.
 pub fn spawn_retention(registry: Arc<Registry>, period: Duration, audit_retention: Duration) -> JoinHandle<()> {

@@ -54,6 +54,14 @@ pub enum ImagesCommand {
         #[arg(long)]
         key: String,
     },
+    /// An image's vulnerabilities: its packages matched against the imported database.
+    Vulns {
+        /// `<repo>@<digest>` or `<repo>:<tag>`.
+        reference: String,
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// An image's signatures and whether the keys its tenancy trusts verify them.
     Verify {
         /// `<repo>@<digest>` or `<repo>:<tag>`.
@@ -311,6 +319,41 @@ pub async fn images(target: &Target, command: ImagesCommand) -> Result<(), CliEr
                     signed["digest"].as_str().unwrap_or(""),
                     signed["tag"].as_str().unwrap_or(""),
                     signed["signature_manifest"].as_str().unwrap_or("")
+                ));
+            }
+        }
+        ImagesCommand::Vulns { reference, json } => {
+            let (repo, r) = split_reference(&reference)?;
+            let digest = digest_of(target, &repo, r).await?;
+            let report = target
+                .call(
+                    "GET",
+                    &format!("/api/v1/repos/{repo}/images/{digest}/vulnerabilities"),
+                    None,
+                )
+                .await?;
+            if json {
+                pretty(&report);
+                return Ok(());
+            }
+            say(&format!(
+                "{repo}@{digest}: {} ({} packages, database generation {})",
+                report["state"].as_str().unwrap_or(""),
+                report["packages"],
+                report["database_generation"]
+            ));
+            say(&format!(
+                "{:<20} {:<9} {:<28} {:<22} {}",
+                "ID", "SEVERITY", "PACKAGE", "INSTALLED", "FIXED IN"
+            ));
+            for f in report["findings"].as_array().into_iter().flatten() {
+                say(&format!(
+                    "{:<20} {:<9} {:<28} {:<22} {}",
+                    f["id"].as_str().unwrap_or(""),
+                    f["severity"].as_str().unwrap_or(""),
+                    f["package"].as_str().unwrap_or(""),
+                    f["installed"].as_str().unwrap_or(""),
+                    f["fixed"].as_str().unwrap_or("-")
                 ));
             }
         }

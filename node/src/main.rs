@@ -54,6 +54,13 @@ enum Command {
         #[command(subcommand)]
         command: ImagesCommand,
     },
+    /// The vulnerability database: import OSV files (offline), show the active one.
+    Vulndb {
+        #[command(flatten)]
+        target: TargetArgs,
+        #[command(subcommand)]
+        command: keelson::vulndb_cli::VulndbCommand,
+    },
     /// A repository's summary and settings (description, readme, retention, immutable tags).
     Repo {
         #[command(flatten)]
@@ -200,6 +207,7 @@ fn main() -> std::process::ExitCode {
             Command::Admin { target, command } => keelson::admin_cli::run(&target.target(), command).await?,
             Command::Images { target, command } => keelson::lifecycle_cli::images(&target.target(), command).await?,
             Command::Repo { target, command } => keelson::lifecycle_cli::repo(&target.target(), command).await?,
+            Command::Vulndb { target, command } => keelson::vulndb_cli::run(&target.target(), command).await?,
             Command::Cache { target, command } => keelson::region_cli::cache(&target.target(), command).await?,
             Command::Region { target, command } => keelson::region_cli::region(&target.target(), command).await?,
             Command::Replication { target, command } => {

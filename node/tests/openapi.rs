@@ -40,6 +40,9 @@ fn placeholder(name: &str) -> &'static str {
         "rule_id" => "0123456789ab",
         "node_id" => "99",
         "webhook" => "builds",
+        "key" => "ci",
+        "verification_policy" => "signed-only",
+        "generation" => "7",
         other => panic!("no placeholder for the path parameter {{{other}}}: add one to node/tests/openapi.rs"),
     }
 }
@@ -186,6 +189,9 @@ async fn the_document_validates_and_every_operation_it_describes_is_routed() {
         (Method::POST, "/api/v1/tenancies/acme/summary"),
         (Method::GET, "/api/v1/tenancies/acme/retention-policies/short/other"),
         (Method::GET, "/api/v1/tenancies/acme/webhooks/builds/ping"),
+        (Method::GET, "/api/v1/tenancies/acme/signing-keys/ci/more"),
+        (Method::POST, "/api/v1/tenancies/acme/verification-policies"),
+        (Method::GET, "/api/v1/vulndb/imports"),
     ] {
         let (status, answer) = call(&client, &node, method.clone(), path, false).await;
         assert!(is_no_route(status, &answer), "{method} {path}: {status} {answer}");

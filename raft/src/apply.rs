@@ -146,6 +146,7 @@ impl Applier<'_> {
             } => self.tag_if(repo, tag, expected, *then),
             C::Webhooks(cmd) => self.webhook_command(cmd),
             C::Signing(cmd) => self.signing_command(cmd),
+            C::Scanning(cmd) => self.scan_command(cmd),
             C::Attributed { origin, then } => self.attributed(origin, *then),
             C::SetHolders {
                 digest,
@@ -637,6 +638,9 @@ impl Applier<'_> {
         }
         if tag.is_some() || manifest.subject.is_some() {
             self.note_change(&repo)?;
+        }
+        if is_new && manifest.subject.is_none() && crate::scanning::is_image_manifest(&manifest.media_type) {
+            self.queue_scan(&repo, &digest, now_ms)?;
         }
         self.tx.put(CF_MANIFESTS, &manifest_key, &manifest)?;
         Ok(Done)

@@ -46,10 +46,15 @@ impl Applier<'_> {
                 if !valid_name(&name) {
                     return rejected(Rejection::Invalid(format!("{name:?} is not a policy name")));
                 }
-                if policy.keys.is_empty() || policy.keys.len() > MAX_KEYS_PER_POLICY {
+                if policy.keys.len() > MAX_KEYS_PER_POLICY {
                     return rejected(Rejection::Invalid(format!(
-                        "a verification policy names 1 to {MAX_KEYS_PER_POLICY} keys"
+                        "a verification policy names at most {MAX_KEYS_PER_POLICY} keys"
                     )));
+                }
+                if policy.keys.is_empty() && policy.refuse_severity.is_none() {
+                    return rejected(Rejection::Invalid(
+                        "a verification policy names keys, a severity to refuse, or both".into(),
+                    ));
                 }
                 let keys = self.tenancy_keys(&ns)?;
                 if let Some(missing) = policy.keys.iter().find(|k| !keys.keys.contains_key(*k)) {

@@ -626,6 +626,41 @@ impl CatalogReader {
         Ok(self.lifecycle(&crate::signing::policies_key(ns))?.unwrap_or_default())
     }
 
+    /// Images waiting for an inventory, oldest key first: (repository, digest), at most `limit`.
+    pub fn scan_queue(&self, limit: usize) -> Result<Vec<(String, String)>> {
+        let mut found = Vec::new();
+        self.scan(CF_LIFECYCLE, crate::scanning::QUEUE_PREFIX, |suffix, _| {
+            let at = suffix
+                .iter()
+                .position(|b| *b == 0)
+                .ok_or_else(|| err("scan queue key"))?;
+            let repo = std::str::from_utf8(&suffix[..at]).map_err(err)?;
+            let digest = std::str::from_utf8(&suffix[at + 1..]).map_err(err)?;
+            found.push((repo.to_string(), digest.to_string()));
+            Ok(found.len() < limit)
+        })?;
+        Ok(found)
+    }
+
+    /// Whether an image is waiting for its inventory.
+    pub fn scan_queued(&self, repo: &str, digest: &str) -> Result<bool> {
+        Ok(self
+            .lifecycle::<u64>(&crate::scanning::queue_key(repo, digest))?
+            .is_some())
+    }
+
+    /// The active vulnerability database (generation 0: none imported).
+    pub fn vulndb(&self) -> Result<crate::scanning::VulnDbInfo> {
+        Ok(self.lifecycle(crate::scanning::ACTIVE_KEY)?.unwrap_or_default())
+    }
+
+    /// The advisories of one package in database `generation`.
+    pub fn advisories(&self, generation: u64, ecosystem: &str, name: &str) -> Result<Vec<crate::scanning::Advisory>> {
+        Ok(self
+            .lifecycle(&crate::scanning::package_key(generation, ecosystem, name))?
+            .unwrap_or_default())
+    }
+
     /// A tenancy's webhook endpoints, by name.
     pub fn webhooks(&self, ns: &str) -> Result<Vec<crate::webhooks::EndpointView>> {
         self.endpoint_views(&crate::webhooks::endpoints_prefix(ns))

@@ -205,6 +205,8 @@ pub enum CatalogCommand {
     Webhooks(crate::webhooks::WebhookCommand),
     /// A change to a tenancy's trusted signing keys or verification policies.
     Signing(crate::signing::SigningCommand),
+    /// The scan queue and the vulnerability database.
+    Scanning(crate::scanning::ScanCommand),
     /// A manifest push or a manifest or tag deletion (possibly under a `TagIf`) made through
     /// the API, with who made it: applying it queues its webhook events.
     Attributed {

@@ -89,11 +89,13 @@ pub struct TrustedKey {
     pub created_ms: u64,
 }
 
-/// Pulls of images in `scope` require a valid signature by one of `keys`.
+/// Pulls of images in `scope` require a valid signature by one of `keys` (when any are named)
+/// and no vulnerability finding at or above `refuse_severity` (when set).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VerificationPolicy {
     pub scope: TrustScope,
     pub keys: Vec<String>,
+    pub refuse_severity: Option<crate::scanning::Severity>,
     pub created_ms: u64,
 }
 

@@ -108,6 +108,7 @@ fn touches_cached_state(cmd: &CatalogCommand) -> bool {
             | CatalogCommand::PruneAudit { .. }
             | CatalogCommand::Webhooks(_)
             | CatalogCommand::Signing(_)
+            | CatalogCommand::Scanning(_)
             | CatalogCommand::SetRetentionPolicy { .. }
             | CatalogCommand::AssignRetention { .. }
             | CatalogCommand::SetImmutableTags { .. }

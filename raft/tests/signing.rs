@@ -34,6 +34,7 @@ fn put_policy(ns: &str, name: &str, keys: &[&str]) -> CatalogCommand {
         policy: VerificationPolicy {
             scope: TrustScope::Repository(format!("{ns}/app")),
             keys: keys.iter().map(|k| k.to_string()).collect(),
+            refuse_severity: None,
             created_ms: 2,
         },
     })

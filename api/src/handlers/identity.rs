@@ -131,6 +131,9 @@ pub async fn route(cx: &Cx<'_>, rest: &str, req: Request<Incoming>) -> Result<Re
     if parts.first() == Some(&"audit") {
         return super::audit::route(cx, &parts[1..], &req);
     }
+    if parts.first() == Some(&"vulndb") {
+        return super::vulndb::route(cx, &parts[1..], req).await;
+    }
     if let ["tenancies", ns, "webhooks", rest @ ..] = parts.as_slice() {
         return super::webhooks::route(cx, ns, rest, req).await;
     }

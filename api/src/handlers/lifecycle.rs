@@ -30,6 +30,8 @@ pub enum RepoResource<'a> {
     Image(&'a str),
     /// `POST …/images/<digest>/sign`: a server-side signature by a key the cluster holds.
     Sign(&'a str),
+    /// `GET …/images/<digest>/vulnerabilities`: the image's findings.
+    Vulnerabilities(&'a str),
     Tag(&'a str),
     RetentionPreview,
     RetentionRun,
@@ -43,6 +45,9 @@ pub fn repo_resource<'a>(method: &Method, parts: &[&'a str]) -> Option<(String, 
         (&Method::GET, [.., "images"]) => (1, RepoResource::Images),
         (&Method::GET | &Method::DELETE, [.., "images", d]) if d.contains(':') => (2, RepoResource::Image(d)),
         (&Method::POST, [.., "images", d, "sign"]) if d.contains(':') => (3, RepoResource::Sign(d)),
+        (&Method::GET, [.., "images", d, "vulnerabilities"]) if d.contains(':') => {
+            (3, RepoResource::Vulnerabilities(d))
+        }
         (&Method::DELETE, [.., "tags", t]) => (2, RepoResource::Tag(t)),
         (&Method::GET, [.., "retention", "preview"]) => (2, RepoResource::RetentionPreview),
         (&Method::POST, [.., "retention", "run"]) => (2, RepoResource::RetentionRun),
@@ -76,7 +81,15 @@ pub async fn repo_route(
             let verification = crate::signatures::verify(cx, repo, &image.digest).await?;
             detail["signature"] = json!(verification.status);
             detail["signatures"] = json!(verification.signatures);
+            let report = crate::scanning::report(cx, repo, &image.digest).await?;
+            detail["vulnerabilities"] = json!({ "state": report.state, "counts": report.counts });
             ok(detail)
+        }
+        (Method::GET, RepoResource::Vulnerabilities(digest)) => {
+            access::authorize(cx, Action::Inspect, repo)?;
+            let image = find_image(cx, repo, digest)?;
+            let report = crate::scanning::report(cx, repo, &image.digest).await?;
+            ok(json!(*report))
         }
         (Method::POST, RepoResource::Sign(digest)) => {
             access::authorize(cx, Action::Push, repo)?;

@@ -11,6 +11,7 @@ pub mod regions;
 pub mod signing;
 pub mod token;
 pub mod uploads;
+pub mod vulndb;
 pub mod webhooks;
 
 use http::{Request, Response, StatusCode};

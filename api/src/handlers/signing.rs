@@ -8,6 +8,7 @@
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
+use keelson_raft::scanning::Severity;
 use keelson_raft::signing::{self as signing, KeyMaterial, SigningCommand, TrustScope, TrustedKey, VerificationPolicy};
 use keelson_raft::webhooks::EventOrigin;
 use keelson_raft::{CatalogCommand, Rejection};
@@ -40,7 +41,12 @@ pub struct KeyBody {
 #[serde(deny_unknown_fields)]
 pub struct PolicyBody {
     pub scope: String,
+    /// Keys one of which must verify a signature of the image.
+    #[serde(default)]
     pub keys: Vec<String>,
+    /// Refuse images with a vulnerability finding at or above this severity (LOW, MEDIUM,
+    /// HIGH, CRITICAL).
+    pub refuse_severity: Option<String>,
 }
 
 /// What `POST …/images/<digest>/sign` takes.
@@ -134,9 +140,18 @@ pub async fn policies_route(
             valid_name(name)?;
             let body: PolicyBody = read_json(req).await?;
             let existed = reader.verification_policies(ns)?.policies.contains_key(*name);
+            let refuse_severity = match body.refuse_severity.as_deref() {
+                None => None,
+                Some(text) => Some(
+                    Severity::parse(text)
+                        .filter(|s| *s != Severity::Unknown)
+                        .ok_or_else(|| bad_request(format!("{text:?} is not LOW, MEDIUM, HIGH or CRITICAL")))?,
+                ),
+            };
             let policy = VerificationPolicy {
                 scope: scope_of(cx, ns, &body.scope)?,
                 keys: body.keys,
+                refuse_severity,
                 created_ms: cx.clock.now_ms(),
             };
             let answer = policy_json(name, &policy);
@@ -277,6 +292,7 @@ fn policy_json(name: &str, policy: &VerificationPolicy) -> Value {
         "name": name,
         "scope": policy.scope.to_string(),
         "keys": policy.keys,
+        "refuse_severity": policy.refuse_severity.map(|s| s.name()),
         "created_ms": policy.created_ms,
     })
 }

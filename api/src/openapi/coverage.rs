@@ -75,6 +75,14 @@ const DISPATCHERS: &[Dispatcher] = &[
         answers_no_route: true,
     },
     Dispatcher {
+        file: "vulndb.rs",
+        function: "route",
+        prefix: "/api/v1/vulndb",
+        dots: "",
+        reached_as: Some("super::vulndb::route"),
+        answers_no_route: true,
+    },
+    Dispatcher {
         file: "signing.rs",
         function: "keys_route",
         prefix: "/api/v1/tenancies/{}/signing-keys",

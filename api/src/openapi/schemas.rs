@@ -34,6 +34,10 @@ pub(super) fn path_parameter(name: &str) -> Option<(RefOr<Schema>, &'static str)
             "An image's manifest digest, `sha256:<64 hex>` or `sha512:<128 hex>`.",
         ),
         "key" => (string(), "A trusted signing key's name: 1 to 64 of `a-z 0-9 - _ .`."),
+        "generation" => (
+            integer(),
+            "A vulnerability database generation, as its import's start answered it.",
+        ),
         "verification_policy" => (string(), "A verification policy's name: 1 to 64 of `a-z 0-9 - _ .`."),
         "tag" => (string(), "A tag of the repository."),
         "retention_policy" => (
@@ -244,6 +248,15 @@ pub(super) fn shared_schemas() -> Vec<(&'static str, RefOr<Schema>)> {
             ),
         ),
         (
+            "VulnDb",
+            obj([
+                ("generation", describe(integer(), "0 when none was imported.")),
+                ("advisories", integer()),
+                ("packages", integer()),
+                ("imported_ms", integer()),
+            ]),
+        ),
+        (
             "SigningKey",
             obj([
                 ("name", string()),
@@ -267,6 +280,7 @@ pub(super) fn shared_schemas() -> Vec<(&'static str, RefOr<Schema>)> {
                 ("name", string()),
                 ("scope", string()),
                 ("keys", array(string())),
+                ("refuse_severity", string_or_null()),
                 ("created_ms", integer()),
             ]),
         ),

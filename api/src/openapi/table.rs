@@ -8,7 +8,7 @@ use super::schemas::{
     any, array, boolean, describe, extend, integer, integer_or_null, named, obj, one_of, string, string_or_null,
 };
 use super::{op, Access, Op};
-use crate::handlers::{admin, identity, lifecycle, regions, signing};
+use crate::handlers::{admin, identity, lifecycle, regions, signing, vulndb};
 
 /// The tags, in the order a reader meets them.
 pub(super) const TAGS: &[(&str, &str)] = &[
@@ -43,6 +43,10 @@ pub(super) const TAGS: &[(&str, &str)] = &[
     (
         "signing",
         "Keys trusted for image signatures, verification policies and server-side signing.",
+    ),
+    (
+        "scanning",
+        "Image inventories (SBOMs), their vulnerability findings and the OSV database.",
     ),
     ("audit", "The replicated audit log."),
 ];
@@ -906,6 +910,73 @@ pub(super) fn operations() -> Vec<Op> {
         )
         .access(tenancy)
         .answer(202, "Queued.", obj([("queued", one_of(&["ping"]))])),
+        // --- scanning (handlers/vulndb.rs, handlers/lifecycle.rs) ----------------------------------
+        op(
+            "GET",
+            "/api/v1/repos/{repository}/images/{digest}/vulnerabilities",
+            "scanning",
+            "An image's vulnerabilities",
+        )
+        .about(
+            "The image's inventory (its SBOM referrer, made in the background after the push) matched against \
+             the active database; `state` is `queued` until the inventory exists.",
+        )
+        .access(inspect)
+        .answer(
+            200,
+            "The findings.",
+            obj([
+                ("state", one_of(&["scanned", "queued", "not_scanned"])),
+                ("sbom", string_or_null()),
+                ("database_generation", integer()),
+                ("database_imported_ms", integer()),
+                ("packages", integer()),
+                ("counts", describe(any(), "Findings per severity name.")),
+                (
+                    "findings",
+                    array(obj([
+                        ("id", string()),
+                        ("severity", one_of(&["CRITICAL", "HIGH", "MEDIUM", "LOW", "UNKNOWN"])),
+                        ("ecosystem", string()),
+                        ("package", string()),
+                        ("installed", string()),
+                        ("fixed", string_or_null()),
+                        ("summary", string()),
+                        ("location", string()),
+                    ])),
+                ),
+            ]),
+        ),
+        op("GET", "/api/v1/vulndb", "scanning", "The active vulnerability database")
+            .access(admin)
+            .answer(200, "Its generation and size.", named("VulnDb")),
+        op("POST", "/api/v1/vulndb/imports", "scanning", "Start an import")
+            .about("Answers a new generation; batches go under it and nothing changes until it is activated.")
+            .access(admin)
+            .answer(201, "Started.", obj([("generation", integer())])),
+        op(
+            "POST",
+            "/api/v1/vulndb/imports/{generation}",
+            "scanning",
+            "Add a batch of packages to an import",
+        )
+        .about("At most 5,000 packages, each with its OSV advisories as `keelson vulndb import` converts them.")
+        .access(admin)
+        .body_schema(obj([("packages", array(any()))]), true, "The batch.")
+        .answer(200, "Added.", obj([("generation", integer()), ("packages", integer())])),
+        op(
+            "POST",
+            "/api/v1/vulndb/imports/{generation}/activate",
+            "scanning",
+            "Make an import the active database",
+        )
+        .access(admin)
+        .body::<vulndb::ActivateBody>("What the import holds.")
+        .answer(200, "Active.", named("VulnDb")),
+        op("POST", "/api/v1/vulndb/prune", "scanning", "Delete older generations")
+            .about("At most 10,000 keys per call; call again until a call deletes nothing.")
+            .access(admin)
+            .answer(200, "Pruned.", obj([("pruned", boolean())])),
         // --- signing (handlers/signing.rs) ---------------------------------------------------------
         op(
             "GET",

@@ -14,6 +14,7 @@ pub mod keys;
 pub mod notation;
 
 use keelson_raft::lifecycle::tenancy_of;
+use keelson_raft::scanning::Severity;
 use keelson_raft::signing::TrustedKey;
 use keelson_raft::ManifestRecord;
 use keelson_storage::Digest;
@@ -300,15 +301,43 @@ pub async fn enforce(cx: &Cx<'_>, repo: &str, digest: &str, record: &ManifestRec
     if applying.is_empty() {
         return Ok(());
     }
-    let verification = verify(cx, repo, digest).await?;
-    for (name, policy) in applying {
+    // Signatures, attestations and other artifacts about an image are read by verifiers
+    // before they trust it: never refused.
+    if is_artifact_about_an_image(record) {
+        return Ok(());
+    }
+    let needs_signature = applying.iter().any(|(_, p)| !p.keys.is_empty());
+    let verification = match needs_signature {
+        true => Some(verify(cx, repo, digest).await?),
+        false => None,
+    };
+    for (name, policy) in &applying {
+        if let Some(at) = policy.refuse_severity {
+            let report = crate::scanning::report(cx, repo, digest).await?;
+            if let Some(worst) = report.worst_at_least(at) {
+                return Err(ApiError::new(
+                    ErrorCode::Denied,
+                    format!(
+                        "verification policy {name} refuses images with vulnerabilities of severity {} or above: \
+                         {repo}@{digest} has {} {} in {} ({} findings at or above)",
+                        at.name(),
+                        worst.severity,
+                        worst.id,
+                        worst.installed,
+                        report
+                            .findings
+                            .iter()
+                            .filter(|f| Severity::parse(f.severity).is_some_and(|s| s >= at))
+                            .count()
+                    ),
+                ));
+            }
+        }
+        let Some(verification) = verification.as_ref().filter(|_| !policy.keys.is_empty()) else {
+            continue;
+        };
         if verification.verified_by_any(&policy.keys) {
             continue;
-        }
-        // Signatures, attestations and other artifacts about an image are read by verifiers
-        // before they trust it: never refused.
-        if is_artifact_about_an_image(record) {
-            return Ok(());
         }
         let why = match verification.status {
             Status::Unsigned => "it is not signed".to_string(),

@@ -194,7 +194,7 @@ async fn sha512_manifests_referrers_and_tags() {
     let empty = reg.push_desc(repo, OCI_EMPTY, b"{}").await;
     let sig = oci_manifest(
         &empty,
-        &[empty.clone()],
+        std::slice::from_ref(&empty),
         json!({
             "artifactType": "application/vnd.example.signature.v1",
             "subject": {"mediaType": OCI_MANIFEST, "digest": md, "size": body.len()},

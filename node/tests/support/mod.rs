@@ -70,6 +70,9 @@ impl Keelson {
             .arg("--listen")
             .arg("127.0.0.1:0")
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            // The background scanner adds SBOM referrers to pushed images; only the tests of
+            // scanning turn it on, so the others see exactly what they pushed.
+            .env("KEELSON_SCANNER", "false")
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
@@ -278,6 +281,7 @@ impl ClusterNode {
             .arg("--fault-domain")
             .arg(&self.fault_domain)
             .env("KEELSON_AUTH", "off")
+            .env("KEELSON_SCANNER", "false")
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),

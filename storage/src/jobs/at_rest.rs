@@ -243,10 +243,13 @@ impl BlobJobs {
         );
         let n = sealed.len() + secrets.len() + hooks.len() + image_keys.len();
         let commands = [
-            (!sealed.is_empty()).then(|| CatalogCommand::Identity(IdentityCommand::ResealSigningKeys { sealed })),
-            (!secrets.is_empty()).then(|| CatalogCommand::Regions(RegionCommand::ResealSecrets { secrets })),
-            (!hooks.is_empty()).then(|| CatalogCommand::Webhooks(WebhookCommand::ResealSecrets { secrets: hooks })),
-            (!image_keys.is_empty()).then(|| CatalogCommand::Signing(SigningCommand::ResealKeys { keys: image_keys })),
+            (!sealed.is_empty()).then_some(CatalogCommand::Identity(IdentityCommand::ResealSigningKeys { sealed })),
+            (!secrets.is_empty()).then_some(CatalogCommand::Regions(RegionCommand::ResealSecrets { secrets })),
+            (!hooks.is_empty()).then_some(CatalogCommand::Webhooks(WebhookCommand::ResealSecrets {
+                secrets: hooks,
+            })),
+            (!image_keys.is_empty())
+                .then_some(CatalogCommand::Signing(SigningCommand::ResealKeys { keys: image_keys })),
         ];
         for command in commands.into_iter().flatten() {
             self.catalog.propose(command).await?;
