@@ -16,27 +16,10 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::images::{http, push_image, Image};
-use support::tools::{exec_ok, need, tool, wait_until};
+use support::tools::{api_json as api, api_json_ok as api_ok, exec_ok, need, tool, wait_until};
 use support::Keelson;
 
 const LIMIT: Duration = Duration::from_secs(300);
-
-fn api(method: &str, host: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let body = body.map(|b| b.to_string());
-    support::tools::curl_json(
-        method,
-        &format!("http://{host}{path}"),
-        body.as_deref(),
-        "application/json",
-        None,
-    )
-}
-
-fn api_ok(method: &str, host: &str, path: &str, body: Option<Value>) -> Value {
-    let (status, value) = api(method, host, path, body);
-    assert!((200..300).contains(&status), "{method} {path}: {status} {value}");
-    value
-}
 
 /// A gzip-compressed tar layer of `files` (path, bytes).
 fn layer(files: &[(String, Vec<u8>)]) -> Vec<u8> {

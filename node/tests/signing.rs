@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use support::content::{digest_of, pseudo_random};
 use support::docker::{busybox_rootfs_tar, pushed_digest, Docker};
 use support::images::{http, push_blob, push_image, Image, OCI_MANIFEST};
-use support::tools::{exec, exec_ok, need, tool};
+use support::tools::{api_json as api, api_json_ok as api_ok, exec, exec_ok, need, tool};
 use support::Keelson;
 
 const LIMIT: Duration = Duration::from_secs(300);
@@ -32,23 +32,6 @@ fn sigtool() -> Command {
 
 fn run(cmd: &mut Command) -> String {
     exec_ok(cmd, LIMIT, String::new)
-}
-
-fn api(method: &str, host: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let body = body.map(|b| b.to_string());
-    support::tools::curl_json(
-        method,
-        &format!("http://{host}{path}"),
-        body.as_deref(),
-        "application/json",
-        None,
-    )
-}
-
-fn api_ok(method: &str, host: &str, path: &str, body: Option<Value>) -> Value {
-    let (status, value) = api(method, host, path, body);
-    assert!((200..300).contains(&status), "{method} {path}: {status} {value}");
-    value
 }
 
 fn keelson_cli(host: &str, args: &[&str]) -> support::tools::Output {

@@ -713,6 +713,9 @@ impl Applier<'_> {
         };
         self.note_change(repo)?;
         self.tx.delete(CF_MANIFESTS, &key)?;
+        // A deleted image needs no inventory: the scan queue holds at most the images there are.
+        self.tx
+            .delete(CF_LIFECYCLE, &crate::scanning::queue_key(repo, digest))?;
         if let Some(subject) = &manifest.subject {
             self.tx.delete(CF_REFERRERS, &join(&[repo, subject, digest]))?;
         }

@@ -87,30 +87,16 @@ pub async fn keys_route(
             let existed = reader.signing_keys(ns)?.keys.contains_key(*name);
             let key = key_of(cx, ns, body)?;
             let answer = key_json(name, &key);
-            commit(
-                cx,
-                CatalogCommand::Signing(SigningCommand::PutKey {
-                    ns: ns.to_string(),
-                    name: name.to_string(),
-                    key,
-                }),
-            )
-            .await?;
-            Ok(json_reply(created_or_ok(existed), &answer))
+            let (ns, name) = (ns.to_string(), name.to_string());
+            put_named(cx, existed, SigningCommand::PutKey { ns, name, key }, answer).await
         }
         (&Method::DELETE, [name]) => {
-            if !reader.signing_keys(ns)?.keys.contains_key(*name) {
-                return Err(unknown("signing key", name));
-            }
-            commit(
-                cx,
-                CatalogCommand::Signing(SigningCommand::DeleteKey {
-                    ns: ns.to_string(),
-                    name: name.to_string(),
-                }),
-            )
-            .await?;
-            ok(json!({ "deleted": name }))
+            let exists = reader.signing_keys(ns)?.keys.contains_key(*name);
+            let cmd = SigningCommand::DeleteKey {
+                ns: ns.to_string(),
+                name: name.to_string(),
+            };
+            delete_named(cx, exists, "signing key", name, cmd).await
         }
         _ => Err(ApiError::no_route()),
     }
@@ -155,41 +141,41 @@ pub async fn policies_route(
                 created_ms: cx.clock.now_ms(),
             };
             let answer = policy_json(name, &policy);
-            commit(
-                cx,
-                CatalogCommand::Signing(SigningCommand::PutPolicy {
-                    ns: ns.to_string(),
-                    name: name.to_string(),
-                    policy,
-                }),
-            )
-            .await?;
-            Ok(json_reply(created_or_ok(existed), &answer))
+            let (ns, name) = (ns.to_string(), name.to_string());
+            put_named(cx, existed, SigningCommand::PutPolicy { ns, name, policy }, answer).await
         }
         (&Method::DELETE, [name]) => {
-            if !reader.verification_policies(ns)?.policies.contains_key(*name) {
-                return Err(unknown("verification policy", name));
-            }
-            commit(
-                cx,
-                CatalogCommand::Signing(SigningCommand::DeletePolicy {
-                    ns: ns.to_string(),
-                    name: name.to_string(),
-                }),
-            )
-            .await?;
-            ok(json!({ "deleted": name }))
+            let exists = reader.verification_policies(ns)?.policies.contains_key(*name);
+            let cmd = SigningCommand::DeletePolicy {
+                ns: ns.to_string(),
+                name: name.to_string(),
+            };
+            delete_named(cx, exists, "verification policy", name, cmd).await
         }
         _ => Err(ApiError::no_route()),
     }
 }
 
-fn created_or_ok(existed: bool) -> StatusCode {
-    if existed {
-        StatusCode::OK
-    } else {
-        StatusCode::CREATED
+/// Commits a key's or policy's creation or replacement and answers it: 201 for a new one.
+async fn put_named(cx: &Cx<'_>, existed: bool, cmd: SigningCommand, answer: Value) -> Result<Response<Body>, ApiError> {
+    commit(cx, CatalogCommand::Signing(cmd)).await?;
+    let status = if existed { StatusCode::OK } else { StatusCode::CREATED };
+    Ok(json_reply(status, &answer))
+}
+
+/// Commits the deletion of a key or policy that exists; 404 naming `what` when it does not.
+async fn delete_named(
+    cx: &Cx<'_>,
+    exists: bool,
+    what: &str,
+    name: &str,
+    cmd: SigningCommand,
+) -> Result<Response<Body>, ApiError> {
+    if !exists {
+        return Err(unknown(what, name));
     }
+    commit(cx, CatalogCommand::Signing(cmd)).await?;
+    ok(json!({ "deleted": name }))
 }
 
 fn valid_name(name: &str) -> Result<(), ApiError> {

@@ -152,3 +152,23 @@ pub fn curl_json(
     let value = serde_json::from_str(text).unwrap_or_else(|_| serde_json::Value::String(text.to_string()));
     (code.trim().parse().unwrap_or(0), value)
 }
+
+/// A management call to `http://{host}{path}` with an optional JSON body: the status and the
+/// answer as JSON.
+pub fn api_json(method: &str, host: &str, path: &str, body: Option<serde_json::Value>) -> (u16, serde_json::Value) {
+    let body = body.map(|b| b.to_string());
+    curl_json(
+        method,
+        &format!("http://{host}{path}"),
+        body.as_deref(),
+        "application/json",
+        None,
+    )
+}
+
+/// [`api_json`] that must succeed (2xx); the answer.
+pub fn api_json_ok(method: &str, host: &str, path: &str, body: Option<serde_json::Value>) -> serde_json::Value {
+    let (status, value) = api_json(method, host, path, body);
+    assert!((200..300).contains(&status), "{method} {path}: {status} {value}");
+    value
+}
