@@ -167,6 +167,17 @@ fn candidates(cx: &Cx<'_>, repo: &str, digest: &str) -> Result<Vec<Candidate>, A
 
 /// Finds and checks the signatures of image `digest` in `repo`.
 pub async fn verify(cx: &Cx<'_>, repo: &str, digest: &str) -> Result<Verification, ApiError> {
+    verify_with(cx, repo, digest, &mut None).await
+}
+
+/// [`verify`] with the repository's trusted keys read and parsed at most once into `trusted`,
+/// however many images of the repository it is called for.
+async fn verify_with(
+    cx: &Cx<'_>,
+    repo: &str,
+    digest: &str,
+    trusted: &mut Option<Vec<Trusted>>,
+) -> Result<Verification, ApiError> {
     let found = candidates(cx, repo, digest)?;
     if found.is_empty() {
         return Ok(Verification {
@@ -174,7 +185,10 @@ pub async fn verify(cx: &Cx<'_>, repo: &str, digest: &str) -> Result<Verificatio
             signatures: Vec::new(),
         });
     }
-    let trusted = trusted_for(cx, repo)?;
+    if trusted.is_none() {
+        *trusted = Some(trusted_for(cx, repo)?);
+    }
+    let trusted: &[Trusted] = trusted.as_deref().unwrap_or_default();
     let mut signatures = Vec::with_capacity(found.len());
     for candidate in found {
         let mut finding = Finding {
@@ -183,7 +197,7 @@ pub async fn verify(cx: &Cx<'_>, repo: &str, digest: &str) -> Result<Verificatio
             verified_by: Vec::new(),
             problem: None,
         };
-        for key in &trusted {
+        for key in trusted {
             let cache_key = (candidate.digest.clone(), digest.to_string(), key.fingerprint.clone());
             let outcome = match cx.signature_checks.0.get(&cache_key) {
                 Some(outcome) => outcome,
@@ -380,8 +394,9 @@ fn is_artifact_about_an_image(record: &ManifestRecord) -> bool {
 /// keys when an image has no signature manifest).
 pub async fn statuses(cx: &Cx<'_>, repo: &str, digests: &[String]) -> Result<Vec<Status>, ApiError> {
     let mut out = Vec::with_capacity(digests.len());
+    let mut trusted = None;
     for digest in digests {
-        out.push(verify(cx, repo, digest).await?.status);
+        out.push(verify_with(cx, repo, digest, &mut trusted).await?.status);
     }
     Ok(out)
 }
