@@ -14,6 +14,7 @@ pub mod handlers;
 pub mod health;
 pub mod image_view;
 pub mod lifecycle_jobs;
+pub mod logins;
 pub mod manifest;
 pub mod markdown;
 pub mod metrics;

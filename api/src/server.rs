@@ -18,6 +18,7 @@ use crate::auth::{self, session, Principal};
 use crate::body::{self, Body};
 use crate::error::{ApiError, ErrorCode};
 use crate::handlers;
+use crate::logins;
 use crate::metrics::{self, AuthResult};
 use crate::registry::Registry;
 use crate::routes::{self, Route};
@@ -164,13 +165,24 @@ fn unsupported(method: &Method) -> ApiError {
     )
 }
 
+/// The user and password of a request's Basic credentials, when identity is checked (with
+/// identity off credentials are ignored, so there is no login to check).
+fn basic_login(reg: &Registry, req: &Request<Incoming>) -> Option<(String, String)> {
+    req.headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .filter(|a| a.starts_with("Basic ") && reg.auth_mode != AuthMode::Off)
+        .and_then(|a| auth::basic_credentials(a).ok())
+}
+
 /// Resolves the caller of a request; bad credentials are a 401 (with the challenge) when
-/// identity is enforced.
+/// identity is enforced. `login` is the already checked Basic login, if the request made one.
 fn caller(
     reg: &Registry,
     remote: Option<IpAddr>,
     req: &Request<Incoming>,
     note: &mut audit::Note,
+    login: Option<(String, Result<logins::Login, logins::Refused>)>,
 ) -> Result<Caller, ApiError> {
     let host = req
         .headers()
@@ -189,38 +201,34 @@ fn caller(
             return session_caller(reg, req, session, now_secs, origin, remote);
         }
     }
-    // A Basic password is a login: a user or address that failed too often waits first. With
-    // identity off there is no login to fail (credentials are ignored).
-    let basic_user = authorization
-        .filter(|a| a.starts_with("Basic ") && reg.auth_mode != AuthMode::Off)
-        .and_then(|a| auth::basic_credentials(a).ok())
-        .map(|(user, _)| user);
-    if let Some(user) = &basic_user {
-        reg.rate_limits.admit_login(user, remote)?;
-    }
-    let cached = authorization.and_then(|a| reg.verified.get(a, now_secs));
-    if authorization.is_some_and(|a| a.starts_with("Bearer ") || a.starts_with("bearer ")) {
-        reg.metrics.token_cache(cached.is_some());
-    }
-    let principal = cached.map(Ok).unwrap_or_else(|| {
-        let p = reg
-            .catalog
-            .reader()
-            .with_identity(|state| auth::authenticate(state, authorization))?;
-        if let (Some(a), Principal::Bearer { exp, .. }) = (authorization, &p) {
-            reg.verified.insert(a, p.clone(), *exp);
+    let (principal, refused_user) = match login {
+        Some((user, Ok(login))) => (Ok(login.principal), user),
+        Some((_, Err(logins::Refused::Throttled(e)))) => return Err(e),
+        Some((user, Err(logins::Refused::Credentials(e)))) => (Err(e), user),
+        None => {
+            let cached = authorization.and_then(|a| reg.verified.get(a, now_secs));
+            if authorization.is_some_and(|a| a.starts_with("Bearer ") || a.starts_with("bearer ")) {
+                reg.metrics.token_cache(cached.is_some());
+            }
+            let principal = cached.map(Ok).unwrap_or_else(|| {
+                let p = reg
+                    .catalog
+                    .reader()
+                    .with_identity(|state| auth::authenticate(state, authorization))?;
+                if let (Some(a), Principal::Bearer { exp, .. }) = (authorization, &p) {
+                    reg.verified.insert(a, p.clone(), *exp);
+                }
+                Ok::<_, auth::AuthError>(p)
+            });
+            (principal, "bearer".to_string())
         }
-        Ok::<_, auth::AuthError>(p)
-    });
-    if let Some(user) = &basic_user {
-        reg.rate_limits.login_result(user, remote, principal.is_ok());
-    }
+    };
     let principal = match principal {
         Ok(p) => p,
         Err(_) if reg.auth_mode == AuthMode::Off => Principal::Anonymous,
         Err(e) => {
             reg.metrics.auth(AuthResult::Failed);
-            note.refused_user = Some(basic_user.clone().unwrap_or_else(|| "bearer".to_string()));
+            note.refused_user = Some(refused_user);
             return Err(access::challenge(&origin, None).with_message(e.to_string()));
         }
     };
@@ -402,13 +410,21 @@ async fn route(
     }
     // A token or session signed with a key this node has not applied yet (it was made a moment
     // ago on another node) verifies once this node has caught up with the log: catch up, retry.
-    let mut resolved = caller(reg, remote, &req, note);
+    // A Basic login is checked (and caught up on) by `logins`.
+    let login = match basic_login(reg, &req) {
+        Some((user, password)) => {
+            let checked = logins::check(reg, remote, &user, &password).await;
+            Some((user, checked))
+        }
+        None => None,
+    };
+    let mut resolved = caller(reg, remote, &req, note, login);
     if matches!(&resolved, Err(e) if e.status == StatusCode::UNAUTHORIZED)
         && signed_with_unknown_key(reg, &req)
         && reg.catalog.linearizable().await.is_ok()
     {
         *note = audit::Note::default();
-        resolved = caller(reg, remote, &req, note);
+        resolved = caller(reg, remote, &req, note, None);
     }
     let cx = Cx {
         reg,

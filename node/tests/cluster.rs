@@ -1022,6 +1022,83 @@ async fn upload_session_requests_reach_their_owner_from_any_node() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// 5a. A fresh auth token on every node
+// ---------------------------------------------------------------------------------------------
+
+/// An auth token answered by one node logs in at once on the others, though they may not have
+/// applied it yet: as a Basic credential on a registry call, at the token endpoint (what
+/// `docker login` does) and at the console's sign-in. Each round makes a new token and uses it
+/// on every other node straight away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_auth_token_logs_in_on_every_node_at_once() {
+    const ADMIN_TOKEN: &str = "fresh-token-test-administrator-token-0123";
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let env = [("KEELSON_AUTH", "enforce"), ("KEELSON_BOOTSTRAP_TOKEN", ADMIN_TOKEN)];
+    let cluster = Cluster::three_with_env(tmp.path(), &env);
+    let client = http_client();
+    let url = |id: u64, path: &str| format!("http://{}{path}", cluster.node(id).host());
+    let admin = |id: u64, path: &str, body: Value| {
+        client
+            .post(url(id, &format!("/api/v1/{path}")))
+            .basic_auth("keelson/admin", Some(ADMIN_TOKEN))
+            .json(&body)
+            .send()
+    };
+    let resp = admin(1, "tenancies", json!({ "namespace": "fresh" })).await.unwrap();
+    assert!(resp.status().is_success(), "{}", resp.text().await.unwrap_or_default());
+    // A user holds two tokens at most: one user per round.
+    for round in 0..12u64 {
+        let made_on = round % 3 + 1;
+        let user = format!("ann{round}");
+        let login = format!("fresh/{user}");
+        let resp = admin(made_on, "tenancies/fresh/users", json!({ "name": user }))
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "{}", resp.text().await.unwrap_or_default());
+        let resp = admin(made_on, &format!("tenancies/fresh/users/{user}/tokens"), json!({}))
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "token on node {made_on}");
+        let made: Value = resp.json().await.unwrap();
+        let token = made["token"].as_str().expect("token shown once").to_string();
+        for id in (1..=3).filter(|id| *id != made_on) {
+            let base = client
+                .get(url(id, "/v2/"))
+                .basic_auth(&login, Some(&token))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(base.status(), 200, "round {round}: /v2/ on node {id}");
+            let exchanged = client
+                .get(url(id, "/token?service=keelson"))
+                .basic_auth(&login, Some(&token))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(exchanged.status(), 200, "round {round}: /token on node {id}");
+            let console = client
+                .post(url(id, "/console/api/session"))
+                .json(&json!({ "username": login, "token": token }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(console.status(), 200, "round {round}: console sign-in on node {id}");
+        }
+    }
+    // A wrong token is still refused everywhere, after the node caught up.
+    for id in 1..=3 {
+        let refused = client
+            .get(url(id, "/v2/"))
+            .basic_auth("fresh/ann0", Some("not-a-token"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 401, "node {id}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // 5b. Large blob GETs on a node without a copy
 // ---------------------------------------------------------------------------------------------
 

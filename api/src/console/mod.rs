@@ -19,7 +19,7 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::auth::{self, jwt, session, Principal};
+use crate::auth::{jwt, session, Principal};
 use crate::body::{self, Body};
 use crate::error::{ApiError, ErrorCode};
 use crate::handlers::{read_json, Reply};
@@ -105,16 +105,13 @@ async fn sign_in(
     }
     let body: SignIn = read_json(req).await?;
     note.refused_user = Some(body.username.clone());
-    reg.rate_limits.admit_login(&body.username, remote)?;
-    let reader = reg.catalog.reader();
-    let login = reader.with_identity(|state| {
-        let principal = auth::login(state, &body.username, &body.token)?;
-        let tid = auth::token_id_of(state, &principal, &body.token);
-        Ok::<_, auth::AuthError>((principal, tid))
-    });
-    reg.rate_limits.login_result(&body.username, remote, login.is_ok());
-    let (principal, tid) =
-        login.map_err(|_| ApiError::new(ErrorCode::Unauthorized, "invalid username or auth token"))?;
+    let (principal, tid) = match crate::logins::check(reg, remote, &body.username, &body.token).await {
+        Ok(login) => (login.principal, login.token_id),
+        Err(crate::logins::Refused::Throttled(e)) => return Err(e),
+        Err(crate::logins::Refused::Credentials(_)) => {
+            return Err(ApiError::new(ErrorCode::Unauthorized, "invalid username or auth token"))
+        }
+    };
     note.refused_user = None;
     note.actor = Some(principal.subject());
     crate::handlers::token::ensure_signing_key(reg).await?;

@@ -16,6 +16,7 @@ use crate::auth::jwt::{self, Access, ACCESS_TTL_SECS, REFRESH_TTL_SECS};
 use crate::auth::{self, Principal, ADMIN_USER, SYSTEM_NAMESPACE};
 use crate::body::{self, Body};
 use crate::error::{ApiError, ErrorCode};
+use crate::logins;
 use crate::registry::Registry;
 use crate::routes::query_pairs;
 
@@ -108,7 +109,7 @@ pub(crate) async fn ensure_signing_key(reg: &Registry) -> Result<(), ApiError> {
 }
 
 /// Resolves who is asking.
-fn principal_of(
+async fn principal_of(
     reg: &Registry,
     remote: Option<std::net::IpAddr>,
     tr: &TokenRequest,
@@ -130,10 +131,11 @@ fn principal_of(
     }
     match (&tr.username, &tr.password) {
         (Some(u), Some(p)) => {
-            reg.rate_limits.admit_login(u, remote)?;
-            let login = reader.with_identity(|state| auth::login(state, u, p));
-            reg.rate_limits.login_result(u, remote, login.is_ok());
-            let principal = login.map_err(|_| unauthorized("invalid username or auth token"))?;
+            let principal = match logins::check(reg, remote, u, p).await {
+                Ok(login) => login.principal,
+                Err(logins::Refused::Throttled(e)) => return Err(e),
+                Err(logins::Refused::Credentials(_)) => return Err(unauthorized("invalid username or auth token")),
+            };
             let sub = match &principal {
                 Principal::User { namespace, user, .. } => format!("{namespace}/{user}"),
                 _ => format!("{SYSTEM_NAMESPACE}/{ADMIN_USER}"),
@@ -189,7 +191,7 @@ pub async fn issue(
 ) -> Result<Response<Body>, ApiError> {
     let tr = parse_request(req).await?;
     ensure_signing_key(reg).await?;
-    let (principal, sub) = principal_of(reg, remote, &tr)?;
+    let (principal, sub) = principal_of(reg, remote, &tr).await?;
     reg.token_uses.record(&principal, reg.clock.now_ms());
     let tid = match &principal {
         Principal::User { token_id, .. } => Some(token_id.clone()),
