@@ -12,7 +12,10 @@
 # pull counting off runs the manifest GET by tag row too (what counting costs), and
 # `keelson-bench retention` measures the retention pass over a synthetic catalog of
 # 1,000,000 images (20,000 with --quick). A third node with encryption at rest runs the big
-# push and pull rows (what sealing costs).
+# push and pull rows (what sealing costs). A fourth with the vulnerability scanner off runs the
+# manifest PUT row (a push's latency with scanning on and off), and a real layer (this machine's
+# Python library and package databases, gzip'd) pushed to the first node measures the scanner's
+# inventory time per GiB of layers from its own metrics.
 #
 # Usage: deploy/bench.sh [options]
 #   --quick             smoke run: tiny sizes, 2 s runs, 2 rounds (CI can run it);
@@ -221,6 +224,16 @@ else
   wait_for "${pid[keelson-sealed]}" 127.0.0.1 "$sport" keelson-sealed "$logs/keelson-sealed.log"
   url[keelson-sealed]=http://127.0.0.1:$sport
   echo "== keelson with encryption at rest pid ${pid[keelson-sealed]} at ${url[keelson-sealed]}"
+  # The same node with the vulnerability scanner off, for what scanning costs a push.
+  oport=$(free_port)
+  mkdir -p "$scratch/o"
+  KEELSON_BOOTSTRAP_TOKEN=$keelson_password RUST_LOG=${RUST_LOG:-warn} "$keelson" serve \
+    --data-dir "$scratch/o" --listen "127.0.0.1:$oport" --auth "$keelson_auth" --scanner false \
+    >"$logs/keelson-noscan.log" 2>&1 &
+  pid[keelson-noscan]=$!; pids+=("${pid[keelson-noscan]}")
+  wait_for "${pid[keelson-noscan]}" 127.0.0.1 "$oport" keelson-noscan "$logs/keelson-noscan.log"
+  url[keelson-noscan]=http://127.0.0.1:$oport
+  echo "== keelson without the scanner pid ${pid[keelson-noscan]} at ${url[keelson-noscan]}"
 fi
 targets+=(keelson)
 
@@ -305,7 +318,7 @@ echo "== bare hyper server pid ${pid[bare-hyper]} at ${url[bare-hyper]}"
 
 # name | bare-hyper ceiling? (1/0) | keelson-bench arguments | cluster targets | compared with |
 # extra single-node targets (keelson-nocount: Keelson with pull counting off; keelson-sealed:
-# Keelson with encryption at rest)
+# Keelson with encryption at rest; keelson-noscan: Keelson with the scanner off)
 # Cluster targets: leader, follower, lb (the load balancer), holder / non-holder (a follower
 # that holds the pulled blob / one that does not: the blob is pushed through the leader).
 workloads=(
@@ -316,7 +329,7 @@ workloads=(
   "blob GET 4KiB c32|1|blob-pull --size 4KiB -c 32 -d $dur --warmup $warm|holder non-holder|distribution"
   "manifest GET tag c32|1|manifest-get-tag -c 32 -d $dur --warmup $warm|follower lb|distribution|keelson-nocount"
   "manifest GET digest c32|1|manifest-get-digest -c 32 -d $dur --warmup $warm"
-  "manifest PUT c4|0|manifest-put -c 4 -d $dur"
+  "manifest PUT c4|0|manifest-put -c 4 -d $dur|||keelson-noscan"
   "tags list (100 tags) c4|0|tags-list --tags 100 -c 4 -d $dur --warmup $warm"
 )
 
@@ -457,6 +470,61 @@ if [ -z "$only" ] || grep -qE -- "$only" <<<"images page"; then
     --size 4KiB -c 4 -d "$dur" --warmup "$warm"
 fi
 
+# The scanner's inventory rate: one image whose layer is this machine's Python library and
+# package databases (real files, gzip'd), pushed to the first node; the node's own metrics say
+# how many layer bytes its scanner read and how long that took. Keelson only.
+scan_line=''
+if { [ -z "$only" ] || grep -qE -- "$only" <<<"scanning"; } && [ -z "$keelson_url" ]; then
+  echo "== scanning: inventory of a real layer"
+  scan_dir=$scratch/scan
+  mkdir -p "$scan_dir"
+  scan_src=(usr/lib/python3 var/lib/dpkg)
+  [ "$quick" = 0 ] && scan_src+=(usr/share/doc)
+  tar -C / -cf - "${scan_src[@]}" 2>/dev/null | gzip -1 >"$scan_dir/layer.tar.gz" || true
+  unpacked=$(tar -C / -cf - "${scan_src[@]}" 2>/dev/null | wc -c)
+  scan_creds=()
+  [ -n "$keelson_user" ] && scan_creds=(-u "$keelson_user:$keelson_password")
+  kcurl() { curl -sf "${scan_creds[@]}" "$@"; }
+  push_blob() { # push_blob FILE: uploads FILE to bench/scan; prints its digest
+    local digest location
+    digest=sha256:$(sha256sum "$1" | cut -d' ' -f1)
+    location=$(kcurl -X POST -D - -o /dev/null "${url[keelson]}/v2/bench/scan/blobs/uploads/" | tr -d '\r' | sed -n 's/^[Ll]ocation: //p')
+    [[ $location == /* ]] && location=${url[keelson]}$location
+    kcurl -X PUT -H 'Content-Type: application/octet-stream' --data-binary @"$1" \
+      "$location$( [[ $location == *\?* ]] && echo '&' || echo '?')digest=$digest" -o /dev/null && echo "$digest"
+  }
+  metric() { kcurl "${url[keelson]}/metrics" | awk -v m="$1" '$1 == m {print $2}' | tail -1; }
+  printf '{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}' >"$scan_dir/config.json"
+  layer_digest=$(push_blob "$scan_dir/layer.tar.gz") config_digest=$(push_blob "$scan_dir/config.json")
+  if [ -n "$layer_digest" ] && [ -n "$config_digest" ]; then
+    bytes0=$(metric keelson_scanned_layer_bytes_total) secs0=$(metric keelson_inventory_seconds_total)
+    printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%d},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"%s","size":%d}]}' \
+      "$config_digest" "$(stat -c %s "$scan_dir/config.json")" "$layer_digest" "$(stat -c %s "$scan_dir/layer.tar.gz")" >"$scan_dir/manifest.json"
+    image=sha256:$(sha256sum "$scan_dir/manifest.json" | cut -d' ' -f1)
+    kcurl -X PUT -H 'Content-Type: application/vnd.oci.image.manifest.v1+json' --data-binary @"$scan_dir/manifest.json" \
+      "${url[keelson]}/v2/bench/scan/manifests/v1" -o /dev/null
+    scanned=0
+    for _ in $(seq 1 1200); do
+      if kcurl "${url[keelson]}/api/v1/repos/bench/scan/images/$image/vulnerabilities" | grep -q '"state":"scanned"'; then
+        scanned=1; break
+      fi
+      sleep 0.25
+    done
+    if [ "$scanned" = 1 ]; then
+      bytes1=$(metric keelson_scanned_layer_bytes_total) secs1=$(metric keelson_inventory_seconds_total)
+      scan_line=$(awk -v b0="${bytes0:-0}" -v b1="$bytes1" -v s0="${secs0:-0}" -v s1="$secs1" -v u="$unpacked" 'BEGIN {
+        b = b1 - b0; s = s1 - s0
+        if (b <= 0 || s <= 0) exit
+        printf "Scanning: inventory of %.0f MB of layers (%.0f MB unpacked) in %.2f s: %.1f s per GiB of layers (%.0f MB/s)", b / 1e6, u / 1e6, s, s * 1073741824 / b, b / 1e6 / s }')
+      echo "  ${scan_line:-no inventory measured (metrics: $bytes0 -> $bytes1 bytes)}"
+    else
+      failures+=("scanning: the pushed image was not inventoried within 300 s")
+    fi
+  else
+    failures+=("scanning: could not push the layer")
+  fi
+fi
+
 busy_warning "at the end"
 echo
 echo "== machine"
@@ -494,6 +562,7 @@ labels+=,distribution
 labels+=,bare-hyper
 [ -n "${url[keelson-nocount]:-}" ] && labels+=,keelson-nocount
 [ -n "${url[keelson-sealed]:-}" ] && labels+=,keelson-sealed
+[ -n "${url[keelson-noscan]:-}" ] && labels+=,keelson-noscan
 shopt -s nullglob
 reports=("$out"/runs/*.json)
 if [ ${#reports[@]} -eq 0 ]; then
@@ -548,6 +617,22 @@ if [ -n "$plain_pull" ] && [ -n "$sealed_pull" ] && [ -n "$plain_push" ] && [ -n
   echo
   awk -v pp="$plain_push" -v sp="$sealed_push" -v pl="$plain_pull" -v sl="$sealed_pull" 'BEGIN {
     printf "Encryption at rest (AES-256-GCM): push %.0f MB/s sealed, %.0f MB/s plain: %+.1f%%; pull %.0f MB/s sealed, %.0f MB/s plain: %+.1f%% (target: within 15%%)\n", sp, pp, 100 * (sp - pp) / pp, sl, pl, 100 * (sl - pl) / pl }'
+fi
+# p_ms SEQ LABEL QUANTILE: the latency quantile (p50 or p99, ms) of the best run by req/s.
+p_ms() {
+  local f best='' rps top=-1
+  for f in "$out"/runs/"$1"-*-"$2"-r*.json; do
+    rps=$(grep -oE '"req_per_s": [0-9.]+' "$f" | awk '{print $2}')
+    if awk -v a="$rps" -v b="$top" 'BEGIN {exit !(a > b)}'; then top=$rps best=$f; fi
+  done
+  [ -n "$best" ] && grep -oE "\"$3_ms\": [0-9.]+" "$best" | awk '{print $2}'
+}
+on50=$(p_ms 08 keelson p50) on99=$(p_ms 08 keelson p99) off50=$(p_ms 08 keelson-noscan p50) off99=$(p_ms 08 keelson-noscan p99)
+if [ -n "$on99" ] && [ -n "$off99" ] || [ -n "$scan_line" ]; then
+  echo
+  [ -n "$scan_line" ] && echo "$scan_line"
+  [ -n "$on99" ] && [ -n "$off99" ] && awk -v a="$on50" -v b="$on99" -v c="$off50" -v d="$off99" 'BEGIN {
+    printf "Scanning: manifest PUT c4 (each one queues an image for its inventory) p50 %.2f ms / p99 %.2f ms scanner on, %.2f / %.2f ms off (target: unchanged)\n", a, b, c, d }'
 fi
 [ "$keep_out" = 1 ] && echo && echo "reports: $out"
 if [ ${#failures[@]} -gt 0 ]; then

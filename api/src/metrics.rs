@@ -111,6 +111,8 @@ pub struct Metrics {
     rate_limited: Counter,
     pulls: Counter,
     images_scanned: Counter,
+    scanned_layer_bytes: Counter,
+    inventory_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
     raft: RaftGauges,
     open_uploads: Gauge,
     disk_capacity: Gauge,
@@ -191,6 +193,18 @@ impl Metrics {
             "images_scanned",
             "Images this node inventoried (layers read; re-matching reads none)",
             images_scanned.clone(),
+        );
+        let scanned_layer_bytes = Counter::default();
+        registry.register(
+            "scanned_layer_bytes",
+            "Layer bytes (as stored, compressed) this node's scanner read for inventories",
+            scanned_layer_bytes.clone(),
+        );
+        let inventory_seconds = Counter::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "inventory_seconds",
+            "Time this node's scanner spent reading layers for inventories (seconds)",
+            inventory_seconds.clone(),
         );
         let gauge = |registry: &mut PromRegistry, name: &str, help: &str| {
             let g = Gauge::default();
@@ -286,6 +300,8 @@ impl Metrics {
             rate_limited,
             pulls,
             images_scanned,
+            scanned_layer_bytes,
+            inventory_seconds,
             raft,
             open_uploads,
             disk_capacity,
@@ -363,9 +379,11 @@ impl Metrics {
         }
     }
 
-    /// One image inventoried by this node's scanner.
-    pub fn count_scan(&self) {
+    /// One image inventoried by this node's scanner: `layer_bytes` read in `reading`.
+    pub fn count_scan(&self, layer_bytes: u64, reading: std::time::Duration) {
         self.images_scanned.inc();
+        self.scanned_layer_bytes.inc_by(layer_bytes);
+        self.inventory_seconds.inc_by(reading.as_secs_f64());
     }
 
     pub fn auth(&self, result: AuthResult) {

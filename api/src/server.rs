@@ -498,7 +498,14 @@ async fn route(
             _ => Err(unsupported(&method)),
         },
         Route::Cluster { rest } => handlers::admin::cluster(reg, rest, req).await,
-        Route::Manage { rest } => handlers::identity::route(reg, rest, req).await,
+        Route::Manage { rest } => {
+            // Management reads see every change acknowledged before them, on any node (a
+            // setting changed through one node and shown through another behind a balancer).
+            if method == Method::GET {
+                reg.catalog.linearizable().await?;
+            }
+            handlers::identity::route(reg, rest, req).await
+        }
         Route::Token | Route::Console { .. } | Route::Metrics | Route::Healthz | Route::Readyz => {
             Err(unsupported(&method))
         }

@@ -45,10 +45,11 @@ pub fn spawn_webhooks(registry: Arc<Registry>, period: Duration) -> JoinHandle<(
 
 /// Inventories queued images every `period` (those whose largest layer this node holds).
 pub fn spawn_scanner(registry: Arc<Registry>, period: Duration) -> JoinHandle<()> {
+    let scanner = Arc::new(keelson_api::scanning::Scanner::default());
     every(period, move || {
-        let registry = registry.clone();
+        let (registry, scanner) = (registry.clone(), scanner.clone());
         async move {
-            keelson_api::scanning::tick(&registry).await;
+            scanner.tick(&registry).await;
         }
     })
 }

@@ -6,7 +6,9 @@
 //! hostile description stay text, be refused a change without the CSRF token, see a policy's
 //! syntax error at its line and column before saving, create a token shown once that works for
 //! `docker login`, see a read-only user offered no change, visit the cluster page, sign out,
-//! and have a session expire when the registry's clock moves past it. Screenshots of the main
+//! and have a session expire when the registry's clock moves past it. The image page shows the
+//! image's vulnerability findings (an OSV advisory imported here) and, once it is signed with a
+//! key the cluster holds, its verified signature; the repository page shows it signed. Screenshots of the main
 //! pages land in `target/console-screenshots/` (or `$KEELSON_SCREENSHOTS`).
 
 mod support;
@@ -14,12 +16,41 @@ mod support;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use support::docker::{busybox_rootfs_tar, Docker};
+use support::docker::{busybox_rootfs_tar_with, Docker};
 use support::tools::{exec, need, tail, tool};
 use support::Keelson;
 
 const ADMIN: &str = "console-admin-token-0123456789abcdef";
 const LIMIT: Duration = Duration::from_secs(120);
+/// The advisory the console shows for the pushed image.
+const ADVISORY: &str = "GHSA-test-console-lodash";
+
+/// Imports one OSV advisory (lodash before 4.17.21, high) with `keelson vulndb import`.
+fn import_advisory(node: &Keelson, dir: &std::path::Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let advisory = serde_json::json!({
+        "schema_version": "1.6.0",
+        "id": ADVISORY,
+        "modified": "2026-12-01T00:00:00Z",
+        "summary": "prototype pollution in lodash (console test)",
+        "database_specific": { "severity": "HIGH" },
+        "affected": [{
+            "package": { "ecosystem": "npm", "name": "lodash" },
+            "ranges": [{ "type": "SEMVER", "events": [{ "introduced": "0" }, { "fixed": "4.17.21" }] }],
+        }],
+    });
+    std::fs::write(dir.join(format!("{ADVISORY}.json")), advisory.to_string()).unwrap();
+    let out = exec(
+        std::process::Command::new(env!("CARGO_BIN_EXE_keelson"))
+            .args(["vulndb", "import"])
+            .arg(dir)
+            .env("KEELSON_NODE", node.host())
+            .env("KEELSON_USER", "keelson/admin")
+            .env("KEELSON_TOKEN", ADMIN),
+        LIMIT,
+    );
+    assert!(out.ok, "keelson vulndb import: {}{}", out.stdout, out.stderr);
+}
 
 fn screenshots_dir() -> PathBuf {
     std::env::var_os("KEELSON_SCREENSHOTS")
@@ -51,10 +82,27 @@ fn the_console_works_in_a_real_browser() {
             ("KEELSON_TEST_CLOCK", "true"),
             ("KEELSON_MAX_TOKENS_PER_USER", "5"),
             ("KEELSON_PULL_FLUSH_MS", "600000"),
+            ("KEELSON_SCANNER", "true"),
         ],
     );
     let docker = Docker::start(&tmp.path().join("docker"));
-    let tar = busybox_rootfs_tar(tmp.path(), "shown in the console\n", LIMIT);
+    // The pushed image carries an npm lock file with a lodash the advisory below affects; the
+    // node scans it and the browser shows the finding.
+    let lock = serde_json::json!({
+        "name": "web", "lockfileVersion": 3,
+        "packages": {
+            "": { "name": "web", "dependencies": { "lodash": "^4.17.0" } },
+            "node_modules/lodash": { "version": "4.17.20" },
+        },
+    })
+    .to_string();
+    let tar = busybox_rootfs_tar_with(
+        tmp.path(),
+        "shown in the console\n",
+        &[("srv/web/package-lock.json", lock.as_bytes())],
+        LIMIT,
+    );
+    import_advisory(&node, &tmp.path().join("osv"));
     let import = exec(docker.cmd().args(["import"]).arg(&tar).arg("console-local:v1"), LIMIT);
     assert!(import.ok, "docker import: {}", import.stderr);
     let work = tmp.path().join("work");
@@ -66,6 +114,7 @@ fn the_console_works_in_a_real_browser() {
             .arg(&script)
             .env("KEELSON_URL", node.url())
             .env("ADMIN_TOKEN", ADMIN)
+            .env("ADVISORY", ADVISORY)
             .env("DOCKER", need("docker"))
             .env("DOCKER_HOST", docker.host())
             .env("DOCKER_LOCAL", "console-local:v1")
@@ -82,7 +131,15 @@ fn the_console_works_in_a_real_browser() {
         tail(&out.stderr, 8000),
         tail(&node.log(), 6000)
     );
-    for page in ["tenancy", "repository", "image", "policy-error", "tokens", "cluster"] {
+    for page in [
+        "tenancy",
+        "repository",
+        "image",
+        "image-supply-chain",
+        "policy-error",
+        "tokens",
+        "cluster",
+    ] {
         assert!(shots.join(format!("{page}.png")).is_file(), "no screenshot of {page}");
     }
 }

@@ -5,7 +5,9 @@
 //! fixture written for the versions the image holds, the findings are exactly the expected ones
 //! (a version exactly at a fix is not vulnerable; another release's advisory does not apply);
 //! importing a newer fixture changes the findings without reading a layer again; and a policy
-//! refuses pulls of the image at a severity it has.
+//! refuses pulls of the image at a severity it has. A Go program (this machine's own `ctr`,
+//! from Debian's containerd) is inventoried from the build information in its binary: its Go
+//! standard library is matched against Go advisories.
 
 mod support;
 
@@ -23,11 +25,21 @@ const LIMIT: Duration = Duration::from_secs(300);
 
 /// A gzip-compressed tar layer of `files` (path, bytes).
 fn layer(files: &[(String, Vec<u8>)]) -> Vec<u8> {
+    layer_with_modes(
+        &files
+            .iter()
+            .map(|(p, d)| (p.clone(), d.clone(), 0o644))
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// [`layer`] with each file's mode.
+fn layer_with_modes(files: &[(String, Vec<u8>, u32)]) -> Vec<u8> {
     let mut builder = tar::Builder::new(Vec::new());
-    for (path, data) in files {
+    for (path, data, mode) in files {
         let mut header = tar::Header::new_gnu();
         header.set_size(data.len() as u64);
-        header.set_mode(0o644);
+        header.set_mode(*mode);
         header.set_cksum();
         builder.append_data(&mut header, path, &data[..]).unwrap();
     }
@@ -412,4 +424,84 @@ async fn images_are_inventoried_and_matched_against_osv() {
         .await
         .unwrap();
     assert_eq!(pull.status(), 200);
+}
+
+/// A Go program copied into an image is seen through its build information: the standard
+/// library it was built with (the version Debian's package metadata names, read independently
+/// here) is matched against Go advisories, one fixed after it (a finding) and one fixed at it
+/// (none); a non-executable copy of the same bytes is not read as a program.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_programs_are_inventoried_from_their_build_information() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = Keelson::start_with_env(tmp.path(), &[("KEELSON_AUTH", "off"), ("KEELSON_SCANNER", "true")]);
+    let host = node.host();
+    let repo = "demo/go";
+    let ctr = std::fs::read("/usr/bin/ctr").expect("/usr/bin/ctr (Debian's containerd) is installed");
+    let dpkg = exec_ok(tool("dpkg").args(["-s", "containerd"]), LIMIT, String::new);
+    // `Built-Using: …, golang-1.19 (= 1.19.8-2), …`: the Go release, without Debian's revision.
+    let go = dpkg
+        .split([',', '\n'])
+        .find_map(|f| f.trim().strip_prefix("golang-1.").map(str::to_string))
+        .and_then(|rest| Some(rest.split_once("(= ")?.1.trim_end_matches(')').to_string()))
+        .map(|v| v.rsplit_once('-').map_or(v.clone(), |(up, _)| up.to_string()))
+        .expect("containerd names the Go it was built with");
+    let mut parts: Vec<u64> = go.split('.').map(|p| p.parse().unwrap()).collect();
+    while parts.len() < 3 {
+        parts.push(0);
+    }
+    let next = format!("{}.{}.{}", parts[0], parts[1], parts[2] + 1);
+
+    let layers = vec![Arc::new(layer_with_modes(&[
+        ("usr/local/bin/ctr".into(), ctr.clone(), 0o755),
+        ("srv/data/ctr.copy".into(), ctr, 0o644),
+    ]))];
+    let mut image = Image::new(repo, "v1", &layers);
+    let mut manifest: Value = serde_json::from_slice(&image.manifest).unwrap();
+    manifest["layers"][0]["mediaType"] = json!("application/vnd.oci.image.layer.v1.tar+gzip");
+    image.manifest = serde_json::to_vec(&manifest).unwrap();
+    push_image(&http(), &host, &image, &Default::default()).await.unwrap();
+    let digest = image.digest();
+
+    let fixture = tmp.path().join("osv-go");
+    write_fixture(
+        &fixture,
+        &[
+            osv(
+                "GO-TEST-0001",
+                "Go",
+                "stdlib",
+                json!([{ "introduced": "0" }, { "fixed": next }]),
+                json!({ "database_specific": { "severity": "HIGH" } }),
+            ),
+            osv(
+                "GO-TEST-0002",
+                "Go",
+                "stdlib",
+                json!([{ "introduced": "0" }, { "fixed": go }]),
+                json!({}),
+            ),
+        ],
+    );
+    import(&host, &fixture);
+    let path = format!("/api/v1/repos/{repo}/images/{digest}/vulnerabilities");
+    wait_until("the image's inventory", LIMIT, || {
+        let (_, report) = api("GET", &host, &path, None);
+        (report["state"] == json!("scanned"))
+            .then_some(())
+            .ok_or(report.to_string())
+    });
+    assert_eq!(
+        findings(&host, repo, &digest),
+        vec![("GO-TEST-0001".to_string(), "stdlib".to_string(), "HIGH".to_string())],
+        "Go {go}: fixed in {next} applies, fixed in {go} does not"
+    );
+    let report = api_ok("GET", &host, &path, None);
+    let finding = &report["findings"][0];
+    assert_eq!(finding["installed"], json!(format!("stdlib@{go}")));
+    assert_eq!(finding["location"], json!("usr/local/bin/ctr"), "{report}");
+    assert_eq!(
+        report["packages"],
+        json!(1),
+        "only the executable is read as a program: {report}"
+    );
 }

@@ -15,6 +15,10 @@ use crate::state_machine::SharedIdentity;
 use crate::txn::{Txn, TxnError};
 use crate::types::NodeId;
 
+/// The tags cosign's tag scheme hangs off an image, after `<alg>-<hex>`: its signatures,
+/// attestations and SBOM.
+const COSIGN_TAG_SUFFIXES: [&str; 3] = [".sig", ".att", ".sbom"];
+
 pub type Applied = Result<CatalogResponse, TxnError>;
 
 pub(crate) use CatalogResponse::Applied as Done;
@@ -704,9 +708,43 @@ impl Applier<'_> {
         Ok(Done)
     }
 
-    /// Removes an image: its manifest, its tags, its referrer entry, its record, and its share of
-    /// the repository's counters. Blobs stay linked until GC finds them unreferenced.
+    /// Removes an image and what is about it: its referrers (signatures, SBOMs, and their own
+    /// referrers) and the manifests cosign's tag scheme attaches to it (`<alg>-<hex>.sig`,
+    /// `.att`, `.sbom`). An artifact whose image is gone describes nothing, and left behind it
+    /// would still count against the repository's limits.
     pub fn remove_image(&mut self, repo: &str, digest: &str) -> Result<(), TxnError> {
+        let mut doomed = vec![digest.to_string()];
+        // Tags are not content addresses: two `.sig` tags may point at each other's images.
+        let mut seen = std::collections::BTreeSet::new();
+        while let Some(next) = doomed.pop() {
+            if !seen.insert(next.clone()) {
+                continue;
+            }
+            let mut prefix = join(&[repo, &next]);
+            prefix.push(0);
+            for key in self.tx.scan_keys(CF_REFERRERS, &prefix)? {
+                if let Some(referrer) = key.get(prefix.len()..).and_then(|d| std::str::from_utf8(d).ok()) {
+                    doomed.push(referrer.to_string());
+                }
+            }
+            for suffix in COSIGN_TAG_SUFFIXES {
+                let tag = format!("{}{suffix}", next.replacen(':', "-", 1));
+                if let Some(target) = self.tx.get_raw(CF_TAGS, &join(&[repo, &tag]))? {
+                    if let Ok(target) = String::from_utf8(target) {
+                        if target != next {
+                            doomed.push(target);
+                        }
+                    }
+                }
+            }
+            self.remove_one_image(repo, &next)?;
+        }
+        Ok(())
+    }
+
+    /// Removes one image: its manifest, its tags, its referrer entry, its record, and its share
+    /// of the repository's counters. Blobs stay linked until GC finds them unreferenced.
+    fn remove_one_image(&mut self, repo: &str, digest: &str) -> Result<(), TxnError> {
         let key = join(&[repo, digest]);
         let Some(manifest) = self.tx.get::<ManifestRecord>(CF_MANIFESTS, &key)? else {
             return Ok(());

@@ -626,10 +626,26 @@ impl CatalogReader {
         Ok(self.lifecycle(&crate::signing::policies_key(ns))?.unwrap_or_default())
     }
 
-    /// Images waiting for an inventory, oldest key first: (repository, digest), at most `limit`.
-    pub fn scan_queue(&self, limit: usize) -> Result<Vec<(String, String)>> {
+    /// Images waiting for an inventory, in key order after `after` (from the start when
+    /// `None`): (repository, digest), at most `limit`. A scanner walks the queue with it as a
+    /// cursor, so images it cannot take now (another node's, or failing) never hide the rest.
+    pub fn scan_queue(&self, after: Option<(&str, &str)>, limit: usize) -> Result<Vec<(String, String)>> {
+        let prefix = crate::scanning::QUEUE_PREFIX;
+        let start = match after {
+            // The smallest key greater than the cursor's.
+            Some((repo, digest)) => [crate::scanning::queue_key(repo, digest), vec![0]].concat(),
+            None => prefix.to_vec(),
+        };
         let mut found = Vec::new();
-        self.scan(CF_LIFECYCLE, crate::scanning::QUEUE_PREFIX, |suffix, _| {
+        let mode = IteratorMode::From(&start, Direction::Forward);
+        for item in self.db.iterator_cf(self.cf(CF_LIFECYCLE)?, mode) {
+            let (key, _) = item.map_err(err)?;
+            if found.len() >= limit {
+                break;
+            }
+            let Some(suffix) = key.strip_prefix(prefix) else {
+                break;
+            };
             let at = suffix
                 .iter()
                 .position(|b| *b == 0)
@@ -637,8 +653,7 @@ impl CatalogReader {
             let repo = std::str::from_utf8(&suffix[..at]).map_err(err)?;
             let digest = std::str::from_utf8(&suffix[at + 1..]).map_err(err)?;
             found.push((repo.to_string(), digest.to_string()));
-            Ok(found.len() < limit)
-        })?;
+        }
         Ok(found)
     }
 

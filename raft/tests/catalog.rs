@@ -71,7 +71,11 @@ async fn commands_apply_and_survive_reopen() {
         .await
         .unwrap();
     assert_eq!(linked, CatalogResponse::Applied);
-    for (d, tag, subject) in [(digest('m'), "v1", None), (digest('n'), "v2", Some(digest('m')))] {
+    for (d, tag, subject) in [
+        (digest('m'), "v1", None),
+        (digest('n'), "v2", Some(digest('m'))),
+        (digest('o'), "v3", Some(digest('n'))),
+    ] {
         let r = catalog
             .propose(CatalogCommand::PutManifest {
                 repo: repo.clone(),
@@ -108,11 +112,28 @@ async fn commands_apply_and_survive_reopen() {
         (vec!["latest".to_string(), "v1".to_string()], true)
     );
     let page = reader.tags(&repo, Some("v1"), 2).unwrap();
-    assert_eq!((page.items, page.more), (vec!["v2".to_string()], false));
+    assert_eq!(
+        (page.items, page.more),
+        (vec!["v2".to_string(), "v3".to_string()], false)
+    );
     assert_eq!(reader.referrers(&repo, &digest('m')).unwrap().len(), 1);
 
-    // Deleting a manifest removes every tag pointing at it; its referrer entry goes with the
-    // referring manifest.
+    // A cosign signature stored under the tag scheme (`sha256-<hex>.sig`, no subject).
+    let sig_tag = format!("{}.sig", digest('m').replacen(':', "-", 1));
+    catalog
+        .propose(CatalogCommand::PutManifest {
+            repo: repo.clone(),
+            digest: digest('s'),
+            manifest: manifest(vec![digest('a')], None),
+            tag: Some(sig_tag.clone()),
+            now_ms: 8,
+        })
+        .await
+        .unwrap();
+
+    // Deleting a manifest removes every tag pointing at it, and what is about it: its referrer
+    // and that referrer's own referrer, and its `.sig` tag's signature, with their tags, in
+    // the same entry.
     catalog
         .propose(CatalogCommand::DeleteManifest {
             repo: repo.clone(),
@@ -120,17 +141,13 @@ async fn commands_apply_and_survive_reopen() {
         })
         .await
         .unwrap();
-    assert_eq!(reader.tag(&repo, "v1").unwrap(), None);
-    assert_eq!(reader.tag(&repo, "latest").unwrap(), None);
-    assert_eq!(reader.tag(&repo, "v2").unwrap(), Some(digest('n')));
-    catalog
-        .propose(CatalogCommand::DeleteManifest {
-            repo: repo.clone(),
-            digest: digest('n'),
-        })
-        .await
-        .unwrap();
+    for tag in ["v1", "latest", "v2", "v3", sig_tag.as_str()] {
+        assert_eq!(reader.tag(&repo, tag).unwrap(), None, "{tag}");
+    }
     assert!(reader.referrers(&repo, &digest('m')).unwrap().is_empty());
+    assert!(reader.referrers(&repo, &digest('n')).unwrap().is_empty());
+    assert!(reader.images(&repo).unwrap().is_empty());
+    assert_eq!(reader.repo_usage(&repo).unwrap().images, 0);
     let again = catalog
         .propose(CatalogCommand::DeleteTag {
             repo: repo.clone(),

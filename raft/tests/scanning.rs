@@ -62,11 +62,22 @@ async fn queue_and_database() {
     ] {
         assert_eq!(catalog.propose(cmd).await.unwrap(), CatalogResponse::Applied);
     }
-    let queued = catalog.reader().scan_queue(10).unwrap();
+    let queued = catalog.reader().scan_queue(None, 10).unwrap();
     assert_eq!(
         queued,
         vec![("acme/app".to_string(), d('a')), ("acme/app".to_string(), d('e'))]
     );
+    // Read as a cursor: a page after an image starts at the next one, and ends at the queue's end
+    // (keys of other kinds beyond it are not queue entries).
+    let first = catalog.reader().scan_queue(None, 1).unwrap();
+    assert_eq!(first, vec![("acme/app".to_string(), d('a'))]);
+    let next = catalog.reader().scan_queue(Some(("acme/app", &d('a'))), 1).unwrap();
+    assert_eq!(next, vec![("acme/app".to_string(), d('e'))]);
+    assert!(catalog
+        .reader()
+        .scan_queue(Some(("acme/app", &d('e'))), 10)
+        .unwrap()
+        .is_empty());
     let done = CatalogCommand::Scanning(ScanCommand::Done {
         repo: "acme/app".into(),
         digest: d('a'),
@@ -79,7 +90,7 @@ async fn queue_and_database() {
         })
         .await
         .unwrap();
-    assert!(catalog.reader().scan_queue(10).unwrap().is_empty());
+    assert!(catalog.reader().scan_queue(None, 10).unwrap().is_empty());
 
     // The database: invisible until activated, generations only move forward.
     let batch = |generation, name: &str, id: &str| {

@@ -1,7 +1,8 @@
 //! An image's installed packages, read from its layers in order as a container would see the
 //! files: the dpkg status database (and distroless `status.d`), Alpine's apk database, Python
 //! `*.dist-info/METADATA` and `*.egg-info/PKG-INFO`, npm `package-lock.json` and
-//! `node_modules/*/package.json`, and `os-release` for the distribution. Later layers replace
+//! `node_modules/*/package.json`, the build information of Go programs (`binaries`), and
+//! `os-release` for the distribution. Later layers replace
 //! earlier files; whiteouts (`.wh.<name>`, `.wh..wh..opq`) remove them. Only files that name
 //! packages are kept, each at most [`MAX_FILE`] bytes and [`MAX_KEPT`] in all.
 
@@ -119,6 +120,13 @@ impl Layers {
             }
             if !wanted(&path) {
                 self.remove(&path);
+                let executable = entry.header().mode().is_ok_and(|m| m & 0o111 != 0);
+                if executable && self.kept < MAX_KEPT {
+                    if let Some(info) = super::binaries::sniff(&mut entry)? {
+                        self.kept += info.len();
+                        self.files.insert(path, info);
+                    }
+                }
                 continue;
             }
             let size = entry.header().size()?;
@@ -177,6 +185,12 @@ impl Layers {
             }
         };
         for (path, bytes) in &self.files {
+            if bytes.starts_with(super::binaries::GO_TAG) {
+                for p in super::binaries::go_packages(bytes, path) {
+                    add(p);
+                }
+                continue;
+            }
             let text = String::from_utf8_lossy(bytes);
             let name = path.rsplit('/').next().unwrap_or(path);
             if path == "var/lib/dpkg/status" || path.starts_with("var/lib/dpkg/status.d/") {

@@ -5,6 +5,7 @@
 //! by reading layers again. A push's 201 never waits: images wait in the catalog's scan queue
 //! (`keelson_raft::scanning`), one scan at a time per node.
 
+pub mod binaries;
 pub mod inventory;
 pub mod osv;
 pub mod sbom;
@@ -254,15 +255,34 @@ fn decide(reg: &Registry, repo: &str, digest: &str) -> Result<Decision, ApiError
     })
 }
 
-/// One scanner round: inventories the queued images this node is responsible for.
-pub async fn tick(reg: &Arc<Registry>) {
-    let queue = match reg.catalog.reader().scan_queue(QUEUE_PAGE) {
-        Ok(q) => q,
-        Err(e) => {
-            tracing::warn!(error = %e, "scan queue unreadable");
-            return;
-        }
-    };
+/// The background scanner of one node: where it is in the scan queue.
+#[derive(Default)]
+pub struct Scanner {
+    /// The last queued image the previous round looked at; the next round reads on from there,
+    /// and starts over after the queue's end.
+    cursor: std::sync::Mutex<Option<(String, String)>>,
+}
+
+impl Scanner {
+    /// One round: inventories the queued images of one page that this node is responsible for.
+    pub async fn tick(&self, reg: &Arc<Registry>) {
+        let after = self.cursor.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let after = after.as_ref().map(|(r, d)| (r.as_str(), d.as_str()));
+        let queue = match reg.catalog.reader().scan_queue(after, QUEUE_PAGE) {
+            Ok(q) => q,
+            Err(e) => {
+                tracing::warn!(error = %e, "scan queue unreadable");
+                return;
+            }
+        };
+        *self.cursor.lock().unwrap_or_else(|p| p.into_inner()) =
+            queue.last().filter(|_| queue.len() == QUEUE_PAGE).cloned();
+        scan_page(reg, queue).await;
+    }
+}
+
+/// Inventories the images of `queue` this node is responsible for and takes them off the queue.
+async fn scan_page(reg: &Arc<Registry>, queue: Vec<(String, String)>) {
     for (repo, digest) in queue {
         let outcome = match decide(reg, &repo, &digest) {
             Ok(Decision::Elsewhere) => continue,
@@ -291,6 +311,8 @@ async fn scan(reg: &Arc<Registry>, repo: &str, digest: &str, layers: Vec<Layer>)
         return Ok(()); // attached before a crash took the node down before `Done`
     }
     let mut files = Layers::default();
+    let reading = std::time::Instant::now();
+    let layer_bytes = layers.iter().map(|l| l.size).fold(0u64, u64::saturating_add);
     for layer in &layers {
         let rx = open_layer(reg, &layer.digest, layer.size).await?;
         let (back, applied) = tokio::task::spawn_blocking(move || {
@@ -311,6 +333,7 @@ async fn scan(reg: &Arc<Registry>, repo: &str, digest: &str, layers: Vec<Layer>)
         }
     }
     let inventory = files.inventory();
+    let reading = reading.elapsed();
     let now = reg.clock.now_ms();
     let document = sbom::document(repo, digest, &inventory, now);
     let owner = "keelson/scanner";
@@ -348,7 +371,7 @@ async fn scan(reg: &Arc<Registry>, repo: &str, digest: &str, layers: Vec<Layer>)
     match reg.catalog.propose(put).await? {
         CatalogResponse::Applied => {
             tracing::info!(repo, digest, packages = inventory.packages.len(), "image inventoried");
-            reg.metrics.count_scan();
+            reg.metrics.count_scan(layer_bytes, reading);
             Ok(())
         }
         // A repository at its image limit, or the image deleted meanwhile: nothing to attach to.

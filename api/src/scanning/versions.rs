@@ -1,6 +1,6 @@
 //! Version order per ecosystem, as each ecosystem defines it: dpkg's for Debian (epoch,
 //! upstream, revision; `~` sorts before everything), apk's for Alpine, PEP 440 for PyPI
-//! (`pep440_rs`) and semver for npm (`semver`). A version that does not parse in its ecosystem
+//! (`pep440_rs`) and semver for npm, Go and crates.io (`semver`). A version that does not parse in its ecosystem
 //! compares as unknown, and an advisory never matches on an unknown comparison.
 
 use std::cmp::Ordering;
@@ -16,7 +16,7 @@ pub fn compare(ecosystem: &str, a: &str, b: &str) -> Option<Ordering> {
             let b: pep440_rs::Version = b.parse().ok()?;
             Some(a.cmp(&b))
         }
-        "npm" | "SEMVER" => semver(a, b),
+        "npm" | "Go" | "crates.io" | "SEMVER" => semver(a, b),
         _ => None,
     }
 }

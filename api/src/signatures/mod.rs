@@ -325,9 +325,16 @@ pub async fn enforce(cx: &Cx<'_>, repo: &str, digest: &str, record: &ManifestRec
         true => Some(verify(cx, repo, digest).await?),
         false => None,
     };
+    // Read once, however many policies name a severity.
+    let mut findings: Option<std::sync::Arc<crate::scanning::Report>> = None;
     for (name, policy) in &applying {
         if let Some(at) = policy.refuse_severity {
-            let report = crate::scanning::report(cx, repo, digest).await?;
+            let report = match &findings {
+                Some(report) => report.clone(),
+                None => findings
+                    .insert(crate::scanning::report(cx, repo, digest).await?)
+                    .clone(),
+            };
             if let Some(worst) = report.worst_at_least(at) {
                 return Err(ApiError::new(
                     ErrorCode::Denied,

@@ -28,6 +28,7 @@ DOCKER = os.environ["DOCKER"]
 LOCAL = os.environ["DOCKER_LOCAL"]
 WORK = os.environ["WORK"]
 SHOTS = os.environ["SCREENSHOTS"]
+ADVISORY = os.environ["ADVISORY"]
 expect.set_options(timeout=20_000)
 
 
@@ -158,6 +159,29 @@ def main():
         expect(page.get_by_role("table", name="Layers").get_by_role("row")).to_have_count(2)
         expect(page.locator("#image-pulls")).to_have_text("1")
         shot(page, "image")
+
+        step("supply chain: the image's findings, then its signature by a key the cluster holds")
+        vulns = f"/api/v1/repos/acme/app/web/images/{digest}/vulnerabilities"
+        wait_for("the pushed image inventoried", lambda: call("GET", vulns)[1].get("state") == "scanned")
+        page.reload()
+        expect(page.locator("#scan-state")).to_contain_text("1 finding")
+        finding = page.get_by_role("table", name="Vulnerabilities").locator(f'tr[data-advisory="{ADVISORY}"]')
+        expect(finding).to_contain_text("lodash (npm)")
+        expect(finding).to_contain_text("4.17.20")
+        expect(finding).to_contain_text("4.17.21")
+        expect(finding).to_contain_text("high")
+        expect(page.locator('#vulnerabilities [data-severity="high"]')).to_have_text("1 high")
+        expect(page.locator("#signature-state")).to_have_text("unsigned")
+        call("PUT", "/api/v1/tenancies/acme/signing-keys/release", {"scope": "tenancy", "generate": True},
+             expect_status=201)
+        call("POST", f"/api/v1/repos/acme/app/web/images/{digest}/sign", {"key": "release"}, creds=ann_creds,
+             expect_status=201)
+        page.reload()
+        expect(page.locator("#signature-state")).to_have_text("signed")
+        expect(page.locator("#signature-keys")).to_contain_text("release")
+        shot(page, "image-supply-chain")
+        page.get_by_role("link", name="← acme/app/web").click()
+        expect(page.locator(f'tr[data-digest="{digest}"] td.signature')).to_have_text("signed")
 
         step("create a repository, make it public, pull it anonymously")
         page.get_by_role("link", name="Repositories").click()

@@ -78,6 +78,11 @@ impl Docker {
 /// A rootfs tarball for `docker import`: static busybox as /bin/busybox with sh/echo/cat links,
 /// and `/etc/keelson-marker` holding `marker`. `limit` bounds the `tar` run.
 pub fn busybox_rootfs_tar(dir: &Path, marker: &str, limit: Duration) -> PathBuf {
+    busybox_rootfs_tar_with(dir, marker, &[], limit)
+}
+
+/// [`busybox_rootfs_tar`] with `extra` files (path in the root filesystem, contents) added.
+pub fn busybox_rootfs_tar_with(dir: &Path, marker: &str, extra: &[(&str, &[u8])], limit: Duration) -> PathBuf {
     let busybox = Path::new("/bin/busybox");
     assert!(
         busybox.is_file(),
@@ -91,6 +96,11 @@ pub fn busybox_rootfs_tar(dir: &Path, marker: &str, limit: Duration) -> PathBuf 
         std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
     }
     fs::write(rootfs.join("etc/keelson-marker"), marker).unwrap();
+    for (path, contents) in extra {
+        let at = rootfs.join(path);
+        fs::create_dir_all(at.parent().unwrap()).unwrap();
+        fs::write(at, contents).unwrap();
+    }
     let tar = dir.join("rootfs.tar");
     let out = exec(tool("tar").arg("-C").arg(&rootfs).arg("-cf").arg(&tar).arg("."), limit);
     assert!(out.ok, "tar failed: {}{}", out.stdout, out.stderr);

@@ -349,7 +349,7 @@ async function pageRepo(repo) {
       dd('Redundancy', typeof info.redundancy === 'string' ? info.redundancy : info.redundancy ? JSON.stringify(info.redundancy) : '-'))),
   ]);
   section.append(h('h2', {}, 'Images'));
-  section.append(table('Images', ['Digest', 'Tags', { label: 'Size', num: 1 }, 'Pushed', 'Last pulled', { label: 'Pulls', num: 1 }, 'Platforms', 'Referrers', may.delete ? 'Actions' : null].filter(Boolean),
+  section.append(table('Images', ['Digest', 'Tags', { label: 'Size', num: 1 }, 'Pushed', 'Last pulled', { label: 'Pulls', num: 1 }, 'Platforms', 'Signature', 'Referrers', may.delete ? 'Actions' : null].filter(Boolean),
     images.map((img) => h('tr', { 'data-digest': img.digest },
       h('td', { class: 'mono' }, link('/console/i/' + repo + '@' + img.digest, short(img.digest))),
       h('td', {}, img.tags.length ? img.tags.map((t) => h('span', { class: 'tag' }, t,
@@ -357,6 +357,7 @@ async function pageRepo(repo) {
       h('td', { class: 'num' }, bytes(img.size)), h('td', {}, when(img.pushed_ms)), h('td', {}, when(img.last_pulled_ms)),
       h('td', { class: 'num pulls' }, img.pulls),
       h('td', {}, (img.platforms || []).join(', ') || '-'),
+      h('td', { class: 'signature' }, signatureBadge(img.signature)),
       h('td', {}, img.referrers ? link('/console/i/' + repo + '@' + img.digest, img.referrers + (img.referrers > 1 ? ' referrers' : ' referrer')) : h('span', { class: 'muted' }, 'none')),
       may.delete ? h('td', {}, h('button', { type: 'button', class: 'danger', 'aria-label': 'Delete image ' + short(img.digest), onclick: (e) => deleteImage(repo, img.digest, e.target.closest('section')) }, 'Delete image')) : null)),
     'This repository holds no images yet. Push one: docker push ' + location.host + '/' + repo + ':<tag>'));
@@ -438,9 +439,53 @@ function retentionPreview(repo) {
   return box;
 }
 
+// What a signature state means to someone about to run the image.
+const SIGNATURE_TEXT = { signed: 'signed', invalid: 'not verified', unsigned: 'unsigned' };
+const SEVERITY_ORDER = ['critical', 'high', 'medium', 'low', 'unknown'];
+
+function signatureBadge(state, id) {
+  const s = SIGNATURE_TEXT[state] ? state : 'unsigned';
+  return h('span', { class: 'badge ' + s, id: id || null }, SIGNATURE_TEXT[s]);
+}
+
+function signatureDetail(img) {
+  const found = img.signatures || [];
+  const verified = [...new Set(found.flatMap((f) => f.verified_by || []))];
+  const problems = found.filter((f) => !(f.verified_by || []).length && f.problem).map((f) => f.format + ': ' + f.problem);
+  return h('span', {}, signatureBadge(img.signature, 'signature-state'),
+    verified.length ? h('span', { id: 'signature-keys' }, ' verified by ' + verified.join(', ')) : null,
+    !verified.length && problems.length ? h('span', { class: 'muted', id: 'signature-problem' }, ' ' + problems[0]) : null);
+}
+
+// The image's findings: counts by severity and each advisory, with the version that fixes it.
+async function vulnerabilityCard(repo, digest) {
+  const box = h('div', { class: 'card', id: 'vulnerabilities' }, h('h2', {}, 'Vulnerabilities'));
+  let report;
+  try { report = await get('/api/v1/repos/' + repo + '/images/' + digest + '/vulnerabilities'); } catch (e) {
+    box.append(alertBox(e.message));
+    return box;
+  }
+  if (report.state === 'queued') { box.append(h('p', { id: 'scan-state' }, 'Waiting for its inventory; the scanner has not reached this image yet.')); return box; }
+  if (report.state !== 'scanned') { box.append(h('p', { id: 'scan-state', class: 'muted' }, 'Not scanned: not an image with layers, or pushed before scanning was on.')); return box; }
+  const counts = {};
+  for (const [k, v] of Object.entries(report.counts || {})) counts[k.toLowerCase()] = v;
+  const total = report.findings.length;
+  box.append(
+    h('p', { id: 'scan-state' }, (total ? total + (total === 1 ? ' finding' : ' findings') + ' in ' : 'No known vulnerabilities in ') + report.packages + (report.packages === 1 ? ' package' : ' packages'),
+      report.sbom ? h('span', {}, ' (inventory ', link('/console/i/' + repo + '@' + report.sbom, short(report.sbom)), ')') : null),
+    h('p', { class: 'severities' }, SEVERITY_ORDER.filter((s) => counts[s]).map((s) => h('span', { class: 'badge sev-' + s, 'data-severity': s }, counts[s] + ' ' + s))),
+    table('Vulnerabilities', ['Advisory', 'Severity', 'Package', 'Installed', 'Fixed in', 'Summary'],
+      report.findings.map((f) => h('tr', { 'data-advisory': f.id },
+        h('td', { class: 'mono' }, f.id), h('td', {}, h('span', { class: 'badge sev-' + String(f.severity).toLowerCase() }, String(f.severity).toLowerCase())),
+        h('td', {}, f.package + ' (' + f.ecosystem + ')'), h('td', { class: 'mono' }, f.installed),
+        h('td', { class: 'mono' }, f.fixed || 'no fix yet'), h('td', {}, f.summary))),
+      'No advisory in the database applies to these packages.'));
+  return box;
+}
+
 async function pageImage(repo, digest) {
   const img = await get('/api/v1/repos/' + repo + '/images/' + digest);
-  const sigs = (img.referrers || []).filter((r) => /sig|signature|notary/i.test(r.artifact_type || r.media_type || ''));
+  const vulnerabilities = await vulnerabilityCard(repo, img.digest);
   return h('section', {},
     h('p', {}, link('/console/r/' + repo, '← ' + repo)),
     h('h1', { class: 'digest' }, repo + '@' + img.digest),
@@ -451,7 +496,8 @@ async function pageImage(repo, digest) {
       dd('Pushed', when(img.pushed_ms)), dd('Last pulled', when(img.last_pulled_ms)),
       dd('Pulls', h('span', { id: 'image-pulls' }, img.pulls)),
       dd('Platforms', (img.platforms || []).join(', ') || '-'),
-      dd('Signed', sigs.length ? h('span', { class: 'badge signed' }, sigs.length + ' signature(s)') : h('span', { class: 'badge unsigned' }, 'no signature')))),
+      dd('Signature', signatureDetail(img)))),
+    vulnerabilities,
     img.config ? h('div', {}, h('h2', {}, 'Config'), h('p', { class: 'mono digest' }, img.config.digest + ' (' + bytes(img.config.size) + ', ' + img.config.media_type + ')')) : null,
     img.layers && img.layers.length ? h('div', {}, h('h2', {}, 'Layers'),
       table('Layers', ['#', 'Digest', 'Media type', { label: 'Size', num: 1 }],
