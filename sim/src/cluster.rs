@@ -109,9 +109,8 @@ pub async fn node_host(spec: NodeSpec) -> turmoil::Result {
         // replicas and shards go through the same crashes, partitions and expiries as plain
         // ones, and members of both kinds copy blobs to each other.
         encryption_keys: encrypts(spec.id).then(|| SIM_MASTER_KEY.to_string()),
-        // Not yet simulated (a known gap): the scanner's reads and SBOM pushes would change
-        // what the invariants count.
-        scanner: Some(false),
+        scanner: Some(true),
+        scan_poll_ms: Some(crate::scanning::SCAN_POLL_MS),
         ..Default::default()
     }
     .resolve()?;

@@ -7,7 +7,8 @@
 //! - all nodes end with identical tags (committed entries never change or diverge);
 //! - every tag's history is linearizable (final reads included);
 //! - at most one node claimed leadership in any term;
-//! - redundancy is restored after healing (see [`crate::redundancy`]).
+//! - redundancy is restored after healing (see [`crate::redundancy`]);
+//! - every acknowledged image still there is inventoried exactly once (see [`crate::scanning`]).
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -71,6 +72,7 @@ pub async fn verifier(
     let members = shared.final_members.borrow().clone().unwrap_or_default();
     let nodes: Vec<NodeSpec> = nodes.into_iter().filter(|n| members.contains(&n.id)).collect();
     crate::retention::stop(&shared, &nodes).await;
+    crate::scanning::check(&shared, &nodes).await;
     shared.trace(now_ms(), "verify: waiting for convergence");
     converge(&shared, &nodes).await;
     crate::retention::check(&shared, &nodes, &repos).await;

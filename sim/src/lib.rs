@@ -10,7 +10,8 @@
 //! and that repair restored every blob's redundancy. A second region (one node across a WAN
 //! link that is cut, slowed and healed) receives one repository by cross-region replication and
 //! must equal the source after healing. Every acknowledged push reaches a webhook receiver on
-//! the simulated network as a signed event, through crashes and leader changes. Equal seeds give equal traces (see
+//! the simulated network as a signed event, through crashes and leader changes. Every
+//! acknowledged image is inventoried by the scanner exactly once. Equal seeds give equal traces (see
 //! [`determinism`] and [`lockstep`] for how).
 //!
 //! `cargo test -p keelson-sim` runs a fixed set of seeds; the `keelson-sim` binary sweeps many.
@@ -29,6 +30,7 @@ pub mod redundancy;
 pub mod regions;
 pub mod report;
 pub mod retention;
+pub mod scanning;
 pub mod scenario;
 pub mod skew;
 pub mod uploads;

@@ -26,6 +26,8 @@ pub const FRA_HOST: &str = "fra1";
 pub const REPLICATED_REPO: &str = "sim/app";
 /// How long after healing `fra` has to equal `iad`.
 const CONVERGE_WITHIN_MS: u64 = 180_000;
+/// The annotation a scanner's inventory carries (`keelson_api::scanning::sbom::MADE_BY`).
+const INVENTORY_ANNOTATION: &str = keelson_api::scanning::sbom::MADE_BY;
 const ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json";
 
 /// The second region's node (a cluster of one).
@@ -239,10 +241,12 @@ async fn snapshot(addr: &str) -> Result<(BTreeMap<String, String>, BTreeMap<Stri
             .await
             .map_err(|e| e.label().to_string())?;
         let body: Value = serde_json::from_slice(&r.body).map_err(|e| e.to_string())?;
+        // Each region's scanner attaches its own inventory: those are not replicated.
         let set: BTreeSet<String> = body["manifests"]
             .as_array()
             .into_iter()
             .flatten()
+            .filter(|m| m["annotations"].get(INVENTORY_ANNOTATION).is_none())
             .filter_map(|m| m["digest"].as_str().map(str::to_string))
             .collect();
         referrers.insert(digest.clone(), set);

@@ -318,10 +318,14 @@ async fn sync_repo(
         new_marks.push(mark(tag, Some(digest.clone())));
         flush_marks(reg, &mut new_marks, false).await?;
     }
-    // Referrers (signatures, SBOMs) travel with their subjects.
+    // Referrers (signatures, SBOMs) travel with their subjects; not the scanner's inventory:
+    // the target queues the image for its own, like any push, and two would then hang off it.
     let subjects: BTreeSet<&String> = tags.values().collect();
     for subject in subjects {
         for referrer in reader.referrers(repo, subject)? {
+            if crate::scanning::is_inventory(&referrer) {
+                continue;
+            }
             let key = format!("@{}", referrer.digest);
             if marks.contains_key(&key) {
                 continue;

@@ -101,9 +101,18 @@ fn sbom_manifest(cx: &Cx<'_>, repo: &str, digest: &str) -> Result<Option<String>
         .reader()
         .referrers(repo, digest)?
         .into_iter()
-        .filter(|r| r.artifact_type.as_deref() == Some(sbom::MEDIA_TYPE))
-        .find(|r| r.annotations.as_ref().is_some_and(|a| a.contains_key(sbom::MADE_BY)))
+        .find(is_inventory)
         .map(|r| r.digest))
+}
+
+/// Whether a referrer is an inventory a Keelson scanner attached (an SBOM annotated as its).
+/// Each region inventories its own copy of an image, so replication leaves these behind.
+pub fn is_inventory(referrer: &keelson_raft::ReferrerRecord) -> bool {
+    referrer.artifact_type.as_deref() == Some(sbom::MEDIA_TYPE)
+        && referrer
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(sbom::MADE_BY))
 }
 
 /// Image `digest`'s findings against the active database.
@@ -315,16 +324,7 @@ async fn scan(reg: &Arc<Registry>, repo: &str, digest: &str, layers: Vec<Layer>)
     let layer_bytes = layers.iter().map(|l| l.size).fold(0u64, u64::saturating_add);
     for layer in &layers {
         let rx = open_layer(reg, &layer.digest, layer.size).await?;
-        let (back, applied) = tokio::task::spawn_blocking(move || {
-            let mut files = files;
-            let applied = files.apply(ChannelReader {
-                rx,
-                current: Bytes::new(),
-            });
-            (files, applied)
-        })
-        .await
-        .map_err(|e| ApiError::new(ErrorCode::Unavailable, e.to_string()))?;
+        let (back, applied) = apply_layer(files, rx).await?;
         files = back;
         if let Err(e) = applied {
             // A layer that is not a readable tar (or whose stream broke) contributes nothing;
@@ -399,6 +399,30 @@ async fn open_layer(reg: &Registry, digest: &str, size: u64) -> Result<mpsc::Rec
         .blob(digest)?
         .ok_or_else(|| ApiError::new(ErrorCode::BlobUnknown, format!("layer {digest} is gone")))?;
     crate::placement::fetch_remote(reg, &parsed, &record, 0, size).await
+}
+
+/// Applies one layer's stream to `files` on a thread of the scanner's own. Not tokio's blocking
+/// pool: the reader waits for bytes that may come over the network (another holder's copy,
+/// shards), and a blocking-pool task in flight stops a simulated host's clock, so it must only
+/// ever wait for the disk. A thread of its own parks like any other between pieces.
+async fn apply_layer(
+    files: Layers,
+    rx: mpsc::Receiver<io::Result<Bytes>>,
+) -> Result<(Layers, io::Result<()>), ApiError> {
+    let (tx, done) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("keelson-scan".into())
+        .spawn(move || {
+            let mut files = files;
+            let applied = files.apply(ChannelReader {
+                rx,
+                current: Bytes::new(),
+            });
+            let _ = tx.send((files, applied));
+        })
+        .map_err(|e| ApiError::new(ErrorCode::Unavailable, format!("no scanner thread: {e}")))?;
+    done.await
+        .map_err(|_| ApiError::new(ErrorCode::Unavailable, "the layer reader stopped"))
 }
 
 /// A blocking reader over a stream of byte pieces.
