@@ -630,31 +630,16 @@ impl CatalogReader {
     /// `None`): (repository, digest), at most `limit`. A scanner walks the queue with it as a
     /// cursor, so images it cannot take now (another node's, or failing) never hide the rest.
     pub fn scan_queue(&self, after: Option<(&str, &str)>, limit: usize) -> Result<Vec<(String, String)>> {
-        let prefix = crate::scanning::QUEUE_PREFIX;
-        let start = match after {
-            // The smallest key greater than the cursor's.
-            Some((repo, digest)) => [crate::scanning::queue_key(repo, digest), vec![0]].concat(),
-            None => prefix.to_vec(),
-        };
-        let mut found = Vec::new();
-        let mode = IteratorMode::From(&start, Direction::Forward);
-        for item in self.db.iterator_cf(self.cf(CF_LIFECYCLE)?, mode) {
-            let (key, _) = item.map_err(err)?;
-            if found.len() >= limit {
-                break;
-            }
-            let Some(suffix) = key.strip_prefix(prefix) else {
-                break;
-            };
-            let at = suffix
-                .iter()
-                .position(|b| *b == 0)
-                .ok_or_else(|| err("scan queue key"))?;
-            let repo = std::str::from_utf8(&suffix[..at]).map_err(err)?;
-            let digest = std::str::from_utf8(&suffix[at + 1..]).map_err(err)?;
-            found.push((repo.to_string(), digest.to_string()));
-        }
-        Ok(found)
+        let last = after.map(|(repo, digest)| format!("{repo}\0{digest}"));
+        let page = self.list_with_prefix(CF_LIFECYCLE, crate::scanning::QUEUE_PREFIX, last.as_deref(), limit)?;
+        page.items
+            .into_iter()
+            .map(|key| {
+                key.split_once('\0')
+                    .map(|(repo, digest)| (repo.to_string(), digest.to_string()))
+                    .ok_or_else(|| err("scan queue key"))
+            })
+            .collect()
     }
 
     /// Whether an image is waiting for its inventory.
