@@ -178,6 +178,22 @@ wait_for() {
   die "$4 did not listen on $2:$3 within 30 s (log: $5)"
 }
 
+# start_variant NAME WHAT ARGS...: a single Keelson node like the main one (same bootstrap
+# token) started with ARGS, for what one feature costs.
+start_variant() {
+  local name=$1 what=$2 port
+  shift 2
+  port=$(free_port)
+  mkdir -p "$scratch/$name"
+  KEELSON_BOOTSTRAP_TOKEN=$keelson_password RUST_LOG=${RUST_LOG:-warn} "$keelson" serve \
+    --data-dir "$scratch/$name" --listen "127.0.0.1:$port" --auth "$keelson_auth" "$@" \
+    >"$logs/$name.log" 2>&1 &
+  pid[$name]=$!; pids+=("${pid[$name]}")
+  wait_for "${pid[$name]}" 127.0.0.1 "$port" "$name" "$logs/$name.log"
+  url[$name]=http://127.0.0.1:$port
+  echo "== keelson $what pid ${pid[$name]} at ${url[$name]}"
+}
+
 targets=()
 declare -A url pid
 if [ -n "$keelson_url" ]; then
@@ -202,38 +218,14 @@ else
     keelson_user=${admin%% *} keelson_password=${admin#* }
   fi
   echo "== keelson pid ${pid[keelson]} at ${url[keelson]} (auth $keelson_auth), data $scratch/k"
-  # The same node without pull counting, for the cost of counting on manifest GETs.
-  nport=$(free_port)
-  mkdir -p "$scratch/n"
-  KEELSON_BOOTSTRAP_TOKEN=$keelson_password RUST_LOG=${RUST_LOG:-warn} "$keelson" serve \
-    --data-dir "$scratch/n" --listen "127.0.0.1:$nport" --auth "$keelson_auth" --count-pulls false \
-    >"$logs/keelson-nocount.log" 2>&1 &
-  pid[keelson-nocount]=$!; pids+=("${pid[keelson-nocount]}")
-  wait_for "${pid[keelson-nocount]}" 127.0.0.1 "$nport" keelson-nocount "$logs/keelson-nocount.log"
-  url[keelson-nocount]=http://127.0.0.1:$nport
-  echo "== keelson without pull counting pid ${pid[keelson-nocount]} at ${url[keelson-nocount]}"
-  # The same node with encryption at rest, for what sealing costs on pushes and pulls.
-  sport=$(free_port)
-  mkdir -p "$scratch/s"
+  # The same node with one feature changed, for what that feature costs.
   openssl rand -hex 32 >"$scratch/master.key"
-  KEELSON_BOOTSTRAP_TOKEN=$keelson_password RUST_LOG=${RUST_LOG:-warn} "$keelson" serve \
-    --data-dir "$scratch/s" --listen "127.0.0.1:$sport" --auth "$keelson_auth" \
-    --encryption-key-file "$scratch/master.key" \
-    >"$logs/keelson-sealed.log" 2>&1 &
-  pid[keelson-sealed]=$!; pids+=("${pid[keelson-sealed]}")
-  wait_for "${pid[keelson-sealed]}" 127.0.0.1 "$sport" keelson-sealed "$logs/keelson-sealed.log"
-  url[keelson-sealed]=http://127.0.0.1:$sport
-  echo "== keelson with encryption at rest pid ${pid[keelson-sealed]} at ${url[keelson-sealed]}"
-  # The same node with the vulnerability scanner off, for what scanning costs a push.
-  oport=$(free_port)
-  mkdir -p "$scratch/o"
-  KEELSON_BOOTSTRAP_TOKEN=$keelson_password RUST_LOG=${RUST_LOG:-warn} "$keelson" serve \
-    --data-dir "$scratch/o" --listen "127.0.0.1:$oport" --auth "$keelson_auth" --scanner false \
-    >"$logs/keelson-noscan.log" 2>&1 &
-  pid[keelson-noscan]=$!; pids+=("${pid[keelson-noscan]}")
-  wait_for "${pid[keelson-noscan]}" 127.0.0.1 "$oport" keelson-noscan "$logs/keelson-noscan.log"
-  url[keelson-noscan]=http://127.0.0.1:$oport
-  echo "== keelson without the scanner pid ${pid[keelson-noscan]} at ${url[keelson-noscan]}"
+  start_variant keelson-nocount "without pull counting (manifest GET cost)" --count-pulls false
+  start_variant keelson-sealed "with encryption at rest (push and pull cost)" \
+    --encryption-key-file "$scratch/master.key"
+  start_variant keelson-sealed-cold "with encryption at rest and no decrypted cache (every pull decrypts)" \
+    --encryption-key-file "$scratch/master.key" --decrypted-cache-mib 0
+  start_variant keelson-noscan "without the scanner (manifest PUT latency)" --scanner false
 fi
 targets+=(keelson)
 
@@ -318,14 +310,15 @@ echo "== bare hyper server pid ${pid[bare-hyper]} at ${url[bare-hyper]}"
 
 # name | bare-hyper ceiling? (1/0) | keelson-bench arguments | cluster targets | compared with |
 # extra single-node targets (keelson-nocount: Keelson with pull counting off; keelson-sealed:
-# Keelson with encryption at rest; keelson-noscan: Keelson with the scanner off)
+# Keelson with encryption at rest; keelson-sealed-cold: the same without its decrypted-window
+# cache; keelson-noscan: Keelson with the scanner off)
 # Cluster targets: leader, follower, lb (the load balancer), holder / non-holder (a follower
 # that holds the pulled blob / one that does not: the blob is pushed through the leader).
 workloads=(
   "blob push $big mono c1|0|blob-push --size $big -c 1 -n $pushes_big|leader follower lb|keelson|keelson-sealed"
   "blob push $mid x$pushes_mid c4|0|blob-push --size $mid -c 4 -n $pushes_mid|leader follower lb|keelson"
   "blob push $mid chunked $chunk x$pushes_mid c4|0|blob-push-chunked --size $mid --chunk $chunk -c 4 -n $pushes_mid"
-  "blob pull $big c1|0|blob-pull --size $big -c 1 -d $dur|holder non-holder|distribution|keelson-sealed"
+  "blob pull $big c1|0|blob-pull --size $big -c 1 -d $dur|holder non-holder|distribution|keelson-sealed keelson-sealed-cold"
   "blob GET 4KiB c32|1|blob-pull --size 4KiB -c 32 -d $dur --warmup $warm|holder non-holder|distribution"
   "manifest GET tag c32|1|manifest-get-tag -c 32 -d $dur --warmup $warm|follower lb|distribution|keelson-nocount"
   "manifest GET digest c32|1|manifest-get-digest -c 32 -d $dur --warmup $warm"
@@ -562,6 +555,7 @@ labels+=,distribution
 labels+=,bare-hyper
 [ -n "${url[keelson-nocount]:-}" ] && labels+=,keelson-nocount
 [ -n "${url[keelson-sealed]:-}" ] && labels+=,keelson-sealed
+[ -n "${url[keelson-sealed-cold]:-}" ] && labels+=,keelson-sealed-cold
 [ -n "${url[keelson-noscan]:-}" ] && labels+=,keelson-noscan
 shopt -s nullglob
 reports=("$out"/runs/*.json)
@@ -613,10 +607,15 @@ if [ -n "$with" ] && [ -n "$without" ]; then
 fi
 plain_push=$(best_mbps 01 keelson) sealed_push=$(best_mbps 01 keelson-sealed)
 plain_pull=$(best_mbps 04 keelson) sealed_pull=$(best_mbps 04 keelson-sealed)
+cold_pull=$(best_mbps 04 keelson-sealed-cold)
 if [ -n "$plain_pull" ] && [ -n "$sealed_pull" ] && [ -n "$plain_push" ] && [ -n "$sealed_push" ]; then
   echo
   awk -v pp="$plain_push" -v sp="$sealed_push" -v pl="$plain_pull" -v sl="$sealed_pull" 'BEGIN {
     printf "Encryption at rest (AES-256-GCM): push %.0f MB/s sealed, %.0f MB/s plain: %+.1f%%; pull %.0f MB/s sealed, %.0f MB/s plain: %+.1f%% (target: within 15%%)\n", sp, pp, 100 * (sp - pp) / pp, sl, pl, 100 * (sl - pl) / pl }'
+  # The same pull with no decrypted windows kept: every byte decrypted on every pull (a blob
+  # read once, or a node whose cache is off or too small for its hot layers).
+  [ -n "$cold_pull" ] && awk -v pl="$plain_pull" -v cl="$cold_pull" 'BEGIN {
+    printf "  pull decrypting every byte (decrypted cache off): %.0f MB/s: %+.1f%%\n", cl, 100 * (cl - pl) / pl }'
 fi
 # p_ms SEQ LABEL QUANTILE: the latency quantile (p50 or p99, ms) of the best run by req/s.
 p_ms() {

@@ -159,6 +159,11 @@ pub struct ServeArgs {
     /// encryption was on, re-wrapping data keys after a rotation) [default: 60000].
     #[arg(long, env = "KEELSON_AT_REST_INTERVAL_MS")]
     pub at_rest_interval_ms: Option<u64>,
+    /// MiB of memory for decrypted 1 MiB windows of the sealed blobs pulled most, so a hot
+    /// layer is decrypted once rather than on every pull (plaintext in memory only, never on
+    /// disk); 0 turns it off. Used only with encryption at rest [default: 256].
+    #[arg(long, env = "KEELSON_DECRYPTED_CACHE_MIB")]
+    pub decrypted_cache_mib: Option<u64>,
     /// Milliseconds an upload session may stay unused before it expires with its files
     /// [default: 3600000].
     #[arg(long, env = "KEELSON_UPLOAD_IDLE_MS")]
@@ -337,6 +342,8 @@ pub struct ServeConfig {
     pub rates: keelson_api::rate_limit::RateSettings,
     /// Master keys when encryption at rest is on.
     pub key_ring: Option<std::sync::Arc<keelson_storage::at_rest::KeyRing>>,
+    /// Memory for decrypted windows of sealed blobs.
+    pub decrypted_cache_bytes: u64,
 }
 
 /// A configuration file that cannot be used.
@@ -416,6 +423,11 @@ impl ServeArgs {
         };
         Ok(ServeConfig {
             key_ring,
+            decrypted_cache_bytes: self
+                .decrypted_cache_mib
+                .or(file.decrypted_cache_mib)
+                .map(|m| m.saturating_mul(1 << 20))
+                .unwrap_or(keelson_storage::blob_store::DEFAULT_DECRYPTED_CACHE_BYTES),
             api_tls,
             insecure_http,
             data_dir: self

@@ -209,7 +209,9 @@ where
 
     let mut store = BlobStore::open(data_dir.join("blobs")).map_err(data_err)?;
     if let Some(ring) = &config.key_ring {
-        store = store.with_key_ring(ring.clone());
+        store = store
+            .with_key_ring(ring.clone())
+            .with_decrypted_cache(config.decrypted_cache_bytes);
     }
     let upload_clock = env.clock.clone();
     let uploads = Arc::new(

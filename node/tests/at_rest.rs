@@ -357,6 +357,17 @@ async fn blobs_shards_uploads_and_signing_keys_are_sealed_rotated_scrubbed_and_h
         .await;
     }
 
+    // A sealed layer pulled again is served from its decrypted windows (decrypted once, kept
+    // in memory), byte-identical, whole and in ranges across window edges.
+    let hits = cluster.counter(1, "decrypted_cache.hits");
+    pull_all(&cluster, &c, &[1], &[&img_old, &img_old]).await;
+    check_range(&c, &n1, "enc/rep", &old_replicated, MIB - 3, 2 * MIB + 2).await;
+    assert!(
+        cluster.counter(1, "decrypted_cache.hits") > hits,
+        "no pull was served from node 1's decrypted windows"
+    );
+    assert!(cluster.counter(1, "decrypted_cache.bytes") >= 3 * MIB as u64);
+
     // A flipped bit in a sealed whole copy (node 3) and in a sealed shard (node 1) is caught
     // by the scrub and healed from the other copies / shards.
     let copy = cluster

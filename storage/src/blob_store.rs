@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, Notify};
 
+use crate::at_rest::decrypted::{DecryptedWindows, WINDOW};
 use crate::at_rest::{Format, KeyRing, MasterKeys, StoredReader, StoredWriter};
 use crate::cache::SmallBlobCache;
 use crate::digest::Algorithm;
@@ -31,8 +32,11 @@ use crate::pins::Pins;
 /// Frame size when serving a mapped blob.
 const MAP_FRAME: usize = 4 << 20;
 
-/// Read chunk size for streaming a blob out.
-const READ_CHUNK: usize = 1 << 20;
+/// Read chunk size for streaming a blob out (a decrypted window: reads are aligned to them).
+const READ_CHUNK: usize = WINDOW as usize;
+
+/// Memory for decrypted windows of sealed blobs unless configured otherwise.
+pub const DEFAULT_DECRYPTED_CACHE_BYTES: u64 = 256 << 20;
 
 #[derive(Clone)]
 pub struct BlobStore {
@@ -42,6 +46,8 @@ pub struct BlobStore {
     heal: Arc<HealQueue>,
     /// Master keys when encryption at rest is on: every new file is sealed.
     keys: Option<Arc<KeyRing>>,
+    /// Plaintext of the sealed blobs read most (only with a key ring, unless turned off).
+    decrypted: Option<Arc<DecryptedWindows>>,
 }
 
 /// Digests whose local copy is missing or was quarantined, waiting for the healer.
@@ -110,13 +116,26 @@ impl BlobStore {
             pins: Arc::default(),
             heal: Arc::default(),
             keys: None,
+            decrypted: None,
         })
     }
 
-    /// Seals every file written from now on with keys from `ring`.
+    /// Seals every file written from now on with keys from `ring`, keeping up to
+    /// [`DEFAULT_DECRYPTED_CACHE_BYTES`] of decrypted windows.
     pub fn with_key_ring(mut self, ring: Arc<KeyRing>) -> BlobStore {
         self.keys = Some(ring);
+        self.with_decrypted_cache(DEFAULT_DECRYPTED_CACHE_BYTES)
+    }
+
+    /// Keeps up to `max_bytes` of decrypted windows of sealed blobs in memory (0: none).
+    pub fn with_decrypted_cache(mut self, max_bytes: u64) -> BlobStore {
+        self.decrypted = (max_bytes > 0).then(|| Arc::new(DecryptedWindows::new(max_bytes)));
         self
+    }
+
+    /// The decrypted-window cache's counters (hits, misses, bytes held), when it exists.
+    pub fn decrypted_counters(&self) -> Vec<(&'static str, u64)> {
+        self.decrypted.iter().flat_map(|cache| cache.counters()).collect()
     }
 
     /// The key ring, when encryption at rest is on.
@@ -332,13 +351,18 @@ impl BlobStore {
     /// `len` bytes at `offset` of a stored blob as zero-copy memory-mapped pieces of
     /// `MAP_FRAME` bytes. Serving a large blob this way costs one copy (page cache →
     /// socket) instead of two (page cache → buffer → socket) and needs no reader thread.
-    /// `None` when the copy is sealed: its bytes must be decrypted ([`BlobStore::stream_range`]).
+    /// A sealed copy's range comes from its decrypted windows when they are all in memory;
+    /// `None` when it is not: its bytes must be decrypted ([`BlobStore::stream_range`]).
     pub fn map_range(&self, digest: &Digest, offset: u64, len: u64) -> io::Result<Option<Vec<Bytes>>> {
         let path = self
             .located(digest)
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("blob {digest} is not stored here")))?;
         if Format::of_path(&path) == Format::Sealed {
-            return Ok(None);
+            let Some(cache) = &self.decrypted else { return Ok(None) };
+            let Some(blob_len) = crate::at_rest::sealed::plain_len(std::fs::metadata(&path)?.len()) else {
+                return Ok(None);
+            };
+            return Ok(cache.range(digest, blob_len, offset, len));
         }
         let file = File::open(&path)?;
         let file_len = file.metadata()?.len();
@@ -371,11 +395,35 @@ impl BlobStore {
     /// matches: a corrupt copy ends the stream with an error (and is quarantined) instead of
     /// delivering wrong bytes. A sealed copy is checked record by record instead (every record's
     /// tag), for any range: a damaged record ends the stream before its bytes leave.
+    ///
+    /// Whole windows of a sealed copy are kept decrypted in memory for the next reader; a read
+    /// made once (a scan, a replica for a peer) uses [`BlobStore::stream_range_once`] instead.
     pub fn stream_range(
         &self,
         digest: &Digest,
         offset: u64,
         len: u64,
+    ) -> io::Result<mpsc::Receiver<io::Result<Bytes>>> {
+        self.stream(digest, offset, len, self.decrypted.clone())
+    }
+
+    /// [`BlobStore::stream_range`] for a read made once: decrypted windows are used when
+    /// cached but not kept, so a pass over many blobs does not displace the ones served most.
+    pub fn stream_range_once(
+        &self,
+        digest: &Digest,
+        offset: u64,
+        len: u64,
+    ) -> io::Result<mpsc::Receiver<io::Result<Bytes>>> {
+        self.stream(digest, offset, len, None)
+    }
+
+    fn stream(
+        &self,
+        digest: &Digest,
+        offset: u64,
+        len: u64,
+        windows: Option<Arc<DecryptedWindows>>,
     ) -> io::Result<mpsc::Receiver<io::Result<Bytes>>> {
         let file = self.open_blob(digest)?;
         let whole = offset == 0 && file.len() == len;
@@ -396,9 +444,15 @@ impl BlobStore {
             let mut held: Option<Bytes> = None;
             let mut left = len;
             let mut at = offset;
+            let windows = windows.filter(|_| sealed);
             while left > 0 {
-                let want = left.min(READ_CHUNK as u64);
-                match file.read_pieces(at, want) {
+                // Up to the end of the window `at` is in, so whole reads are whole windows.
+                let want = left.min(READ_CHUNK as u64 - at % READ_CHUNK as u64);
+                let read = match &windows {
+                    Some(cache) => read_window(cache, &file, &digest, at, want),
+                    None => file.read_pieces(at, want),
+                };
+                match read {
                     Ok(pieces) => {
                         left -= want;
                         at += want;
@@ -452,6 +506,9 @@ impl BlobStore {
             aside = dir.join(format!("{}.{n}", digest.hex()));
         }
         self.cache.remove(digest);
+        if let Some(windows) = &self.decrypted {
+            windows.evict(digest);
+        }
         for format in [Format::Plain, Format::Sealed] {
             match std::fs::rename(format.name(&self.path(digest)), format.name(&aside)) {
                 Ok(()) => {}
@@ -481,6 +538,9 @@ impl BlobStore {
             return Ok(Deletion::Pinned);
         }
         self.cache.remove(digest);
+        if let Some(windows) = &self.decrypted {
+            windows.evict(digest);
+        }
         let mut deleted = if Self::remove_both(&self.path(digest))? {
             Deletion::Deleted
         } else {
@@ -825,6 +885,28 @@ pub struct LocalBlob {
     pub size: u64,
     pub modified: Option<std::time::SystemTime>,
     pub format: Format,
+}
+
+/// `want` bytes at `at` of a sealed blob, all in one window: from `cache`, or decrypted (and
+/// kept when they are the whole window).
+fn read_window(
+    cache: &DecryptedWindows,
+    file: &StoredReader,
+    digest: &Digest,
+    at: u64,
+    want: u64,
+) -> io::Result<Vec<Bytes>> {
+    if let Some(pieces) = cache.range(digest, file.len(), at, want) {
+        return Ok(pieces);
+    }
+    let start = at - at % WINDOW;
+    let end = (start + WINDOW).min(file.len());
+    if at != start || at + want != end {
+        return file.read_pieces(at, want);
+    }
+    let pieces = file.read_pieces(start, end - start)?;
+    cache.keep(digest, at / WINDOW, pieces.clone());
+    Ok(pieces)
 }
 
 /// Hands every plaintext byte of `reader` to `each`, in order, a chunk at a time; stops at the

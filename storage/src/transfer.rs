@@ -83,7 +83,7 @@ fn local_messages(
     if let Some(messages) = mapped_messages(store, digest, 0, size)? {
         return Ok(futures_util::stream::iter(messages).map(data).left_stream());
     }
-    let rx = store.stream_range(digest, 0, size)?;
+    let rx = store.stream_range_once(digest, 0, size)?;
     Ok(tokio_stream::StreamExt::map_while(tokio_stream::wrappers::ReceiverStream::new(rx), read).right_stream())
 }
 

@@ -138,6 +138,12 @@ pub(crate) fn full_status(reg: &crate::registry::Registry) -> Result<keelson_raf
         status.blob_jobs.insert("repair.misplaced".into(), view.misplaced);
     }
     status.blob_jobs.extend(reg.blob_health.counters());
+    status.blob_jobs.extend(
+        reg.store
+            .decrypted_counters()
+            .into_iter()
+            .map(|(name, n)| (name.to_owned(), n)),
+    );
     let regions = reg.catalog.reader().regions()?;
     status.home_region = regions.home.clone().or(regions.name.clone());
     status.region = regions.name;

@@ -388,7 +388,7 @@ async fn open_layer(reg: &Registry, digest: &str, size: u64) -> Result<mpsc::Rec
     if reg.store.contains(&parsed) {
         return Ok(reg
             .store
-            .stream_range(&parsed, 0, size)
+            .stream_range_once(&parsed, 0, size)
             .map_err(keelson_storage::StorageError::Io)?);
     }
     let reader = reg.catalog.reader();

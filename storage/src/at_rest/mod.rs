@@ -14,6 +14,7 @@
 //! only, bodies untouched) and the leader re-seals the catalog secrets; once the node status
 //! shows no file left on a retired key, the old line can go.
 
+pub mod decrypted;
 pub mod keys;
 pub mod sealed;
 pub mod stored;
