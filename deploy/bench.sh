@@ -130,7 +130,7 @@ trap 'exit 130' INT TERM
 # Sizes, counts and durations. Push workloads use request counts (so disk use is
 # bounded), GET workloads durations.
 if [ "$quick" = 1 ]; then
-  big=8MiB mid=2MiB chunk=512KiB pushes_big=2 pushes_mid=8 dur=2s warm=0s
+  big=8MiB mid=2MiB chunk=512KiB pushes_big=6 pushes_mid=8 dur=2s warm=0s
   dd_count=64 ossl_secs=1 retention_repos=20 cipher_size=32MiB
   need_gib=1
 else
@@ -323,6 +323,7 @@ workloads=(
   "manifest GET tag c32|1|manifest-get-tag -c 32 -d $dur --warmup $warm|follower lb|distribution|keelson-nocount"
   "manifest GET digest c32|1|manifest-get-digest -c 32 -d $dur --warmup $warm"
   "manifest PUT c4|0|manifest-put -c 4 -d $dur|||keelson-noscan"
+  "manifest PUT c32|0|manifest-put -c 32 -d $dur|leader follower|distribution"
   "tags list (100 tags) c4|0|tags-list --tags 100 -c 4 -d $dur --warmup $warm"
 )
 

@@ -152,6 +152,10 @@ impl Applier<'_> {
             C::Signing(cmd) => self.signing_command(cmd),
             C::Scanning(cmd) => self.scan_command(cmd),
             C::Attributed { origin, then } => self.attributed(origin, *then),
+            // Only an entry's own payload may be a batch (the state machine unpacks it).
+            C::Batch(_) => rejected(Rejection::Invalid(
+                "a batch of catalog writes inside another command".into(),
+            )),
             C::SetHolders {
                 digest,
                 expected,

@@ -213,6 +213,10 @@ pub enum CatalogCommand {
         origin: crate::webhooks::EventOrigin,
         then: Box<CatalogCommand>,
     },
+    /// Several writes of the push path committed in one entry (group commit on the leader, see
+    /// `write_batch`): each is applied in order as if it were its own entry, a rejected one
+    /// changing nothing, and answered in [`EntryAnswer::Batch`]. Never nested.
+    Batch(Vec<CatalogCommand>),
 }
 
 /// Most tags one manifest PUT may apply.
@@ -265,6 +269,16 @@ pub struct GcState {
 pub enum CatalogResponse {
     Applied,
     Rejected(Rejection),
+}
+
+/// What applying one Raft entry answered: its command's answer, or a batch's answers (one per
+/// command of a [`CatalogCommand::Batch`], in its order). Kept apart from [`CatalogResponse`]
+/// so that a caller of `propose`, which always gets its own command's answer, never sees a
+/// batch.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub enum EntryAnswer {
+    One(CatalogResponse),
+    Batch(Vec<CatalogResponse>),
 }
 
 /// Why a command changed nothing.

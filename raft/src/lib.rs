@@ -44,6 +44,7 @@ pub mod tls;
 mod txn;
 pub mod types;
 pub mod webhooks;
+mod write_batch;
 
 pub use catalog::CatalogReader;
 pub use command::{

@@ -20,6 +20,7 @@ use crate::read_index::ReadBatcher;
 use crate::removal::{LeaveNotice, Removal};
 use crate::state_machine::StateMachineStore;
 use crate::types::{KeelsonRaft, NodeId, NodeInfo};
+use crate::write_batch::WriteBatcher;
 
 /// How long a request waits for a leader or for this node to catch up before giving up.
 const LEADER_WAIT: Duration = Duration::from_secs(10);
@@ -75,6 +76,8 @@ pub struct Catalog {
     node_id: NodeId,
     channels: PeerChannels,
     reads: Arc<ReadBatcher>,
+    /// Group commit of the writes this node serves as leader.
+    writes: Arc<WriteBatcher>,
     removal: Removal,
     timings: crate::timings::RaftTimings,
 }
@@ -82,6 +85,11 @@ pub struct Catalog {
 /// Refuses a command over [`MAX_COMMAND_BYTES`] (checked where it is proposed and again by the
 /// leader, whatever version the proposing member runs).
 fn check_command_size(cmd: &CatalogCommand) -> Result<(), CatalogError> {
+    command_size(cmd).map(|_| ())
+}
+
+/// The encoded size of `cmd`, when within [`MAX_COMMAND_BYTES`].
+fn command_size(cmd: &CatalogCommand) -> Result<u64, CatalogError> {
     let bytes = bincode::serialized_size(cmd).map_err(|e| CatalogError::Unavailable(e.to_string()))?;
     if bytes > MAX_COMMAND_BYTES {
         return Err(CatalogError::TooLarge {
@@ -89,7 +97,7 @@ fn check_command_size(cmd: &CatalogCommand) -> Result<(), CatalogError> {
             limit: MAX_COMMAND_BYTES,
         });
     }
-    Ok(())
+    Ok(bytes)
 }
 
 /// Whether a failed RPC never left this node: tonic wraps every failure to open the connection
@@ -212,6 +220,7 @@ impl Catalog {
             node_id: config.node_id,
             channels,
             reads: Arc::new(ReadBatcher::default()),
+            writes: Arc::new(WriteBatcher::default()),
             removal,
             timings,
         };
@@ -239,6 +248,10 @@ impl Catalog {
 
     pub fn raft(&self) -> &KeelsonRaft {
         &self.raft
+    }
+
+    pub(crate) fn writes(&self) -> &Arc<WriteBatcher> {
+        &self.writes
     }
 
     pub fn channels(&self) -> &PeerChannels {
@@ -415,7 +428,7 @@ impl Catalog {
         loop {
             let (leader, node) = self.leader().await?;
             let result = if leader == self.node_id {
-                Ok(serve_forwarded(&self.raft, req.clone()).await)
+                Ok(serve_forwarded(&self.raft, &self.writes, req.clone()).await)
             } else {
                 self.forward_to(&node, &req).await
             };
@@ -550,38 +563,37 @@ impl Catalog {
     }
 }
 
-/// Executes a forwarded request on this node, which believes it is the leader.
-pub(crate) async fn serve_forwarded(raft: &KeelsonRaft, req: Forwarded) -> ForwardResult {
-    fn not_leader<E>(e: &RaftError<NodeId, E>) -> Option<ForwardError>
-    where
-        E: std::error::Error + openraft::TryAsRef<openraft::error::ForwardToLeader<NodeId, NodeInfo>>,
-    {
-        e.forward_to_leader().map(|f| ForwardError::NotLeader {
+/// Why `raft` refused a request: not the leader (and who is, when known), or another failure.
+pub(crate) fn forward_error<E>(e: &RaftError<NodeId, E>) -> ForwardError
+where
+    E: std::error::Error + openraft::TryAsRef<openraft::error::ForwardToLeader<NodeId, NodeInfo>>,
+{
+    match e.forward_to_leader() {
+        Some(f) => ForwardError::NotLeader {
             leader: f.leader_id,
             node: f.leader_node.clone(),
-        })
+        },
+        None => ForwardError::Failed(e.to_string()),
     }
-    let failed = |e: &dyn std::fmt::Display| ForwardError::Failed(e.to_string());
+}
+
+/// Executes a forwarded request on this node, which believes it is the leader; writes go
+/// through `writes` (group commit).
+pub(crate) async fn serve_forwarded(raft: &KeelsonRaft, writes: &Arc<WriteBatcher>, req: Forwarded) -> ForwardResult {
     match req {
-        Forwarded::Write(cmd) if check_command_size(&cmd).is_err() => Err(ForwardError::Failed(format!(
-            "a catalog change over the {MAX_COMMAND_BYTES}-byte bound of one Raft entry"
-        ))),
-        Forwarded::Write(cmd) => match raft.client_write(cmd).await {
-            Ok(resp) => Ok(ForwardReply::Written {
-                index: resp.log_id.index,
-                response: resp.data,
-            }),
-            Err(e) => Err(not_leader(&e).unwrap_or_else(|| failed(&e))),
+        Forwarded::Write(cmd) => match command_size(&cmd) {
+            Ok(bytes) => writes.write(raft, cmd, bytes).await,
+            Err(e) => Err(ForwardError::Failed(e.to_string())),
         },
         Forwarded::ReadIndex => match raft.get_read_log_id().await {
             Ok((read, _applied)) => Ok(ForwardReply::ReadIndex {
                 index: read.map_or(0, |l| l.index),
             }),
-            Err(e) => Err(not_leader(&e).unwrap_or_else(|| failed(&e))),
+            Err(e) => Err(forward_error(&e)),
         },
         Forwarded::AddMember { id, node } => {
             if let Err(e) = raft.add_learner(id, node, true).await {
-                return Err(not_leader(&e).unwrap_or_else(|| failed(&e)));
+                return Err(forward_error(&e));
             }
             match raft
                 .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), true)
@@ -590,7 +602,7 @@ pub(crate) async fn serve_forwarded(raft: &KeelsonRaft, req: Forwarded) -> Forwa
                 Ok(resp) => Ok(ForwardReply::MembershipChanged {
                     index: resp.log_id.index,
                 }),
-                Err(e) => Err(not_leader(&e).unwrap_or_else(|| failed(&e))),
+                Err(e) => Err(forward_error(&e)),
             }
         }
         Forwarded::RemoveMember { id } => {
@@ -610,7 +622,7 @@ pub(crate) async fn serve_forwarded(raft: &KeelsonRaft, req: Forwarded) -> Forwa
                 Ok(resp) => Ok(ForwardReply::MembershipChanged {
                     index: resp.log_id.index,
                 }),
-                Err(e) => Err(not_leader(&e).unwrap_or_else(|| failed(&e))),
+                Err(e) => Err(forward_error(&e)),
             }
         }
     }

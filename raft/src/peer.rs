@@ -52,6 +52,8 @@ pub type ForwardResult = Result<ForwardReply, ForwardError>;
 /// The gRPC service a node exposes to its peers.
 pub struct PeerService {
     raft: KeelsonRaft,
+    /// The node's write batcher: forwarded writes share entries with its own.
+    writes: std::sync::Arc<crate::write_batch::WriteBatcher>,
     node_id: NodeId,
     removal: Removal,
 }
@@ -60,6 +62,7 @@ impl PeerService {
     pub fn new(catalog: &Catalog) -> Self {
         PeerService {
             raft: catalog.raft().clone(),
+            writes: catalog.writes().clone(),
             node_id: catalog.node_id(),
             removal: catalog.removal().clone(),
         }
@@ -103,7 +106,7 @@ impl RaftPeer for PeerService {
         let req: Forwarded = decode(request.get_ref()).map_err(bad_request)?;
         let serve = async {
             tracing::debug!("serving a request forwarded by another member");
-            crate::node::serve_forwarded(&self.raft, req).await
+            crate::node::serve_forwarded(&self.raft, &self.writes, req).await
         };
         // The forwarding node's request: its id follows into the leader's log lines.
         let id = request

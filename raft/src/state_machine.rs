@@ -154,7 +154,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         Ok((applied, membership))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CatalogResponse>, StorageError>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<EntryAnswer>, StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -165,7 +165,25 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             let touches_cached = matches!(&entry.payload, EntryPayload::Normal(c) if touches_cached_state(c));
             let mut tx = Txn::new(self.db.clone());
             let answer = match entry.payload {
-                EntryPayload::Blank => CatalogResponse::Applied,
+                EntryPayload::Blank => EntryAnswer::One(CatalogResponse::Applied),
+                EntryPayload::Normal(CatalogCommand::Batch(cmds)) => {
+                    // Group commit: each command as if it were its own entry, in order.
+                    let mut applier = Applier {
+                        tx,
+                        identity: &self.identity,
+                    };
+                    let mut answers = Vec::with_capacity(cmds.len());
+                    for cmd in cmds {
+                        applier.tx.savepoint();
+                        let answer = applier.apply(cmd).map_err(io_err)?;
+                        if matches!(answer, CatalogResponse::Rejected(_)) {
+                            applier.tx.rollback();
+                        }
+                        answers.push(answer);
+                    }
+                    tx = applier.tx;
+                    EntryAnswer::Batch(answers)
+                }
                 EntryPayload::Normal(cmd) => {
                     let mut applier = Applier {
                         tx,
@@ -175,19 +193,19 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     tx = applier.tx;
                     if matches!(answer, CatalogResponse::Rejected(_)) {
                         // A rejected command changes nothing but the applied position.
-                        tx = Txn::new(self.db.clone());
+                        tx.rollback();
                     }
-                    answer
+                    EntryAnswer::One(answer)
                 }
                 EntryPayload::Membership(m) => {
                     let stored = StoredMembership::new(Some(entry.log_id), m);
                     tx.put(CF_SM_META, KEY_MEMBERSHIP, &stored).map_err(io_err)?;
-                    CatalogResponse::Applied
+                    EntryAnswer::One(CatalogResponse::Applied)
                 }
             };
             tx.put(CF_SM_META, KEY_LAST_APPLIED, &Some(entry.log_id))
                 .map_err(io_err)?;
-            let batch = tx.into_batch();
+            let batch = tx.into_batch().map_err(io_err)?;
             if touches_cached {
                 self.cache.write(|| self.db.write(batch)).map_err(io_err)?;
             } else {

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-use crate::command::{CatalogCommand, CatalogResponse};
+use crate::command::{CatalogCommand, EntryAnswer};
 
 /// A node's stable identity inside one cluster.
 pub type NodeId = u64;
@@ -33,7 +33,7 @@ openraft::declare_raft_types!(
     /// Keelson's Raft types.
     pub TypeConfig:
         D = CatalogCommand,
-        R = CatalogResponse,
+        R = EntryAnswer,
         NodeId = NodeId,
         Node = NodeInfo,
         SnapshotData = tokio::fs::File,
