@@ -465,12 +465,15 @@ if [ -z "$only" ] || grep -qE -- "$only" <<<"images page"; then
 fi
 
 # The scanner's inventory rate: one image whose layer is this machine's Python library and
-# package databases (real files, gzip'd), pushed to the first node; the node's own metrics say
-# how many layer bytes its scanner read and how long that took. Keelson only.
+# package databases (real files, gzip'd); the node's own metrics say how many layer bytes its
+# scanner read and how long that took. Keelson only. It goes to the node without pull counting,
+# whose scan queue is otherwise empty: the main node's holds every image the manifest PUT rows
+# made (tens of thousands), which its scanner works through first.
 scan_line=''
 if { [ -z "$only" ] || grep -qE -- "$only" <<<"scanning"; } && [ -z "$keelson_url" ]; then
   echo "== scanning: inventory of a real layer"
   scan_dir=$scratch/scan
+  scan_url=${url[keelson-nocount]:-${url[keelson]}}
   mkdir -p "$scan_dir"
   scan_src=(usr/lib/python3 var/lib/dpkg)
   [ "$quick" = 0 ] && scan_src+=(usr/share/doc)
@@ -482,12 +485,12 @@ if { [ -z "$only" ] || grep -qE -- "$only" <<<"scanning"; } && [ -z "$keelson_ur
   push_blob() { # push_blob FILE: uploads FILE to bench/scan; prints its digest
     local digest location
     digest=sha256:$(sha256sum "$1" | cut -d' ' -f1)
-    location=$(kcurl -X POST -D - -o /dev/null "${url[keelson]}/v2/bench/scan/blobs/uploads/" | tr -d '\r' | sed -n 's/^[Ll]ocation: //p')
-    [[ $location == /* ]] && location=${url[keelson]}$location
+    location=$(kcurl -X POST -D - -o /dev/null "$scan_url/v2/bench/scan/blobs/uploads/" | tr -d '\r' | sed -n 's/^[Ll]ocation: //p')
+    [[ $location == /* ]] && location=$scan_url$location
     kcurl -X PUT -H 'Content-Type: application/octet-stream' --data-binary @"$1" \
       "$location$( [[ $location == *\?* ]] && echo '&' || echo '?')digest=$digest" -o /dev/null && echo "$digest"
   }
-  metric() { kcurl "${url[keelson]}/metrics" | awk -v m="$1" '$1 == m {print $2}' | tail -1; }
+  metric() { kcurl "$scan_url/metrics" | awk -v m="$1" '$1 == m {print $2}' | tail -1; }
   printf '{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}' >"$scan_dir/config.json"
   layer_digest=$(push_blob "$scan_dir/layer.tar.gz") config_digest=$(push_blob "$scan_dir/config.json")
   if [ -n "$layer_digest" ] && [ -n "$config_digest" ]; then
@@ -496,10 +499,10 @@ if { [ -z "$only" ] || grep -qE -- "$only" <<<"scanning"; } && [ -z "$keelson_ur
       "$config_digest" "$(stat -c %s "$scan_dir/config.json")" "$layer_digest" "$(stat -c %s "$scan_dir/layer.tar.gz")" >"$scan_dir/manifest.json"
     image=sha256:$(sha256sum "$scan_dir/manifest.json" | cut -d' ' -f1)
     kcurl -X PUT -H 'Content-Type: application/vnd.oci.image.manifest.v1+json' --data-binary @"$scan_dir/manifest.json" \
-      "${url[keelson]}/v2/bench/scan/manifests/v1" -o /dev/null
+      "$scan_url/v2/bench/scan/manifests/v1" -o /dev/null
     scanned=0
     for _ in $(seq 1 1200); do
-      if kcurl "${url[keelson]}/api/v1/repos/bench/scan/images/$image/vulnerabilities" | grep -q '"state":"scanned"'; then
+      if kcurl "$scan_url/api/v1/repos/bench/scan/images/$image/vulnerabilities" | grep -q '"state":"scanned"'; then
         scanned=1; break
       fi
       sleep 0.25

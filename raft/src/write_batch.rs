@@ -30,6 +30,10 @@ use crate::types::KeelsonRaft;
 /// Commands in one batched entry at most.
 pub const MAX_BATCH_COMMANDS: usize = 256;
 
+/// Writes waiting for an entry at most; past it a write is refused (the caller answers 503 and
+/// the client retries) rather than queued without bound.
+pub const MAX_QUEUED_WRITES: usize = 64 * MAX_BATCH_COMMANDS;
+
 /// A queued write and where its answer goes.
 struct Pending {
     cmd: CatalogCommand,
@@ -70,6 +74,11 @@ impl WriteBatcher {
         let (reply, answer) = oneshot::channel();
         let start = {
             let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            if state.queue.len() >= MAX_QUEUED_WRITES {
+                return Err(ForwardError::Failed(format!(
+                    "{MAX_QUEUED_WRITES} catalog writes are already waiting on the leader"
+                )));
+            }
             state.queue.push_back(Pending { cmd, bytes, reply });
             !std::mem::replace(&mut state.running, true)
         };
