@@ -407,8 +407,9 @@ impl BlobStore {
         self.stream(digest, offset, len, self.decrypted.clone())
     }
 
-    /// [`BlobStore::stream_range`] for a read made once: decrypted windows are used when
-    /// cached but not kept, so a pass over many blobs does not displace the ones served most.
+    /// [`BlobStore::stream_range`] for a read made once: it decrypts what it reads and neither
+    /// uses nor fills the decrypted windows, so a pass over many blobs does not displace the
+    /// ones served most.
     pub fn stream_range_once(
         &self,
         digest: &Digest,
